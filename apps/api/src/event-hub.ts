@@ -1,0 +1,187 @@
+import type { Redis } from 'ioredis';
+import type { RedisClient } from '@imgbuilder/common/redis';
+import { BuildStore, compareStreamIds, type BuildEvent } from '@imgbuilder/common/build-store';
+import { redisChannels } from '@imgbuilder/common/redis-keys';
+
+const PAGE = 500;
+/** Safety net for notifications lost while Redis pub/sub reconnects. */
+const POLL_MS = 1_000;
+/** A live subscriber with more than this undelivered falls back to reading Redis at its own pace. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Tails builds' event streams for every local subscriber of this API process.
+ *
+ * Each build watched here has one shared tail: one Redis pub/sub subscription and one XRANGE per change, fanned out
+ * to all local subscribers that are caught up. A new or slow subscriber first reads the stream on its own from its
+ * cursor, and joins the shared tail once it has caught up; so 500 subscribers cost one read per change, and a slow
+ * one costs memory only up to MAX_BUFFERED_BYTES.
+ */
+export class EventHub {
+  private readonly tails = new Map<string, Tail>();
+
+  constructor(
+    private readonly store: BuildStore,
+    private readonly sub: RedisClient,
+  ) {
+    sub.on('message', (channel: string) => {
+      const id = channel.slice(channel.lastIndexOf(':') + 1);
+      this.tails.get(id)?.wake();
+    });
+  }
+
+  /** Events of a build from its start (or after `afterId`), ending after a terminal state event or on abort. */
+  async *events(buildId: string, signal: AbortSignal, afterId = '0-0'): AsyncGenerator<BuildEvent> {
+    let tail = this.tails.get(buildId);
+    if (!tail) {
+      tail = new Tail(buildId, this.store, this.sub as Redis, () => this.tails.delete(buildId));
+      this.tails.set(buildId, tail);
+    }
+    const sub = new Subscriber(afterId);
+    tail.add(sub);
+    const onAbort = () => sub.notify();
+    signal.addEventListener('abort', onAbort);
+    try {
+      while (!signal.aborted) {
+        if (sub.mode === 'catchup') {
+          const batch = await this.store.readEvents(buildId, sub.cursor, PAGE);
+          for (const e of batch) {
+            sub.cursor = e.id;
+            yield e;
+            if (e.kind === 'state' && (e.state === 'done_success' || e.state === 'done_failure')) return;
+          }
+          await tail.ready;
+          // Single-threaded: no shared fetch can interleave between this check and the switch.
+          if (batch.length < PAGE && compareStreamIds(sub.cursor, tail.lastId) >= 0) sub.mode = 'live';
+          continue;
+        }
+        const e = sub.queue.shift();
+        if (!e) {
+          await sub.waitForData();
+          continue;
+        }
+        sub.bufferedBytes -= size(e);
+        if (compareStreamIds(e.id, sub.cursor) <= 0) continue;
+        sub.cursor = e.id;
+        yield e;
+        if (e.kind === 'state' && (e.state === 'done_success' || e.state === 'done_failure')) return;
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      tail.remove(sub);
+    }
+  }
+
+  get watchedBuilds(): number {
+    return this.tails.size;
+  }
+}
+
+class Subscriber {
+  mode: 'catchup' | 'live' = 'catchup';
+  queue: BuildEvent[] = [];
+  bufferedBytes = 0;
+  private waiter?: () => void;
+  constructor(public cursor: string) {}
+
+  push(events: BuildEvent[]): void {
+    if (this.mode !== 'live') return;
+    for (const e of events) {
+      this.queue.push(e);
+      this.bufferedBytes += size(e);
+    }
+    if (this.bufferedBytes > MAX_BUFFERED_BYTES) {
+      // Too far behind: drop the buffer and re-read from Redis at the subscriber's own pace.
+      this.queue = [];
+      this.bufferedBytes = 0;
+      this.mode = 'catchup';
+    }
+    this.notify();
+  }
+
+  notify(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
+  }
+
+  waitForData(): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+}
+
+class Tail {
+  lastId = '0-0';
+  readonly ready: Promise<void>;
+  private readonly subs = new Set<Subscriber>();
+  private fetching = false;
+  private again = false;
+  private readonly timer: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly buildId: string,
+    private readonly store: BuildStore,
+    private readonly sub: Redis,
+    private readonly onClose: () => void,
+  ) {
+    this.ready = (async () => {
+      await this.sub.subscribe(redisChannels.events(buildId));
+      this.lastId = await this.store.lastEventId(buildId);
+    })().catch(() => {
+      // Redis away: start from the beginning; subscribers filter what they already have.
+    });
+    this.timer = setInterval(() => this.wake(), POLL_MS);
+    this.timer.unref();
+  }
+
+  add(s: Subscriber): void {
+    this.subs.add(s);
+  }
+
+  remove(s: Subscriber): void {
+    this.subs.delete(s);
+    if (this.subs.size === 0 && !this.closed) {
+      this.closed = true;
+      clearInterval(this.timer);
+      this.onClose();
+      this.sub.unsubscribe(redisChannels.events(this.buildId)).catch(() => undefined);
+    }
+  }
+
+  wake(): void {
+    if (this.fetching) {
+      this.again = true;
+      return;
+    }
+    this.fetching = true;
+    void this.fetch().finally(() => {
+      this.fetching = false;
+      if (this.again) {
+        this.again = false;
+        this.wake();
+      }
+    });
+  }
+
+  private async fetch(): Promise<void> {
+    await this.ready;
+    try {
+      for (;;) {
+        const batch = await this.store.readEvents(this.buildId, this.lastId, PAGE);
+        if (batch.length === 0) return;
+        this.lastId = batch[batch.length - 1].id;
+        for (const s of this.subs) s.push(batch);
+        if (batch.length < PAGE) return;
+      }
+    } catch {
+      // Redis away: the poll timer retries.
+    }
+  }
+}
+
+function size(e: BuildEvent): number {
+  return e.kind === 'log' ? e.text.length + 64 : 128;
+}

@@ -1,0 +1,296 @@
+import type { Queue } from 'bullmq';
+import { status as GrpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import {
+  BuildRegistryAuth,
+  BuildSource,
+  BuildStatus,
+  type BuildInfo,
+  type BuildRequest,
+  type BuildResponse,
+  type ImageBuilderServer,
+  type ListBuildsRequest,
+  type ListBuildsResponse,
+  type LogsRequest,
+  type LogsResponse,
+  type ResolveBaseImageRequest,
+  type ResolveBaseImageResponse,
+  type ResolveWorkspaceImageRequest,
+  type ResolveWorkspaceImageResponse,
+} from '@imgbuilder/proto';
+import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
+import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
+import { parseImageRef } from '@imgbuilder/common/image-ref';
+import type { Logger } from '@imgbuilder/common/logger';
+import type { ObjectStore } from '@imgbuilder/common/object-store';
+import type { RegistryClient } from '@imgbuilder/common/registry-client';
+import { pushCredentials, type CredentialTable } from '@imgbuilder/common/registry-auth';
+import type { SecretBox } from '@imgbuilder/common/secret-box';
+import { censorRefs } from '@imgbuilder/common/censor';
+import type { ApiMetrics } from './metrics.js';
+import type { BuildPlan, BuildPlanner } from './build-plan.js';
+import type { EventHub } from './event-hub.js';
+import { toServiceError } from './grpc-status.js';
+import { callSignal, writeMessage } from './stream-writer.js';
+
+export interface ServiceConfig {
+  workspaceRepository: string;
+  baseRepository: string;
+  installation: CredentialTable;
+  logUrlTtlMs: number;
+  retentionMs: number;
+  buildTimeoutMs: number;
+  maxQueued: number;
+  /** Interval of `running` keepalive messages on quiet Build streams. */
+  keepaliveMs: number;
+}
+
+/** The `builder.ImageBuilder` rpcs. Holds no build state: everything lives in Redis. */
+export class ImageBuilderService {
+  constructor(
+    private readonly cfg: ServiceConfig,
+    private readonly planner: BuildPlanner,
+    private readonly registry: RegistryClient,
+    private readonly store: BuildStore,
+    private readonly hub: EventHub,
+    private readonly queue: Queue<BuildJobData>,
+    private readonly objects: ObjectStore,
+    private readonly secrets: SecretBox,
+    private readonly metrics: ApiMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  handlers(): ImageBuilderServer {
+    return {
+      resolveBaseImage: (call, cb) => this.unary('ResolveBaseImage', call, cb, (r) => this.resolveBaseImage(r)),
+      resolveWorkspaceImage: (call, cb) => this.unary('ResolveWorkspaceImage', call, cb, (r) => this.resolveWorkspaceImage(r)),
+      listBuilds: (call, cb) => this.unary('ListBuilds', call, cb, (r) => this.listBuilds(r)),
+      build: (call) => void this.stream('Build', call, (signal) => this.build(call, signal)),
+      logs: (call) => void this.stream('Logs', call, (signal) => this.logs(call, signal)),
+    };
+  }
+
+  private unary<Req, Res>(method: string, call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>, fn: (req: Req) => Promise<Res>): void {
+    const end = this.metrics.callStarted(method);
+    fn(call.request).then(
+      (res) => {
+        end('OK');
+        cb(null, res);
+      },
+      (err: unknown) => {
+        const e = toServiceError(err, this.log, method);
+        end(GrpcStatus[e.code]);
+        cb(e);
+      },
+    );
+  }
+
+  private async stream<Req, Res>(method: string, call: ServerWritableStream<Req, Res>, fn: (signal: AbortSignal) => Promise<void>): Promise<void> {
+    const end = this.metrics.callStarted(method);
+    const { signal, done } = callSignal(call as ServerWritableStream<unknown, unknown>);
+    try {
+      await fn(signal);
+      end('OK');
+      if (!signal.aborted) call.end();
+    } catch (err) {
+      const e = toServiceError(err, this.log, method);
+      end(GrpcStatus[e.code]);
+      if (!signal.aborted) call.destroy(e);
+    } finally {
+      done();
+    }
+  }
+
+  async resolveBaseImage(req: ResolveBaseImageRequest): Promise<ResolveBaseImageResponse> {
+    const policy = this.planner.policyFor(req.auth);
+    return { ref: await this.planner.resolveImage(req.ref, policy, req.useRetryClient) };
+  }
+
+  async resolveWorkspaceImage(req: ResolveWorkspaceImageRequest): Promise<ResolveWorkspaceImageResponse> {
+    const plan = await this.planner.plan(req.source, req.auth, req.useRetryClient);
+    if (await this.workspaceImageExists(plan.ref)) return { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success };
+    const active = await this.store.activeIdForRef(plan.ref);
+    const record = active ? await this.store.get(active) : undefined;
+    const status = record && !isTerminal(record.state) ? BuildStatus.running : BuildStatus.unknown;
+    return { ref: plan.ref, baseRef: plan.baseRef, status };
+  }
+
+  async listBuilds(_req: ListBuildsRequest): Promise<ListBuildsResponse> {
+    const records = await this.store.listLive();
+    return { builds: await Promise.all(records.map((r) => this.buildInfo(r))) };
+  }
+
+  private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
+    const req = call.request;
+    let plan: BuildPlan;
+    if (req.baseImageNameResolved && !req.forceRebuild) {
+      const policy = this.planner.policyFor(req.auth);
+      // Validate the source as a normal build would, so bad requests fail the same way either path.
+      if (!req.source?.from) throw invalidArgument('build source is missing');
+      plan = await this.planner.planFromResolvedBase(req.baseImageNameResolved, policy, req.useRetryClient);
+    } else {
+      plan = await this.planner.plan(req.source, req.auth, req.useRetryClient);
+    }
+    const log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
+
+    if (!req.forceRebuild && (await this.workspaceImageExists(plan.ref))) {
+      log.debug('workspace image exists');
+      await writeMessage(call, { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
+      return;
+    }
+
+    const buildId = await this.startOrJoin(plan, req, log);
+    const record = await this.store.get(buildId);
+    if (!record) throw new ImgbuilderError('UNAVAILABLE', 'the build record vanished; retry');
+    const running = async (r: BuildRecord) =>
+      writeMessage(call, { ref: r.ref, baseRef: r.baseRef, status: BuildStatus.running, message: '', info: await this.buildInfo(r, BuildStatus.running) }, signal);
+    const terminal = async (r: BuildRecord, state: 'done_success' | 'done_failure', message: string) => {
+      const st = state === 'done_success' ? BuildStatus.done_success : BuildStatus.done_failure;
+      await writeMessage(call, { ref: r.ref, baseRef: r.baseRef, status: st, message, info: await this.buildInfo(r, st) }, signal);
+    };
+    if (isTerminal(record.state)) {
+      await terminal(record, record.state as 'done_success' | 'done_failure', record.message);
+      return;
+    }
+    await running(record);
+
+    // Quiet builds still send `running` now and then, so proxies and clients see a live stream.
+    const keepalive = setInterval(() => void running(record).catch(() => undefined), this.cfg.keepaliveMs);
+    try {
+      for await (const e of this.hub.events(buildId, signal)) {
+        if (e.kind !== 'state') continue;
+        if (e.state === 'done_success' || e.state === 'done_failure') {
+          await terminal(record, e.state, e.message);
+          return;
+        }
+      }
+    } finally {
+      clearInterval(keepalive);
+    }
+  }
+
+  /** Joins the build queued or running for the ref, or queues a new one; returns its id. */
+  private async startOrJoin(plan: BuildPlan, req: BuildRequest, log: Logger): Promise<string> {
+    const existing = await this.store.activeIdForRef(plan.ref);
+    if (!existing) {
+      const queued = await this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed');
+      if (queued >= this.cfg.maxQueued) {
+        throw new ImgbuilderError('RESOURCE_EXHAUSTED', `build queue is full (${queued} builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=${this.cfg.maxQueued}); retry later`);
+      }
+    }
+    const { created, id } = await this.store.createOrJoin({
+      ref: plan.ref,
+      baseRef: plan.baseRef,
+      triggeredBy: req.triggeredBy,
+      // Short until the job is safely queued: if this process dies in between, the lock frees itself.
+      lockTtlMs: 60_000,
+      retentionMs: this.cfg.retentionMs,
+    });
+    if (!created) {
+      this.metrics.deduplicated.inc();
+      log.info({ build_id: id }, 'joined running build');
+      return id;
+    }
+    try {
+      await this.queue.add('build', this.jobData(id, plan, req), { jobId: id });
+      await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
+    } catch (err) {
+      await this.store.finish(id, plan.ref, 'done_failure', 'build could not be queued', this.cfg.retentionMs, this.cfg.retentionMs).catch(() => undefined);
+      throw err;
+    }
+    this.metrics.started.inc();
+    log.info({ build_id: id, plan: plan.plan }, 'build queued');
+    return id;
+  }
+
+  private jobData(buildId: string, plan: BuildPlan, req: BuildRequest): BuildJobData {
+    const secrets: JobSecrets = { additional: { ...(req.auth?.additional ?? {}) }, git: [] };
+    // Strip credentials out of the source; they travel sealed.
+    const source = BuildSource.fromPartial(req.source ?? {});
+    const visit = (init: { spec?: { $case: string } } | undefined) => {
+      const spec = init?.spec as { $case: string; [k: string]: unknown } | undefined;
+      if (!spec) return;
+      if (spec.$case === 'git') stripGit(spec.git as GitLike);
+      if (spec.$case === 'prebuild') for (const g of (spec.prebuild as { git: GitLike[] }).git) stripGit(g);
+      if (spec.$case === 'composite') for (const c of (spec.composite as { initializer: { spec?: { $case: string } }[] }).initializer) visit(c);
+    };
+    const stripGit = (g: GitLike) => {
+      secrets.git.push({ password: g.config?.authPassword ?? '', ots: g.config?.authOts ?? '' });
+      if (g.config) {
+        g.config.authPassword = '';
+        g.config.authOts = '';
+      }
+    };
+    if (source.from?.$case === 'file') visit(source.from.file.source);
+    const auth = BuildRegistryAuth.fromPartial({ ...(req.auth ?? {}), additional: {} });
+    return {
+      buildId,
+      ref: plan.ref,
+      baseRef: plan.baseRef,
+      source: BuildSource.toJSON(source),
+      plan: plan.plan,
+      copyFrom: plan.copyFrom,
+      auth: BuildRegistryAuth.toJSON(auth),
+      sealed: this.secrets.seal(secrets),
+      triggeredBy: req.triggeredBy,
+      resolvedCommits: plan.resolvedCommits,
+    };
+  }
+
+  private async logs(call: ServerWritableStream<LogsRequest, LogsResponse>, signal: AbortSignal): Promise<void> {
+    const req = call.request;
+    let buildId = req.buildId;
+    if (!buildId && req.buildRef) {
+      try {
+        parseImageRef(req.buildRef);
+      } catch {
+        throw notFound('build not found');
+      }
+      buildId = (await this.store.latestIdForRef(req.buildRef)) ?? '';
+    }
+    if (!buildId) {
+      if (!req.buildRef) throw invalidArgument('give build_id or build_ref');
+      throw notFound('build not found');
+    }
+    const record = await this.store.get(buildId);
+    if (!record) throw notFound('build not found');
+    const censor = req.censored ? (text: string) => censorRefs(text, [record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : (t: string) => t;
+    const send = (data: string | Buffer) =>
+      writeMessage(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
+
+    if (isTerminal(record.state) && !(await this.store.eventsExist(buildId))) {
+      // Finished and no longer in Redis: the object store has the complete log.
+      const body = await this.objects.getStream(record.logKey).catch(() => {
+        throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
+      });
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        if (signal.aborted) break;
+        await send(chunk);
+      }
+      return;
+    }
+    for await (const e of this.hub.events(buildId, signal)) {
+      if (e.kind === 'log') await send(e.text);
+    }
+  }
+
+  private async workspaceImageExists(ref: string): Promise<boolean> {
+    return this.registry.exists(parseImageRef(ref), { credentials: pushCredentials(this.cfg.installation, this.cfg.workspaceRepository) });
+  }
+
+  private async buildInfo(r: BuildRecord, status?: BuildStatus): Promise<BuildInfo> {
+    const url = await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => '');
+    return {
+      ref: r.ref,
+      baseRef: r.baseRef,
+      status: status ?? (r.state === 'done_success' ? BuildStatus.done_success : r.state === 'done_failure' ? BuildStatus.done_failure : BuildStatus.running),
+      startedAt: String(r.startedAt),
+      buildId: r.id,
+      logInfo: { url, headers: {} },
+    };
+  }
+}
+
+interface GitLike {
+  config?: { authPassword: string; authOts: string };
+}

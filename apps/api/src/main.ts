@@ -1,0 +1,110 @@
+import { Queue } from 'bullmq';
+import { loadEnv, ConfigError } from '@imgbuilder/common/config';
+import { createLogger } from '@imgbuilder/common/logger';
+import { createRedis, describeRedisUrl } from '@imgbuilder/common/redis';
+import { QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
+import { BuildStore } from '@imgbuilder/common/build-store';
+import { RegistryClient } from '@imgbuilder/common/registry-client';
+import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
+import { ObjectStore } from '@imgbuilder/common/object-store';
+import { SecretBox } from '@imgbuilder/common/secret-box';
+import { startHealthServer } from '@imgbuilder/common/health-server';
+import type { BuildJobData } from '@imgbuilder/common/build-job';
+import { BuildPlanner } from './build-plan.js';
+import { EventHub } from './event-hub.js';
+import { GitRemoteResolver } from './git-remote-resolver.js';
+import { ImageBuilderService } from './image-builder-service.js';
+import { ApiMetrics } from './metrics.js';
+import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentials } from './server.js';
+
+const log = createLogger('imgbuilder-api');
+
+async function main(): Promise<void> {
+  const env = loadEnv();
+  const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
+  const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
+  const creds = serverCredentials(env);
+
+  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-api' });
+  const sub = createRedis(env.REDIS_URL, { name: 'imgbuilder-api-sub', blocking: true });
+  redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+  sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-api-queue' }), prefix: QUEUE_PREFIX });
+  queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
+
+  const store = new BuildStore(redis);
+  const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
+  const objects = new ObjectStore(env);
+  objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
+  const metrics = new ApiMetrics(queue);
+  const planner = new BuildPlanner(
+    {
+      baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
+      workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
+      installation,
+      allowLocalSources: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+    },
+    registry,
+    new GitRemoteResolver(env.IMGBUILDER_ALLOW_LOCAL_SOURCES),
+  );
+  const service = new ImageBuilderService(
+    {
+      workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
+      baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
+      installation,
+      logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
+      retentionMs: env.IMGBUILDER_LOG_RETENTION,
+      buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+      maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
+      keepaliveMs: 15_000,
+    },
+    planner,
+    registry,
+    store,
+    new EventHub(store, sub),
+    queue,
+    objects,
+    secrets,
+    metrics,
+    log,
+  );
+
+  const ready = async () => (await redis.ping()) === 'PONG';
+  const server = createGrpcServer(env);
+  addImageBuilder(server, service.handlers());
+  new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
+  const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
+  const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
+  // Several processes on one host would fight over the default port; metrics are not worth failing the API for.
+  const http = metricsAddr
+    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready }).catch((err: Error) => {
+        log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
+        return undefined;
+      })
+    : undefined;
+  log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT) }, 'imgbuilder API listening');
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: no new calls, open streams get 10s');
+    const force = setTimeout(() => server.forceShutdown(), 10_000);
+    force.unref();
+    server.tryShutdown(async () => {
+      http?.close();
+      await queue.close().catch(() => undefined);
+      redis.disconnect();
+      sub.disconnect();
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError) log.fatal(err.message);
+  else log.fatal({ err }, 'API failed to start');
+  process.exit(1);
+});

@@ -1,0 +1,191 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
+import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
+import { BuildStore } from '@imgbuilder/common/build-store';
+import type { Env } from '@imgbuilder/common/config';
+import { formatDuration } from '@imgbuilder/common/duration';
+import { ImgbuilderError } from '@imgbuilder/common/errors';
+import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
+import type { Logger } from '@imgbuilder/common/logger';
+import type { ObjectStore } from '@imgbuilder/common/object-store';
+import { RegistryAuthPolicy, pushCredentials, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
+import type { RegistryClient } from '@imgbuilder/common/registry-client';
+import type { SecretBox } from '@imgbuilder/common/secret-box';
+import { BuildReporter } from './build-reporter.js';
+import { prepareContext } from './build-context.js';
+import { DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
+import { runInitializer, SourceError } from './initializers.js';
+import type { WorkerMetrics } from './metrics.js';
+
+export interface RunnerDeps {
+  env: Env;
+  store: BuildStore;
+  objects: ObjectStore;
+  registry: RegistryClient;
+  engine: DockerEngine;
+  secrets: SecretBox;
+  installation: CredentialTable;
+  metrics: WorkerMetrics;
+  log: Logger;
+}
+
+/** Why a running build was stopped from outside. */
+export type StopReason = 'timeout' | 'shutdown';
+
+const ENGINE_ATTEMPTS = 3;
+
+/**
+ * Runs one build job through its stages: fetch the source, build, push base, copy to workspace, verify. Every
+ * outcome ends in exactly one terminal state in Redis, after the log object is complete.
+ */
+export class BuildRunner {
+  constructor(private readonly d: RunnerDeps) {}
+
+  async run(job: BuildJobData, external: AbortSignal, attempt: { restarted: boolean }): Promise<void> {
+    const { env, store } = this.d;
+    const log = this.d.log.child({ build_id: job.buildId, ref: job.ref });
+    const record = await store.get(job.buildId);
+    if (!record || record.state === 'done_success' || record.state === 'done_failure') {
+      log.info('build already ended; nothing to do');
+      return;
+    }
+    const sealed = this.d.secrets.open<JobSecrets>(job.sealed);
+    const auth = BuildRegistryAuth.fromJSON({ ...(job.auth as object), additional: sealed.additional });
+    const policy = new RegistryAuthPolicy(auth, this.d.installation, { baseRepository: env.IMGBUILDER_BASE_REPOSITORY, workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY });
+    const allSecrets = [
+      ...sealed.git.flatMap((g) => [g.password, g.ots]),
+      ...Object.values(sealed.additional),
+      ...[...policy.pullCredentials().values()].flatMap(secretsOf),
+      ...[...this.d.installation.values()].flatMap(secretsOf),
+    ].filter((s) => s && s.length >= 3);
+    const reporter = new BuildReporter(
+      { buildId: job.buildId, logKey: record.logKey, maxBytes: env.IMGBUILDER_LOG_MAX_BYTES, secrets: allSecrets, onBytes: (n) => this.d.metrics.logBytes.inc(n) },
+      store,
+      this.d.objects,
+      log,
+    );
+    if (attempt.restarted) {
+      await reporter.resume();
+      reporter.line('build restarted: the worker running it stopped responding; building again from scratch');
+    }
+    await store.markRunning(job.buildId);
+    const started = Date.now();
+    const timeout = AbortSignal.timeout(env.IMGBUILDER_BUILD_TIMEOUT);
+    const signal = AbortSignal.any([timeout, external]);
+    const workdir = await mkdtemp(join(tmpdir(), `imgbuilder-${job.buildId}-`));
+    const cleanupTags: string[] = [];
+    let outcome: { state: 'done_success' | 'done_failure'; message: string };
+    try {
+      reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
+      await this.engineCall(() => this.d.engine.ping(), reporter, signal);
+      if (job.plan === 'copy') {
+        await this.copy(job, policy, reporter, signal, cleanupTags);
+      } else {
+        await this.buildDockerfile(job, sealed, workdir, policy, reporter, signal, cleanupTags);
+      }
+      const exists = await this.d.registry.exists(parseImageRef(job.ref), { credentials: pushCredentials(this.d.installation, env.IMGBUILDER_WORKSPACE_REPOSITORY), retry: true });
+      if (!exists) throw new ImgbuilderError('INTERNAL', 'image build did not produce a workspace image');
+      reporter.line(`done: ${job.ref}`);
+      outcome = { state: 'done_success', message: '' };
+    } catch (err) {
+      if (external.aborted && !timeout.aborted) {
+        // Shutdown: hand the job back; the next worker starts over. No terminal state.
+        reporter.line('worker is shutting down; the build is handed to another worker');
+        await reporter.close();
+        throw err;
+      }
+      const message = timeout.aborted ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
+      if (!(err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
+      reporter.line(`build failed: ${message}`);
+      outcome = { state: 'done_failure', message };
+    } finally {
+      await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
+      for (const t of cleanupTags) await this.d.engine.untag(t);
+    }
+    const uploaded = await reporter.close();
+    const message = uploaded ? outcome.message : `${outcome.message ? `${outcome.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
+    const ended = await store.finish(job.buildId, job.ref, outcome.state, message, env.IMGBUILDER_LOG_RETENTION, uploaded ? Math.min(env.IMGBUILDER_LOG_RETENTION, 3_600_000) : env.IMGBUILDER_LOG_RETENTION);
+    if (ended) {
+      this.d.metrics.done.inc({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' });
+      this.d.metrics.duration.observe({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' }, (Date.now() - started) / 1000);
+    }
+    log.info({ outcome: outcome.state, message, seconds: (Date.now() - started) / 1000 }, 'build ended');
+  }
+
+  /** Retries engine calls that failed to connect, bounded; other failures pass through. */
+  private async engineCall<T>(fn: () => Promise<T>, reporter: BuildReporter, signal: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!(err instanceof EngineUnavailableError) || attempt >= ENGINE_ATTEMPTS || signal.aborted) throw err;
+        reporter.line(`${err.message}; retrying (${attempt}/${ENGINE_ATTEMPTS - 1})`);
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
+    }
+  }
+
+  private async buildDockerfile(job: BuildJobData, sealed: JobSecrets, workdir: string, policy: RegistryAuthPolicy, reporter: BuildReporter, signal: AbortSignal, cleanup: string[]): Promise<void> {
+    const { env } = this.d;
+    const source = BuildSource.fromJSON(job.source);
+    if (source.from?.$case !== 'file' || !source.from.file.source) throw new SourceError('build source is missing');
+    const file = source.from.file;
+    const root = join(workdir, 'context');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(root);
+    await runInitializer(file.source!, {
+      root,
+      gitSecrets: sealed.git,
+      allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+      objects: this.d.objects,
+      signal,
+      log: (l) => reporter.line(l),
+      addSecrets: (s) => reporter.addSecrets(s),
+      resolvedCommits: job.resolvedCommits ?? {},
+    });
+    const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, { maxBytes: env.IMGBUILDER_MAX_CONTEXT_BYTES, maxFiles: env.IMGBUILDER_MAX_CONTEXT_FILES });
+    reporter.line(`build context: ${ctx.files} files, ${ctx.bytes} bytes; Dockerfile ${ctx.dockerfile}`);
+    const registryconfig: Record<string, Record<string, string>> = {};
+    for (const [host, c] of policy.pullCredentials()) {
+      const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
+      registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
+    }
+    const base = parseImageRef(job.baseRef);
+    const baseRepo = repositoryOf(base);
+    const baseTag = base.tag ?? 'latest';
+    const imageId = await this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal }, (t) => reporter.write(t)), reporter, signal);
+    reporter.line(`pushing ${job.baseRef}`);
+    const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
+    await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
+    await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
+  }
+
+  private async copy(job: BuildJobData, policy: RegistryAuthPolicy, reporter: BuildReporter, signal: AbortSignal, cleanup: string[]): Promise<void> {
+    const from = job.copyFrom ?? job.baseRef;
+    const parsed = parseImageRef(from);
+    reporter.line(`pulling ${from}`);
+    await this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal);
+    cleanup.push(from);
+    await this.pushWorkspace(job, from, reporter, signal, cleanup);
+  }
+
+  private async pushWorkspace(job: BuildJobData, image: string, reporter: BuildReporter, signal: AbortSignal, cleanup: string[]): Promise<void> {
+    const ws = parseImageRef(job.ref);
+    const repo = repositoryOf(ws);
+    const tag = ws.tag ?? 'latest';
+    await this.d.engine.tag(image, repo, tag);
+    cleanup.push(job.ref);
+    reporter.line(`pushing ${job.ref}`);
+    const creds = pushCredentials(this.d.installation, this.d.env.IMGBUILDER_WORKSPACE_REPOSITORY);
+    await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
+  }
+}
+
+function failureMessage(err: unknown): string {
+  if (err instanceof ImgbuilderError && err.code === 'UNAVAILABLE') return err.message;
+  if (err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) return err.message;
+  if ((err as Error)?.name === 'AbortError') return 'build was cancelled';
+  return `internal error: ${(err as Error)?.message ?? String(err)}`;
+}

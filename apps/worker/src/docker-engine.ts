@@ -1,0 +1,167 @@
+import Docker from 'dockerode';
+import { isConnectionError } from '@imgbuilder/common/errors';
+import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
+
+/** Engine progress message (JSON lines of /build, /images/create, /images/push). */
+interface Progress {
+  stream?: string;
+  status?: string;
+  progress?: string;
+  id?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  aux?: { ID?: string; Digest?: string };
+}
+
+export class EngineError extends Error {
+  override name = 'EngineError';
+}
+
+/** The engine could not be reached at all. */
+export class EngineUnavailableError extends EngineError {
+  override name = 'EngineUnavailableError';
+}
+
+export function createDocker(dockerHost: string): Docker {
+  const m = /^unix:\/\/(.+)$/.exec(dockerHost);
+  if (m) return new Docker({ socketPath: m[1] });
+  const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
+  return new Docker({ host: u.hostname, port: Number(u.port || 2375), protocol: u.protocol === 'https:' ? 'https' : 'http' });
+}
+
+function authconfig(c: RegistryCredentials | undefined, serveraddress: string): Record<string, string> {
+  if (!c) return {};
+  return { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '', serveraddress };
+}
+
+/**
+ * Thin, typed wrapper over dockerode: each call follows the engine's progress stream, turns in-stream errors into
+ * EngineError (dockerode reports a failed build as success), and forwards human-readable output.
+ */
+export class DockerEngine {
+  constructor(
+    readonly docker: Docker,
+    private readonly describeHost: string,
+  ) {}
+
+  async ping(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (err) {
+      throw this.wrap(err);
+    }
+  }
+
+  private wrap(err: unknown): Error {
+    if (err instanceof EngineError) return err;
+    if (isConnectionError(err)) return new EngineUnavailableError(`Docker engine at ${this.describeHost} is unreachable (${(err as { code?: string }).code})`);
+    return new EngineError((err as Error)?.message ?? String(err));
+  }
+
+  private async follow(stream: NodeJS.ReadableStream, onProgress: (p: Progress) => void): Promise<Progress[]> {
+    return new Promise((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null, out: Progress[]) => (err ? reject(this.wrap(err)) : resolve(out)),
+        (p: Progress) => {
+          if (p.errorDetail || p.error) return;
+          onProgress(p);
+        },
+      );
+    });
+  }
+
+  /** Builds a context tar; returns the image id. `lastStep` tracks "Step N/M : …" for failure messages. */
+  async build(
+    context: NodeJS.ReadableStream,
+    opts: { tag: string; dockerfile: string; registryconfig: Record<string, Record<string, string>>; signal: AbortSignal },
+    write: (text: string) => void,
+  ): Promise<string> {
+    let lastStep = '';
+    let id = '';
+    let failure: string | undefined;
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.buildImage(context, {
+        t: opts.tag,
+        dockerfile: opts.dockerfile,
+        rm: true,
+        forcerm: true,
+        registryconfig: opts.registryconfig,
+        abortSignal: opts.signal,
+        version: '1',
+      } as Docker.ImageBuildOptions);
+    } catch (err) {
+      throw this.wrap(err);
+    }
+    const out = await this.follow(stream, (p) => {
+      if (p.stream) {
+        const step = /^Step \d+\/\d+ : .*/m.exec(p.stream);
+        if (step) lastStep = step[0].trim();
+        write(p.stream);
+      } else if (p.status) write(`${p.status}${p.id ? ` ${p.id}` : ''}${p.progress ? ` ${p.progress}` : ''}\n`);
+      if (p.aux?.ID) id = p.aux.ID;
+    });
+    for (const p of out) {
+      if (p.errorDetail || p.error) failure = (p.errorDetail?.message ?? p.error ?? '').trim();
+    }
+    if (failure) {
+      write(`${failure}\n`);
+      throw new EngineError(lastStep ? `build failed at "${lastStep}": ${failure}` : `build failed: ${failure}`);
+    }
+    if (!id) {
+      const m = out.map((p) => p.stream ?? '').join('').match(/Successfully built ([0-9a-f]+)/);
+      id = m?.[1] ?? '';
+    }
+    return id;
+  }
+
+  /** Pushes `repository:tag`; returns the manifest digest. */
+  async push(repository: string, tag: string, creds: RegistryCredentials | undefined, signal: AbortSignal, write: (t: string) => void): Promise<string> {
+    let digest = '';
+    let out: Progress[];
+    try {
+      const stream = await this.docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: authconfig(creds, repository.split('/')[0]), abortSignal: signal } as object);
+      out = await this.follow(stream, (p) => {
+        if (p.aux?.Digest) digest = p.aux.Digest;
+        if (p.status && !p.progress) write(`${p.id ? `${p.id}: ` : ''}${p.status}\n`);
+      });
+    } catch (err) {
+      throw this.wrap(err);
+    }
+    const failure = out.find((p) => p.errorDetail || p.error);
+    if (failure) throw new EngineError(`push of ${repository}:${tag} failed: ${(failure.errorDetail?.message ?? failure.error ?? '').trim()}`);
+    return digest;
+  }
+
+  /** Pulls an image (tag or digest form). */
+  async pull(ref: string, creds: RegistryCredentials | undefined, signal: AbortSignal, write: (t: string) => void): Promise<void> {
+    let out: Progress[];
+    try {
+      const stream = await this.docker.pull(ref, { authconfig: authconfig(creds, ref.split('/')[0]), abortSignal: signal } as object);
+      out = await this.follow(stream, (p) => {
+        if (p.status && !p.progress) write(`${p.id ? `${p.id}: ` : ''}${p.status}\n`);
+      });
+    } catch (err) {
+      throw this.wrap(err);
+    }
+    const failure = out.find((p) => p.errorDetail || p.error);
+    if (failure) throw new EngineError(`pull of ${ref} failed: ${(failure.errorDetail?.message ?? failure.error ?? '').trim()}`);
+  }
+
+  async tag(image: string, repository: string, tag: string): Promise<void> {
+    try {
+      await this.docker.getImage(image).tag({ repo: repository, tag });
+    } catch (err) {
+      throw this.wrap(err);
+    }
+  }
+
+  /** Removes a tag; the image's layers stay as build cache until disk hygiene prunes them. */
+  async untag(name: string): Promise<void> {
+    await this.docker
+      .getImage(name)
+      .remove({ noprune: true })
+      .catch(() => undefined);
+  }
+}

@@ -1,0 +1,34 @@
+import type { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
+
+/**
+ * What the API hands a worker through BullMQ. Credentials never sit here in plain text: they travel sealed in
+ * `sealed` (see SecretBox) and the job is removed when it ends.
+ */
+export interface BuildJobData {
+  buildId: string;
+  ref: string;
+  baseRef: string;
+  /** BuildSource.toJSON() with git passwords and OTS URLs blanked. */
+  source: unknown;
+  /** What to do: build the Dockerfile, or copy an existing image (ref source / resolved base) to `ref`. */
+  plan: 'dockerfile' | 'copy';
+  /** For `copy`: the digest-form image to copy. */
+  copyFrom?: string;
+  /** BuildRegistryAuth.toJSON() without `additional`. */
+  auth: unknown;
+  /** SecretBox-sealed JobSecrets. */
+  sealed: string;
+  triggeredBy: string;
+  /** Commit mutable git targets were resolved to when the ref was computed. */
+  resolvedCommits?: Record<string, string>;
+}
+
+/** The credentials a build needs, sealed inside the job. */
+export interface JobSecrets {
+  /** BuildRegistryAuth.additional. */
+  additional: Record<string, string>;
+  /** Git credentials by position of the git initializer in the source (depth-first). */
+  git: { password: string; ots: string }[];
+}
+
+export type { BuildRegistryAuth, BuildSource };

@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import type { RedisClient } from './redis.js';
+import { redisChannels, redisKeys } from './redis-keys.js';
+
+/** Lifecycle of a build as stored in Redis. `queued` is reported to clients as `running`. */
+export type BuildState = 'queued' | 'running' | 'done_success' | 'done_failure';
+export const isTerminal = (s: BuildState | string) => s === 'done_success' || s === 'done_failure';
+
+export interface BuildRecord {
+  id: string;
+  ref: string;
+  baseRef: string;
+  state: BuildState;
+  /** Unix seconds. */
+  startedAt: number;
+  message: string;
+  /** Object key of the build's log in the log bucket. */
+  logKey: string;
+  triggeredBy: string;
+  finishedAt?: number;
+}
+
+/** One entry of a build's event stream: a log chunk or a state change. */
+export type BuildEvent =
+  | { id: string; kind: 'log'; text: string }
+  | { id: string; kind: 'state'; state: BuildState; message: string };
+
+// Creates the build of a ref unless one is already queued or running; returns {created, id}.
+// The active key's TTL is a safety net only: the worker deletes it when the build ends.
+const CREATE_OR_JOIN = `
+local existing = redis.call('GET', KEYS[1])
+if existing and redis.call('EXISTS', ARGV[9] .. existing) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'deduplicated', 1)
+  return {0, existing}
+end
+local id = ARGV[1]
+redis.call('HSET', KEYS[2], 'id', id, 'ref', ARGV[2], 'baseRef', ARGV[3], 'state', 'queued', 'startedAt', ARGV[4],
+  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6])
+redis.call('SET', KEYS[1], id, 'PX', ARGV[7])
+redis.call('SET', KEYS[3], id, 'PX', ARGV[8])
+redis.call('ZADD', KEYS[4], ARGV[4], id)
+redis.call('HINCRBY', KEYS[5], 'started', 1)
+return {1, id}
+`;
+
+// Ends a build once: records the terminal state, appends it to the event stream, releases the ref's dedupe
+// lock (only if it is still ours), drops the build from the live set and starts the retention clock.
+const FINISH = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == false then return 0 end
+if state == 'done_success' or state == 'done_failure' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'message', ARGV[3], 'finishedAt', ARGV[4])
+redis.call('XADD', KEYS[2], '*', 's', ARGV[2], 'm', ARGV[3])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[5])
+redis.call('HINCRBY', KEYS[6], ARGV[2], 1)
+redis.call('PUBLISH', KEYS[7], ARGV[2])
+return 1
+`;
+
+export interface CreateBuildInput {
+  ref: string;
+  baseRef: string;
+  triggeredBy: string;
+  /** How long the dedupe lock may outlive a vanished worker (build timeout plus slack). */
+  lockTtlMs: number;
+  retentionMs: number;
+}
+
+/** The build state machine in Redis: every transition is one atomic script. */
+export class BuildStore {
+  constructor(private readonly redis: RedisClient) {}
+
+  /** Starts a build of `ref`, or joins the one already queued or running. */
+  async createOrJoin(input: CreateBuildInput): Promise<{ created: boolean; id: string }> {
+    const id = randomUUID();
+    const res = (await this.redis.eval(
+      CREATE_OR_JOIN,
+      5,
+      redisKeys.activeByRef(input.ref),
+      redisKeys.build(id),
+      redisKeys.lastByRef(input.ref),
+      redisKeys.live,
+      redisKeys.counters,
+      id,
+      input.ref,
+      input.baseRef,
+      String(Math.floor(Date.now() / 1000)),
+      logObjectKey(id),
+      input.triggeredBy,
+      String(input.lockTtlMs),
+      String(input.retentionMs),
+      // The joined build's hash shares the hash tag, so it lives in the same Cluster slot as the declared keys.
+      redisKeys.build(''),
+)) as [number, string];
+    return { created: res[0] === 1, id: res[1] };
+  }
+
+  async get(buildId: string): Promise<BuildRecord | undefined> {
+    const h = await this.redis.hgetall(redisKeys.build(buildId));
+    return h.id ? toRecord(h) : undefined;
+  }
+
+  /** The build queued or running for a ref, if any. */
+  async activeIdForRef(ref: string): Promise<string | undefined> {
+    return (await this.redis.get(redisKeys.activeByRef(ref))) ?? undefined;
+  }
+
+  /** The current or most recent build of a ref. */
+  async latestIdForRef(ref: string): Promise<string | undefined> {
+    return (await this.redis.get(redisKeys.activeByRef(ref))) ?? (await this.redis.get(redisKeys.lastByRef(ref))) ?? undefined;
+  }
+
+  async listLive(): Promise<BuildRecord[]> {
+    const ids = await this.redis.zrange(redisKeys.live, 0, -1);
+    if (ids.length === 0) return [];
+    const pipe = this.redis.pipeline();
+    for (const id of ids) pipe.hgetall(redisKeys.build(id));
+    const rows = (await pipe.exec()) ?? [];
+    return rows.map(([, h]) => h as Record<string, string>).filter((h) => h && h.id && !isTerminal(h.state)).map(toRecord);
+  }
+
+  async markRunning(buildId: string): Promise<void> {
+    await this.redis.hset(redisKeys.build(buildId), 'state', 'running');
+    await this.appendState(buildId, 'running', '');
+  }
+
+  /** Makes the dedupe lock last as long as the build may run (set after the job is safely queued). */
+  async extendLock(ref: string, buildId: string, ttlMs: number): Promise<void> {
+    const key = redisKeys.activeByRef(ref);
+    if ((await this.redis.get(key)) === buildId) await this.redis.pexpire(key, ttlMs);
+  }
+
+  async setField(buildId: string, field: string, value: string): Promise<void> {
+    await this.redis.hset(redisKeys.build(buildId), field, value);
+  }
+
+  async appendLog(buildId: string, text: string): Promise<void> {
+    await this.redis.pipeline().xadd(redisKeys.events(buildId), '*', 'l', text).publish(redisChannels.events(buildId), 'l').exec();
+  }
+
+  async appendState(buildId: string, state: BuildState, message: string): Promise<void> {
+    await this.redis.pipeline().xadd(redisKeys.events(buildId), '*', 's', state, 'm', message).publish(redisChannels.events(buildId), 's').exec();
+  }
+
+  /**
+   * Ends the build; false when it had already ended. `eventsTtlMs` bounds how long the Redis copy of the log
+   * stays once the object store holds it.
+   */
+  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number): Promise<boolean> {
+    const res = await this.redis.eval(
+      FINISH,
+      7,
+      redisKeys.build(buildId),
+      redisKeys.events(buildId),
+      redisKeys.activeByRef(ref),
+      redisKeys.live,
+      redisKeys.lastByRef(ref),
+      redisKeys.counters,
+      redisChannels.events(buildId),
+      buildId,
+      state,
+      message,
+      String(Math.floor(Date.now() / 1000)),
+      String(retentionMs),
+      String(eventsTtlMs),
+    );
+    return res === 1;
+  }
+
+  /** Reads up to `count` events after `afterId` (exclusive). */
+  async readEvents(buildId: string, afterId: string, count: number): Promise<BuildEvent[]> {
+    const rows = await this.redis.xrange(redisKeys.events(buildId), `(${afterId}`, '+', 'COUNT', count);
+    return rows.map(([id, fields]) => parseEvent(id, fields));
+  }
+
+  /** Id of the newest event, or `0-0` when the stream is empty. */
+  async lastEventId(buildId: string): Promise<string> {
+    const rows = await this.redis.xrevrange(redisKeys.events(buildId), '+', '-', 'COUNT', 1);
+    return rows[0]?.[0] ?? '0-0';
+  }
+
+  async eventsExist(buildId: string): Promise<boolean> {
+    return (await this.redis.exists(redisKeys.events(buildId))) === 1;
+  }
+
+  async counters(): Promise<Record<string, number>> {
+    const h = await this.redis.hgetall(redisKeys.counters);
+    return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
+  }
+}
+
+/** Object key of a build's log in the log bucket. */
+export function logObjectKey(buildId: string): string {
+  return `logs/${buildId}.log`;
+}
+
+function parseEvent(id: string, fields: string[]): BuildEvent {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+  if (f.l !== undefined) return { id, kind: 'log', text: f.l };
+  return { id, kind: 'state', state: f.s as BuildState, message: f.m ?? '' };
+}
+
+function toRecord(h: Record<string, string>): BuildRecord {
+  return {
+    id: h.id,
+    ref: h.ref,
+    baseRef: h.baseRef,
+    state: h.state as BuildState,
+    startedAt: Number(h.startedAt),
+    message: h.message ?? '',
+    logKey: h.logKey,
+    triggeredBy: h.triggeredBy ?? '',
+    finishedAt: h.finishedAt ? Number(h.finishedAt) : undefined,
+  };
+}
+
+/** Orders Redis stream ids (`ms-seq`). */
+export function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(Number);
+  const [bm, bs] = b.split('-').map(Number);
+  return am !== bm ? am - bm : (as ?? 0) - (bs ?? 0);
+}

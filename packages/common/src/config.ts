@@ -1,0 +1,149 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { parseByteSize } from './byte-size.js';
+
+const duration = (fallback: string, max?: number) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined || ms <= 0) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use seconds like 900, or 15m, 1h, 7d)` });
+        return z.NEVER;
+      }
+      if (max !== undefined && ms > max) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is longer than the allowed maximum` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const byteSize = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const n = parseByteSize(text);
+      if (n === undefined || n <= 0) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 1GiB)` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no', ''])
+    .optional()
+    .transform((v) => (v === undefined || v === '' ? fallback : v === 'true' || v === '1' || v === 'yes'));
+
+const int = (fallback: number, min: number) => z.coerce.number().int().min(min).default(fallback);
+
+const list = z
+  .string()
+  .default('')
+  .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+
+const hostPort = (fallback: string) =>
+  z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
+
+const repository = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .refine((s) => /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/images');
+
+/**
+ * Every environment variable imgbuilder reads, with its default. Defaults describe the local stack that
+ * `infra/local/up.sh` starts, so `npm run api` / `npm run worker` work on one machine without settings.
+ */
+export const EnvSchema = z.object({
+  /** Redis (or Redis Cluster: `redis+cluster://host1:port,host2:port`). */
+  REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  /** gRPC listen address of the API. */
+  IMGBUILDER_GRPC_ADDR: hostPort('0.0.0.0:8080'),
+  /** HTTP /livez, /readyz and /metrics; empty turns it off. API default :9090, worker :9091. */
+  IMGBUILDER_METRICS_ADDR: z.string().optional(),
+  /** Where Dockerfile builds are pushed (the base ref's repository). */
+  IMGBUILDER_BASE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/base'),
+  /** Where workspace images are pushed (what clients run). */
+  IMGBUILDER_WORKSPACE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/workspace'),
+  /** Docker engine the worker builds with. */
+  DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
+  /** Docker config JSON (`auths`) holding the installation's registry credentials. */
+  IMGBUILDER_REGISTRY_AUTH_FILE: z.string().optional(),
+  /** Registry hosts reached over plain HTTP; localhost and 127.0.0.1 always are. */
+  IMGBUILDER_INSECURE_REGISTRIES: list,
+  /** Builds one worker process runs at the same time. */
+  IMGBUILDER_WORKER_CONCURRENCY: int(2, 1),
+  /** A build running longer is stopped and fails. */
+  IMGBUILDER_BUILD_TIMEOUT: duration('60m'),
+  /** How long a worker may go silent (killed) before its build is handed to another worker. */
+  IMGBUILDER_WORKER_LOCK_TIMEOUT: duration('30s'),
+  /** How often workers check for builds whose worker died. */
+  IMGBUILDER_STALLED_CHECK_INTERVAL: duration('15s'),
+  /** How many times a build may lose its worker before it fails. */
+  IMGBUILDER_MAX_BUILD_RESTARTS: int(2, 0),
+  /** Grace period for running builds when a worker gets SIGTERM. */
+  IMGBUILDER_WORKER_SHUTDOWN_GRACE: duration('5m'),
+  /** Queued (not yet running) builds beyond which Build answers RESOURCE_EXHAUSTED. */
+  IMGBUILDER_MAX_QUEUED_BUILDS: int(1000, 1),
+  /** S3-compatible endpoint for build logs and snapshots; empty means AWS S3. */
+  IMGBUILDER_S3_ENDPOINT: z.string().default('http://127.0.0.1:4568'),
+  IMGBUILDER_S3_BUCKET: z.string().min(3).default('imgbuilder-logs'),
+  IMGBUILDER_S3_REGION: z.string().default('us-east-1'),
+  /** Path-style addressing; default true when an endpoint is set. */
+  IMGBUILDER_S3_FORCE_PATH_STYLE: bool(true).optional(),
+  AWS_ACCESS_KEY_ID: z.string().optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().optional(),
+  /** Lifetime of presigned log URLs (at most 7 days, S3's limit). */
+  IMGBUILDER_LOG_URL_TTL: duration('1h', 7 * 86_400_000),
+  /** How long records of finished builds stay in Redis (and so findable by Logs). */
+  IMGBUILDER_LOG_RETENTION: duration('7d'),
+  /** A build's log is cut beyond this size. */
+  IMGBUILDER_LOG_MAX_BYTES: byteSize('64MiB'),
+  /** Build contexts larger than this fail. */
+  IMGBUILDER_MAX_CONTEXT_BYTES: byteSize('1GiB'),
+  /** Build contexts with more files than this fail. */
+  IMGBUILDER_MAX_CONTEXT_FILES: int(200_000, 1),
+  /** Lets git remotes and downloads use file:// URLs and local paths (trusted single-user setups only). */
+  IMGBUILDER_ALLOW_LOCAL_SOURCES: bool(false),
+  /** 32 random bytes, base64: encrypts credentials carried in jobs. Required unless NODE_ENV=development. */
+  IMGBUILDER_SECRET_KEY: z.string().optional(),
+  /** TLS for the gRPC port; with a CA, clients must present a certificate it signed. */
+  IMGBUILDER_TLS_CERT: z.string().optional(),
+  IMGBUILDER_TLS_KEY: z.string().optional(),
+  IMGBUILDER_TLS_CA: z.string().optional(),
+  /** Largest gRPC message accepted or sent. */
+  IMGBUILDER_MAX_MESSAGE_BYTES: byteSize('16MiB'),
+  /** Concurrent streams one connection may open. */
+  IMGBUILDER_MAX_CONCURRENT_STREAMS: int(4096, 1),
+  /** Largest snapshot upload through the CLI's upload service. */
+  IMGBUILDER_MAX_UPLOAD_BYTES: byteSize('1GiB'),
+  /** Worker disk hygiene: images and build cache unused this long are pruned. */
+  IMGBUILDER_PRUNE_AFTER: duration('24h'),
+  IMGBUILDER_PRUNE_INTERVAL: duration('10m'),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  NODE_ENV: z.string().optional(),
+});
+
+export type Env = z.output<typeof EnvSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment; the error names every bad variable and why. */
+export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
+  // An empty variable means "not set", as shells and compose files tend to export empty values.
+  // IMGBUILDER_S3_ENDPOINT and IMGBUILDER_METRICS_ADDR are exceptions: empty there means AWS S3 / turned off.
+  const keepEmpty = new Set(['IMGBUILDER_S3_ENDPOINT', 'IMGBUILDER_METRICS_ADDR']);
+  const cleaned = Object.fromEntries(Object.entries(source).filter(([k, v]) => v !== undefined && (v !== '' || keepEmpty.has(k))));
+  const result = EnvSchema.safeParse(cleaned);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return result.data;
+}

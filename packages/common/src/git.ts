@@ -1,0 +1,103 @@
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stripUrlCredentials } from './source-policy.js';
+
+export interface GitCredentials {
+  username: string;
+  password: string;
+}
+
+let askpassPath: string | undefined;
+
+/**
+ * A GIT_ASKPASS program that answers from the environment of the git process, so credentials never appear in
+ * argv, in a file, or in git's config.
+ */
+function askpass(): string {
+  if (!askpassPath) {
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-askpass-'));
+    askpassPath = join(dir, 'askpass.sh');
+    writeFileSync(askpassPath, '#!/bin/sh\ncase "$1" in\n  Username*) printf "%s" "$IMGBUILDER_GIT_USER" ;;\n  *) printf "%s" "$IMGBUILDER_GIT_PASSWORD" ;;\nesac\n');
+    chmodSync(askpassPath, 0o700);
+  }
+  return askpassPath;
+}
+
+/** Splits `https://user:token@host/x` into the bare URL and its credentials. */
+export function splitUrlCredentials(url: string): { url: string; credentials?: GitCredentials } {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^@/\s]+)@(.*)$/i.exec(url);
+  if (!m || !/^https?:/i.test(url)) return { url };
+  const [user, ...rest] = m[2].split(':');
+  return { url: m[1] + m[3], credentials: { username: decodeURIComponent(user), password: decodeURIComponent(rest.join(':')) } };
+}
+
+export class GitError extends Error {
+  override name = 'GitError';
+}
+
+export interface RunGitOptions {
+  cwd?: string;
+  credentials?: GitCredentials;
+  /** `git -c key=value` pairs (the initializer's custom_config). */
+  config?: Record<string, string>;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Secrets to scrub from anything git prints before it reaches an error message. */
+  secrets?: string[];
+  onOutput?: (text: string) => void;
+}
+
+/** Runs git non-interactively; resolves with stdout, rejects with a GitError whose message has no secrets. */
+export function runGit(args: string[], opts: RunGitOptions = {}): Promise<string> {
+  const configArgs = ['-c', 'credential.helper=', '-c', 'core.askPass=' + askpass()];
+  for (const [k, v] of Object.entries(opts.config ?? {})) configArgs.push('-c', `${k}=${v}`);
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME ?? tmpdir(),
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_ASKPASS: askpass(),
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
+    LC_ALL: 'C',
+    IMGBUILDER_GIT_USER: opts.credentials?.username ?? '',
+    IMGBUILDER_GIT_PASSWORD: opts.credentials?.password ?? '',
+  };
+  const scrub = (s: string) => {
+    let out = stripUrlCredentials(s);
+    for (const secret of [...(opts.secrets ?? []), opts.credentials?.password ?? '']) if (secret.length >= 3) out = out.split(secret).join('***');
+    return out;
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', [...configArgs, ...args], { cwd: opts.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], signal: opts.signal });
+    let out = '';
+    let err = '';
+    const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      const text = d.toString();
+      err += text;
+      opts.onOutput?.(scrub(text));
+    });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new GitError(`git ${args[0]} could not run: ${scrub(e.message)}`));
+    });
+    child.on('close', (code, sig) => {
+      clearTimeout(timer);
+      if (code === 0) return resolve(out);
+      const last = scrub(err.trim()).split('\n').filter(Boolean).slice(-3).join('; ');
+      reject(new GitError(`git ${args[0]} failed${sig ? ` (${sig === 'SIGKILL' && timer ? 'timed out' : sig})` : ''}: ${last || `exit code ${code}`}`));
+    });
+  });
+}
+
+/** The commit `ref` (branch, tag or HEAD) points to on the remote, without cloning. */
+export async function lsRemote(url: string, ref: string, opts: RunGitOptions = {}): Promise<string | undefined> {
+  const out = await runGit(['ls-remote', '--', url, ref || 'HEAD'], { timeoutMs: 30_000, ...opts });
+  const lines = out.trim().split('\n').filter(Boolean).map((l) => l.split('\t'));
+  if (!ref || ref === 'HEAD') return lines.find((l) => l[1] === 'HEAD')?.[0];
+  const exact = lines.find((l) => l[1] === `refs/heads/${ref}`) ?? lines.find((l) => l[1] === `refs/tags/${ref}^{}`) ?? lines.find((l) => l[1] === `refs/tags/${ref}`) ?? lines.find((l) => l[1] === ref);
+  return exact?.[0];
+}

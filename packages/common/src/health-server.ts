@@ -1,0 +1,39 @@
+import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
+
+export interface HealthServerOptions {
+  /** `host:port`. */
+  addr: string;
+  registry: Registry;
+  /** Resolves when the process can do its work (dependencies reachable). */
+  ready: () => Promise<boolean>;
+}
+
+/** HTTP /livez, /readyz and /metrics (Prometheus text format). */
+export async function startHealthServer(opts: HealthServerOptions): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/livez') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    } else if (path === '/readyz') {
+      opts
+        .ready()
+        .catch(() => false)
+        .then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
+    } else if (path === '/metrics') {
+      opts.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': opts.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  const i = opts.addr.lastIndexOf(':');
+  const host = opts.addr.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(opts.addr.slice(i + 1)), host, () => resolve());
+  });
+  return server;
+}

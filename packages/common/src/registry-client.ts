@@ -1,0 +1,208 @@
+import { ImgbuilderError, isConnectionError } from './errors.js';
+import { type ImageRef, registryHost } from './image-ref.js';
+import type { RegistryCredentials } from './registry-auth.js';
+
+const MANIFEST_TYPES = [
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.oci.image.index.v1+json',
+];
+const LIST_TYPES = new Set([MANIFEST_TYPES[1], MANIFEST_TYPES[3]]);
+
+export interface RegistryClientOptions {
+  /** Hosts spoken to over plain HTTP; loopback hosts always are. */
+  insecureHosts?: readonly string[];
+  /** Per-attempt timeout. */
+  timeoutMs?: number;
+}
+
+export interface RequestOptions {
+  credentials?: RegistryCredentials;
+  /** Gitpod's `use_retry_client`: retry connection errors, 429 and 5xx (not 501). */
+  retry?: boolean;
+}
+
+/** Raised for an HTTP answer; `status` lets callers tell not-found from denied. */
+export class RegistryHttpError extends Error {
+  override name = 'RegistryHttpError';
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const RETRY_ATTEMPTS = 4;
+const RETRY_BACKOFF_MS = 1_000;
+
+/** Minimal Docker Registry HTTP API v2 client: manifests by tag or digest, with Bearer and Basic auth. */
+export class RegistryClient {
+  private readonly insecure: Set<string>;
+  private readonly timeoutMs: number;
+  /** Bearer tokens by `host scope`; short-lived, reused while valid. */
+  private readonly tokens = new Map<string, { token: string; expires: number }>();
+
+  constructor(opts: RegistryClientOptions = {}) {
+    this.insecure = new Set(opts.insecureHosts ?? []);
+    this.timeoutMs = opts.timeoutMs ?? 15_000;
+  }
+
+  private baseUrl(domain: string): string {
+    const host = registryHost(domain);
+    const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    const plain = name === 'localhost' || name.startsWith('127.') || name === '::1' || this.insecure.has(host) || this.insecure.has(name);
+    return `${plain ? 'http' : 'https'}://${host}`;
+  }
+
+  /**
+   * Digest of `ref` (tag or digest). A manifest list / OCI index resolves to its first linux/amd64 entry.
+   * Errors follow Gitpod's resolver: NOT_FOUND / UNAUTHENTICATED "cannot resolve image", UNAVAILABLE for
+   * 429 and unreachable registries, INTERNAL otherwise.
+   */
+  async resolveDigest(ref: ImageRef, opts: RequestOptions = {}): Promise<string> {
+    try {
+      return await this.withRetry(opts.retry ?? false, async () => {
+        const reference = ref.digest ?? ref.tag ?? 'latest';
+        const head = await this.request(ref, `manifests/${reference}`, 'HEAD', opts.credentials);
+        let type = head.headers.get('content-type') ?? '';
+        let digest = head.headers.get('docker-content-digest') ?? '';
+        if (LIST_TYPES.has(type) || !digest) {
+          const res = await this.request(ref, `manifests/${reference}`, 'GET', opts.credentials);
+          type = res.headers.get('content-type') ?? type;
+          const body = await res.text();
+          digest = res.headers.get('docker-content-digest') || digest;
+          if (LIST_TYPES.has(type) || /"manifests"\s*:/.test(body)) {
+            const list = JSON.parse(body) as { manifests?: { digest: string; platform?: { os?: string; architecture?: string } }[] };
+            const entry = list.manifests?.find((m) => m.platform?.os === 'linux' && m.platform?.architecture === 'amd64');
+            if (!entry) throw new ImgbuilderError('NOT_FOUND', `cannot resolve image ${describe(ref)}: no linux/amd64 image in its manifest list`);
+            return entry.digest;
+          }
+        }
+        if (!digest) throw new ImgbuilderError('INTERNAL', `cannot resolve image ${describe(ref)}: the registry sent no digest`);
+        return digest;
+      });
+    } catch (err) {
+      throw this.toResolveError(err, ref);
+    }
+  }
+
+  /** Whether the manifest exists. Registry errors other than 404 propagate. */
+  async exists(ref: ImageRef, opts: RequestOptions = {}): Promise<boolean> {
+    try {
+      await this.withRetry(opts.retry ?? false, () => this.request(ref, `manifests/${ref.digest ?? ref.tag ?? 'latest'}`, 'HEAD', opts.credentials));
+      return true;
+    } catch (err) {
+      if (err instanceof RegistryHttpError && err.status === 404) return false;
+      throw this.toResolveError(err, ref);
+    }
+  }
+
+  private toResolveError(err: unknown, ref: ImageRef): Error {
+    if (err instanceof ImgbuilderError) return err;
+    const what = `cannot resolve image ${describe(ref)}`;
+    if (err instanceof RegistryHttpError) {
+      if (err.status === 404) return new ImgbuilderError('NOT_FOUND', `${what}: not found`);
+      if (err.status === 401 || err.status === 403) return new ImgbuilderError('UNAUTHENTICATED', `${what}: the registry refused the credentials (${err.status})`);
+      if (err.status === 429) return new ImgbuilderError('UNAVAILABLE', `${what}: the registry is rate-limiting requests (429)`);
+      return new ImgbuilderError('INTERNAL', `${what}: ${err.message}`);
+    }
+    if (isConnectionError(err) || (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError') {
+      return new ImgbuilderError('UNAVAILABLE', `${what}: registry ${ref.domain} is unreachable (${connectionReason(err)})`, { cause: err });
+    }
+    return new ImgbuilderError('INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`);
+  }
+
+  private async withRetry<T>(retry: boolean, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const retriable =
+          (err instanceof RegistryHttpError && (err.status === 429 || (err.status >= 500 && err.status !== 501))) ||
+          (!(err instanceof RegistryHttpError) && !(err instanceof ImgbuilderError));
+        if (!retry || !retriable || attempt >= RETRY_ATTEMPTS) throw err;
+        await new Promise((r) => setTimeout(r, RETRY_BACKOFF_MS * attempt));
+      }
+    }
+  }
+
+  private async request(ref: ImageRef, path: string, method: 'HEAD' | 'GET', credentials?: RegistryCredentials): Promise<Response> {
+    const url = `${this.baseUrl(ref.domain)}/v2/${ref.path}/${path}`;
+    const headers: Record<string, string> = { Accept: MANIFEST_TYPES.join(', ') };
+    const scope = `repository:${ref.path}:pull`;
+    const cached = this.tokens.get(`${ref.domain} ${scope} ${credentials?.username ?? ''}`);
+    if (cached && cached.expires > Date.now()) headers.Authorization = `Bearer ${cached.token}`;
+    else if (credentials && this.basicKnown.has(ref.domain)) headers.Authorization = basic(credentials);
+    let res = await fetch(url, { method, headers, signal: AbortSignal.timeout(this.timeoutMs), redirect: 'follow' });
+    if (res.status === 401) {
+      await res.body?.cancel();
+      const challenge = res.headers.get('www-authenticate') ?? '';
+      const auth = await this.answerChallenge(challenge, ref, scope, credentials);
+      if (auth) {
+        res = await fetch(url, { method, headers: { ...headers, Authorization: auth }, signal: AbortSignal.timeout(this.timeoutMs) });
+      }
+    }
+    if (!res.ok) {
+      const text = method === 'GET' ? await res.text().catch(() => '') : '';
+      await res.body?.cancel().catch(() => undefined);
+      throw new RegistryHttpError(res.status, registryMessage(res.status, text));
+    }
+    return res;
+  }
+
+  private readonly basicKnown = new Set<string>();
+
+  private async answerChallenge(challenge: string, ref: ImageRef, scope: string, credentials?: RegistryCredentials): Promise<string | undefined> {
+    if (/^basic/i.test(challenge)) {
+      if (!credentials) return undefined;
+      this.basicKnown.add(ref.domain);
+      return basic(credentials);
+    }
+    if (!/^bearer/i.test(challenge)) return undefined;
+    const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1].toLowerCase(), m[2]]));
+    if (!params.realm) return undefined;
+    const tokenUrl = new URL(params.realm);
+    if (params.service) tokenUrl.searchParams.set('service', params.service);
+    tokenUrl.searchParams.set('scope', params.scope ?? scope);
+    const res = await fetch(tokenUrl, {
+      headers: credentials ? { Authorization: basic(credentials) } : {},
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new RegistryHttpError(res.status === 400 ? 401 : res.status, `token service answered ${res.status}`);
+    }
+    const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) return undefined;
+    this.tokens.set(`${ref.domain} ${scope} ${credentials?.username ?? ''}`, { token, expires: Date.now() + Math.max(30, (body.expires_in ?? 60) - 10) * 1000 });
+    return `Bearer ${token}`;
+  }
+}
+
+function basic(c: RegistryCredentials): string {
+  if (c.username !== undefined && c.password !== undefined) return `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+  return `Basic ${c.auth ?? ''}`;
+}
+
+function describe(ref: ImageRef): string {
+  return `${ref.domain}/${ref.path}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
+}
+
+function registryMessage(status: number, body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { errors?: { code?: string; message?: string }[] };
+    const first = parsed.errors?.[0];
+    if (first) return `registry answered ${status}: ${first.code ?? ''} ${first.message ?? ''}`.trim();
+  } catch {
+    /* not JSON: fall through */
+  }
+  return `registry answered ${status}`;
+}
+
+function connectionReason(err: unknown): string {
+  const e = err as { code?: string; cause?: { code?: string }; name?: string };
+  return e?.cause?.code ?? e?.code ?? (e?.name === 'TimeoutError' ? 'timed out' : 'connection failed');
+}

@@ -1,0 +1,16 @@
+export * from './gen/imgbuilder.js';
+export {
+  WorkspaceInitializer,
+  CompositeInitializer,
+  FileDownloadInitializer,
+  FileDownloadInitializer_FileInfo,
+  EmptyInitializer,
+  GitInitializer,
+  GitConfig,
+  SnapshotInitializer,
+  PrebuildInitializer,
+  FromBackupInitializer,
+  GitStatus,
+  CloneTargetMode,
+  GitAuthMethod,
+} from './gen/content-service-api/initializer.js';
