@@ -95,7 +95,7 @@ export class ImageBuilderService {
     } catch (err) {
       const e = toServiceError(err, this.log, method);
       end(GrpcStatus[e.code]);
-      if (!signal.aborted) call.destroy(e);
+      if (!signal.aborted) call.emit('error', e);
     } finally {
       done();
     }

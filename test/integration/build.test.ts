@@ -1,0 +1,178 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { status } from '@grpc/grpc-js';
+import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
+import { build, collect, connect, logs, unary } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
+import { freePort, startStack, type Stack } from '../support/stack.js';
+
+let stack: Stack;
+let git: GitServer;
+let a: ImageBuilderClient;
+let b: ImageBuilderClient;
+
+beforeAll(async () => {
+  [stack, git] = await Promise.all([startStack({ apis: 2, workers: 2 }), GitServer.start()]);
+  a = connect(stack.apiAddrs[0]);
+  b = connect(stack.apiAddrs[1]);
+});
+
+afterAll(async () => {
+  a?.close();
+  b?.close();
+  git?.stop();
+  await stack?.stop();
+});
+
+/** Manifest PUTs the registry logged for `repository:tag` (one per push; counts the access-log form only). */
+function manifestPuts(ref: string): number {
+  const i = ref.indexOf('/');
+  const [path, tag] = ref.slice(i + 1).split(':');
+  const log = readFileSync(stack.env.IMGBUILDER_LOCAL_REGISTRY_LOG, 'utf8');
+  return log.split('\n').filter((l) => l.includes(`"PUT /v2/${path}/manifests/${tag} `)).length;
+}
+
+const terminal = (msgs: { status: BuildStatus }[]) => msgs.filter((m) => m.status === BuildStatus.done_success || m.status === BuildStatus.done_failure);
+
+describe('Build', () => {
+  it('12 concurrent builds of one ref over two API processes share one build, one build_id and one push', async () => {
+    git.commit('dedupe', { Dockerfile: dockerfile('echo dedupe-step', 'sleep 2') });
+    const req = { source: gitSource(git.url('dedupe')) };
+    const calls = Array.from({ length: 12 }, (_, i) => build(i % 2 ? b : a, req));
+    const results = await Promise.all(calls);
+    const ids = new Set(results.map((r) => r[0].info?.buildId));
+    expect(ids.size).toBe(1);
+    expect([...ids][0]).toBeTruthy();
+    for (const r of results) {
+      expect(r[0].status).toBe(BuildStatus.running);
+      expect(r[0].info?.startedAt).not.toBe('0');
+      expect(terminal(r)).toHaveLength(1);
+      expect(r[r.length - 1].status).toBe(BuildStatus.done_success);
+      expect(r.every((m) => m.ref === r[0].ref && m.baseRef === r[0].baseRef)).toBe(true);
+    }
+    const ref = results[0][0].ref;
+    expect(manifestPuts(ref)).toBe(1);
+    expect(manifestPuts(results[0][0].baseRef)).toBe(1);
+
+    // Now the image exists: one done_success message and nothing else.
+    const again = await build(b, req);
+    expect(again).toHaveLength(1);
+    expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref, baseRef: results[0][0].baseRef });
+
+    // force_rebuild builds anew after the first job finished (BullMQ job ids are not reused).
+    const forced = await build(a, { ...req, forceRebuild: true });
+    expect(forced[0].info?.buildId).not.toBe([...ids][0]);
+    expect(forced[forced.length - 1].status).toBe(BuildStatus.done_success);
+    expect(manifestPuts(ref)).toBe(2);
+  });
+
+  it('a failing RUN step ends done_failure naming the step and the error, and the stream ends OK', async () => {
+    git.commit('failing', { Dockerfile: dockerfile('echo about-to-fail && exit 7') });
+    const msgs = await build(a, { source: gitSource(git.url('failing')) });
+    const last = msgs[msgs.length - 1];
+    expect(terminal(msgs)).toHaveLength(1);
+    expect(last.status).toBe(BuildStatus.done_failure);
+    expect(last.message).toContain('RUN echo about-to-fail && exit 7');
+    expect(last.message).toContain('non-zero code: 7');
+    const text = await logs(b, { buildId: msgs[0].info!.buildId });
+    expect(text).toContain('about-to-fail');
+  });
+
+  it('a missing Dockerfile ends done_failure naming the path', async () => {
+    git.commit('nodockerfile', { 'README.md': 'no dockerfile here' });
+    const msgs = await build(a, { source: gitSource(git.url('nodockerfile'), { dockerfilePath: 'sub/Containerfile' }) });
+    expect(msgs[msgs.length - 1]).toMatchObject({ status: BuildStatus.done_failure });
+    expect(msgs[msgs.length - 1].message).toContain('sub/Containerfile');
+  });
+
+  it('builds each clone target mode, at the commit or branch asked for', async () => {
+    const first = git.commit('modes', { Dockerfile: dockerfile('echo v1 > /version') });
+    git.commit('modes', { Dockerfile: dockerfile('echo v2 > /version') });
+    git.commit('modes', { Dockerfile: dockerfile('echo feature > /version') }, 'feature');
+    const cases = [
+      { mode: CloneTargetMode.REMOTE_COMMIT, target: first, expect: 'echo v1' },
+      { mode: CloneTargetMode.REMOTE_BRANCH, target: 'feature', expect: 'echo feature' },
+      { mode: CloneTargetMode.LOCAL_BRANCH, target: 'main', expect: 'echo v2' },
+      { mode: CloneTargetMode.REMOTE_HEAD, target: '', expect: 'echo v2' },
+    ];
+    const results = await Promise.all(cases.map((c) => build(a, { source: gitSource(git.url('modes'), { mode: c.mode, target: c.target }) })));
+    for (const [i, msgs] of results.entries()) {
+      expect(msgs[msgs.length - 1].status, JSON.stringify(msgs[msgs.length - 1])).toBe(BuildStatus.done_success);
+      const text = await logs(b, { buildId: msgs[0].info!.buildId });
+      expect(text).toContain(cases[i].expect);
+    }
+  });
+
+  it('copies a ref source to the workspace repository', async () => {
+    const msgs = await build(b, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } } });
+    const last = msgs[msgs.length - 1];
+    expect(last.status, last.message).toBe(BuildStatus.done_success);
+    expect(last.baseRef).toMatch(/^127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}$/);
+    expect(last.ref.startsWith(stack.env.IMGBUILDER_WORKSPACE_REPOSITORY + ':')).toBe(true);
+  });
+
+  it('rejects bad requests with INVALID_ARGUMENT', async () => {
+    await expect(build(a, {})).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: 'build source is missing' });
+    await expect(build(a, { source: gitSource(git.url('x'), { contextPath: '../outside' }) })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    await expect(build(a, { source: gitSource(git.url('x'), { dockerfilePath: '/etc/passwd' }) })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    await expect(build(a, { source: { from: { $case: 'ref', ref: { ref: 'UPPER/Case::bad' } } } })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+});
+
+describe('ResolveWorkspaceImage, ListBuilds and Logs while a build runs', () => {
+  it('report a queued or running build as running everywhere, and Logs streams until the build ends', async () => {
+    git.commit('slow', { Dockerfile: dockerfile('echo slow-start', 'sleep 3', 'echo slow-end') });
+    const source = gitSource(git.url('slow'));
+    const before = await unary(a.resolveWorkspaceImage.bind(a), { source, auth: undefined, useRetryClient: false });
+    expect(before.status).toBe(BuildStatus.unknown);
+    expect(before.baseRef).toMatch(/\/base:[a-f0-9]{64}$/);
+
+    const stream = a.build({ source, auth: undefined, forceRebuild: false, triggeredBy: 'test', supervisorRef: '', baseImageNameResolved: '', useRetryClient: false });
+    const done = collect(stream);
+    const first = await new Promise<{ info?: { buildId: string } }>((resolve) => stream.once('data', resolve));
+    const buildId = first.info!.buildId;
+
+    const during = await unary(b.resolveWorkspaceImage.bind(b), { source, auth: undefined, useRetryClient: false });
+    expect(during).toMatchObject({ status: BuildStatus.running, ref: before.ref, baseRef: before.baseRef });
+    const list = await unary(b.listBuilds.bind(b), {});
+    const listed = list.builds.find((x) => x.buildId === buildId);
+    expect(listed).toMatchObject({ ref: before.ref, baseRef: before.baseRef, status: BuildStatus.running });
+    expect(Number(listed!.startedAt)).toBeGreaterThan(0);
+
+    const byRef = await logs(b, { buildRef: before.ref });
+    expect(byRef).toContain('slow-start');
+    expect(byRef).toContain('slow-end');
+    await done;
+    const after = await unary(a.resolveWorkspaceImage.bind(a), { source, auth: undefined, useRetryClient: false });
+    expect(after.status).toBe(BuildStatus.done_success);
+    expect((await unary(b.listBuilds.bind(b), {})).builds.find((x) => x.buildId === buildId)).toBeUndefined();
+  });
+
+  it('Logs of an unknown build is NOT_FOUND "build not found"', async () => {
+    await expect(logs(a, { buildId: 'no-such-build' })).rejects.toMatchObject({ code: status.NOT_FOUND, details: 'build not found' });
+    await expect(logs(a, { buildRef: '127.0.0.1:5000/nothing/here:abc' })).rejects.toMatchObject({ code: status.NOT_FOUND, details: 'build not found' });
+  });
+});
+
+describe('ResolveBaseImage', () => {
+  it('turns a tag into the digest form with the tag dropped', async () => {
+    const res = await unary(a.resolveBaseImage.bind(a), { ref: BASE_IMAGE, auth: undefined, useRetryClient: false });
+    expect(res.ref).toMatch(/^127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}$/);
+    const byDigest = await unary(a.resolveBaseImage.bind(a), { ref: res.ref, auth: undefined, useRetryClient: false });
+    expect(byDigest.ref).toBe(res.ref);
+  });
+
+  it('answers NOT_FOUND, UNAVAILABLE and INVALID_ARGUMENT as Gitpod callers expect', async () => {
+    await expect(unary(a.resolveBaseImage.bind(a), { ref: '127.0.0.1:5000/imgbuilder/busybox:missing', auth: undefined, useRetryClient: false })).rejects.toMatchObject({
+      code: status.NOT_FOUND,
+      details: expect.stringContaining('cannot resolve image'),
+    });
+    const closedPort = await freePort();
+    await expect(unary(a.resolveBaseImage.bind(a), { ref: `127.0.0.1:${closedPort}/nothing:latest`, auth: undefined, useRetryClient: false })).rejects.toMatchObject({
+      code: status.UNAVAILABLE,
+      details: expect.stringContaining('cannot resolve image'),
+    });
+    await expect(unary(a.resolveBaseImage.bind(a), { ref: 'Not A Ref', auth: undefined, useRetryClient: false })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+});

@@ -1,0 +1,36 @@
+import { CloneTargetMode, type BuildSource } from '@imgbuilder/proto';
+
+export const BASE_IMAGE = '127.0.0.1:5000/imgbuilder/busybox:latest';
+
+export function gitSource(remoteUri: string, opts: { dockerfilePath?: string; contextPath?: string; mode?: CloneTargetMode; target?: string; checkoutLocation?: string } = {}): BuildSource {
+  return {
+    from: {
+      $case: 'file',
+      file: {
+        source: {
+          spec: {
+            $case: 'git',
+            git: {
+              remoteUri,
+              upstreamRemoteUri: '',
+              targetMode: opts.mode ?? CloneTargetMode.REMOTE_HEAD,
+              cloneTaget: opts.target ?? '',
+              checkoutLocation: opts.checkoutLocation ?? '',
+              config: undefined,
+              fullClone: false,
+            },
+          },
+        },
+        dockerfileVersion: '',
+        dockerfilePath: opts.dockerfilePath ?? 'Dockerfile',
+        contextPath: opts.contextPath ?? '',
+      },
+    },
+  };
+}
+
+/** A Dockerfile FROM the test base image; a nonce step keeps the engine's cache from skipping the work. */
+export function dockerfile(...runs: string[]): string {
+  const nonce = Math.random().toString(36).slice(2);
+  return `FROM ${BASE_IMAGE}\nRUN echo nonce-${nonce}\n${runs.map((r) => `RUN ${r}\n`).join('')}`;
+}
