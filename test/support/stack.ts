@@ -108,6 +108,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     IMGBUILDER_BASE_REPOSITORY: `127.0.0.1:5000/t${id}/base`,
     IMGBUILDER_WORKSPACE_REPOSITORY: `127.0.0.1:5000/t${id}/workspace`,
     IMGBUILDER_SECRET_KEY: randomBytes(32).toString('base64'),
+    // Own queue and keys: stacks of concurrently running test files never take each other's jobs.
+    IMGBUILDER_REDIS_NAMESPACE: `t${id}`,
     IMGBUILDER_WORKER_LOCK_TIMEOUT: '5s',
     IMGBUILDER_STALLED_CHECK_INTERVAL: '2s',
     LOG_LEVEL: 'debug',

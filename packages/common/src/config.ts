@@ -61,6 +61,8 @@ const repository = (fallback: string) =>
 export const EnvSchema = z.object({
   /** Redis (or Redis Cluster: `redis+cluster://host1:port,host2:port`). */
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  /** Prefix (and Redis Cluster hash tag) of every key: lets several installations share one Redis. */
+  IMGBUILDER_REDIS_NAMESPACE: z.string().regex(/^[a-zA-Z0-9_-]{1,32}$/, 'letters, digits, - and _ only').default('imgb'),
   /** gRPC listen address of the API. */
   IMGBUILDER_GRPC_ADDR: hostPort('0.0.0.0:8080'),
   /** HTTP /livez, /readyz and /metrics; empty turns it off. API default :9090, worker :9091. */

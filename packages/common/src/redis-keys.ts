@@ -1,8 +1,12 @@
 /**
- * Every Redis key and channel imgbuilder uses. All carry one hash tag so that, on Redis Cluster, BullMQ's keys
+ * Every Redis key and channel imgbuilder uses. All carry one hash tag (`{imgb}`, or `{<IMGBUILDER_REDIS_NAMESPACE>}`
+ * for several installations sharing one Redis) so that, on Redis Cluster, BullMQ's keys
  * and every key of a build land in the same slot (Lua scripts and MULTI need that).
  */
-export const HASH_TAG = '{imgb}';
+// Read at load time (not through the config schema) so every module agrees without passing it around; the schema
+// validates the same variable at start.
+const NAMESPACE = process.env.IMGBUILDER_REDIS_NAMESPACE || 'imgb';
+export const HASH_TAG = `{${NAMESPACE}}`;
 
 /** BullMQ `prefix` option: BullMQ keys become `{imgb}:builds:*`. */
 export const QUEUE_PREFIX = HASH_TAG;
