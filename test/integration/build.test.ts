@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
-import { build, collect, connect, logs, unary } from '../support/client.js';
+import { build, collect, connect, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { freePort, startStack, type Stack } from '../support/stack.js';
@@ -124,7 +124,7 @@ describe('ResolveWorkspaceImage, ListBuilds and Logs while a build runs', () => 
   it('report a queued or running build as running everywhere, and Logs streams until the build ends', async () => {
     git.commit('slow', { Dockerfile: dockerfile('echo slow-start', 'sleep 3', 'echo slow-end') });
     const source = gitSource(git.url('slow'));
-    const before = await unary(a.resolveWorkspaceImage.bind(a), { source, auth: undefined, useRetryClient: false });
+    const before = await resolveWorkspace(a, { source, auth: undefined, useRetryClient: false });
     expect(before.status).toBe(BuildStatus.unknown);
     expect(before.baseRef).toMatch(/\/base:[a-f0-9]{64}$/);
 
@@ -133,9 +133,9 @@ describe('ResolveWorkspaceImage, ListBuilds and Logs while a build runs', () => 
     const first = await new Promise<{ info?: { buildId: string } }>((resolve) => stream.once('data', resolve));
     const buildId = first.info!.buildId;
 
-    const during = await unary(b.resolveWorkspaceImage.bind(b), { source, auth: undefined, useRetryClient: false });
+    const during = await resolveWorkspace(b, { source, auth: undefined, useRetryClient: false });
     expect(during).toMatchObject({ status: BuildStatus.running, ref: before.ref, baseRef: before.baseRef });
-    const list = await unary(b.listBuilds.bind(b), {});
+    const list = await listBuilds(b);
     const listed = list.builds.find((x) => x.buildId === buildId);
     expect(listed).toMatchObject({ ref: before.ref, baseRef: before.baseRef, status: BuildStatus.running });
     expect(Number(listed!.startedAt)).toBeGreaterThan(0);
@@ -144,9 +144,9 @@ describe('ResolveWorkspaceImage, ListBuilds and Logs while a build runs', () => 
     expect(byRef).toContain('slow-start');
     expect(byRef).toContain('slow-end');
     await done;
-    const after = await unary(a.resolveWorkspaceImage.bind(a), { source, auth: undefined, useRetryClient: false });
+    const after = await resolveWorkspace(a, { source, auth: undefined, useRetryClient: false });
     expect(after.status).toBe(BuildStatus.done_success);
-    expect((await unary(b.listBuilds.bind(b), {})).builds.find((x) => x.buildId === buildId)).toBeUndefined();
+    expect((await listBuilds(b)).builds.find((x) => x.buildId === buildId)).toBeUndefined();
   });
 
   it('Logs of an unknown build is NOT_FOUND "build not found"', async () => {
@@ -157,22 +157,22 @@ describe('ResolveWorkspaceImage, ListBuilds and Logs while a build runs', () => 
 
 describe('ResolveBaseImage', () => {
   it('turns a tag into the digest form with the tag dropped', async () => {
-    const res = await unary(a.resolveBaseImage.bind(a), { ref: BASE_IMAGE, auth: undefined, useRetryClient: false });
+    const res = await resolveBase(a, { ref: BASE_IMAGE, auth: undefined, useRetryClient: false });
     expect(res.ref).toMatch(/^127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}$/);
-    const byDigest = await unary(a.resolveBaseImage.bind(a), { ref: res.ref, auth: undefined, useRetryClient: false });
+    const byDigest = await resolveBase(a, { ref: res.ref, auth: undefined, useRetryClient: false });
     expect(byDigest.ref).toBe(res.ref);
   });
 
   it('answers NOT_FOUND, UNAVAILABLE and INVALID_ARGUMENT as Gitpod callers expect', async () => {
-    await expect(unary(a.resolveBaseImage.bind(a), { ref: '127.0.0.1:5000/imgbuilder/busybox:missing', auth: undefined, useRetryClient: false })).rejects.toMatchObject({
+    await expect(resolveBase(a, { ref: '127.0.0.1:5000/imgbuilder/busybox:missing', auth: undefined, useRetryClient: false })).rejects.toMatchObject({
       code: status.NOT_FOUND,
       details: expect.stringContaining('cannot resolve image'),
     });
     const closedPort = await freePort();
-    await expect(unary(a.resolveBaseImage.bind(a), { ref: `127.0.0.1:${closedPort}/nothing:latest`, auth: undefined, useRetryClient: false })).rejects.toMatchObject({
+    await expect(resolveBase(a, { ref: `127.0.0.1:${closedPort}/nothing:latest`, auth: undefined, useRetryClient: false })).rejects.toMatchObject({
       code: status.UNAVAILABLE,
       details: expect.stringContaining('cannot resolve image'),
     });
-    await expect(unary(a.resolveBaseImage.bind(a), { ref: 'Not A Ref', auth: undefined, useRetryClient: false })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    await expect(resolveBase(a, { ref: 'Not A Ref', auth: undefined, useRetryClient: false })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
   });
 });

@@ -1,5 +1,16 @@
 import { credentials, type ChannelCredentials, type ClientReadableStream } from '@grpc/grpc-js';
-import { BuildRequest, ImageBuilderClient, LogsRequest, type BuildResponse, type LogsResponse } from '@imgbuilder/proto';
+import {
+  BuildRequest,
+  ImageBuilderClient,
+  LogsRequest,
+  ResolveBaseImageRequest,
+  ResolveWorkspaceImageRequest,
+  type BuildResponse,
+  type ListBuildsResponse,
+  type LogsResponse,
+  type ResolveBaseImageResponse,
+  type ResolveWorkspaceImageResponse,
+} from '@imgbuilder/proto';
 
 export function connect(addr: string, creds: ChannelCredentials = credentials.createInsecure()): ImageBuilderClient {
   return new ImageBuilderClient(addr, creds);
@@ -34,6 +45,12 @@ export async function logs(client: ImageBuilderClient, req: Parameters<typeof Lo
   return Buffer.concat(msgs.map((m) => Buffer.from(m.content))).toString('utf8');
 }
 
-export function unary<Req, Res>(fn: (req: Req, cb: (err: Error | null, res?: Res) => void) => unknown, req: Req): Promise<Res> {
-  return new Promise((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res!))));
-}
+
+type Cb<T> = (err: Error | null, res?: T) => void;
+const call = <T>(fn: (cb: Cb<T>) => unknown): Promise<T> => new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as T))));
+
+export const resolveWorkspace = (c: ImageBuilderClient, req: Parameters<typeof ResolveWorkspaceImageRequest.fromPartial>[0]) =>
+  call<ResolveWorkspaceImageResponse>((cb) => c.resolveWorkspaceImage(ResolveWorkspaceImageRequest.fromPartial(req), cb));
+export const resolveBase = (c: ImageBuilderClient, req: Parameters<typeof ResolveBaseImageRequest.fromPartial>[0]) =>
+  call<ResolveBaseImageResponse>((cb) => c.resolveBaseImage(ResolveBaseImageRequest.fromPartial(req), cb));
+export const listBuilds = (c: ImageBuilderClient) => call<ListBuildsResponse>((cb) => c.listBuilds({}, cb));

@@ -192,6 +192,9 @@ export class ImageBuilderService {
       return id;
     }
     try {
+      // The log object exists from the first `running` message on, so its presigned URL never answers 404.
+      const logKey = (await this.store.get(id))?.logKey;
+      if (logKey) await this.objects.put(logKey, '').catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet'));
       await this.queue.add('build', this.jobData(id, plan, req), { jobId: id });
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
@@ -258,16 +261,17 @@ export class ImageBuilderService {
     const send = (data: string | Buffer) =>
       writeMessage(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
 
-    if (isTerminal(record.state) && !(await this.store.eventsExist(buildId))) {
-      // Finished and no longer in Redis: the object store has the complete log.
-      const body = await this.objects.getStream(record.logKey).catch(() => {
-        throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
-      });
-      for await (const chunk of body as AsyncIterable<Buffer>) {
-        if (signal.aborted) break;
-        await send(chunk);
+    if (isTerminal(record.state) && !record.logPending) {
+      // Finished: the object store holds the complete log, byte for byte what the stream carried.
+      const body = await this.objects.getStream(record.logKey).catch(() => undefined);
+      if (body) {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          if (signal.aborted) break;
+          await send(chunk);
+        }
+        return;
       }
-      return;
+      if (!(await this.store.eventsExist(buildId))) throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
     }
     for await (const e of this.hub.events(buildId, signal)) {
       if (e.kind === 'log') await send(e.text);

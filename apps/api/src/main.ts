@@ -56,7 +56,7 @@ async function main(): Promise<void> {
       retentionMs: env.IMGBUILDER_LOG_RETENTION,
       buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
-      keepaliveMs: 15_000,
+      keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
     },
     planner,
     registry,

@@ -15,6 +15,8 @@ export interface ReporterOptions {
   maxBytes: number;
   secrets: string[];
   onBytes?: (n: number) => void;
+  /** Called when a log upload that was pending at the end of the build finally succeeds. */
+  onLateUpload?: () => void;
 }
 
 /**
@@ -32,7 +34,6 @@ export class BuildReporter {
   private uploading?: Promise<void>;
   private readonly timer: NodeJS.Timeout;
   private secrets: string[];
-  private lineTail = '';
 
   constructor(
     private readonly opts: ReporterOptions,
@@ -163,6 +164,7 @@ export class BuildReporter {
         this.dirty = true;
         await this.upload();
         this.log.info('pending log upload succeeded');
+        this.opts.onLateUpload?.();
         return;
       } catch {
         /* keep trying */

@@ -35,6 +35,11 @@ export interface RunnerDeps {
 export type StopReason = 'timeout' | 'shutdown';
 
 const ENGINE_ATTEMPTS = 3;
+/**
+ * Once the object holds the whole log, Redis keeps its copy only briefly: long enough for subscribers already
+ * tailing the stream to reach the end; later readers get the object.
+ */
+const EVENTS_TTL_AFTER_UPLOAD_MS = 5 * 60_000;
 
 /**
  * Runs one build job through its stages: fetch the source, build, push base, copy to workspace, verify. Every
@@ -61,7 +66,14 @@ export class BuildRunner {
       ...[...this.d.installation.values()].flatMap(secretsOf),
     ].filter((s) => s && s.length >= 3);
     const reporter = new BuildReporter(
-      { buildId: job.buildId, logKey: record.logKey, maxBytes: env.IMGBUILDER_LOG_MAX_BYTES, secrets: allSecrets, onBytes: (n) => this.d.metrics.logBytes.inc(n) },
+      {
+        buildId: job.buildId,
+        logKey: record.logKey,
+        maxBytes: env.IMGBUILDER_LOG_MAX_BYTES,
+        secrets: allSecrets,
+        onBytes: (n) => this.d.metrics.logBytes.inc(n),
+        onLateUpload: () => void store.markLogUploaded(job.buildId, EVENTS_TTL_AFTER_UPLOAD_MS).catch(() => undefined),
+      },
       store,
       this.d.objects,
       log,
@@ -106,7 +118,7 @@ export class BuildRunner {
     }
     const uploaded = await reporter.close();
     const message = uploaded ? outcome.message : `${outcome.message ? `${outcome.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
-    const ended = await store.finish(job.buildId, job.ref, outcome.state, message, env.IMGBUILDER_LOG_RETENTION, uploaded ? Math.min(env.IMGBUILDER_LOG_RETENTION, 3_600_000) : env.IMGBUILDER_LOG_RETENTION);
+    const ended = await store.finish(job.buildId, job.ref, outcome.state, message, env.IMGBUILDER_LOG_RETENTION, uploaded ? EVENTS_TTL_AFTER_UPLOAD_MS : env.IMGBUILDER_LOG_RETENTION, !uploaded);
     if (ended) {
       this.d.metrics.done.inc({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' });
       this.d.metrics.duration.observe({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' }, (Date.now() - started) / 1000);

@@ -18,6 +18,8 @@ export interface BuildRecord {
   logKey: string;
   triggeredBy: string;
   finishedAt?: number;
+  /** The object store was down when the build ended: the log lives in Redis until the upload succeeds. */
+  logPending: boolean;
 }
 
 /** One entry of a build's event stream: a log chunk or a state change. */
@@ -49,7 +51,7 @@ const FINISH = `
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == false then return 0 end
 if state == 'done_success' or state == 'done_failure' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'message', ARGV[3], 'finishedAt', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'message', ARGV[3], 'finishedAt', ARGV[4], 'logPending', ARGV[7])
 redis.call('XADD', KEYS[2], '*', 's', ARGV[2], 'm', ARGV[3])
 if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -150,7 +152,7 @@ export class BuildStore {
    * Ends the build; false when it had already ended. `eventsTtlMs` bounds how long the Redis copy of the log
    * stays once the object store holds it.
    */
-  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number): Promise<boolean> {
+  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number, logPending = false): Promise<boolean> {
     const res = await this.redis.eval(
       FINISH,
       7,
@@ -167,8 +169,14 @@ export class BuildStore {
       String(Math.floor(Date.now() / 1000)),
       String(retentionMs),
       String(eventsTtlMs),
+      logPending ? '1' : '0',
     );
     return res === 1;
+  }
+
+  /** The pending log upload succeeded: Logs may read the object now, and Redis may drop its copy soon. */
+  async markLogUploaded(buildId: string, eventsTtlMs: number): Promise<void> {
+    await this.redis.pipeline().hset(redisKeys.build(buildId), 'logPending', '0').pexpire(redisKeys.events(buildId), eventsTtlMs).exec();
   }
 
   /** Reads up to `count` events after `afterId` (exclusive). */
@@ -216,6 +224,7 @@ function toRecord(h: Record<string, string>): BuildRecord {
     logKey: h.logKey,
     triggeredBy: h.triggeredBy ?? '',
     finishedAt: h.finishedAt ? Number(h.finishedAt) : undefined,
+    logPending: h.logPending === '1',
   };
 }
 

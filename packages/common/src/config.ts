@@ -105,6 +105,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_LOG_RETENTION: duration('7d'),
   /** A build's log is cut beyond this size. */
   IMGBUILDER_LOG_MAX_BYTES: byteSize('64MiB'),
+  /** Quiet Build streams repeat their `running` message this often, so proxies never see an idle stream. */
+  IMGBUILDER_STREAM_KEEPALIVE: duration('15s'),
   /** Build contexts larger than this fail. */
   IMGBUILDER_MAX_CONTEXT_BYTES: byteSize('1GiB'),
   /** Build contexts with more files than this fail. */
