@@ -60,6 +60,13 @@ describe('Build', () => {
     expect(again).toHaveLength(1);
     expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref, baseRef: results[0][0].baseRef });
 
+    // force_rebuild while a build of the ref runs joins it rather than starting a second one.
+    git.commit('dedupe-force', { Dockerfile: dockerfile('sleep 2') });
+    const forceReq = { source: gitSource(git.url('dedupe-force')), forceRebuild: true };
+    const joined = await Promise.all([build(a, forceReq), build(b, forceReq), build(a, forceReq)]);
+    expect(new Set(joined.map((r) => r[0].info?.buildId)).size).toBe(1);
+    expect(manifestPuts(joined[0][0].ref)).toBe(1);
+
     // force_rebuild builds anew after the first job finished (BullMQ job ids are not reused).
     const forced = await build(a, { ...req, forceRebuild: true });
     expect(forced[0].info?.buildId).not.toBe([...ids][0]);
@@ -161,6 +168,25 @@ describe('ResolveBaseImage', () => {
     expect(res.ref).toMatch(/^127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}$/);
     const byDigest = await resolveBase(a, { ref: res.ref, auth: undefined, useRetryClient: false });
     expect(byDigest.ref).toBe(res.ref);
+  });
+
+  it('resolves a manifest list / OCI index to its linux/amd64 entry', async () => {
+    const registry = 'http://127.0.0.1:5000/v2/imgbuilder/busybox/manifests';
+    const res = await fetch(`${registry}/latest`, { headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+    const manifest = await res.text();
+    const amd64 = res.headers.get('docker-content-digest')!;
+    // A second manifest of the same content with other bytes: another digest, for the arm64 entry listed first.
+    const variant = JSON.stringify(JSON.parse(manifest), null, 1);
+    const put = await fetch(`${registry}/variant-${process.pid}`, { method: 'PUT', body: variant, headers: { 'Content-Type': 'application/vnd.docker.distribution.manifest.v2+json' } });
+    expect(put.status).toBe(201);
+    const arm64 = put.headers.get('docker-content-digest')!;
+    expect(arm64).not.toBe(amd64);
+    const entry = (digest: string, size: number, architecture: string) => ({ mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest, size, platform: { architecture, os: 'linux' } });
+    const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [entry(arm64, Buffer.byteLength(variant), 'arm64'), entry(amd64, Buffer.byteLength(manifest), 'amd64')] };
+    const putIndex = await fetch(`${registry}/multi-${process.pid}`, { method: 'PUT', body: JSON.stringify(index), headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' } });
+    expect(putIndex.status).toBe(201);
+    const resolved = await resolveBase(a, { ref: `127.0.0.1:5000/imgbuilder/busybox:multi-${process.pid}` });
+    expect(resolved.ref).toBe(`127.0.0.1:5000/imgbuilder/busybox@${amd64}`);
   });
 
   it('answers NOT_FOUND, UNAVAILABLE and INVALID_ARGUMENT as Gitpod callers expect', async () => {

@@ -1,11 +1,16 @@
 import { once } from 'node:events';
 import type { ServerWritableStream } from '@grpc/grpc-js';
+import { ImgbuilderError } from '@imgbuilder/common/errors';
 
 /** A client that has not read anything for this long is dropped instead of holding the server's memory. */
 const DRAIN_TIMEOUT_MS = 120_000;
 
-export class SlowClientError extends Error {
+/** The client stopped reading; it is dropped rather than buffered for without bound. */
+export class SlowClientError extends ImgbuilderError {
   override name = 'SlowClientError';
+  constructor(message: string) {
+    super('RESOURCE_EXHAUSTED', message);
+  }
 }
 
 /**
@@ -19,7 +24,7 @@ export async function writeMessage<T>(call: ServerWritableStream<unknown, T>, me
   try {
     await once(call, 'drain', { signal: AbortSignal.any([signal, timeout]) });
   } catch (err) {
-    if (timeout.aborted) throw new SlowClientError(`client read nothing for ${DRAIN_TIMEOUT_MS / 1000}s`);
+    if (timeout.aborted) throw new SlowClientError(`client read nothing for ${DRAIN_TIMEOUT_MS / 1000}s; stream dropped (reconnect to resume: Logs replays from the start)`);
     if (!signal.aborted) throw err;
   }
 }
