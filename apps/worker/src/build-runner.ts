@@ -118,7 +118,7 @@ export class BuildRunner {
     }
     const uploaded = await reporter.close();
     const message = uploaded ? outcome.message : `${outcome.message ? `${outcome.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
-    const ended = await store.finish(job.buildId, job.ref, outcome.state, message, env.IMGBUILDER_LOG_RETENTION, uploaded ? EVENTS_TTL_AFTER_UPLOAD_MS : env.IMGBUILDER_LOG_RETENTION, !uploaded);
+    const ended = await retryRedis(() => store.finish(job.buildId, job.ref, outcome.state, message, env.IMGBUILDER_LOG_RETENTION, uploaded ? EVENTS_TTL_AFTER_UPLOAD_MS : env.IMGBUILDER_LOG_RETENTION, !uploaded), log);
     if (ended) {
       this.d.metrics.done.inc({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' });
       this.d.metrics.duration.observe({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' }, (Date.now() - started) / 1000);
@@ -192,6 +192,23 @@ export class BuildRunner {
     reporter.line(`pushing ${job.ref}`);
     const creds = pushCredentials(this.d.installation, this.d.env.IMGBUILDER_WORKSPACE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
+  }
+}
+
+/**
+ * The terminal state must reach Redis, or every client waits forever: retry through a Redis outage (bounded; past
+ * it the job fails and BullMQ's failed handler tries once more).
+ */
+async function retryRedis<T>(fn: () => Promise<T>, log: Logger, limitMs = 5 * 60_000): Promise<T> {
+  const deadline = Date.now() + limitMs;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() + delay > deadline) throw err;
+      log.warn({ err: (err as Error).message }, 'recording the build outcome failed; retrying');
+      await new Promise((r) => setTimeout(r, delay));
+    }
   }
 }
 

@@ -5,7 +5,7 @@ import { ConfigError } from './config.js';
 export class SecretBox {
   private constructor(private readonly key: Buffer) {}
 
-  /** From IMGBUILDER_SECRET_KEY; in development without one, a random per-process-group key is not possible, so a fixed dev key is used. */
+  /** From IMGBUILDER_SECRET_KEY. In development without one, a fixed key is used: API and workers must agree, and a random key per process could not. */
   static fromEnv(secretKey: string | undefined, nodeEnv: string | undefined): SecretBox {
     if (!secretKey) {
       if (nodeEnv === 'development') return new SecretBox(Buffer.alloc(32, 'imgbuilder-development-only-key!'));
