@@ -51,7 +51,8 @@ export class ObjectStore {
 
   async put(key: string, body: Buffer | string, contentType = 'text/plain; charset=utf-8', bucket = this.bucket): Promise<void> {
     await this.ensureBucket();
-    await this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }));
+    // A known length keeps the SDK from streaming with unknown size (and warning about it).
+    await this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: Buffer.byteLength(body) }));
   }
 
   async getStream(key: string, bucket = this.bucket): Promise<Readable> {
