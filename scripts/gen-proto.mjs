@@ -19,6 +19,7 @@ execFileSync(join(root, 'node_modules/.bin/protoc'), [
   `--proto_path=${join(root, 'proto')}`,
   'imgbuilder.proto',
   'content-service-api/initializer.proto',
+  'upload.proto',
 ], { stdio: 'inherit' });
 
 if (check) {

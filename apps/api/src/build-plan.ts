@@ -1,12 +1,12 @@
 import { posix } from 'node:path';
 import type { BuildRegistryAuth, BuildSource, WorkspaceInitializer, GitInitializer } from '@imgbuilder/proto';
-import { CloneTargetMode } from '@imgbuilder/proto';
+import { CloneTargetMode, GitAuthMethod } from '@imgbuilder/proto';
 import { invalidArgument } from '@imgbuilder/common/errors';
-import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
-import { dockerfileBaseRef, workspaceRef } from '@imgbuilder/common/refs';
+import { formatImageRef, parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
+import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/refs';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
-import { checkSourceUrl } from '@imgbuilder/common/source-policy';
+import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSourceUrl } from '@imgbuilder/common/source-policy';
 import type { GitRemoteResolver } from './git-remote-resolver.js';
 
 /** What a request turns into: the refs, and how the worker produces the workspace image. */
@@ -61,26 +61,37 @@ export class BuildPlanner {
     checkRelativePath('dockerfile_path', file.dockerfilePath);
     checkRelativePath('context_path', file.contextPath);
     this.checkInitializer(file.source);
-    const resolvedCommits: Record<string, string> = {};
-    let resolvedCommit: string | undefined;
-    if (file.source.spec.$case === 'git' && !file.dockerfileVersion) {
-      resolvedCommit = await this.resolveMutableTarget(file.source.spec.git);
-      if (resolvedCommit) resolvedCommits['0'] = resolvedCommit;
-    }
-    const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommit });
+    const resolvedCommits = file.dockerfileVersion ? {} : await this.resolveMutableTargets(file.source);
+    const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommits });
     return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'dockerfile', resolvedCommits, policy };
   }
 
-  /** Plan for `base_image_name_resolved`: the workspace image is a copy of that (already built) base image. */
-  async planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy, retry: boolean): Promise<BuildPlan> {
+  /**
+   * Plan for `base_image_name_resolved`: the workspace image is a copy of that (already built) base image, named
+   * after the base as given, so the workspace image of an earlier Dockerfile build is found again. A tag is pinned
+   * to its digest only when a build is needed (the caller sets `copyFrom` then).
+   */
+  planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy): BuildPlan {
     const parsed = parseImageRef(baseImage);
-    const baseRef = parsed.digest ? `${repositoryOf(parsed)}@${parsed.digest}` : await this.resolveImage(baseImage, policy, retry);
-    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', copyFrom: baseRef, policy };
+    const baseRef = formatImageRef(parsed);
+    const copyFrom = parsed.digest ? `${repositoryOf(parsed)}@${parsed.digest}` : undefined;
+    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', copyFrom, policy };
   }
 
-  private async resolveMutableTarget(git: GitInitializer): Promise<string | undefined> {
-    if (git.targetMode === CloneTargetMode.REMOTE_COMMIT) return undefined;
-    return this.git.resolve(git);
+  /** Commits of every mutable git target in the source, by depth-first position (REFERENCE.md "Refs", README). */
+  private async resolveMutableTargets(init: WorkspaceInitializer): Promise<Record<string, string>> {
+    const pending: Promise<void>[] = [];
+    const out: Record<string, string> = {};
+    forEachGit(init, (git, index) => {
+      if (git.targetMode === CloneTargetMode.REMOTE_COMMIT) return;
+      pending.push(
+        this.git.resolve(git).then((commit) => {
+          if (commit) out[String(index)] = commit;
+        }),
+      );
+    });
+    await Promise.all(pending);
+    return out;
   }
 
   private checkInitializer(init: WorkspaceInitializer): void {
@@ -94,9 +105,10 @@ export class BuildPlanner {
         return;
       case 'download':
         checkRelativePath('download target_location', spec.download.targetLocation);
-        for (const f of spec.download.files) {
-          checkSourceUrl(f.url, 'download url', this.cfg.allowLocalSources);
-          if (!f.filePath) throw invalidArgument(`download of ${f.url}: file_path is empty`);
+        for (const [i, f] of spec.download.files.entries()) {
+          checkDownloadUrl(f.url, 'download url', this.cfg.allowLocalSources);
+          // Messages name files, not URLs: download URLs often carry tokens.
+          if (!f.filePath) throw invalidArgument(`download #${i + 1}: file_path is empty`);
           checkRelativePath('download file_path', posix.join(spec.download.targetLocation || '.', f.filePath));
           if (!/^sha256:[a-f0-9]{64}$/.test(f.digest)) throw invalidArgument(`download of ${f.filePath}: digest must be sha256:<64 hex digits>`);
         }
@@ -105,10 +117,11 @@ export class BuildPlanner {
         for (const c of spec.composite.initializer) this.checkInitializer(c);
         return;
       case 'prebuild':
+        // A bad snapshot name makes the worker fall back to git (REFERENCE.md), so only the git targets must be valid.
         for (const g of spec.prebuild.git) checkGit(g, this.cfg.allowLocalSources);
         return;
       case 'snapshot':
-        if (!spec.snapshot.snapshot) throw invalidArgument('snapshot initializer names no snapshot');
+        checkSnapshot(spec.snapshot.snapshot, spec.snapshot.fromVolumeSnapshot);
         return;
       case 'empty':
         return;
@@ -120,12 +133,24 @@ function checkGit(git: GitInitializer, allowLocal: boolean): void {
   if (!git.remoteUri) throw invalidArgument('git initializer has no remote_uri');
   checkSourceUrl(git.remoteUri, 'git remote_uri', allowLocal);
   if (git.upstreamRemoteUri) checkSourceUrl(git.upstreamRemoteUri, 'git upstream_Remote_uri', allowLocal);
-  if (git.config?.authOts) checkSourceUrl(git.config.authOts, 'git auth_ots', false);
+  if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) {
+    if (!git.config.authOts) throw invalidArgument('git authentication BASIC_AUTH_OTS needs auth_ots');
+    checkHttpUrl(git.config.authOts, 'git auth_ots');
+  }
+  checkGitConfig(git.config?.customConfig);
   checkRelativePath('git checkout_location', git.checkoutLocation);
   if ((git.targetMode === CloneTargetMode.REMOTE_COMMIT || git.targetMode === CloneTargetMode.REMOTE_BRANCH || git.targetMode === CloneTargetMode.LOCAL_BRANCH) && !git.cloneTaget) {
     throw invalidArgument(`git initializer: clone_taget is required for target mode ${CloneTargetMode[git.targetMode]}`);
   }
   if (git.cloneTaget.startsWith('-')) throw invalidArgument('git initializer: clone_taget must not start with "-"');
+}
+
+/** Snapshots are tars in object storage: `s3://bucket/key` or a key of the default bucket, never a build log. */
+function checkSnapshot(name: string, fromVolume: boolean): void {
+  if (!name) throw invalidArgument('snapshot initializer names no snapshot');
+  if (fromVolume) throw invalidArgument('volume snapshots are not supported: imgbuilder restores tar snapshots from object storage (s3://bucket/key or a key in the default bucket)');
+  if (/^s3:/i.test(name) && !/^s3:\/\/[^/]+\/.+$/.test(name)) throw invalidArgument(`snapshot "${name}" must be s3://bucket/key or a key in the default bucket`);
+  if (/^logs\//.test(name)) throw invalidArgument(`snapshot "${name}": keys under logs/ hold build logs, not snapshots`);
 }
 
 /** Paths from the request must stay inside the build context. Empty is fine (it means the default). */

@@ -2,12 +2,22 @@ import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
 import { BuildStore, compareStreamIds, type BuildEvent } from '@imgbuilder/common/build-store';
 import { redisChannels } from '@imgbuilder/common/redis-keys';
+import { unavailable } from '@imgbuilder/common/errors';
 
 const PAGE = 500;
 /** Safety net for notifications lost while Redis pub/sub reconnects. */
 const POLL_MS = 1_000;
 /** A live subscriber with more than this undelivered falls back to reading Redis at its own pace. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** A subscription slower than this (Redis reconnecting) does not hold up readers: the poll covers the gap. */
+const SUBSCRIBE_WAIT_MS = 2_000;
+/** Every this many polls a tail checks that its build still exists (Redis restarted without persistence). */
+const LOST_CHECK_POLLS = 10;
+
+export interface EventHubOptions {
+  /** Says why open streams must end with UNAVAILABLE (Redis away too long), or undefined while they may wait. */
+  unavailable?: () => string | undefined;
+}
 
 /**
  * Tails builds' event streams for every local subscriber of this API process.
@@ -23,6 +33,7 @@ export class EventHub {
   constructor(
     private readonly store: BuildStore,
     private readonly sub: RedisClient,
+    private readonly opts: EventHubOptions = {},
   ) {
     sub.on('message', (channel: string) => {
       const id = channel.slice(channel.lastIndexOf(':') + 1);
@@ -34,7 +45,7 @@ export class EventHub {
   async *events(buildId: string, signal: AbortSignal, afterId = '0-0'): AsyncGenerator<BuildEvent> {
     let tail = this.tails.get(buildId);
     if (!tail) {
-      tail = new Tail(buildId, this.store, this.sub as Redis, () => this.tails.delete(buildId));
+      tail = new Tail(buildId, this.store, this.sub as Redis, () => this.tails.delete(buildId), this.opts.unavailable);
       this.tails.set(buildId, tail);
     }
     const sub = new Subscriber(afterId);
@@ -43,6 +54,7 @@ export class EventHub {
     signal.addEventListener('abort', onAbort);
     try {
       while (!signal.aborted) {
+        if (sub.error) throw unavailable(sub.error);
         if (sub.mode === 'catchup') {
           const batch = await this.store.readEvents(buildId, sub.cursor, PAGE);
           for (const e of batch) {
@@ -81,6 +93,7 @@ class Subscriber {
   mode: 'catchup' | 'live' = 'catchup';
   queue: BuildEvent[] = [];
   bufferedBytes = 0;
+  error?: string;
   private waiter?: () => void;
   constructor(public cursor: string) {}
 
@@ -96,6 +109,11 @@ class Subscriber {
       this.bufferedBytes = 0;
       this.mode = 'catchup';
     }
+    this.notify();
+  }
+
+  fail(why: string): void {
+    this.error = why;
     this.notify();
   }
 
@@ -126,14 +144,28 @@ class Tail {
     private readonly store: BuildStore,
     private readonly sub: Redis,
     private readonly onClose: () => void,
+    private readonly unavailable?: () => string | undefined,
   ) {
-    this.ready = (async () => {
+    let waited = false;
+    const subscribed = (async () => {
       await this.sub.subscribe(redisChannels.events(buildId));
-      this.lastId = await this.store.lastEventId(buildId);
+      const last = await this.store.lastEventId(buildId);
+      // After the wait ran out, fetches already move lastId; a later read must not skip past what they delivered.
+      if (!waited) this.lastId = last;
     })().catch(() => {
       // Redis away: start from the beginning; subscribers filter what they already have.
     });
-    this.timer = setInterval(() => this.wake(), POLL_MS);
+    this.ready = Promise.race([
+      subscribed,
+      new Promise<void>((resolve) => setTimeout(() => ((waited = true), resolve()), SUBSCRIBE_WAIT_MS).unref()),
+    ]);
+    let polls = 0;
+    this.timer = setInterval(() => {
+      const why = this.unavailable?.();
+      if (why) for (const s of this.subs) s.fail(why);
+      else this.wake();
+      if (++polls % LOST_CHECK_POLLS === 0) void this.checkLost();
+    }, POLL_MS);
     this.timer.unref();
   }
 
@@ -164,6 +196,15 @@ class Tail {
         this.wake();
       }
     });
+  }
+
+  /** A build whose record vanished before it ended will never end: its streams fail instead of waiting for ever. */
+  private async checkLost(): Promise<void> {
+    const lost = await this.store.get(this.buildId).then(
+      (r) => r === undefined,
+      () => false,
+    );
+    if (lost) for (const s of this.subs) s.fail('the build record is gone from Redis (restarted without persistence?); call Build again');
   }
 
   private async fetch(): Promise<void> {

@@ -1,8 +1,16 @@
+import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
 import { ImgbuilderError } from '@imgbuilder/common/errors';
-import { GitError, lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
+import { GitError, lsRemote, splitUrlCredentials } from '@imgbuilder/common/git';
+import { checkResolvedHost, type LookupAll } from '@imgbuilder/common/source-policy';
 
-const CACHE_MS = 5_000;
+export interface GitRemoteResolverOptions {
+  allowLocal: boolean;
+  /** How long an answer is reused per remote and target. */
+  cacheMs?: number;
+  /** DNS lookup used for the refused-address check (tests inject one). */
+  lookup?: LookupAll;
+}
 
 /**
  * Resolves mutable git targets (head, branch) to the commit they point at now, with `git ls-remote`, so the base
@@ -10,20 +18,39 @@ const CACHE_MS = 5_000;
  */
 export class GitRemoteResolver {
   private readonly cache = new Map<string, { at: number; commit: Promise<string | undefined> }>();
+  private readonly allowLocal: boolean;
+  private readonly cacheMs: number;
+  private readonly lookup?: LookupAll;
 
-  constructor(private readonly allowLocal: boolean) {}
+  constructor(opts: GitRemoteResolverOptions | boolean) {
+    const o = typeof opts === 'boolean' ? { allowLocal: opts } : opts;
+    this.allowLocal = o.allowLocal;
+    this.cacheMs = o.cacheMs ?? 5_000;
+    this.lookup = o.lookup;
+  }
 
-  async resolve(git: GitInitializer, credentials?: GitCredentials): Promise<string | undefined> {
+  /** The commit, or undefined when the target is hashed as given (REMOTE_COMMIT, one-time secrets, refused hosts). */
+  async resolve(git: GitInitializer): Promise<string | undefined> {
     if (git.targetMode === CloneTargetMode.REMOTE_COMMIT) return undefined;
     // OTS secrets are single-use and belong to the worker's clone; such sources hash their clone target as given.
     if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) return undefined;
+    // A host resolving to a refused address is the worker's to fail (done_failure); the API does not contact it.
+    const refused = await checkResolvedHost(git.remoteUri, 'git remote_uri', this.lookup).then(
+      () => false,
+      () => true,
+    );
+    if (refused) return undefined;
     const { url, credentials: inUrl } = splitUrlCredentials(git.remoteUri);
-    const creds = credentials ?? inUrl ?? (git.config?.authentication === GitAuthMethod.BASIC_AUTH ? { username: git.config.authUser, password: git.config.authPassword } : undefined);
-    const target = git.targetMode === CloneTargetMode.REMOTE_HEAD ? 'HEAD' : git.cloneTaget;
-    const key = `${url}\n${target}\n${creds?.username ?? ''}`;
+    const creds = git.config?.authentication === GitAuthMethod.BASIC_AUTH ? { username: git.config.authUser, password: git.config.authPassword } : inUrl;
+    // LOCAL_BRANCH is a new local branch off the remote head (Gitpod's content service), so HEAD decides its content.
+    const target = git.targetMode === CloneTargetMode.REMOTE_BRANCH ? git.cloneTaget : 'HEAD';
+    const config = git.config?.customConfig ?? {};
+    // Keyed by the credentials too: a caller without access must not learn a private commit from the cache.
+    const secret = createHash('sha256').update(JSON.stringify([creds?.username ?? '', creds?.password ?? '', Object.entries(config).sort()])).digest('hex');
+    const key = `${url}\n${target}\n${secret}`;
     const hit = this.cache.get(key);
-    if (hit && Date.now() - hit.at < CACHE_MS) return hit.commit;
-    const commit = lsRemote(url, target, { credentials: creds, timeoutMs: 30_000 }).then(
+    if (hit && Date.now() - hit.at < this.cacheMs) return hit.commit;
+    const commit = lsRemote(url, target, { credentials: creds, config, allowFile: this.allowLocal, timeoutMs: 30_000 }).then(
       (c) => {
         if (!c) throw new ImgbuilderError('INVALID_ARGUMENT', `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag "${target}"`}`);
         return c;

@@ -1,5 +1,6 @@
 import { status, type Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import { probe } from '@imgbuilder/common/health-server';
 
 /** grpc.health.v1 serving status values. */
 const SERVING = 1;
@@ -59,9 +60,7 @@ export class HealthService {
             cb({ code: status.NOT_FOUND, details: `unknown service ${call.request.service}` });
             return;
           }
-          this.probe()
-            .catch(() => false)
-            .then((ok) => cb(null, ok ? SERVING : NOT_SERVING));
+          probe(this.probe).then((ok) => cb(null, ok ? SERVING : NOT_SERVING));
         },
         Watch: (call: ServerWritableStream<CheckRequest, number>) => {
           if (call.request.service && !this.services.includes(call.request.service)) {
@@ -70,9 +69,7 @@ export class HealthService {
           }
           let last = -1;
           const tick = () =>
-            this.probe()
-              .catch(() => false)
-              .then((ok) => {
+            probe(this.probe).then((ok) => {
                 const s = ok ? SERVING : NOT_SERVING;
                 if (s !== last) {
                   last = s;

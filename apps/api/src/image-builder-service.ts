@@ -4,6 +4,9 @@ import {
   BuildRegistryAuth,
   BuildSource,
   BuildStatus,
+  GitAuthMethod,
+  GitConfig,
+  type GitInitializer,
   type BuildInfo,
   type BuildRequest,
   type BuildResponse,
@@ -27,6 +30,8 @@ import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { pushCredentials, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { censorRefs } from '@imgbuilder/common/censor';
+import { splitUrlCredentials } from '@imgbuilder/common/git';
+import { forEachGit } from '@imgbuilder/common/refs';
 import type { ApiMetrics } from './metrics.js';
 import type { BuildPlan, BuildPlanner } from './build-plan.js';
 import type { EventHub } from './event-hub.js';
@@ -127,7 +132,7 @@ export class ImageBuilderService {
       const policy = this.planner.policyFor(req.auth);
       // Validate the source as a normal build would, so bad requests fail the same way either path.
       if (!req.source?.from) throw invalidArgument('build source is missing');
-      plan = await this.planner.planFromResolvedBase(req.baseImageNameResolved, policy, req.useRetryClient);
+      plan = this.planner.planFromResolvedBase(req.baseImageNameResolved, policy);
     } else {
       plan = await this.planner.plan(req.source, req.auth, req.useRetryClient);
     }
@@ -138,6 +143,8 @@ export class ImageBuilderService {
       await writeMessage(call, { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
       return;
     }
+    // base_image_name_resolved names its image by tag or digest; only a build needs it pinned to a digest.
+    if (plan.plan === 'copy' && !plan.copyFrom) plan.copyFrom = await this.planner.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
 
     const buildId = await this.startOrJoin(plan, req, log);
     const record = await this.store.get(buildId);
@@ -208,23 +215,9 @@ export class ImageBuilderService {
 
   private jobData(buildId: string, plan: BuildPlan, req: BuildRequest): BuildJobData {
     const secrets: JobSecrets = { additional: { ...(req.auth?.additional ?? {}) }, git: [] };
-    // Strip credentials out of the source; they travel sealed.
+    // Strip credentials out of the source (passwords, OTS URLs, user:password@ in URLs, custom_config); they travel sealed.
     const source = BuildSource.fromPartial(req.source ?? {});
-    const visit = (init: { spec?: { $case: string } } | undefined) => {
-      const spec = init?.spec as { $case: string; [k: string]: unknown } | undefined;
-      if (!spec) return;
-      if (spec.$case === 'git') stripGit(spec.git as GitLike);
-      if (spec.$case === 'prebuild') for (const g of (spec.prebuild as { git: GitLike[] }).git) stripGit(g);
-      if (spec.$case === 'composite') for (const c of (spec.composite as { initializer: { spec?: { $case: string } }[] }).initializer) visit(c);
-    };
-    const stripGit = (g: GitLike) => {
-      secrets.git.push({ password: g.config?.authPassword ?? '', ots: g.config?.authOts ?? '' });
-      if (g.config) {
-        g.config.authPassword = '';
-        g.config.authOts = '';
-      }
-    };
-    if (source.from?.$case === 'file') visit(source.from.file.source);
+    if (source.from?.$case === 'file') forEachGit(source.from.file.source, (g) => secrets.git.push(sealGitSecrets(g)));
     const auth = BuildRegistryAuth.fromPartial({ ...(req.auth ?? {}), additional: {} });
     return {
       buildId,
@@ -295,6 +288,23 @@ export class ImageBuilderService {
   }
 }
 
-interface GitLike {
-  config?: { authPassword: string; authOts: string };
+/** Moves a git initializer's secrets out of it (in place) and returns them for sealing. */
+function sealGitSecrets(g: GitInitializer): JobSecrets['git'][number] {
+  const config = g.config ?? GitConfig.fromPartial({});
+  const inUrl = splitUrlCredentials(g.remoteUri);
+  g.remoteUri = inUrl.url;
+  if (g.upstreamRemoteUri) g.upstreamRemoteUri = splitUrlCredentials(g.upstreamRemoteUri).url;
+  let password = config.authPassword;
+  if (inUrl.credentials && config.authentication === GitAuthMethod.NO_AUTH) {
+    // `https://user:token@host/repo` becomes BASIC_AUTH, so the bare URL is all the job and the checkout hold.
+    config.authentication = GitAuthMethod.BASIC_AUTH;
+    config.authUser = inUrl.credentials.username;
+    password = inUrl.credentials.password;
+  }
+  const sealed = { password, ots: config.authOts, config: { ...config.customConfig } };
+  config.authPassword = '';
+  config.authOts = '';
+  config.customConfig = {};
+  g.config = config;
+  return sealed;
 }

@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { loadEnv, ConfigError } from '@imgbuilder/common/config';
 import { createLogger } from '@imgbuilder/common/logger';
-import { createRedis, describeRedisUrl } from '@imgbuilder/common/redis';
+import { createRedis, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
@@ -9,6 +9,7 @@ import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore } from '@imgbuilder/common/object-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
+import { formatDuration } from '@imgbuilder/common/duration';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import { BuildPlanner } from './build-plan.js';
 import { EventHub } from './event-hub.js';
@@ -16,6 +17,7 @@ import { GitRemoteResolver } from './git-remote-resolver.js';
 import { ImageBuilderService } from './image-builder-service.js';
 import { ApiMetrics } from './metrics.js';
 import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentials } from './server.js';
+import { UploadService } from './upload-service.js';
 
 const log = createLogger('imgbuilder-api');
 
@@ -33,6 +35,12 @@ async function main(): Promise<void> {
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
 
   const store = new BuildStore(redis);
+  const outage = watchOutage(redis);
+  // Open streams wait through a Redis restart, but not for ever: past the give-up they end UNAVAILABLE (retryable).
+  const hub = new EventHub(store, sub, {
+    unavailable: () =>
+      outage.downForMs() > env.IMGBUILDER_REDIS_GIVE_UP ? `the build queue (Redis) has been unreachable for over ${formatDuration(env.IMGBUILDER_REDIS_GIVE_UP)}; retry` : undefined,
+  });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const objects = new ObjectStore(env);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
@@ -61,7 +69,7 @@ async function main(): Promise<void> {
     planner,
     registry,
     store,
-    new EventHub(store, sub),
+    hub,
     queue,
     objects,
     secrets,
@@ -72,6 +80,7 @@ async function main(): Promise<void> {
   const ready = async () => (await redis.ping()) === 'PONG';
   const server = createGrpcServer(env);
   addImageBuilder(server, service.handlers());
+  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log).register(server);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
@@ -89,7 +98,11 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: no new calls, open streams get 10s');
-    const force = setTimeout(() => server.forceShutdown(), 10_000);
+    // Streams that never close (clients that stopped reading) must not keep the pod alive past its grace period.
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      process.exit(0);
+    }, 10_000);
     force.unref();
     server.tryShutdown(async () => {
       http?.close();

@@ -1,4 +1,4 @@
-import { lstat, readFile, readdir, readlink, realpath } from 'node:fs/promises';
+import { lstat, readFile, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-fs';
@@ -32,30 +32,31 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   const dfStat = await lstat(dockerfile).catch(() => undefined);
   if (!dfStat) throw new SourceError(`Dockerfile not found: ${dfRel} does not exist in the build context`);
   const realRoot = await realpath(root);
-  if (dfStat.isSymbolicLink()) {
-    const target = await realpath(dockerfile).catch(() => '');
-    if (!target.startsWith(realRoot + sep)) throw new SourceError(`dockerfile_path ${dfRel} is a symlink pointing outside the build context`);
-  } else if (!dfStat.isFile()) throw new SourceError(`dockerfile_path ${dfRel} is not a file`);
-  const ctxStat = await lstat(context).catch(() => undefined);
+  // Any component of the path may be a symlink (`link/Dockerfile` with `link -> /etc`), not only the last one.
+  const realDockerfile = await realpath(dockerfile).catch(() => '');
+  if (!realDockerfile) throw new SourceError(`Dockerfile not found: ${dfRel} is a dangling symlink`);
+  if (!realDockerfile.startsWith(realRoot + sep)) throw new SourceError(`dockerfile_path ${dfRel} points outside the build context through a symlink`);
+  if (!(await lstat(realDockerfile)).isFile()) throw new SourceError(`dockerfile_path ${dfRel} is not a file`);
+  const ctxStat = await stat(context).catch(() => undefined);
   if (!ctxStat?.isDirectory()) throw new SourceError(`context_path ${contextPath || relative(root, context) || '.'} is not a directory in the build context`);
   const realContext = await realpath(context);
   if (realContext !== realRoot && !realContext.startsWith(realRoot + sep)) throw new SourceError('context_path points outside the build context through a symlink');
 
-  const ignoreText = await readFile(join(context, '.dockerignore'), 'utf8').catch(() => '');
+  const ignoreText = await readDockerignore(realContext);
   const ig = dockerignore({ ignorecase: false }).add(ignoreText);
   const entries: string[] = [];
   let bytes = 0;
   const walk = async (dir: string): Promise<void> => {
     for (const name of await readdir(dir)) {
       const abs = join(dir, name);
-      const rel = relative(context, abs).split(sep).join('/');
+      const rel = relative(realContext, abs).split(sep).join('/');
       const st = await lstat(abs);
       if (rel === '.git' && st.isDirectory()) continue;
       const ignored = ig.ignores(st.isDirectory() ? `${rel}/` : rel) && rel !== '.dockerignore';
       if (st.isSymbolicLink()) {
         const link = await readlink(abs);
         const target = resolve(dirname(abs), link);
-        if (target !== realContext && !target.startsWith(realContext + sep) && !target.startsWith(context + sep)) {
+        if (target !== realContext && !target.startsWith(realContext + sep)) {
           if (ignored) continue;
           throw new SourceError(`symlink ${rel} points outside the build context (${link})`);
         }
@@ -73,17 +74,18 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
       if (bytes > limits.maxBytes) throw new SourceError(`build context is larger than ${limits.maxBytes} bytes (IMGBUILDER_MAX_CONTEXT_BYTES)`);
     }
   };
-  await walk(context);
+  await walk(realContext);
 
-  const dfInContext = relative(context, dockerfile).split(sep).join('/');
-  const outside = dfInContext.startsWith('../');
-  const dockerfileText = outside ? await readFile(dockerfile) : undefined;
+  const dfInContext = relative(realContext, realDockerfile).split(sep).join('/');
+  // Outside the context directory, or excluded by .dockerignore (the Docker CLI sends it anyway): added privately.
+  const outside = dfInContext.startsWith('../') || !entries.includes(dfInContext);
+  const dockerfileText = outside ? await readFile(realDockerfile) : undefined;
   return {
     files: entries.length,
     bytes,
     dockerfile: outside ? EXTRA_DOCKERFILE : dfInContext,
     tar: () =>
-      (tar.pack as unknown as (dir: string, o: object) => Readable)(context, {
+      (tar.pack as unknown as (dir: string, o: object) => Readable)(realContext, {
         entries,
         dereference: false,
         finalize: !outside,
@@ -95,4 +97,13 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
           : undefined,
       }),
   };
+}
+
+/** `.dockerignore` of the context; a symlink is followed only while it stays inside the context. */
+async function readDockerignore(realContext: string): Promise<string> {
+  const path = join(realContext, '.dockerignore');
+  const real = await realpath(path).catch(() => undefined);
+  if (!real) return '';
+  if (!real.startsWith(realContext + sep)) throw new SourceError('.dockerignore is a symlink pointing outside the build context');
+  return readFile(real, 'utf8');
 }

@@ -10,7 +10,7 @@ import { ImgbuilderError } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
-import { RegistryAuthPolicy, pushCredentials, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
+import { RegistryAuthPolicy, pushCredentials, registryAuthHint, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { BuildReporter } from './build-reporter.js';
@@ -80,7 +80,7 @@ export class BuildRunner {
     );
     if (attempt.restarted) {
       await reporter.resume();
-      reporter.line('build restarted: the worker running it stopped responding; building again from scratch');
+      reporter.line('build restarted: the worker running it stopped (killed, unresponsive or shut down); building again from scratch');
     }
     await store.markRunning(job.buildId);
     const started = Date.now();
@@ -147,6 +147,7 @@ export class BuildRunner {
     const root = join(workdir, 'context');
     const { mkdir } = await import('node:fs/promises');
     await mkdir(root);
+    const limits = { maxBytes: env.IMGBUILDER_MAX_CONTEXT_BYTES, maxFiles: env.IMGBUILDER_MAX_CONTEXT_FILES };
     await runInitializer(file.source!, {
       root,
       gitSecrets: sealed.git,
@@ -156,8 +157,9 @@ export class BuildRunner {
       log: (l) => reporter.line(l),
       addSecrets: (s) => reporter.addSecrets(s),
       resolvedCommits: job.resolvedCommits ?? {},
+      limits,
     });
-    const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, { maxBytes: env.IMGBUILDER_MAX_CONTEXT_BYTES, maxFiles: env.IMGBUILDER_MAX_CONTEXT_FILES });
+    const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
     reporter.line(`build context: ${ctx.files} files, ${ctx.bytes} bytes; Dockerfile ${ctx.dockerfile}`);
     const registryconfig: Record<string, Record<string, string>> = {};
     for (const [host, c] of policy.pullCredentials()) {
@@ -167,7 +169,7 @@ export class BuildRunner {
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
-    const imageId = await this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal }, (t) => reporter.write(t)), reporter, signal);
+    const imageId = await this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
@@ -178,7 +180,7 @@ export class BuildRunner {
     const from = job.copyFrom ?? job.baseRef;
     const parsed = parseImageRef(from);
     reporter.line(`pulling ${from}`);
-    await this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal);
+    await this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
     cleanup.push(from);
     await this.pushWorkspace(job, from, reporter, signal, cleanup);
   }
@@ -217,4 +219,11 @@ function failureMessage(err: unknown): string {
   if (err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) return err.message;
   if ((err as Error)?.name === 'AbortError') return 'build was cancelled';
   return `internal error: ${(err as Error)?.message ?? String(err)}`;
+}
+
+/** A pull the registry refused gets told how to pass credentials (BuildRegistryAuth), in the same failure. */
+function withRegistryAuthHint(err: unknown): never {
+  const hint = err instanceof EngineError ? registryAuthHint(err.message) : undefined;
+  if (hint) throw new EngineError(`${err instanceof Error ? err.message : ''}; ${hint}`);
+  throw err;
 }

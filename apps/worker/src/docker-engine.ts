@@ -42,6 +42,8 @@ export class DockerEngine {
   constructor(
     readonly docker: Docker,
     private readonly describeHost: string,
+    /** Labels put on every image this engine builds (disk hygiene prunes by them). */
+    private readonly labels: Record<string, string> = {},
   ) {}
 
   async ping(): Promise<void> {
@@ -89,6 +91,7 @@ export class DockerEngine {
         forcerm: true,
         registryconfig: opts.registryconfig,
         abortSignal: opts.signal,
+        labels: this.labels,
         version: '1',
       } as Docker.ImageBuildOptions);
     } catch (err) {
@@ -130,7 +133,7 @@ export class DockerEngine {
       throw this.wrap(err);
     }
     const failure = out.find((p) => p.errorDetail || p.error);
-    if (failure) throw new EngineError(`push of ${repository}:${tag} failed: ${(failure.errorDetail?.message ?? failure.error ?? '').trim()}`);
+    if (failure) throw new EngineError(`push of ${repository}:${tag} failed: ${registryFailure(repository, failure)}`);
     return digest;
   }
 
@@ -146,7 +149,7 @@ export class DockerEngine {
       throw this.wrap(err);
     }
     const failure = out.find((p) => p.errorDetail || p.error);
-    if (failure) throw new EngineError(`pull of ${ref} failed: ${(failure.errorDetail?.message ?? failure.error ?? '').trim()}`);
+    if (failure) throw new EngineError(`pull of ${ref} failed: ${registryFailure(ref, failure)}`);
   }
 
   async tag(image: string, repository: string, tag: string): Promise<void> {
@@ -164,4 +167,11 @@ export class DockerEngine {
       .remove({ noprune: true })
       .catch(() => undefined);
   }
+}
+
+/** The engine's message, prefixed with the registry's name when the engine could not reach it at all. */
+function registryFailure(image: string, p: Progress): string {
+  const text = (p.errorDetail?.message ?? p.error ?? '').trim();
+  const unreachable = /connection refused|no such host|i\/o timeout|network is unreachable|no route to host|connection reset/i.test(text);
+  return unreachable ? `registry ${image.split('/')[0]} is unreachable (${text})` : text;
 }

@@ -1,8 +1,9 @@
 import { DelayedError, Worker, type Job } from 'bullmq';
-import { loadEnv, ConfigError } from '@imgbuilder/common/config';
+import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
-import { createRedis, describeRedisUrl } from '@imgbuilder/common/redis';
-import { QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
+import { createRedis, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
+import { HASH_TAG, QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
 import { BuildStore, isTerminal } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
@@ -11,24 +12,27 @@ import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import { BuildRunner } from './build-runner.js';
+import { BuildReporter } from './build-reporter.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
 import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
 
 const log = createLogger('imgbuilder-worker');
-/** A worker that cannot reach Redis this long exits non-zero so its supervisor restarts it. */
-const REDIS_GIVE_UP_MS = 60_000;
+/** Label on every image this installation builds, so disk hygiene on a shared engine can tell them apart. */
+const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
 async function main(): Promise<void> {
   const env = loadEnv();
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
   const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
-  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-worker' });
+  // Waits through a Redis restart instead of failing a build's bookkeeping; the watchdog below bounds the wait.
+  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-worker', blocking: true });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+  const outage = watchOutage(redis);
   const store = new BuildStore(redis);
   const objects = new ObjectStore(env);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
-  const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST);
+  const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
   const metrics = new WorkerMetrics();
   const runner = new BuildRunner({ env, store, objects, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, secrets, installation, metrics, log });
 
@@ -37,13 +41,16 @@ async function main(): Promise<void> {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
+    const buildLog = log.child({ build_id: job.data.buildId, ref: job.data.ref });
     try {
       const restarted = (job.stalledCounter ?? 0) > 0 || (job.attemptsStarted ?? 1) > 1 || (await store.get(job.data.buildId))?.state === 'running';
       if (restarted) metrics.restarted.inc();
+      buildLog.info({ restarted, attempt: job.attemptsStarted, stalled: job.stalledCounter }, restarted ? 'build picked up again after its worker stopped' : 'build picked up');
       await runner.run(job.data, ctl.signal, { restarted });
     } catch (err) {
       if (ctl.signal.aborted && token) {
         // Graceful shutdown ran out of grace: hand the job back for another worker.
+        buildLog.info('build handed back to the queue: shutdown grace period over');
         await job.moveToDelayed(Date.now(), token);
         throw new DelayedError();
       }
@@ -58,7 +65,8 @@ async function main(): Promise<void> {
     connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-bull', blocking: true }),
     prefix: QUEUE_PREFIX,
     concurrency: env.IMGBUILDER_WORKER_CONCURRENCY,
-    // A killed worker stops renewing its lock; after lockDuration the next stalled check hands the job on.
+    // A killed worker stops renewing its lock; once it expires the next stalled check queues the job again, so a
+    // build is picked up again within lockDuration + stalledInterval.
     lockDuration: env.IMGBUILDER_WORKER_LOCK_TIMEOUT,
     stalledInterval: env.IMGBUILDER_STALLED_CHECK_INTERVAL,
     maxStalledCount: env.IMGBUILDER_MAX_BUILD_RESTARTS,
@@ -66,34 +74,43 @@ async function main(): Promise<void> {
     removeOnFail: { count: 0 },
   });
   worker.on('error', (err) => log.warn({ err: err.message }, 'worker error'));
+  worker.on('stalled', (jobId) => {
+    void store.get(jobId).then(
+      (rec) => log.warn({ build_id: jobId, ref: rec?.ref }, 'build lost its worker (killed or unresponsive); queued again'),
+      () => undefined,
+    );
+  });
   worker.on('failed', (job, err) => {
     if (!job) return;
-    // Jobs failed by BullMQ itself (stalled too often) never reached our runner's terminal state: end them here.
-    void (async () => {
-      const rec = await store.get(job.data.buildId);
-      if (!rec || isTerminal(rec.state)) return;
-      const why = /stalled/i.test(err.message)
-        ? `build failed: its worker stopped responding ${env.IMGBUILDER_MAX_BUILD_RESTARTS + 1} times (killed or out of memory?)`
-        : `build failed: ${err.message}`;
-      await store.appendLog(job.data.buildId, `[imgbuilder] ${why}\n`);
-      await store.finish(job.data.buildId, job.data.ref, 'done_failure', why, env.IMGBUILDER_LOG_RETENTION, env.IMGBUILDER_LOG_RETENTION);
-      metrics.done.inc({ outcome: 'failure' });
-    })().catch((e: Error) => log.error({ err: e.message, build_id: job.data.buildId }, 'could not record failed build'));
+    // Jobs failed by BullMQ itself (stalled too often) never reached the runner's terminal state: end them here.
+    endFailedBuild(job.data, err, { env, store, objects, metrics }).catch((e: Error) =>
+      log.error({ err: e.message, build_id: job.data.buildId, ref: job.data.ref }, 'could not record failed build'),
+    );
   });
 
-  let redisDownSince: number | undefined;
+  // A worker cut off from Redis can neither report nor be handed builds: exit so the supervisor restarts it.
   const watchdog = setInterval(() => {
-    const up = redis.status === 'ready';
-    if (up) redisDownSince = undefined;
-    else redisDownSince ??= Date.now();
-    if (redisDownSince && Date.now() - redisDownSince > REDIS_GIVE_UP_MS) {
-      log.fatal({ redis: describeRedisUrl(env.REDIS_URL) }, `Redis unreachable for ${REDIS_GIVE_UP_MS / 1000}s; exiting so the supervisor restarts this worker`);
+    const down = outage.downForMs();
+    if (down > env.IMGBUILDER_REDIS_GIVE_UP) {
+      log.fatal({ redis: describeRedisUrl(env.REDIS_URL), downMs: down }, `Redis unreachable for over ${formatDuration(env.IMGBUILDER_REDIS_GIVE_UP)}; exiting so the supervisor restarts this worker`);
       process.exit(3);
     }
-  }, 1_000);
+  }, 500);
   watchdog.unref();
 
-  const hygiene = new DiskHygiene(engine.docker, { olderThanMs: env.IMGBUILDER_PRUNE_AFTER, intervalMs: env.IMGBUILDER_PRUNE_INTERVAL }, metrics, log);
+  const hygiene = new DiskHygiene(
+    engine.docker,
+    store,
+    {
+      olderThanMs: env.IMGBUILDER_PRUNE_AFTER,
+      intervalMs: env.IMGBUILDER_PRUNE_INTERVAL,
+      buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+      ownImagesLabel: `${NAMESPACE_LABEL}=${env.IMGBUILDER_REDIS_NAMESPACE}`,
+      images: env.IMGBUILDER_PRUNE_IMAGES,
+    },
+    metrics,
+    log,
+  );
   hygiene.start();
 
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9091';
@@ -104,7 +121,10 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  log.info({ concurrency: env.IMGBUILDER_WORKER_CONCURRENCY, redis: describeRedisUrl(env.REDIS_URL), docker: env.DOCKER_HOST, metrics: metricsAddr || 'off' }, 'imgbuilder worker started');
+  log.info(
+    { concurrency: env.IMGBUILDER_WORKER_CONCURRENCY, redis: describeRedisUrl(env.REDIS_URL), namespace: HASH_TAG, docker: env.DOCKER_HOST, metrics: metricsAddr || 'off' },
+    'imgbuilder worker started',
+  );
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -113,6 +133,7 @@ async function main(): Promise<void> {
     log.info({ signal, running: running.size, graceMs: env.IMGBUILDER_WORKER_SHUTDOWN_GRACE }, 'stopping: no new builds; running ones finish within the grace period');
     hygiene.stop();
     const grace = setTimeout(() => {
+      log.info({ running: running.size }, 'grace period over: handing running builds back');
       for (const ctl of running.values()) ctl.abort();
     }, env.IMGBUILDER_WORKER_SHUTDOWN_GRACE);
     grace.unref();
@@ -120,10 +141,35 @@ async function main(): Promise<void> {
     clearTimeout(grace);
     http?.close();
     redis.disconnect();
+    log.info('worker stopped');
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** Records the terminal state of a build whose job BullMQ failed, with the reason at the end of its log. */
+async function endFailedBuild(
+  job: BuildJobData,
+  err: Error,
+  d: { env: Env; store: BuildStore; objects: ObjectStore; metrics: WorkerMetrics },
+): Promise<void> {
+  const rec = await d.store.get(job.buildId);
+  if (!rec || isTerminal(rec.state)) return;
+  const restarts = d.env.IMGBUILDER_MAX_BUILD_RESTARTS;
+  const why = /stalled/i.test(err.message)
+    ? `build failed: its worker stopped responding (killed or out of memory?) ${restarts + 1} time${restarts ? 's' : ''}, more than the ${restarts} restart${restarts === 1 ? '' : 's'} IMGBUILDER_MAX_BUILD_RESTARTS allows`
+    : `build failed: ${err.message}`;
+  const buildLog = log.child({ build_id: job.buildId, ref: job.ref });
+  const reporter = new BuildReporter({ buildId: job.buildId, logKey: rec.logKey, maxBytes: d.env.IMGBUILDER_LOG_MAX_BYTES, secrets: [] }, d.store, d.objects, buildLog);
+  await reporter.resume();
+  reporter.line(why);
+  const uploaded = await reporter.close();
+  const retention = d.env.IMGBUILDER_LOG_RETENTION;
+  if (await d.store.finish(job.buildId, job.ref, 'done_failure', why, retention, uploaded ? Math.min(retention, 3_600_000) : retention)) {
+    d.metrics.done.inc({ outcome: 'failure' });
+  }
+  buildLog.warn({ outcome: 'done_failure', message: why }, 'build ended');
 }
 
 main().catch((err) => {

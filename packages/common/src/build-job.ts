@@ -27,8 +27,8 @@ export interface BuildJobData {
 export interface JobSecrets {
   /** BuildRegistryAuth.additional. */
   additional: Record<string, string>;
-  /** Git credentials by position of the git initializer in the source (depth-first). */
-  git: { password: string; ots: string }[];
+  /** Git credentials by position of the git initializer in the source (depth-first); custom_config rides along (tokens in http.extraHeader). */
+  git: { password: string; ots: string; config?: Record<string, string> }[];
 }
 
 export type { BuildRegistryAuth, BuildSource };

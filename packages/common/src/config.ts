@@ -87,6 +87,11 @@ export const EnvSchema = z.object({
   IMGBUILDER_STALLED_CHECK_INTERVAL: duration('15s'),
   /** How many times a build may lose its worker before it fails. */
   IMGBUILDER_MAX_BUILD_RESTARTS: int(2, 0),
+  /**
+   * How long Redis may stay unreachable before a worker exits non-zero (its supervisor restarts it) and API
+   * streams end with UNAVAILABLE instead of waiting on.
+   */
+  IMGBUILDER_REDIS_GIVE_UP: duration('60s'),
   /** Grace period for running builds when a worker gets SIGTERM. */
   IMGBUILDER_WORKER_SHUTDOWN_GRACE: duration('5m'),
   /** Queued (not yet running) builds beyond which Build answers RESOURCE_EXHAUSTED. */
@@ -128,6 +133,11 @@ export const EnvSchema = z.object({
   /** Worker disk hygiene: images and build cache unused this long are pruned. */
   IMGBUILDER_PRUNE_AFTER: duration('24h'),
   IMGBUILDER_PRUNE_INTERVAL: duration('10m'),
+  /**
+   * Which unused tagged images disk hygiene removes: `all` (an engine dedicated to imgbuilder, pulled base images
+   * included) or `own` (only images this installation built: an engine shared with others). Dangling images always.
+   */
+  IMGBUILDER_PRUNE_IMAGES: z.enum(['all', 'own']).default('all'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
 });

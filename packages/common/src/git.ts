@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stripUrlCredentials } from './source-policy.js';
+import { SECRET_GIT_CONFIG, stripUrlCredentials } from './source-policy.js';
 
 export interface GitCredentials {
   username: string;
@@ -40,8 +40,13 @@ export class GitError extends Error {
 export interface RunGitOptions {
   cwd?: string;
   credentials?: GitCredentials;
-  /** `git -c key=value` pairs (the initializer's custom_config). */
+  /**
+   * The initializer's custom_config (already checked by checkGitConfig). Passed through GIT_CONFIG_COUNT in the
+   * environment, never as `-c` arguments: values such as http.extraHeader carry tokens, and argv is world-readable.
+   */
   config?: Record<string, string>;
+  /** Allow the file transport (IMGBUILDER_ALLOW_LOCAL_SOURCES). */
+  allowFile?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** Secrets to scrub from anything git prints before it reaches an error message. */
@@ -49,24 +54,54 @@ export interface RunGitOptions {
   onOutput?: (text: string) => void;
 }
 
+/**
+ * Settings every git run gets, before the user's: no credential helper or prompt but our askpass, only the
+ * transports the URL policy allows, and no hooks or fsmonitor (a restored snapshot brings its own .git).
+ */
+function baseConfig(allowFile: boolean): string[] {
+  const pairs: [string, string][] = [
+    ['credential.helper', ''],
+    ['core.askPass', askpass()],
+    ['core.hooksPath', '/dev/null'],
+    ['core.fsmonitor', 'false'],
+    ['protocol.allow', 'never'],
+    ['protocol.https.allow', 'always'],
+    ['protocol.http.allow', 'always'],
+    ['protocol.ssh.allow', 'always'],
+    ['protocol.git.allow', 'always'],
+    ['protocol.file.allow', allowFile ? 'always' : 'never'],
+  ];
+  return pairs.flatMap(([k, v]) => ['-c', `${k}=${v}`]);
+}
+
 /** Runs git non-interactively; resolves with stdout, rejects with a GitError whose message has no secrets. */
 export function runGit(args: string[], opts: RunGitOptions = {}): Promise<string> {
-  const configArgs = ['-c', 'credential.helper=', '-c', 'core.askPass=' + askpass()];
-  for (const [k, v] of Object.entries(opts.config ?? {})) configArgs.push('-c', `${k}=${v}`);
+  const configArgs = baseConfig(opts.allowFile ?? false);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME ?? tmpdir(),
     GIT_TERMINAL_PROMPT: '0',
     GIT_ASKPASS: askpass(),
     GIT_CONFIG_NOSYSTEM: '1',
+    // The worker's own ~/.gitconfig is not the user's business (and may hold helpers or rewrites).
+    GIT_CONFIG_GLOBAL: '/dev/null',
     GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
     LC_ALL: 'C',
     IMGBUILDER_GIT_USER: opts.credentials?.username ?? '',
     IMGBUILDER_GIT_PASSWORD: opts.credentials?.password ?? '',
   };
+  const custom = Object.entries(opts.config ?? {});
+  if (custom.length) {
+    env.GIT_CONFIG_COUNT = String(custom.length);
+    custom.forEach(([k, v], i) => {
+      env[`GIT_CONFIG_KEY_${i}`] = k;
+      env[`GIT_CONFIG_VALUE_${i}`] = v;
+    });
+  }
+  const secretValues = [...(opts.secrets ?? []), opts.credentials?.password ?? '', ...custom.filter(([k]) => SECRET_GIT_CONFIG.test(k)).map(([, v]) => v)];
   const scrub = (s: string) => {
     let out = stripUrlCredentials(s);
-    for (const secret of [...(opts.secrets ?? []), opts.credentials?.password ?? '']) if (secret.length >= 3) out = out.split(secret).join('***');
+    for (const secret of secretValues) if (secret.length >= 3) out = out.split(secret).join('***');
     return out;
   };
   return new Promise((resolve, reject) => {

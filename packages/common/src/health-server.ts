@@ -7,6 +7,17 @@ export interface HealthServerOptions {
   registry: Registry;
   /** Resolves when the process can do its work (dependencies reachable). */
   ready: () => Promise<boolean>;
+  /** A probe slower than this counts as not ready (a Redis client may queue commands while it reconnects). */
+  probeTimeoutMs?: number;
+}
+
+/** Runs a readiness probe; false when it throws, says no, or takes too long. */
+export function probe(ready: () => Promise<boolean>, timeoutMs = 3_000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const slow = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  return Promise.race([ready().catch(() => false), slow]).finally(() => clearTimeout(timer));
 }
 
 /** HTTP /livez, /readyz and /metrics (Prometheus text format). */
@@ -16,10 +27,7 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Serv
     if (path === '/livez') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
-      opts
-        .ready()
-        .catch(() => false)
-        .then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
+      probe(opts.ready, opts.probeTimeoutMs).then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
     } else if (path === '/metrics') {
       opts.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': opts.registry.contentType }).end(text),

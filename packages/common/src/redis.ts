@@ -37,3 +37,25 @@ export function createRedis(url: string, opts: { blocking?: boolean; name?: stri
 export function describeRedisUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//');
 }
+
+/** How long a connection has been unusable; 0 while it is ready. */
+export interface RedisOutage {
+  downForMs(): number;
+}
+
+/** Watches a connection's state, so callers can give up once Redis has been away too long. */
+export function watchOutage(client: RedisClient): RedisOutage {
+  let downSince: number | undefined = client.status === 'ready' ? undefined : Date.now();
+  const down = () => (downSince ??= Date.now());
+  client.on('ready', () => (downSince = undefined));
+  client.on('close', down);
+  client.on('end', down);
+  client.on('reconnecting', down);
+  return {
+    downForMs() {
+      if (client.status === 'ready') downSince = undefined;
+      else down();
+      return downSince === undefined ? 0 : Date.now() - downSince;
+    },
+  };
+}

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BuildSourceDockerfile, WorkspaceInitializer } from '@imgbuilder/proto';
+import type { BuildSourceDockerfile, GitInitializer, WorkspaceInitializer } from '@imgbuilder/proto';
 import { invalidArgument } from './errors.js';
 
 /** Version of the build process; part of every workspace ref so a process change yields new images. */
@@ -19,6 +19,16 @@ export interface DockerfileRefOptions {
    * the hash, so a moved branch yields a new ref instead of serving a stale image.
    */
   resolvedCommit?: string;
+  /**
+   * The same for every git initializer of the source, by depth-first position (see forEachGit); position 0 of a
+   * top-level git initializer is `resolvedCommit`.
+   */
+  resolvedCommits?: Readonly<Record<string, string>>;
+}
+
+/** Removes `user:password@` from a URL: who fetches does not change what is fetched, and refs are public names. */
+function withoutCredentials(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/\s]+@/i, '$1');
 }
 
 /** Base ref of a Dockerfile source: `<baseRepository>:<sha256 of the source manifest>`. */
@@ -32,13 +42,13 @@ export function dockerfileBaseRef(file: BuildSourceDockerfile, baseRepository: s
   };
   if (init.spec.$case === 'git') {
     const git = init.spec.git;
-    entries.CloneTarget = opts.resolvedCommit ?? git.cloneTaget;
-    entries.RemoteURI = git.remoteUri;
+    entries.CloneTarget = opts.resolvedCommit ?? opts.resolvedCommits?.['0'] ?? git.cloneTaget;
+    entries.RemoteURI = withoutCredentials(git.remoteUri);
     entries.Source = 'git';
   } else {
     // Gitpod refuses non-git initializers here; imgbuilder hashes what identifies their content instead.
     entries.Source = init.spec.$case;
-    entries.Content = sha256(canonicalContent(init));
+    entries.Content = sha256(canonicalContent(init, opts.resolvedCommits ?? {}));
   }
   return `${baseRepository}:${sha256(manifest(entries))}`;
 }
@@ -49,28 +59,50 @@ export function workspaceRef(baseRef: string, workspaceRepository: string): stri
 }
 
 /**
- * A stable text of the fields that decide what an initializer puts into the context. Credentials are left out:
- * who fetches does not change what is fetched.
+ * Visits every git initializer of a source depth-first, in the order the worker runs them (composite children in
+ * order, a prebuild's git targets in order). The position is how resolved commits and sealed git secrets are keyed.
  */
-export function canonicalContent(init: WorkspaceInitializer): string {
-  const spec = init.spec;
-  if (!spec) return 'none';
-  switch (spec.$case) {
-    case 'empty':
-      return 'empty';
-    case 'git': {
-      const g = spec.git;
-      return JSON.stringify(['git', g.remoteUri, g.targetMode, g.cloneTaget, g.checkoutLocation, g.fullClone, Object.entries(g.config?.customConfig ?? {}).sort()]);
+export function forEachGit(init: WorkspaceInitializer | undefined, fn: (git: GitInitializer, index: number) => void): void {
+  let n = 0;
+  const visit = (i: WorkspaceInitializer | undefined) => {
+    const spec = i?.spec;
+    if (!spec) return;
+    if (spec.$case === 'git') fn(spec.git, n++);
+    else if (spec.$case === 'prebuild') for (const g of spec.prebuild.git) fn(g, n++);
+    else if (spec.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
+  };
+  visit(init);
+}
+
+/**
+ * A stable text of the fields that decide what an initializer puts into the context, with mutable git targets
+ * replaced by the commits they resolved to. Credentials are left out: who fetches does not change what is fetched.
+ */
+export function canonicalContent(init: WorkspaceInitializer, resolvedCommits: Readonly<Record<string, string>> = {}): string {
+  let gitIndex = 0;
+  const git = (g: GitInitializer) => {
+    const resolved = resolvedCommits[String(gitIndex++)] ?? '';
+    return ['git', withoutCredentials(g.remoteUri), g.targetMode, g.cloneTaget, resolved, g.checkoutLocation, g.fullClone, Object.entries(g.config?.customConfig ?? {}).sort()];
+  };
+  const text = (i: WorkspaceInitializer): unknown => {
+    const spec = i.spec;
+    if (!spec) return 'none';
+    switch (spec.$case) {
+      case 'empty':
+        return 'empty';
+      case 'git':
+        return git(spec.git);
+      case 'download':
+        return ['download', spec.download.targetLocation, spec.download.files.map((f) => [f.url, f.filePath, f.digest])];
+      case 'snapshot':
+        return ['snapshot', spec.snapshot.snapshot];
+      case 'prebuild':
+        return ['prebuild', spec.prebuild.prebuild?.snapshot ?? '', spec.prebuild.git.map(git)];
+      case 'composite':
+        return ['composite', spec.composite.initializer.map(text)];
+      case 'backup':
+        return ['backup', spec.backup.checkoutLocation];
     }
-    case 'download':
-      return JSON.stringify(['download', spec.download.targetLocation, spec.download.files.map((f) => [f.url, f.filePath, f.digest])]);
-    case 'snapshot':
-      return JSON.stringify(['snapshot', spec.snapshot.snapshot]);
-    case 'prebuild':
-      return JSON.stringify(['prebuild', spec.prebuild.prebuild?.snapshot ?? '', spec.prebuild.git.map((g) => canonicalContent({ spec: { $case: 'git', git: g } }))]);
-    case 'composite':
-      return JSON.stringify(['composite', spec.composite.initializer.map(canonicalContent)]);
-    case 'backup':
-      return JSON.stringify(['backup', spec.backup.checkoutLocation]);
-  }
+  };
+  return JSON.stringify(text(init));
 }

@@ -38,15 +38,16 @@ export function loadCredentialFile(path: string | undefined): CredentialTable {
 }
 
 /**
- * Gitpod's decoding of an `additional` entry: base64 of `user:password`, split at the last `:`. A value that is
- * not base64 or has no `:` is passed on as the raw auth.
+ * Gitpod's decoding of an `additional` entry: base64 of `user:password`, split at the last `:` (so a user name may
+ * hold a `:`, as in `host:5000`). A value that is not (padded, standard) base64 or decodes to text without `:` is
+ * passed on as the raw auth only.
  */
 export function decodeAdditional(value: string): RegistryCredentials {
   const res: RegistryCredentials = { auth: value };
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4 !== 0) return res;
   const decoded = Buffer.from(value, 'base64').toString('utf8');
   const i = decoded.lastIndexOf(':');
-  if (i > 0 || (i === 0 && decoded.length > 1)) {
+  if (i >= 0) {
     res.username = decoded.slice(0, i);
     res.password = decoded.slice(i + 1);
   }
@@ -67,6 +68,7 @@ export class RegistryAuthPolicy {
   private readonly allowAll: boolean;
   private readonly allowed: Set<string>;
   private readonly additional: Map<string, string>;
+  private readonly workspaceHost: string;
 
   constructor(
     auth: BuildRegistryAuth | undefined,
@@ -81,11 +83,14 @@ export class RegistryAuthPolicy {
       if (sel.allowWorkspacerep) this.allowed.add(parseImageRef(own.workspaceRepository).domain);
       for (const h of sel.anyOf) this.allowed.add(h);
     }
+    this.allowed = new Set([...this.allowed].map(normaliseRegistryHost));
     this.additional = new Map(Object.entries(auth?.additional ?? {}).map(([h, v]) => [normaliseRegistryHost(h), v]));
+    this.workspaceHost = normaliseRegistryHost(parseImageRef(own.workspaceRepository).domain);
   }
 
+  /** Whether installation credentials may be used for `host` on the caller's behalf. */
   isAllowed(host: string): boolean {
-    return this.allowAll || this.allowed.has(host) || this.allowed.has(normaliseRegistryHost(host));
+    return this.allowAll || this.allowed.has(normaliseRegistryHost(host));
   }
 
   /** Credentials to pull from or resolve on `host` for the caller, if any. */
@@ -93,22 +98,24 @@ export class RegistryAuthPolicy {
     const h = normaliseRegistryHost(host);
     if (this.isAllowed(host)) {
       const inst = this.installation.get(h);
-      if (inst) return inst;
+      // An entry without a secret is no credential: Gitpod then falls back to `additional` too.
+      if (inst && (inst.auth || inst.password)) return inst;
     }
     const extra = this.additional.get(h);
     return extra === undefined ? undefined : decodeAdditional(extra);
   }
 
-  /** Every host with credentials usable for pulls (for the engine's X-Registry-Config during a build). */
+  /**
+   * Every host with credentials usable for pulls during a build (the engine's X-Registry-Config). As in Gitpod's
+   * image-build auth, the caller's `additional` entry for the workspace repository's host is left out: the build
+   * never holds the caller's credentials for the registry we push workspace images to.
+   */
   pullCredentials(): Map<string, RegistryCredentials> {
     const out = new Map<string, RegistryCredentials>();
-    for (const h of this.additional.keys()) {
-      const c = this.credentialsFor(h);
-      if (c) out.set(h, c);
-    }
-    for (const h of this.installation.keys()) {
-      const c = this.credentialsFor(h);
-      if (c) out.set(h, c);
+    for (const h of new Set([...this.installation.keys(), ...this.additional.keys()])) {
+      const inst = this.isAllowed(h) ? this.installation.get(h) : undefined;
+      if (inst && (inst.auth || inst.password)) out.set(h, inst);
+      else if (h !== this.workspaceHost && this.additional.has(h)) out.set(h, decodeAdditional(this.additional.get(h)!));
     }
     return out;
   }
@@ -116,11 +123,22 @@ export class RegistryAuthPolicy {
 
 /** Credentials for pushing to our own repositories: always the installation's, never the caller's. */
 export function pushCredentials(installation: CredentialTable, repository: string): RegistryCredentials | undefined {
-  return installation.get(parseImageRef(repository).domain);
+  return installation.get(normaliseRegistryHost(parseImageRef(repository).domain));
 }
 
 /** Every secret string in a credential, for log censoring. */
 export function secretsOf(c: RegistryCredentials | undefined): string[] {
   if (!c) return [];
   return [c.password, c.auth].filter((s): s is string => !!s && s.length >= 3);
+}
+
+/**
+ * For an engine error that means "the registry wants (other) credentials": how to give them. The engine's own words
+ * ("no basic auth credentials", "pull access denied") do not say that imgbuilder only sends what the request allows.
+ */
+export function registryAuthHint(message: string): string | undefined {
+  // Only pulls: a failing RUN step may print these words for reasons of its own.
+  if (!/^(build failed at "Step \d+\/\d+ : FROM |pull of )/i.test(message)) return undefined;
+  if (!/no basic auth credentials|unauthorized|authentication required|pull access denied|denied: requested access|incorrect username or password/i.test(message)) return undefined;
+  return 'the registry refused access: pass credentials for its host in BuildRegistryAuth.additional (base64 of user:password), or allow the installation credentials for it (selective.any_of or total.allow_all)';
 }

@@ -1,40 +1,65 @@
-import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { BlockList, isIP } from 'node:net';
 import { invalidArgument, ImgbuilderError } from './errors.js';
 
 const ALLOWED_SCHEMES = new Set(['https:', 'http:', 'ssh:', 'git:']);
 
 export interface ParsedSourceUrl {
-  kind: 'url' | 'scp' | 'local';
+  /** `helper` is git's `<transport>::<address>` syntax (ext::, fd::), which runs programs. */
+  kind: 'url' | 'scp' | 'local' | 'helper';
   host?: string;
 }
 
-/** Classifies a git remote / download URL: a real URL, scp-like `user@host:path`, or a local path / file URL. */
+/** Classifies a git remote / download URL: a real URL, scp-like `user@host:path`, a local path / file URL. */
 export function parseSourceUrl(raw: string): ParsedSourceUrl {
   if (/^file:/i.test(raw)) return { kind: 'local' };
-  const scp = /^(?:[^@/\s]+@)?(\[[^\]]+\]|[^:/\s]+):(?!\/\/)/.exec(raw);
+  if (/^[a-z][a-z0-9+.-]*::/i.test(raw)) return { kind: 'helper' };
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
-    if (scp && !/^[a-zA-Z]:[\\/]/.test(raw)) return { kind: 'scp', host: scp[1].replace(/^\[|\]$/g, '') };
+    // Git's rule: a colon before any slash makes it scp-like ssh; otherwise it is a local path.
+    const scp = /^(?:[^@/\s]+@)?(\[[^\]]+\]|[^:/\s]+):(?!\/\/)/.exec(raw);
+    if (scp && !/^[a-zA-Z]:[\\/]/.test(raw)) return { kind: 'scp', host: normaliseHost(scp[1].replace(/^\[|\]$/g, '')) };
     return { kind: 'local' };
   }
   const u = new URL(raw);
-  return { kind: 'url', host: u.hostname.replace(/^\[|\]$/g, '') };
+  return { kind: 'url', host: normaliseHost(u.hostname.replace(/^\[|\]$/g, '')) };
 }
 
-/** Link-local and cloud metadata addresses: never fetched on a user's behalf. */
-export function isForbiddenAddress(address: string): boolean {
-  const a = address.toLowerCase().replace(/^\[|\]$/g, '');
-  if (isIP(a) === 4) return a.startsWith('169.254.') || a === '0.0.0.0';
-  if (isIP(a) === 6) {
-    if (a.startsWith('::ffff:')) return isForbiddenAddress(a.slice(7));
-    return a === 'fd00:ec2::254' || /^fe[89ab][0-9a-f]:/.test(a) || a === '::';
+/**
+ * Canonical form of a host as the resolver sees it: `2852039166` and `0xa9.0xfe.0xa9.0xfe` are IPv4 literals to
+ * getaddrinfo, but URLs with ssh:// or git:// keep them opaque; parsing as http normalises them.
+ */
+function normaliseHost(host: string): string {
+  try {
+    return new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}/`).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return host;
   }
+}
+
+/** Link-local (cloud metadata lives there) and unspecified addresses. Loopback and private ranges stay allowed. */
+const FORBIDDEN = new BlockList();
+FORBIDDEN.addSubnet('169.254.0.0', 16, 'ipv4');
+FORBIDDEN.addAddress('0.0.0.0', 'ipv4');
+FORBIDDEN.addSubnet('fe80::', 10, 'ipv6');
+FORBIDDEN.addAddress('fd00:ec2::254', 'ipv6');
+FORBIDDEN.addAddress('::', 'ipv6');
+// NAT64 and IPv4-compatible spellings of 169.254.0.0/16.
+FORBIDDEN.addSubnet('64:ff9b::a9fe:0', 112, 'ipv6');
+FORBIDDEN.addSubnet('::a9fe:0', 112, 'ipv6');
+
+/** Link-local and cloud metadata addresses: never fetched on a user's behalf. IPv4-mapped forms count too. */
+export function isForbiddenAddress(address: string): boolean {
+  const a = address.toLowerCase().replace(/^\[|\]$/g, '').replace(/%.*$/, '');
+  const family = isIP(a);
+  if (family === 4) return FORBIDDEN.check(a, 'ipv4');
+  if (family === 6) return FORBIDDEN.check(a, 'ipv6');
   return false;
 }
 
 /**
- * Refuses URLs imgbuilder will not fetch: schemes other than https/http/ssh/git, local paths and file:// (unless
- * allowed), and link-local / metadata addresses written literally. Host names are checked again after DNS.
+ * Refuses URLs imgbuilder will not fetch: schemes other than https/http/ssh/git, git transport helpers, local paths
+ * and file:// (unless allowed), option-like hosts, and link-local / metadata addresses written literally. Host names
+ * are checked again after DNS (checkResolvedHost).
  */
 export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): void {
   let parsed: ParsedSourceUrl;
@@ -43,6 +68,7 @@ export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): 
   } catch {
     throw invalidArgument(`${what} is not a valid URL`);
   }
+  if (parsed.kind === 'helper') throw invalidArgument(`${what}: git transport helpers ("<transport>::<address>") are refused`);
   if (parsed.kind === 'local') {
     if (allowLocal) return;
     throw invalidArgument(`${what}: local paths and file:// URLs are refused (set IMGBUILDER_ALLOW_LOCAL_SOURCES=true on a trusted single-user setup)`);
@@ -51,24 +77,136 @@ export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): 
     const scheme = new URL(raw).protocol;
     if (!ALLOWED_SCHEMES.has(scheme)) throw invalidArgument(`${what}: scheme ${scheme.slice(0, -1)} is not allowed (use https, http, ssh or git)`);
   }
-  if (parsed.host && isForbiddenAddress(parsed.host)) throw invalidArgument(`${what}: address ${parsed.host} is link-local or a cloud metadata endpoint and is refused`);
+  if (!parsed.host) throw invalidArgument(`${what} names no host`);
+  if (parsed.host.startsWith('-')) throw invalidArgument(`${what}: host "${parsed.host}" looks like a command-line option and is refused`);
+  if (isForbiddenAddress(parsed.host)) throw invalidArgument(`${what}: address ${parsed.host} is link-local or a cloud metadata endpoint and is refused`);
 }
 
-/** After DNS: a host name that resolves to a refused address fails the build. */
-export async function checkResolvedHost(raw: string, what: string): Promise<void> {
+/** An HTTP(S) URL for a download or an OTS secret: the only schemes fetch() itself speaks. */
+export function checkHttpUrl(raw: string, what: string): void {
+  checkSourceUrl(raw, what, false);
+  if (!/^https?:\/\//i.test(raw)) throw invalidArgument(`${what}: only http and https URLs can be fetched`);
+}
+
+/** A download URL: http(s), or with IMGBUILDER_ALLOW_LOCAL_SOURCES a file:// URL / local path read from disk. */
+export function checkDownloadUrl(raw: string, what: string, allowLocal: boolean): void {
+  if (allowLocal && parseSourceUrl(raw).kind === 'local') return;
+  checkHttpUrl(raw, what);
+}
+
+export type LookupAll = (host: string) => Promise<{ address: string }[]>;
+
+const systemLookup: LookupAll = (host) => dnsLookup(host, { all: true });
+
+/** The error for a host name that resolves to a refused address; the build ends done_failure with it. */
+export class RefusedAddressError extends ImgbuilderError {
+  constructor(what: string, host: string, address: string) {
+    super('FAILED_PRECONDITION', `${what}: host ${host} resolves to ${address}, a link-local or cloud metadata address; refused`);
+  }
+}
+
+/** After DNS: a host name that resolves to a refused address is refused. `lookup` is injectable for tests. */
+export async function checkResolvedHost(raw: string, what: string, lookup: LookupAll = systemLookup): Promise<void> {
   const parsed = parseSourceUrl(raw);
   if (!parsed.host || isIP(parsed.host)) return;
   let addresses: { address: string }[];
   try {
-    addresses = await lookup(parsed.host, { all: true });
+    addresses = await lookup(parsed.host);
   } catch {
     return; // Unresolvable: the fetch itself fails with a clearer error.
   }
   const bad = addresses.find((a) => isForbiddenAddress(a.address));
-  if (bad) throw new ImgbuilderError('FAILED_PRECONDITION', `${what}: host ${parsed.host} resolves to ${bad.address}, a link-local or metadata address; refused`);
+  if (bad) throw new RefusedAddressError(what, parsed.host, bad.address);
+}
+
+/**
+ * A `lookup` for node:http/https and net.connect that refuses link-local / metadata answers at connect time, so a
+ * DNS answer that changes between the check and the connection (rebinding) gains nothing.
+ */
+export function guardedLookup(
+  hostname: string,
+  options: { all?: boolean; family?: number } | number,
+  callback: (err: NodeJS.ErrnoException | null, address: string | { address: string; family: number }[], family?: number) => void,
+): void {
+  const opts = typeof options === 'number' ? { family: options } : options;
+  dnsLookup(hostname, { all: true, family: opts.family as 0 | 4 | 6 | undefined }).then(
+    (all) => {
+      const bad = all.find((a) => isForbiddenAddress(a.address));
+      if (bad) {
+        const err = new Error(`host ${hostname} resolves to ${bad.address}, a link-local or cloud metadata address; refused`) as NodeJS.ErrnoException;
+        err.code = 'EREFUSEDADDRESS';
+        return callback(err, '', 0);
+      }
+      if (opts.all) return callback(null, all);
+      callback(null, all[0].address, all[0].family);
+    },
+    (err: NodeJS.ErrnoException) => callback(err, '', 0),
+  );
 }
 
 /** Removes `user:password@` from URLs in free text (log lines, error messages). */
 export function stripUrlCredentials(text: string): string {
   return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^@/\s]+@/gi, '$1***@');
+}
+
+/**
+ * `custom_config` keys a git initializer may set. Git config can run programs (core.sshCommand, core.fsmonitor,
+ * filter drivers, credential helpers, hooks), read local files (include.path, http.cookieFile) or redirect the fetch
+ * past the URL policy (url.*.insteadOf, protocol.*.allow, http.proxy): on a shared worker only settings that shape
+ * the checkout or the HTTP exchange with the user's own server are accepted.
+ */
+const GIT_CONFIG_ALLOWED = new Set([
+  'core.autocrlf',
+  'core.eol',
+  'core.safecrlf',
+  'core.symlinks',
+  'core.ignorecase',
+  'core.filemode',
+  'core.precomposeunicode',
+  'core.longpaths',
+  'core.quotepath',
+  'core.bigfilethreshold',
+  'core.compression',
+  'http.extraheader',
+  'http.sslverify',
+  'http.version',
+  'http.postbuffer',
+  'http.lowspeedlimit',
+  'http.lowspeedtime',
+  'http.useragent',
+  'fetch.fsckobjects',
+  'fetch.unpacklimit',
+  'transfer.fsckobjects',
+  'pack.threads',
+  'pack.windowmemory',
+  'gc.auto',
+  'checkout.workers',
+  'user.name',
+  'user.email',
+  'init.defaultbranch',
+  'feature.manyfiles',
+  'index.version',
+]);
+const GIT_CONFIG_ALLOWED_SECTIONS = new Set(['advice', 'color', 'i18n']);
+
+/** Keys whose values are credentials more often than not: redacted from logs like passwords. */
+export const SECRET_GIT_CONFIG = /^http\.(.*\.)?extraheader$/i;
+
+/** Refuses custom_config keys outside the allow-list (see GIT_CONFIG_ALLOWED). */
+export function checkGitConfig(config: Record<string, string> | undefined): void {
+  for (const [key, value] of Object.entries(config ?? {})) {
+    const m = /^([A-Za-z][A-Za-z0-9-]*)(?:\.(.+))?\.([A-Za-z][A-Za-z0-9-]*)$/s.exec(key);
+    if (!m) throw invalidArgument(`git custom_config key "${key}" is not a valid git config key`);
+    if (value.includes('\0')) throw invalidArgument(`git custom_config value of "${key}" contains a NUL byte`);
+    const [, section, sub, name] = m;
+    const s = section.toLowerCase();
+    // `http.<url>.<key>` scopes a setting to one URL; the setting decides.
+    const plain = `${s}.${name.toLowerCase()}`;
+    const ok = (sub === undefined || s === 'http') && (GIT_CONFIG_ALLOWED.has(plain) || GIT_CONFIG_ALLOWED_SECTIONS.has(s));
+    if (!ok) {
+      throw invalidArgument(
+        `git custom_config key "${key}" is not allowed: settings that run programs, read local files or redirect the fetch are refused on a shared builder (allowed: ${[...GIT_CONFIG_ALLOWED].join(', ')}, advice.*, color.*, i18n.*)`,
+      );
+    }
+  }
 }

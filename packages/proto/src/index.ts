@@ -14,3 +14,11 @@ export {
   CloneTargetMode,
   GitAuthMethod,
 } from './gen/content-service-api/initializer.js';
+export {
+  UploadRequest,
+  UploadMetadata,
+  UploadResponse,
+  SnapshotUploadService,
+  SnapshotUploadClient,
+  type SnapshotUploadServer,
+} from './gen/upload.js';

@@ -1,0 +1,174 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { Metadata, status, type sendUnaryData, type Server, type ServerReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '@imgbuilder/proto';
+import { ImgbuilderError, type ErrorCode } from '@imgbuilder/common/errors';
+import type { Logger } from '@imgbuilder/common/logger';
+import type { ObjectStore } from '@imgbuilder/common/object-store';
+import { toServiceError } from './grpc-status.js';
+
+/** An upload that sends nothing for this long is dropped, so a stalled client frees its temp file. */
+const IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * `imgbuilder.upload.v1.SnapshotUpload`: receives a build context over the API connection and stores it in the object
+ * store as `snapshots/<sha256>.tar.gz` (`.tar` when not gzip-compressed) in the default bucket, so CLI users need no
+ * storage credentials.
+ *
+ * The bytes go to a temp file first (never held in memory), hashed and counted on the way; the cap is enforced while
+ * streaming. Then one PutObject, skipped when an object of that content already exists. The content-derived key
+ * makes an unchanged directory map to the same snapshot name, hence the same workspace ref and a cache hit.
+ */
+export class UploadService {
+  constructor(
+    private readonly objects: ObjectStore,
+    private readonly maxBytes: number,
+    private readonly log: Logger,
+  ) {}
+
+  register(server: Server): void {
+    server.addService(SnapshotUploadService, { upload: (call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>) => void this.upload(call, cb) });
+  }
+
+  private async upload(call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>): Promise<void> {
+    let dir: string | undefined;
+    try {
+      dir = await mkdtemp(join(tmpdir(), 'imgbuilder-upload-'));
+      const res = await this.receiveAndStore(call, join(dir, 'snapshot'));
+      cb(null, res);
+    } catch (err) {
+      // The client may still be sending: stop reading so its writes fail fast instead of filling buffers.
+      call.pause();
+      if (call.cancelled || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+        this.log.debug('snapshot upload cancelled by the client');
+        cb(serviceError('CANCELLED', 'upload cancelled'));
+        return;
+      }
+      cb(toUploadError(err, this.log));
+    } finally {
+      if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  private async receiveAndStore(call: ServerReadableStream<UploadRequest, UploadResponse>, path: string): Promise<UploadResponse> {
+    const hash = createHash('sha256');
+    const file = createWriteStream(path);
+    let bytes = 0;
+    let name = '';
+    let expected = 0;
+    let first = true;
+    let gzip = false;
+    const stop = new AbortController();
+    let timer = setTimeout(() => stop.abort('idle'), IDLE_TIMEOUT_MS);
+    const cancelled = () => stop.abort('cancelled');
+    call.once('cancelled', cancelled);
+    try {
+      const messages = abortable(call as AsyncIterable<UploadRequest>, stop.signal);
+      for await (const msg of messages) {
+        clearTimeout(timer);
+        timer = setTimeout(() => stop.abort('idle'), IDLE_TIMEOUT_MS);
+        const p = msg.payload;
+        if (first) {
+          first = false;
+          if (p?.$case !== 'metadata') throw new ImgbuilderError('INVALID_ARGUMENT', 'the first upload message must carry metadata');
+          name = p.metadata.name.slice(0, 200);
+          expected = Number(p.metadata.size);
+          if (expected > this.maxBytes) throw tooLarge(this.maxBytes, `announced ${expected} bytes`);
+          continue;
+        }
+        if (p?.$case !== 'chunk') throw new ImgbuilderError('INVALID_ARGUMENT', 'only the first upload message may carry metadata');
+        if (bytes === 0) gzip = p.chunk[0] === 0x1f && p.chunk[1] === 0x8b;
+        bytes += p.chunk.length;
+        if (bytes > this.maxBytes) throw tooLarge(this.maxBytes);
+        hash.update(p.chunk);
+        if (!file.write(p.chunk)) await drained(file);
+      }
+      if (stop.signal.aborted) throw new ImgbuilderError('DEADLINE_EXCEEDED', `upload sent nothing for ${IDLE_TIMEOUT_MS / 1000}s`);
+      if (first) throw new ImgbuilderError('INVALID_ARGUMENT', 'empty upload: no metadata and no data');
+      if (expected && bytes !== expected) throw new ImgbuilderError('INVALID_ARGUMENT', `upload announced ${expected} bytes but sent ${bytes}`);
+      if (bytes === 0) throw new ImgbuilderError('INVALID_ARGUMENT', 'empty upload: no data');
+      file.end();
+      await once(file, 'close');
+    } finally {
+      clearTimeout(timer);
+      call.off('cancelled', cancelled);
+      file.destroy();
+    }
+
+    const sha256 = hash.digest('hex');
+    const key = `snapshots/${sha256}.${gzip ? 'tar.gz' : 'tar'}`;
+    await this.objects.ensureBucket();
+    if (!(await this.exists(key, bytes))) {
+      await this.objects.client.send(
+        new PutObjectCommand({ Bucket: this.objects.bucket, Key: key, Body: createReadStream(path), ContentLength: bytes, ContentType: gzip ? 'application/gzip' : 'application/x-tar' }),
+      );
+    }
+    this.log.info({ key, bytes, name }, 'snapshot uploaded');
+    return { snapshot: key, size: String(bytes), sha256 };
+  }
+
+  private async exists(key: string, bytes: number): Promise<boolean> {
+    try {
+      const head = await this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: key }));
+      return head.ContentLength === bytes;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function tooLarge(max: number, detail?: string): ImgbuilderError {
+  return new ImgbuilderError(
+    'RESOURCE_EXHAUSTED',
+    `upload is larger than the server's limit of ${formatBytes(max)} (IMGBUILDER_MAX_UPLOAD_BYTES${detail ? `; ${detail}` : ''}); shrink the context with .dockerignore`,
+  );
+}
+
+function formatBytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1 && Number.isInteger(v / 1024)) {
+    v /= 1024;
+    i++;
+  }
+  return `${v} ${units[i]}`;
+}
+
+function toUploadError(err: unknown, log: Logger): ServiceError {
+  if (err instanceof ImgbuilderError) return serviceError(err.code, err.message);
+  // Storage failures are the operator's to see; the client gets a retryable status without internals.
+  if ((err as { $metadata?: unknown }).$metadata !== undefined) {
+    log.error({ err }, 'snapshot could not be stored');
+    return serviceError('UNAVAILABLE', 'the object store did not accept the snapshot; retry later');
+  }
+  return toServiceError(err, log, 'Upload');
+}
+
+function serviceError(code: ErrorCode | 'CANCELLED', details: string): ServiceError {
+  const e = new Error(details) as ServiceError;
+  e.code = status[code];
+  e.details = details;
+  e.metadata = new Metadata();
+  return e;
+}
+
+function drained(file: WriteStream): Promise<void> {
+  return once(file, 'drain').then(() => undefined);
+}
+
+/** Iterates `source` until it ends or `signal` fires (then ends early, without error). */
+async function* abortable<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  const aborted = new Promise<IteratorResult<T>>((resolve) => signal.addEventListener('abort', () => resolve({ done: true, value: undefined }), { once: true }));
+  for (;;) {
+    const n = await Promise.race([it.next(), aborted]);
+    if (n.done) return;
+    yield n.value;
+  }
+}

@@ -1,0 +1,54 @@
+import { StringDecoder } from 'node:string_decoder';
+
+/**
+ * Where the CLI's output goes. Human mode: progress and build logs on stderr, the result (a workspace ref) on stdout.
+ * JSON mode (`--json`): one JSON object per line on stdout, nothing else there.
+ */
+export class Output {
+  private readonly decoder = new StringDecoder('utf8');
+
+  constructor(readonly json: boolean) {}
+
+  /** A progress line for people; silent in JSON mode. */
+  progress(text: string): void {
+    if (!this.json) process.stderr.write(`==> ${text}\n`);
+  }
+
+  /** A machine-readable event; silent in human mode. */
+  event(event: string, fields: Record<string, unknown>): void {
+    if (this.json) process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
+  }
+
+  /** Build log bytes: raw on stderr, or `log` events with whole UTF-8 characters. */
+  log(chunk: Buffer): void {
+    if (!this.json) {
+      process.stderr.write(chunk);
+      return;
+    }
+    const text = this.decoder.write(chunk);
+    if (text) this.event('log', { text });
+  }
+
+  /** The command's result for people (stdout). */
+  result(text: string): void {
+    if (!this.json) process.stdout.write(`${text}\n`);
+  }
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}

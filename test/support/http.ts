@@ -1,0 +1,23 @@
+import { get } from 'node:http';
+import type { ServiceProcess } from './stack.js';
+
+/** GET over plain HTTP, bounded; resolves with status and body. */
+export function httpGet(url: string, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} took over ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+/** `http://host:port` of a process's health/metrics server, read from its start-up log line. */
+export async function metricsUrl(p: ServiceProcess): Promise<string> {
+  const line = await p.waitForLine(/"metrics":"[^"]+:\d+"/);
+  const addr = (JSON.parse(line) as { metrics: string }).metrics;
+  return `http://${addr}`;
+}

@@ -1,0 +1,186 @@
+import { describe, expect, it } from 'vitest';
+import { CloneTargetMode, type BuildSourceDockerfile, type WorkspaceInitializer } from '@imgbuilder/proto';
+import { checkGitConfig, checkResolvedHost, checkSourceUrl, isForbiddenAddress, parseSourceUrl, stripUrlCredentials } from '@imgbuilder/common/source-policy';
+import { dockerfileBaseRef } from '@imgbuilder/common/refs';
+import { checkRelativePath } from '../../apps/api/src/build-plan.js';
+import { GitRemoteResolver } from '../../apps/api/src/git-remote-resolver.js';
+
+const refused = (url: string, allowLocal = false) => expect(() => checkSourceUrl(url, 'git remote_uri', allowLocal)).toThrowError(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+const accepted = (url: string, allowLocal = false) => expect(() => checkSourceUrl(url, 'git remote_uri', allowLocal)).not.toThrow();
+
+describe('URL policy', () => {
+  it('allows https, http, ssh and git, loopback and private addresses included', () => {
+    for (const u of [
+      'https://github.com/gitpod-io/gitpod.git',
+      'http://10.0.0.5/repo.git',
+      'ssh://git@git.internal:2222/team/repo.git',
+      'git://127.0.0.1:9418/repo',
+      'http://[::1]:8080/repo',
+      'https://192.168.1.10/x',
+    ]) {
+      accepted(u);
+    }
+  });
+
+  it('allows scp-like ssh remotes and reads their host', () => {
+    accepted('git@github.com:gitpod-io/gitpod.git');
+    expect(parseSourceUrl('git@github.com:gitpod-io/gitpod.git')).toEqual({ kind: 'scp', host: 'github.com' });
+    expect(parseSourceUrl('host.internal:repo.git')).toEqual({ kind: 'scp', host: 'host.internal' });
+  });
+
+  it('refuses other schemes and git transport helpers', () => {
+    refused('ftp://example.com/x');
+    refused('ext::sh -c touch% /tmp/pwned');
+    refused('fd::17');
+    refused('svn+ssh://example.com/x');
+  });
+
+  it('refuses file:// and local paths unless IMGBUILDER_ALLOW_LOCAL_SOURCES', () => {
+    for (const u of ['file:///srv/git/repo', '/srv/git/repo', './repo', '../repo', 'C:\\repos\\x']) {
+      refused(u);
+      accepted(u, true);
+    }
+  });
+
+  it('refuses link-local and cloud metadata addresses however they are written', () => {
+    for (const u of [
+      'http://169.254.169.254/latest/meta-data',
+      'http://169.254.1.1/x',
+      'http://2852039166/x',
+      'http://0xa9.0xfe.0xa9.0xfe/x',
+      'git://169.254.169.254.:9418/x',
+      'ssh://2852039166/x',
+      'git@169.254.169.254:x.git',
+      'http://[fd00:ec2::254]/x',
+      'http://[fd00:0ec2:0:0:0:0:0:254]/x',
+      'http://[::ffff:169.254.169.254]/x',
+      'http://[fe80::1]/x',
+      'http://0.0.0.0/x',
+    ]) {
+      refused(u);
+      // Allowing local sources does not open link-local addresses.
+      refused(u, true);
+    }
+    expect(isForbiddenAddress('169.254.169.254')).toBe(true);
+    expect(isForbiddenAddress('::ffff:a9fe:a9fe')).toBe(true);
+    expect(isForbiddenAddress('fd00:ec2::254')).toBe(true);
+    expect(isForbiddenAddress('127.0.0.1')).toBe(false);
+    expect(isForbiddenAddress('10.0.0.1')).toBe(false);
+    expect(isForbiddenAddress('fd00:ec2::253')).toBe(false);
+  });
+
+  it('refuses hosts that look like command-line options', () => {
+    refused('ssh://-oProxyCommand=touch%20x/repo');
+    refused('-oProxyCommand=x:repo');
+  });
+
+  it('a host name resolving to a refused address is refused after DNS; others pass', async () => {
+    const fakeDns = (answers: Record<string, string[]>) => async (host: string) => {
+      if (!answers[host]) throw Object.assign(new Error('ENOTFOUND'), { code: 'ENOTFOUND' });
+      return answers[host].map((address) => ({ address }));
+    };
+    const lookup = fakeDns({ 'metadata.example.com': ['169.254.169.254'], 'v6meta.example.com': ['fd00:ec2::254'], 'mixed.example.com': ['10.0.0.1', '169.254.1.2'], 'git.example.com': ['10.0.0.7'] });
+    await expect(checkResolvedHost('https://metadata.example.com/x', 'download url', lookup)).rejects.toMatchObject({ message: expect.stringContaining('resolves to 169.254.169.254') });
+    await expect(checkResolvedHost('git@v6meta.example.com:x.git', 'git remote_uri', lookup)).rejects.toMatchObject({ message: expect.stringContaining('fd00:ec2::254') });
+    await expect(checkResolvedHost('ssh://mixed.example.com/x', 'git remote_uri', lookup)).rejects.toThrow(/169\.254\.1\.2/);
+    await expect(checkResolvedHost('https://git.example.com/x', 'git remote_uri', lookup)).resolves.toBeUndefined();
+    // Unresolvable names are left to the fetch, which fails with its own error.
+    await expect(checkResolvedHost('https://nowhere.example.com/x', 'git remote_uri', lookup)).resolves.toBeUndefined();
+  });
+
+  it('the API does not ls-remote a host that resolves to a refused address (the worker fails the build instead)', async () => {
+    const resolver = new GitRemoteResolver({ allowLocal: false, lookup: async () => [{ address: '169.254.169.254' }] });
+    const git = { remoteUri: 'https://metadata.example.com/repo.git', upstreamRemoteUri: '', targetMode: CloneTargetMode.REMOTE_HEAD, cloneTaget: '', checkoutLocation: '', config: undefined, fullClone: false };
+    await expect(resolver.resolve(git)).resolves.toBeUndefined();
+  });
+
+  it('strips user:password@ from URLs in free text', () => {
+    expect(stripUrlCredentials('fatal: https://u:tok@host/x and git://a@b/c')).toBe('fatal: https://***@host/x and git://***@b/c');
+  });
+});
+
+describe('git custom_config policy', () => {
+  it('accepts settings that shape the checkout or the HTTP exchange', () => {
+    expect(() => checkGitConfig({ 'core.autocrlf': 'input', 'http.extraHeader': 'Authorization: Bearer x', 'http.https://git.example.com/.sslVerify': 'false', 'color.ui': 'false' })).not.toThrow();
+  });
+
+  it('refuses settings that run programs, read files or redirect the fetch', () => {
+    for (const key of [
+      'core.sshCommand',
+      'core.fsmonitor',
+      'core.hooksPath',
+      'core.gitProxy',
+      'filter.lfs.smudge',
+      'credential.helper',
+      'url.file:///etc/.insteadOf',
+      'protocol.ext.allow',
+      'include.path',
+      'http.proxy',
+      'http.cookieFile',
+      'remote.origin.uploadpack',
+      'alias.fetch',
+    ]) {
+      expect(() => checkGitConfig({ [key]: 'x' }), key).toThrowError(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+  });
+});
+
+describe('request paths', () => {
+  it('refuses .. escapes and absolute paths; accepts relative ones and empty', () => {
+    for (const p of ['', '.', 'Dockerfile', 'sub/dir/Dockerfile', 'a/../b', './x']) expect(() => checkRelativePath('dockerfile_path', p), p).not.toThrow();
+    for (const p of ['..', '../x', 'a/../../x', '/etc/passwd', 'C:\\x', 'a\\..\\..\\x', 'x\0y']) {
+      expect(() => checkRelativePath('dockerfile_path', p), p).toThrowError(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+  });
+});
+
+describe('refs of non-git initializers', () => {
+  const file = (source: WorkspaceInitializer): BuildSourceDockerfile => ({ source, dockerfileVersion: '', dockerfilePath: 'Dockerfile', contextPath: '' });
+  const download = (url: string, digest: string, filePath = 'Dockerfile'): WorkspaceInitializer => ({
+    spec: { $case: 'download', download: { targetLocation: '', files: [{ url, filePath, digest }] } },
+  });
+  const empty: WorkspaceInitializer = { spec: { $case: 'empty', empty: {} } };
+  const snapshot = (name: string): WorkspaceInitializer => ({ spec: { $case: 'snapshot', snapshot: { snapshot: name, fromVolumeSnapshot: false } } });
+  const composite = (...initializer: WorkspaceInitializer[]): WorkspaceInitializer => ({ spec: { $case: 'composite', composite: { initializer } } });
+  const ref = (init: WorkspaceInitializer) => dockerfileBaseRef(file(init), 'registry/base');
+  const d1 = `sha256:${'1'.repeat(64)}`;
+  const d2 = `sha256:${'2'.repeat(64)}`;
+
+  it('are deterministic', () => {
+    expect(ref(download('https://x/a', d1))).toBe(ref(download('https://x/a', d1)));
+    expect(ref(snapshot('s3://b/k.tar'))).toBe(ref(snapshot('s3://b/k.tar')));
+    expect(ref(composite(download('https://x/a', d1), empty))).toBe(ref(composite(download('https://x/a', d1), empty)));
+    expect(ref(empty)).toMatch(/^registry\/base:[a-f0-9]{64}$/);
+  });
+
+  it('differ when a content-identifying field differs', () => {
+    const refs = [
+      ref(download('https://x/a', d1)),
+      ref(download('https://x/b', d1)),
+      ref(download('https://x/a', d2)),
+      ref(download('https://x/a', d1, 'sub/Dockerfile')),
+      ref(snapshot('s3://b/k.tar')),
+      ref(snapshot('s3://b/other.tar')),
+      ref(composite(download('https://x/a', d1), empty)),
+      ref(composite(empty, download('https://x/a', d1))),
+      ref(empty),
+    ];
+    expect(new Set(refs).size).toBe(refs.length);
+  });
+
+  it('a git target nested in a composite is hashed with the commit it resolved to', () => {
+    const git: WorkspaceInitializer = {
+      spec: { $case: 'git', git: { remoteUri: 'https://git.example.com/r', upstreamRemoteUri: '', targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: 'main', checkoutLocation: '', config: undefined, fullClone: false } },
+    };
+    const src = file(composite(git, empty));
+    const a = dockerfileBaseRef(src, 'registry/base', { resolvedCommits: { '0': 'a'.repeat(40) } });
+    const b = dockerfileBaseRef(src, 'registry/base', { resolvedCommits: { '0': 'b'.repeat(40) } });
+    expect(a).not.toBe(b);
+  });
+
+  it('credentials in a remote URL do not change the ref', () => {
+    const git = (remoteUri: string): BuildSourceDockerfile =>
+      file({ spec: { $case: 'git', git: { remoteUri, upstreamRemoteUri: '', targetMode: CloneTargetMode.REMOTE_COMMIT, cloneTaget: 'c'.repeat(40), checkoutLocation: '', config: undefined, fullClone: false } } });
+    expect(dockerfileBaseRef(git('https://user:token1@git.example.com/r'), 'registry/base')).toBe(dockerfileBaseRef(git('https://git.example.com/r'), 'registry/base'));
+  });
+});
