@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
@@ -6,6 +5,7 @@ import { build, collect, connect, listBuilds, logs, resolveBase, resolveWorkspac
 import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { freePort, startStack, type Stack } from '../support/stack.js';
+import { manifestPuts as countManifestPuts } from '../support/scenarios.js';
 
 let stack: Stack;
 let git: GitServer;
@@ -25,13 +25,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-/** Manifest PUTs the registry logged for `repository:tag` (one per push; counts the access-log form only). */
-function manifestPuts(ref: string): number {
-  const i = ref.indexOf('/');
-  const [path, tag] = ref.slice(i + 1).split(':');
-  const log = readFileSync(stack.env.IMGBUILDER_LOCAL_REGISTRY_LOG, 'utf8');
-  return log.split('\n').filter((l) => l.includes(`"PUT /v2/${path}/manifests/${tag} `)).length;
-}
+/** Manifest PUTs the registry logged for `ref` (see test/support/scenarios.ts). */
+const manifestPuts = (ref: string) => countManifestPuts(stack, ref);
 
 const terminal = (msgs: { status: BuildStatus }[]) => msgs.filter((m) => m.status === BuildStatus.done_success || m.status === BuildStatus.done_failure);
 

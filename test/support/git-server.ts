@@ -40,7 +40,7 @@ export class GitServer {
   /** Creates (or adds a commit to) repository `name` with the given files on `branch`; returns the commit. */
   commit(name: string, files: Record<string, string>, branch = 'main'): string {
     const dir = join(this.root, name);
-    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=test', ...args], { cwd: dir, encoding: 'utf8' }).trim();
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=test', ...args], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
     mkdirSync(dir, { recursive: true });
     try {
       git('rev-parse', '--git-dir');

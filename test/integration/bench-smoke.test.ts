@@ -1,0 +1,50 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT } from '../support/stack.js';
+
+const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput'];
+const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-smoke-'));
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bench did not finish within ${timeoutMs} ms:\n${output.slice(-3000)}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+// Benchmarks never fail on speed: this only proves every scenario still runs end to end and reports its figures.
+describe('benchmark suite, quick mode', () => {
+  it('runs every scenario and writes finite numeric figures, with one docker build for the deduplicated calls', async () => {
+    const out = join(dir, 'result.json');
+    const { code, output } = await run('npx', ['tsx', 'bench/main.ts', '--quick', '--out', out], 540_000);
+    expect(code, output.slice(-4000)).toBe(0);
+    expect(output).toContain(`wrote ${out}`);
+
+    const doc = JSON.parse(readFileSync(out, 'utf8')) as { scenarios: Record<string, { error?: string; metrics: Record<string, unknown> }> };
+    expect(Object.keys(doc.scenarios).sort()).toEqual([...SCENARIOS].sort());
+    for (const name of SCENARIOS) {
+      const s = doc.scenarios[name];
+      expect(s.error, `${name}: ${s.error}`).toBeUndefined();
+      const figures = Object.entries(s.metrics);
+      expect(figures.length, name).toBeGreaterThan(0);
+      for (const [k, v] of figures) expect(typeof v === 'number' && Number.isFinite(v), `${name}.${k} = ${v}`).toBe(true);
+    }
+    expect(doc.scenarios.dedupe.metrics.dockerBuilds).toBe(1);
+    expect(doc.scenarios.dedupe.metrics.workerBuildsRun).toBe(1);
+  }, 600_000);
+});
