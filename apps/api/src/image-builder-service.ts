@@ -36,7 +36,11 @@ import type { ApiMetrics } from './metrics.js';
 import type { BuildPlan, BuildPlanner } from './build-plan.js';
 import type { EventHub } from './event-hub.js';
 import { toServiceError } from './grpc-status.js';
+import { ImageExistence } from './image-existence.js';
 import { callSignal, writeMessage } from './stream-writer.js';
+
+/** How long a "the workspace image exists" answer is reused (see ImageExistence). */
+const EXISTS_CACHE_MS = 5_000;
 
 export interface ServiceConfig {
   workspaceRepository: string;
@@ -271,8 +275,13 @@ export class ImageBuilderService {
     }
   }
 
-  private async workspaceImageExists(ref: string): Promise<boolean> {
-    return this.registry.exists(parseImageRef(ref), { credentials: pushCredentials(this.cfg.installation, this.cfg.workspaceRepository) });
+  private readonly existence = new ImageExistence(
+    (ref) => this.registry.exists(parseImageRef(ref), { credentials: pushCredentials(this.cfg.installation, this.cfg.workspaceRepository) }),
+    EXISTS_CACHE_MS,
+  );
+
+  private workspaceImageExists(ref: string): Promise<boolean> {
+    return this.existence.exists(ref);
   }
 
   private async buildInfo(r: BuildRecord, status?: BuildStatus): Promise<BuildInfo> {

@@ -1,6 +1,7 @@
 import { ImgbuilderError, isConnectionError } from './errors.js';
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
+import { registryFetch } from './registry-http.js';
 
 const MANIFEST_TYPES = [
   'application/vnd.docker.distribution.manifest.v2+json',
@@ -135,13 +136,13 @@ export class RegistryClient {
     const cached = this.tokens.get(`${ref.domain} ${scope} ${credentials?.username ?? ''}`);
     if (cached && cached.expires > Date.now()) headers.Authorization = `Bearer ${cached.token}`;
     else if (credentials && this.basicKnown.has(ref.domain)) headers.Authorization = basic(credentials);
-    let res = await fetch(url, { method, headers, signal: AbortSignal.timeout(this.timeoutMs), redirect: 'follow' });
+    let res = await registryFetch(url, { method, headers, timeoutMs: this.timeoutMs });
     if (res.status === 401) {
       await res.body?.cancel();
       const challenge = res.headers.get('www-authenticate') ?? '';
       const auth = await this.answerChallenge(challenge, ref, scope, credentials);
       if (auth) {
-        res = await fetch(url, { method, headers: { ...headers, Authorization: auth }, signal: AbortSignal.timeout(this.timeoutMs) });
+        res = await registryFetch(url, { method, headers: { ...headers, Authorization: auth }, timeoutMs: this.timeoutMs });
       }
     }
     if (!res.ok) {
