@@ -30,4 +30,6 @@ node --import tsx apps/worker/src/main.ts >"$work/worker.log" 2>&1 &
 pids+=($!)
 echo "API and worker starting (logs in $work)" >&2
 
-node --import tsx scripts/example-build.ts git://127.0.0.1:9418/example
+# Wait (bounded) until the API answers, then build through the CLI: status line, live log, then the image ref.
+for _ in $(seq 1 60); do node bin/imgbuilder.mjs ls >/dev/null 2>&1 && break; sleep 0.5; done
+node bin/imgbuilder.mjs build --force --git git://127.0.0.1:9418/example
