@@ -37,6 +37,7 @@ import type { BuildPlan, BuildPlanner } from './build-plan.js';
 import type { EventHub } from './event-hub.js';
 import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from './image-existence.js';
+import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, writeMessage } from './stream-writer.js';
 
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
@@ -271,7 +272,9 @@ export class ImageBuilderService {
       if (!(await this.store.eventsExist(buildId))) throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
     }
     for await (const e of this.hub.events(buildId, signal)) {
-      if (e.kind === 'log') await send(e.text);
+      if (e.kind !== 'log') continue;
+      if (req.censored) await send(e.text);
+      else await writeMessage(call, encodeLogEvent(e) as unknown as LogsResponse, signal);
     }
   }
 

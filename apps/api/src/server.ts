@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { ImageBuilderService as ImageBuilderServiceDefinition, type ImageBuilderServer } from '@imgbuilder/proto';
+import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ImageBuilderServer } from '@imgbuilder/proto';
+import { imageBuilderDefinition } from './log-encoding.js';
 import type { Env } from '@imgbuilder/common/config';
 import { HealthService } from './health-service.js';
 
@@ -34,7 +35,7 @@ export function serverCredentials(env: Env): ServerCredentials {
 }
 
 export function addImageBuilder(server: Server, impl: ImageBuilderServer): void {
-  server.addService(ImageBuilderServiceDefinition, impl);
+  server.addService(imageBuilderDefinition, impl as unknown as UntypedServiceImplementation);
 }
 
 export function bind(server: Server, addr: string, creds: ServerCredentials): Promise<number> {

@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadEnv } from '@imgbuilder/common/config';
+import { parseDuration } from '@imgbuilder/common/duration';
+
+describe('configuration', () => {
+  it('defaults describe the local stack', () => {
+    const env = loadEnv({});
+    expect(env.IMGBUILDER_GRPC_ADDR).toBe('0.0.0.0:8080');
+    expect(env.IMGBUILDER_BUILD_TIMEOUT).toBe(60 * 60_000);
+    expect(env.IMGBUILDER_LOG_URL_TTL).toBe(3_600_000);
+    expect(env.IMGBUILDER_LOG_MAX_BYTES).toBe(64 * 1024 * 1024);
+  });
+
+  it('durations are plain seconds or carry a unit', () => {
+    expect(parseDuration('900')).toBe(900_000);
+    expect(parseDuration('15m')).toBe(900_000);
+    expect(parseDuration('1h')).toBe(3_600_000);
+    expect(parseDuration('7d')).toBe(604_800_000);
+    expect(parseDuration('soon')).toBeUndefined();
+  });
+
+  it('a bad value stops the start with a message naming the variable', () => {
+    expect(() => loadEnv({ IMGBUILDER_BUILD_TIMEOUT: 'soon' })).toThrow(ConfigError);
+    expect(() => loadEnv({ IMGBUILDER_BUILD_TIMEOUT: 'soon' })).toThrow(/IMGBUILDER_BUILD_TIMEOUT/);
+    expect(() => loadEnv({ IMGBUILDER_WORKER_CONCURRENCY: '0' })).toThrow(/IMGBUILDER_WORKER_CONCURRENCY/);
+    expect(() => loadEnv({ IMGBUILDER_GRPC_ADDR: 'nonsense' })).toThrow(/IMGBUILDER_GRPC_ADDR/);
+    // Presigned URLs cannot outlive S3's 7-day limit.
+    expect(() => loadEnv({ IMGBUILDER_LOG_URL_TTL: '8d' })).toThrow(/IMGBUILDER_LOG_URL_TTL/);
+  });
+});
