@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
-import { BuildRequest, BuildStatus, GitAuthMethod, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
+import { BuildRequest, BuildStatus, GitAuthMethod, LogsRequest, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { createRedis } from '@imgbuilder/common/redis';
 import { build, collect, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { rawServerStream } from '../support/raw-grpc.js';
 
 let git: GitServer;
 const stacks: Stack[] = [];
@@ -164,6 +165,27 @@ describe('bounds', () => {
     expect(Buffer.byteLength(text)).toBeLessThan(8 * 1024 + 512);
     expect(text).toContain('log truncated');
     expect(text).not.toContain('chatty-line-3000');
+  });
+
+  it('a Logs client that stops reading is dropped with RESOURCE_EXHAUSTED instead of being buffered for', async () => {
+    const { stack, client } = await stackWith({ IMGBUILDER_SLOW_CLIENT_TIMEOUT: '2s' });
+    // ~24 MB of output: far more than HTTP/2 flow-control windows and socket buffers hold.
+    git.commit('flood', { Dockerfile: dockerfile("seq 1 400000 | sed 's/$/ flood-padding-padding-padding-padding-padding/'") });
+    const { first, done } = startBuild(client, { source: gitSource(git.url('flood')) });
+    const running = await first;
+    const reader = rawServerStream(stack.apiAddrs[0], '/builder.ImageBuilder/Logs', LogsRequest.encode(LogsRequest.fromPartial({ buildId: running.info!.buildId })).finish());
+    reader.pause();
+    const msgs = await done;
+    expect(terminalOf(msgs).status).toBe(BuildStatus.done_success);
+    // The server stops writing when the client's window is full, and gives up on it after the timeout.
+    await stack.apis[0].waitForLine(/slow client dropped/, 60_000);
+    reader.resume();
+    const outcome = await reader.trailers;
+    reader.close();
+    expect(outcome.status).toBe(status.RESOURCE_EXHAUSTED);
+    expect(outcome.message).toContain('read nothing');
+    // It got a bounded prefix of the ~21 MB log, not all of it.
+    expect(outcome.bytes).toBeLessThan(16 * 1024 * 1024);
   });
 
   it('a quiet build step still gets running keepalives on the Build stream', async () => {

@@ -38,7 +38,7 @@ import type { EventHub } from './event-hub.js';
 import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from './image-existence.js';
 import { encodeLogEvent } from './log-encoding.js';
-import { callSignal, writeMessage } from './stream-writer.js';
+import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
 const EXISTS_CACHE_MS = 5_000;
@@ -51,6 +51,8 @@ export interface ServiceConfig {
   retentionMs: number;
   buildTimeoutMs: number;
   maxQueued: number;
+  /** A stream client that reads nothing this long is dropped (RESOURCE_EXHAUSTED). */
+  slowClientTimeoutMs: number;
   /** Interval of `running` keepalive messages on quiet Build streams. */
   keepaliveMs: number;
 }
@@ -103,12 +105,17 @@ export class ImageBuilderService {
       end('OK');
       if (!signal.aborted) call.end();
     } catch (err) {
+      if (err instanceof SlowClientError) this.log.info({ method, err: err.message }, 'slow client dropped');
       const e = toServiceError(err, this.log, method);
       end(GrpcStatus[e.code]);
       if (!signal.aborted) call.emit('error', e);
     } finally {
       done();
     }
+  }
+
+  private write<T>(call: ServerWritableStream<unknown, T>, message: T, signal: AbortSignal): Promise<void> {
+    return writeMessage(call, message, signal, this.cfg.slowClientTimeoutMs);
   }
 
   async resolveBaseImage(req: ResolveBaseImageRequest): Promise<ResolveBaseImageResponse> {
@@ -145,7 +152,7 @@ export class ImageBuilderService {
 
     if (!req.forceRebuild && (await this.workspaceImageExists(plan.ref))) {
       log.debug('workspace image exists');
-      await writeMessage(call, { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
+      await this.write(call, { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
       return;
     }
     // base_image_name_resolved names its image by tag or digest; only a build needs it pinned to a digest.
@@ -155,10 +162,10 @@ export class ImageBuilderService {
     const record = await this.store.get(buildId);
     if (!record) throw new ImgbuilderError('UNAVAILABLE', 'the build record vanished; retry');
     const running = async (r: BuildRecord) =>
-      writeMessage(call, { ref: r.ref, baseRef: r.baseRef, status: BuildStatus.running, message: '', info: await this.buildInfo(r, BuildStatus.running) }, signal);
+      this.write(call, { ref: r.ref, baseRef: r.baseRef, status: BuildStatus.running, message: '', info: await this.buildInfo(r, BuildStatus.running) }, signal);
     const terminal = async (r: BuildRecord, state: 'done_success' | 'done_failure', message: string) => {
       const st = state === 'done_success' ? BuildStatus.done_success : BuildStatus.done_failure;
-      await writeMessage(call, { ref: r.ref, baseRef: r.baseRef, status: st, message, info: await this.buildInfo(r, st) }, signal);
+      await this.write(call, { ref: r.ref, baseRef: r.baseRef, status: st, message, info: await this.buildInfo(r, st) }, signal);
     };
     if (isTerminal(record.state)) {
       await terminal(record, record.state as 'done_success' | 'done_failure', record.message);
@@ -257,7 +264,7 @@ export class ImageBuilderService {
     if (!record) throw notFound('build not found');
     const censor = req.censored ? (text: string) => censorRefs(text, [record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : (t: string) => t;
     const send = (data: string | Buffer) =>
-      writeMessage(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
+      this.write(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
 
     if (isTerminal(record.state) && !record.logPending) {
       // Finished: the object store holds the complete log, byte for byte what the stream carried.
@@ -274,7 +281,7 @@ export class ImageBuilderService {
     for await (const e of this.hub.events(buildId, signal)) {
       if (e.kind !== 'log') continue;
       if (req.censored) await send(e.text);
-      else await writeMessage(call, encodeLogEvent(e) as unknown as LogsResponse, signal);
+      else await this.write(call, encodeLogEvent(e) as unknown as LogsResponse, signal);
     }
   }
 

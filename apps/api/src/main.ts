@@ -65,6 +65,7 @@ async function main(): Promise<void> {
       buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
       keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
+      slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
     },
     planner,
     registry,

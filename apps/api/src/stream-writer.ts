@@ -2,8 +2,6 @@ import { once } from 'node:events';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { ImgbuilderError } from '@imgbuilder/common/errors';
 
-/** A client that has not read anything for this long is dropped instead of holding the server's memory. */
-const DRAIN_TIMEOUT_MS = 120_000;
 
 /** The client stopped reading; it is dropped rather than buffered for without bound. */
 export class SlowClientError extends ImgbuilderError {
@@ -15,16 +13,17 @@ export class SlowClientError extends ImgbuilderError {
 
 /**
  * Writes to a server stream honouring back-pressure: when `write()` returns false, waits for `'drain'`
- * (bounded), so a slow client never makes the server buffer without limit.
+ * (at most `drainTimeoutMs`: a client that reads nothing that long is dropped), so a slow client never makes the
+ * server buffer without limit.
  */
-export async function writeMessage<T>(call: ServerWritableStream<unknown, T>, message: T, signal: AbortSignal): Promise<void> {
+export async function writeMessage<T>(call: ServerWritableStream<unknown, T>, message: T, signal: AbortSignal, drainTimeoutMs: number): Promise<void> {
   if (signal.aborted) return;
   if (call.write(message)) return;
-  const timeout = AbortSignal.timeout(DRAIN_TIMEOUT_MS);
+  const timeout = AbortSignal.timeout(drainTimeoutMs);
   try {
     await once(call, 'drain', { signal: AbortSignal.any([signal, timeout]) });
   } catch (err) {
-    if (timeout.aborted) throw new SlowClientError(`client read nothing for ${DRAIN_TIMEOUT_MS / 1000}s; stream dropped (reconnect to resume: Logs replays from the start)`);
+    if (timeout.aborted) throw new SlowClientError(`client read nothing for ${drainTimeoutMs / 1000}s; stream dropped (reconnect to resume: Logs replays from the start)`);
     if (!signal.aborted) throw err;
   }
 }

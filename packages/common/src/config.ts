@@ -112,6 +112,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_LOG_MAX_BYTES: byteSize('64MiB'),
   /** Quiet Build streams repeat their `running` message this often, so proxies never see an idle stream. */
   IMGBUILDER_STREAM_KEEPALIVE: duration('15s'),
+  /** A Build/Logs client that reads nothing this long is dropped, so slow readers cannot pin server memory. */
+  IMGBUILDER_SLOW_CLIENT_TIMEOUT: duration('2m'),
   /** Build contexts larger than this fail. */
   IMGBUILDER_MAX_CONTEXT_BYTES: byteSize('1GiB'),
   /** Build contexts with more files than this fail. */
