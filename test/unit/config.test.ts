@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadEnv } from '@imgbuilder/common/config';
 import { parseDuration } from '@imgbuilder/common/duration';
@@ -26,5 +27,36 @@ describe('configuration', () => {
     expect(() => loadEnv({ IMGBUILDER_GRPC_ADDR: 'nonsense' })).toThrow(/IMGBUILDER_GRPC_ADDR/);
     // Presigned URLs cannot outlive S3's 7-day limit.
     expect(() => loadEnv({ IMGBUILDER_LOG_URL_TTL: '8d' })).toThrow(/IMGBUILDER_LOG_URL_TTL/);
+  });
+});
+
+describe('starting without required settings', () => {
+  const start = (app: 'api' | 'worker', env: Record<string, string>) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', `apps/${app}/src/main.ts`], {
+        cwd: new URL('../..', import.meta.url).pathname,
+        env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, out });
+      });
+    });
+
+  it.each(['api', 'worker'] as const)('the %s refuses to start without IMGBUILDER_SECRET_KEY (unless NODE_ENV=development)', async (app) => {
+    const res = await start(app, {});
+    expect(res.code).toBe(1);
+    expect(res.out).toContain('IMGBUILDER_SECRET_KEY');
+  });
+
+  it('a bad setting stops the API with a message naming the variable', async () => {
+    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_BUILD_TIMEOUT: 'whenever' });
+    expect(res.code).toBe(1);
+    expect(res.out).toContain('IMGBUILDER_BUILD_TIMEOUT');
   });
 });
