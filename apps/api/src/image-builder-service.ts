@@ -20,7 +20,7 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import { BuildStore, isTerminal, logObjectKey, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
 import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
@@ -212,8 +212,7 @@ export class ImageBuilderService {
     }
     try {
       // The log object exists from the first `running` message on, so its presigned URL never answers 404.
-      const logKey = (await this.store.get(id))?.logKey;
-      if (logKey) await this.objects.put(logKey, '').catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet'));
+      await this.objects.put(logObjectKey(id), '').catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet'));
       await this.queue.add('build', this.jobData(id, plan, req), { jobId: id });
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
