@@ -1,4 +1,5 @@
 import { BuildStore } from '@imgbuilder/common/build-store';
+import { retry } from '@imgbuilder/common/retry';
 import { redactSecrets } from '@imgbuilder/common/censor';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { stripUrlCredentials } from '@imgbuilder/common/source-policy';
@@ -142,16 +143,22 @@ export class BuildReporter {
   async close(): Promise<boolean> {
     clearInterval(this.timer);
     await this.drain();
-    for (let attempt = 1; attempt <= FINAL_UPLOAD_ATTEMPTS; attempt++) {
-      try {
-        if (this.uploading) await this.uploading.catch(() => undefined);
-        this.dirty = true;
-        await this.upload();
-        return true;
-      } catch (err) {
-        this.log.warn({ err: (err as Error).message, attempt }, 'log upload failed');
-        if (attempt < FINAL_UPLOAD_ATTEMPTS) await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
-      }
+    try {
+      await retry(
+        async () => {
+          if (this.uploading) await this.uploading.catch(() => undefined);
+          this.dirty = true;
+          await this.upload();
+        },
+        {
+          attempts: FINAL_UPLOAD_ATTEMPTS,
+          delayMs: (attempt) => 500 * 2 ** attempt,
+          onRetry: (err, attempt) => this.log.warn({ err: (err as Error).message, attempt }, 'log upload failed'),
+        },
+      );
+      return true;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, attempt: FINAL_UPLOAD_ATTEMPTS }, 'log upload failed');
     }
     void this.retryForever();
     return false;

@@ -13,6 +13,7 @@ import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { RegistryAuthPolicy, pushCredentials, registryAuthHint, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
+import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './build-reporter.js';
 import { prepareContext } from './build-context.js';
 import { DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
@@ -127,16 +128,13 @@ export class BuildRunner {
   }
 
   /** Retries engine calls that failed to connect, bounded; other failures pass through. */
-  private async engineCall<T>(fn: () => Promise<T>, reporter: BuildReporter, signal: AbortSignal): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (!(err instanceof EngineUnavailableError) || attempt >= ENGINE_ATTEMPTS || signal.aborted) throw err;
-        reporter.line(`${err.message}; retrying (${attempt}/${ENGINE_ATTEMPTS - 1})`);
-        await new Promise((r) => setTimeout(r, 1000 * attempt));
-      }
-    }
+  private engineCall<T>(fn: () => Promise<T>, reporter: BuildReporter, signal: AbortSignal): Promise<T> {
+    return retry(fn, {
+      attempts: ENGINE_ATTEMPTS,
+      delayMs: (attempt) => 1000 * attempt,
+      retriable: (err) => err instanceof EngineUnavailableError && !signal.aborted,
+      onRetry: (err, attempt) => reporter.line(`${(err as Error).message}; retrying (${attempt}/${ENGINE_ATTEMPTS - 1})`),
+    });
   }
 
   private async buildDockerfile(job: BuildJobData, sealed: JobSecrets, workdir: string, policy: RegistryAuthPolicy, reporter: BuildReporter, signal: AbortSignal, cleanup: string[]): Promise<void> {
@@ -201,17 +199,12 @@ export class BuildRunner {
  * The terminal state must reach Redis, or every client waits forever: retry through a Redis outage (bounded; past
  * it the job fails and BullMQ's failed handler tries once more).
  */
-async function retryRedis<T>(fn: () => Promise<T>, log: Logger, limitMs = 5 * 60_000): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() + delay > deadline) throw err;
-      log.warn({ err: (err as Error).message }, 'recording the build outcome failed; retrying');
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
+function retryRedis<T>(fn: () => Promise<T>, log: Logger, limitMs = 5 * 60_000): Promise<T> {
+  return retry(fn, {
+    deadlineMs: limitMs,
+    delayMs: (attempt) => Math.min(250 * 2 ** (attempt - 1), 5_000),
+    onRetry: (err) => log.warn({ err: (err as Error).message }, 'recording the build outcome failed; retrying'),
+  });
 }
 
 function failureMessage(err: unknown): string {

@@ -2,6 +2,7 @@ import { ImgbuilderError, isConnectionError } from './errors.js';
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
 import { registryFetch } from './registry-http.js';
+import { retry } from './retry.js';
 
 const MANIFEST_TYPES = [
   'application/vnd.docker.distribution.manifest.v2+json',
@@ -115,18 +116,14 @@ export class RegistryClient {
     return new ImgbuilderError('INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`);
   }
 
-  private async withRetry<T>(retry: boolean, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        const retriable =
-          (err instanceof RegistryHttpError && (err.status === 429 || (err.status >= 500 && err.status !== 501))) ||
-          (!(err instanceof RegistryHttpError) && !(err instanceof ImgbuilderError));
-        if (!retry || !retriable || attempt >= RETRY_ATTEMPTS) throw err;
-        await new Promise((r) => setTimeout(r, RETRY_BACKOFF_MS * attempt));
-      }
-    }
+  private withRetry<T>(enabled: boolean, fn: () => Promise<T>): Promise<T> {
+    return retry(fn, {
+      attempts: enabled ? RETRY_ATTEMPTS : 1,
+      delayMs: (attempt) => RETRY_BACKOFF_MS * attempt,
+      retriable: (err) =>
+        (err instanceof RegistryHttpError && (err.status === 429 || (err.status >= 500 && err.status !== 501))) ||
+        (!(err instanceof RegistryHttpError) && !(err instanceof ImgbuilderError)),
+    });
   }
 
   private async request(ref: ImageRef, path: string, method: 'HEAD' | 'GET', credentials?: RegistryCredentials): Promise<Response> {
