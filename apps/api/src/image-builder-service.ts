@@ -142,7 +142,7 @@ export class ImageBuilderService {
     let plan: BuildPlan;
     if (req.baseImageNameResolved && !req.forceRebuild) {
       const policy = this.planner.policyFor(req.auth);
-      // Validate the source as a normal build would, so bad requests fail the same way either path.
+      // The fast path builds from the given base, not the source; a request without one is still malformed.
       if (!req.source?.from) throw invalidArgument('build source is missing');
       plan = this.planner.planFromResolvedBase(req.baseImageNameResolved, policy);
     } else {
