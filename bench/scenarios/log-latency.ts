@@ -165,7 +165,7 @@ async function measure(ctx: BenchContext, stack: BenchStack, subscribers: number
     }
     return { subscribers, ticks: xaddAt.size, e2e, redisToClient, printToRedis, printToS3, rssIdleMiB, rssPeakMiB, attachMs, missing };
   } finally {
-    gate.close();
+    await gate.close();
     builder.close();
     for (const c of subClients) c.close();
   }

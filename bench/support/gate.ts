@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
+import { allowEgress, bridgeGateway } from '../../test/support/egress.js';
 
 /**
  * A TCP gate a build step polls: it answers "wait" until opened, then "go". Listens on the Docker bridge's gateway
@@ -11,6 +11,7 @@ export class Gate {
     private readonly server: Server,
     readonly host: string,
     readonly port: number,
+    private readonly revoke: () => Promise<void>,
   ) {}
 
   static async start(): Promise<Gate> {
@@ -21,7 +22,9 @@ export class Gate {
       server.once('error', reject);
       server.listen(0, host, resolve);
     });
-    gate = new Gate(server, host, (server.address() as { port: number }).port);
+    const port = (server.address() as { port: number }).port;
+    // Build steps reach the engine's host only through an exception to the egress policy.
+    gate = new Gate(server, host, port, await allowEgress(`${host}:${port}`));
     return gate;
   }
 
@@ -29,17 +32,8 @@ export class Gate {
     this.open_ = true;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.server.close();
+    await this.revoke();
   }
-}
-
-function bridgeGateway(): string {
-  try {
-    const out = execFileSync('docker', ['network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}'], { encoding: 'utf8', timeout: 10_000 }).trim();
-    if (/^\d+\.\d+\.\d+\.\d+$/.test(out)) return out;
-  } catch {
-    /* fall through */
-  }
-  return '172.17.0.1';
 }

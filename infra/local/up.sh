@@ -28,7 +28,7 @@ flock -w 300 9 || die "another up.sh/down.sh holds $STATE/.lock"
 # Packages
 # ---------------------------------------------------------------------------------------------
 install_packages() {
-  local pkgs=(redis-server redis-tools docker.io docker-registry busybox-static git openssl iproute2 curl apache2-utils)
+  local pkgs=(redis-server redis-tools docker.io docker-registry busybox-static git openssl iproute2 iptables curl apache2-utils)
   local missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -296,6 +296,17 @@ EOF
 }
 
 # ---------------------------------------------------------------------------------------------
+# egress policy for build steps (infra/engine/egress-policy.sh; IMGBUILDER_BUILD_EGRESS_ALLOW opens exceptions)
+# ---------------------------------------------------------------------------------------------
+install_egress_policy() {
+  command -v iptables >/dev/null || die "iptables not found (package iptables)"
+  sh "$REPO_ROOT/infra/engine/egress-policy.sh" docker0 2>>"$STATE/egress.log" || {
+    log_tail "$STATE/egress.log"
+    die "installing the egress policy for build steps failed (log: $STATE/egress.log)"
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 install_packages
@@ -303,6 +314,7 @@ start_redis
 start_registry
 start_s3rver
 start_dockerd
+install_egress_policy
 pin_docker_api_version
 ensure_base_image
 

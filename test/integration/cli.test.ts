@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, dockerfile } from '../support/requests.js';
+import { allowEgress, bridgeGateway } from '../support/egress.js';
 import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
 
 /** Small enough that a 1 MiB file of random bytes cannot be uploaded; every test context is far below it. */
@@ -366,6 +367,7 @@ class Gate {
   private constructor(
     private readonly server: Server,
     private readonly url: string,
+    private readonly revoke: () => Promise<void>,
   ) {}
 
   static async open(): Promise<Gate> {
@@ -377,7 +379,8 @@ class Gate {
     const host = bridgeGateway();
     await new Promise<void>((resolve) => server.listen(0, host, resolve));
     const port = (server.address() as { port: number }).port;
-    gate = new Gate(server, `http://${host}:${port}/go`);
+    // Build steps reach the engine's host only through an exception to the egress policy, as an operator would add.
+    gate = new Gate(server, `http://${host}:${port}/go`, await allowEgress(`${host}:${port}`));
     return gate;
   }
 
@@ -390,17 +393,9 @@ class Gate {
     this.opened = true;
   }
 
-  close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+  async close(): Promise<void> {
+    await this.revoke();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
 
-function bridgeGateway(): string {
-  try {
-    const out = execFileSync('docker', ['network', 'inspect', 'bridge', '-f', '{{range .IPAM.Config}}{{.Gateway}}{{end}}'], { encoding: 'utf8' }).trim();
-    if (/^\d+\.\d+\.\d+\.\d+$/.test(out)) return out;
-  } catch {
-    // fall through to Docker's default
-  }
-  return '172.17.0.1';
-}

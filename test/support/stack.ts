@@ -92,7 +92,8 @@ export interface Stack {
   workers: ServiceProcess[];
   logDir: string;
   startApi(extra?: Record<string, string>): Promise<ServiceProcess>;
-  startWorker(extra?: Record<string, string>): Promise<ServiceProcess>;
+  /** `waitFor`: the log line that means the worker is up (default: it started taking builds). */
+  startWorker(extra?: Record<string, string>, waitFor?: RegExp): Promise<ServiceProcess>;
   stop(): Promise<void>;
 }
 
@@ -141,10 +142,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await p.waitForLine(/API listening/);
       return p;
     },
-    async startWorker(extra = {}) {
+    async startWorker(extra = {}, waitFor = /worker started/) {
       const p = spawnService('worker', { IMGBUILDER_METRICS_ADDR: `127.0.0.1:${await freePort()}`, ...extra });
       workers.push(p);
-      await p.waitForLine(/worker started/);
+      await p.waitForLine(waitFor);
       return p;
     },
     async stop() {

@@ -19,6 +19,8 @@ import { prepareContext } from './build-context.js';
 import { DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
 import { runInitializer, SourceError } from './initializers.js';
 import type { WorkerMetrics } from './metrics.js';
+import type { BuildSandbox } from './build-sandbox.js';
+import type { EgressGate } from './egress-check.js';
 
 export interface RunnerDeps {
   env: Env;
@@ -30,6 +32,8 @@ export interface RunnerDeps {
   installation: CredentialTable;
   metrics: WorkerMetrics;
   log: Logger;
+  /** Resource limits for build steps; absent only in tools that build without them. */
+  sandbox?: BuildSandbox;
 }
 
 /** Why a running build was stopped from outside. */
@@ -47,7 +51,14 @@ const EVENTS_TTL_AFTER_UPLOAD_MS = 5 * 60_000;
  * outcome ends in exactly one terminal state in Redis, after the log object is complete.
  */
 export class BuildRunner {
+  private egress?: EgressGate;
+
   constructor(private readonly d: RunnerDeps) {}
+
+  /** Build steps run only while this gate holds (absent: the egress check is turned off). */
+  useEgressGate(gate: EgressGate | undefined): void {
+    this.egress = gate;
+  }
 
   async run(job: BuildJobData, external: AbortSignal, attempt: { restarted: boolean }): Promise<void> {
     const { env, store } = this.d;
@@ -93,6 +104,7 @@ export class BuildRunner {
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
+      await this.egress?.ensure();
       if (job.plan === 'copy') {
         await this.copy(job, policy, reporter, signal, cleanupTags);
       } else {
@@ -167,11 +179,39 @@ export class BuildRunner {
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
-    const imageId = await this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer) =>
+      this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+    );
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
     await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
+  }
+
+  /**
+   * Runs the engine build inside the build's sandbox. A build that crosses a limit fails naming it, whatever the
+   * step's own exit status was, and what it wrote is removed.
+   */
+  private async buildLimited(
+    buildId: string,
+    signal: AbortSignal,
+    build: (limits: object | undefined, signal: AbortSignal, onStepContainer: (id: string) => void) => Promise<string>,
+  ): Promise<string> {
+    const run = await this.d.sandbox?.open(buildId);
+    if (!run) return build(undefined, signal, () => undefined);
+    let imageId: string | undefined;
+    try {
+      try {
+        imageId = await build(run.buildOptions(), AbortSignal.any([signal, run.signal]), (id) => run.stepContainer(id));
+      } catch (err) {
+        throw (await run.verdict(err)) ?? err;
+      }
+      const breach = await run.verdict(undefined, imageId);
+      if (breach) throw breach;
+      return imageId;
+    } finally {
+      await run.release(imageId);
+    }
   }
 
   private async copy(job: BuildJobData, policy: RegistryAuthPolicy, reporter: BuildReporter, signal: AbortSignal, cleanup: string[]): Promise<void> {

@@ -76,7 +76,16 @@ export class DockerEngine {
   /** Builds a context tar; returns the image id. `lastStep` tracks "Step N/M : …" for failure messages. */
   async build(
     context: NodeJS.ReadableStream,
-    opts: { tag: string; dockerfile: string; registryconfig: Record<string, Record<string, string>>; signal: AbortSignal },
+    opts: {
+      tag: string;
+      dockerfile: string;
+      registryconfig: Record<string, Record<string, string>>;
+      signal: AbortSignal;
+      /** Resource limits for the step containers (cgroup parent, memory, CPU). */
+      limits?: object;
+      /** Called with the (short) id of each step container the engine starts. */
+      onStepContainer?: (id: string) => void;
+    },
     write: (text: string) => void,
   ): Promise<string> {
     let lastStep = '';
@@ -92,6 +101,7 @@ export class DockerEngine {
         registryconfig: opts.registryconfig,
         abortSignal: opts.signal,
         labels: this.labels,
+        ...opts.limits,
         version: '1',
       } as Docker.ImageBuildOptions);
     } catch (err) {
@@ -101,6 +111,8 @@ export class DockerEngine {
       if (p.stream) {
         const step = /^Step \d+\/\d+ : .*/m.exec(p.stream);
         if (step) lastStep = step[0].trim();
+        const container = /^ ---> Running in ([0-9a-f]{12,64})/m.exec(p.stream);
+        if (container) opts.onStepContainer?.(container[1]);
         write(p.stream);
       } else if (p.status) write(`${p.status}${p.id ? ` ${p.id}` : ''}${p.progress ? ` ${p.progress}` : ''}\n`);
       if (p.aux?.ID) id = p.aux.ID;

@@ -16,8 +16,12 @@ import { BuildReporter } from './build-reporter.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
 import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
+import { BuildSandbox } from './build-sandbox.js';
+import { EgressGate } from './egress-check.js';
 
 const log = createLogger('imgbuilder-worker');
+/** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */
+const EGRESS_RECHECK_MS = 30_000;
 /** Label on every image this installation builds, so disk hygiene on a shared engine can tell them apart. */
 const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
@@ -34,7 +38,9 @@ async function main(): Promise<void> {
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
   const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
   const metrics = new WorkerMetrics();
-  const runner = new BuildRunner({ env, store, objects, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, secrets, installation, metrics, log });
+  const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
+  const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
+  const runner = new BuildRunner({ env, store, objects, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
   const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
@@ -72,6 +78,8 @@ async function main(): Promise<void> {
     maxStalledCount: env.IMGBUILDER_MAX_BUILD_RESTARTS,
     removeOnComplete: { count: 0 },
     removeOnFail: { count: 0 },
+    // Builds are taken only once the egress check below has passed.
+    autorun: false,
   });
   worker.on('error', (err) => log.warn({ err: err.message }, 'worker error'));
   worker.on('stalled', (jobId) => {
@@ -114,24 +122,59 @@ async function main(): Promise<void> {
   hygiene.start();
 
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9091';
-  const ready = async () => (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  let egressOk = false;
+  const gate = env.IMGBUILDER_BUILD_EGRESS_CHECK === 'off' ? undefined : new EgressGate(engine.docker, { probeImage: env.IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE, labels: { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE } });
+  runner.useEgressGate(gate);
+  let stopping = false;
+  const ready = async () => (egressOk || gate?.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   const http = metricsAddr
     ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
         return undefined;
       })
     : undefined;
-  log.info(
-    { concurrency: env.IMGBUILDER_WORKER_CONCURRENCY, redis: describeRedisUrl(env.REDIS_URL), namespace: HASH_TAG, docker: env.DOCKER_HOST, metrics: metricsAddr || 'off' },
-    'imgbuilder worker started',
-  );
+  // An untrusted RUN step must not reach this host's services: prove the engine's egress policy holds before taking
+  // a single build, and stay unready (no builds taken) while it does not.
+  let egressTimer: NodeJS.Timeout | undefined;
+  const startTakingBuilds = () => {
+    void worker.run().catch((err: Error) => log.error({ err: err.message }, 'worker stopped taking builds'));
+    log.info(
+      { concurrency: env.IMGBUILDER_WORKER_CONCURRENCY, redis: describeRedisUrl(env.REDIS_URL), namespace: HASH_TAG, docker: env.DOCKER_HOST, metrics: metricsAddr || 'off', limits: describeLimits(env) },
+      'imgbuilder worker started',
+    );
+  };
+  if (!gate) {
+    log.warn('IMGBUILDER_BUILD_EGRESS_CHECK=off: build steps are NOT checked for access to this host, the engine\'s host or private networks; only for trusted Dockerfiles');
+    egressOk = true;
+    startTakingBuilds();
+  } else {
+    const verify = async () => {
+      const verdict = await gate.check();
+      if (stopping) return;
+      if (verdict.ok) {
+        log.info({ probed: verdict.targets }, 'egress check passed: build steps cannot reach this host');
+        startTakingBuilds();
+      } else if (verdict.engineDown) {
+        // Nothing can be built without the engine, and builds should fail saying so; the check runs again before the
+        // first build that reaches the engine.
+        log.warn('egress check deferred: the Docker engine is unreachable; it runs before the next build');
+        startTakingBuilds();
+      } else {
+        log.error({ probed: verdict.targets, allow: env.IMGBUILDER_BUILD_EGRESS_ALLOW }, `worker not ready, taking no builds: ${verdict.reason}`);
+        egressTimer = setTimeout(() => void verify(), EGRESS_RECHECK_MS);
+        egressTimer.unref();
+      }
+    };
+    await verify();
+  }
 
-  let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal, running: running.size, graceMs: env.IMGBUILDER_WORKER_SHUTDOWN_GRACE }, 'stopping: no new builds; running ones finish within the grace period');
     hygiene.stop();
+    clearTimeout(egressTimer);
+    sandbox.close();
     const grace = setTimeout(() => {
       log.info({ running: running.size }, 'grace period over: handing running builds back');
       for (const ctl of running.values()) ctl.abort();
@@ -146,6 +189,10 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+function describeLimits(env: Env): string {
+  return `memory ${env.IMGBUILDER_BUILD_MEMORY.text}, cpus ${env.IMGBUILDER_BUILD_CPUS}, pids ${env.IMGBUILDER_BUILD_PIDS}, disk ${env.IMGBUILDER_BUILD_DISK.text}`;
 }
 
 /** Records the terminal state of a build whose job BullMQ failed, with the reason at the end of its log. */

@@ -45,6 +45,24 @@ const list = z
   .default('')
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
 
+/** A size limit that keeps the text it was given, so messages can quote the setting exactly as written. */
+const sizeLimit = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const bytes = parseByteSize(text);
+      if (bytes === undefined || bytes <= 0) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 4GiB)` });
+        return z.NEVER;
+      }
+      return { bytes, text: text.trim() };
+    });
+
+const CIDR_OR_HOST_PORT = /^(\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?|[0-9a-fA-F:]*:[0-9a-fA-F:]*(\/\d{1,3})?|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|\d{1,3}(\.\d{1,3}){3}:\d{1,5})$/;
+
+const egressAllow = list.refine((entries) => entries.every((e) => CIDR_OR_HOST_PORT.test(e)), 'expected comma-separated CIDRs (10.1.0.0/16) or host:port (mirror.internal:443)');
+
 const hostPort = (fallback: string) =>
   z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
 
@@ -77,6 +95,25 @@ export const EnvSchema = z.object({
   IMGBUILDER_REGISTRY_AUTH_FILE: z.string().optional(),
   /** Registry hosts reached over plain HTTP; localhost and 127.0.0.1 always are. */
   IMGBUILDER_INSECURE_REGISTRIES: list,
+  /**
+   * Exceptions to the build-step egress policy (comma-separated CIDRs or host:port), read by the scripts that install
+   * the policy on each kind of engine (infra/engine/egress-policy.sh); the worker only validates and logs it.
+   */
+  IMGBUILDER_BUILD_EGRESS_ALLOW: egressAllow,
+  /** `on`: the worker proves at start, with a probe container, that build steps cannot reach the engine's host. */
+  IMGBUILDER_BUILD_EGRESS_CHECK: z.enum(['on', 'off']).default('on'),
+  /** Image for the egress probe; by default the worker imports one made of the host's static busybox. */
+  IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE: z.string().optional(),
+  /** Memory (swap counted in it) one build's steps may use together. */
+  IMGBUILDER_BUILD_MEMORY: sizeLimit('4GiB'),
+  /** CPUs one build's steps may use together (fractions allowed). */
+  IMGBUILDER_BUILD_CPUS: z.coerce.number().positive().max(1024).default(2),
+  /** Processes (and threads) one build's steps may run at once. */
+  IMGBUILDER_BUILD_PIDS: int(1024, 8),
+  /** Disk space a build's steps may add (layers written), measured while the build runs. */
+  IMGBUILDER_BUILD_DISK: sizeLimit('20GiB'),
+  /** Where the engine's cgroup filesystem is mounted, when the worker shares the engine's host (cgroup v1 or v2). */
+  IMGBUILDER_BUILD_CGROUP_ROOT: z.string().default('/sys/fs/cgroup'),
   /** Builds one worker process runs at the same time. */
   IMGBUILDER_WORKER_CONCURRENCY: int(2, 1),
   /** A build running longer is stopped and fails. */

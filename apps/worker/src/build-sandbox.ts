@@ -1,0 +1,268 @@
+import type Docker from 'dockerode';
+import type { Logger } from '@imgbuilder/common/logger';
+import { EngineError } from './docker-engine.js';
+import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
+
+/** A build crossed one of its resource limits; the message names the setting and its value. */
+export class BuildLimitError extends EngineError {
+  override name = 'BuildLimitError';
+  constructor(kind: 'memory' | 'process' | 'disk', setting: string, value: string) {
+    super(`build exceeded its ${kind} limit (${setting}=${value})`);
+  }
+}
+
+/** How often a running build's disk use and process-limit hits are measured. */
+const POLL_MS = 1_000;
+/** How long the engine's container events may lag behind the end of the build stream. */
+const EVENTS_SETTLE_MS = 3_000;
+/** OOM events are kept this long for the build that owns the container to claim them. */
+const OOM_MEMORY_MS = 10 * 60_000;
+
+/** Build-API parameters that put a build's step containers under its limits. */
+export interface SandboxBuildOptions {
+  cgroupparent?: string;
+  memory: number;
+  memswap: number;
+  cpuperiod: number;
+  cpuquota: number;
+}
+
+/**
+ * Bounds what one build's steps may use: memory (swap included), CPU, processes and the disk space they add. The
+ * engine enforces memory and CPU per step container; the build's own cgroup (when the worker shares the engine's
+ * host) bounds the steps together and adds the process limit; disk use is measured here while the build runs,
+ * because overlay2 has no quota on ordinary file systems.
+ */
+export class BuildSandbox {
+  private readonly oomKilled = new Map<string, number>();
+  private readonly destroyed = new Map<string, number>();
+  private readonly waiters = new Set<() => void>();
+  private events?: NodeJS.ReadableStream;
+
+  private constructor(
+    private readonly docker: Docker,
+    readonly limits: BuildLimits,
+    private readonly cgroups: CgroupLimits | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  static async create(docker: Docker, limits: BuildLimits, cgroupRoot: string, log: Logger): Promise<BuildSandbox> {
+    const cgroups = await CgroupLimits.detect(cgroupRoot);
+    if (cgroups) log.info({ cgroups: cgroups.describe() }, 'build limits: each build gets its own cgroup');
+    else log.warn({ cgroupRoot }, 'build limits: the engine\'s cgroup filesystem is not writable here, so memory and CPU are limited per step and IMGBUILDER_BUILD_PIDS is not enforced (run the worker on the engine\'s host)');
+    const sandbox = new BuildSandbox(docker, limits, cgroups, log);
+    await sandbox.watchEngine();
+    return sandbox;
+  }
+
+  /** Follows the engine's OOM and container-removal events; reconnects if the engine restarts. */
+  private async watchEngine(): Promise<void> {
+    const connect = async () => {
+      try {
+        const stream = (await this.docker.getEvents({ filters: { type: ['container'], event: ['oom', 'destroy'] } })) as NodeJS.ReadableStream;
+        this.events = stream;
+        let buf = '';
+        stream.on('data', (chunk: Buffer) => {
+          buf += chunk.toString('utf8');
+          let nl: number;
+          while ((nl = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            this.onEvent(line);
+          }
+        });
+        stream.on('error', () => undefined);
+        stream.on('end', () => {
+          if (this.events === stream) setTimeout(() => void connect(), 1_000).unref();
+        });
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'engine events unavailable; retrying');
+        setTimeout(() => void connect(), 2_000).unref();
+      }
+    };
+    await connect();
+  }
+
+  private onEvent(line: string): void {
+    let e: { Action?: string; status?: string; id?: string; Actor?: { ID?: string } };
+    try {
+      e = JSON.parse(line);
+    } catch {
+      return;
+    }
+    const id = e.Actor?.ID ?? e.id;
+    if (!id) return;
+    const now = Date.now();
+    if ((e.Action ?? e.status) === 'oom') this.oomKilled.set(id, now);
+    else this.destroyed.set(id, now);
+    for (const [k, t] of this.oomKilled) if (now - t > OOM_MEMORY_MS) this.oomKilled.delete(k);
+    for (const [k, t] of this.destroyed) if (now - t > OOM_MEMORY_MS) this.destroyed.delete(k);
+    for (const w of this.waiters) w();
+  }
+
+  close(): void {
+    const s = this.events as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
+    this.events = undefined;
+    s?.destroy?.();
+  }
+
+  async open(buildId: string): Promise<SandboxRun> {
+    const parent = this.cgroups ? await this.cgroups.create(buildId, this.limits) : undefined;
+    return new SandboxRun(this, buildId, parent);
+  }
+
+  /** @internal */
+  buildOptions(parent: string | undefined): SandboxBuildOptions {
+    const m = this.limits.memory.bytes;
+    return { ...(parent ? { cgroupparent: parent } : {}), memory: m, memswap: m, cpuperiod: 100_000, cpuquota: Math.round(this.limits.cpus * 100_000) };
+  }
+
+  /** @internal */
+  wasOomKilled(short: string): boolean {
+    for (const id of this.oomKilled.keys()) if (id.startsWith(short)) return true;
+    return false;
+  }
+
+  /** @internal Resolves once every container named is gone (the engine's destroy event), or after the bound. */
+  async settle(shorts: string[]): Promise<void> {
+    const gone = () => shorts.every((s) => [...this.destroyed.keys()].some((id) => id.startsWith(s)));
+    if (!this.events || gone()) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve();
+      };
+      const check = () => gone() && done();
+      const timer = setTimeout(done, EVENTS_SETTLE_MS);
+      this.waiters.add(check);
+    });
+  }
+
+  /** @internal */
+  get cgroup(): CgroupLimits | undefined {
+    return this.cgroups;
+  }
+
+  /** @internal */
+  get engine(): Docker {
+    return this.docker;
+  }
+
+  /** @internal */
+  get logger(): Logger {
+    return this.log;
+  }
+}
+
+/** One build inside the sandbox: its options for the engine, the watch while it runs, the verdict at the end. */
+export class SandboxRun {
+  private readonly steps: string[] = [];
+  /** Bytes the finished steps added (their containers' writable layers, last measured). */
+  private readonly stepBytes = new Map<string, number>();
+  private readonly ctl = new AbortController();
+  private breach?: BuildLimitError;
+  private timer?: NodeJS.Timeout;
+  private polling = false;
+  readonly started = Date.now();
+
+  constructor(
+    private readonly sandbox: BuildSandbox,
+    private readonly buildId: string,
+    private readonly parent: string | undefined,
+  ) {
+    this.timer = setInterval(() => void this.poll(), POLL_MS);
+    this.timer.unref();
+  }
+
+  /** Aborted when the build crosses a limit while it runs. */
+  get signal(): AbortSignal {
+    return this.ctl.signal;
+  }
+
+  get exceeded(): BuildLimitError | undefined {
+    return this.breach;
+  }
+
+  buildOptions(): SandboxBuildOptions {
+    return this.sandbox.buildOptions(this.parent);
+  }
+
+  /** The engine started a step container (classic builder: "Running in <id>"). */
+  stepContainer(shortId: string): void {
+    this.steps.push(shortId);
+  }
+
+  private trip(err: BuildLimitError): void {
+    if (this.breach) return;
+    this.breach = err;
+    this.ctl.abort(err);
+  }
+
+  private async poll(): Promise<void> {
+    if (this.polling || this.breach) return;
+    this.polling = true;
+    try {
+      const { limits } = this.sandbox;
+      const cg = this.sandbox.cgroup;
+      if (cg && (await cg.verdict(this.buildId, limits)).pidsExceeded) {
+        this.trip(new BuildLimitError('process', 'IMGBUILDER_BUILD_PIDS', String(limits.pids)));
+        return;
+      }
+      const current = this.steps.at(-1);
+      if (current) {
+        const info = (await this.sandbox.engine.getContainer(current).inspect({ size: true } as object).catch(() => undefined)) as { SizeRw?: number } | undefined;
+        if (info?.SizeRw !== undefined) this.stepBytes.set(current, info.SizeRw);
+      }
+      let total = 0;
+      for (const n of this.stepBytes.values()) total += n;
+      if (total > limits.disk.bytes) this.trip(new BuildLimitError('disk', 'IMGBUILDER_BUILD_DISK', limits.disk.text));
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /**
+   * The limit the finished build crossed, if any: seen while it ran, or found now (an OOM kill the step survived,
+   * a refused fork, layers larger than the disk limit). `imageId` is the built image, checked for its new layers.
+   */
+  async verdict(failure: unknown, imageId?: string): Promise<BuildLimitError | undefined> {
+    clearInterval(this.timer);
+    if (this.breach) return this.breach;
+    const { limits } = this.sandbox;
+    await this.sandbox.settle(this.steps);
+    const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
+    const memory = new BuildLimitError('memory', 'IMGBUILDER_BUILD_MEMORY', limits.memory.text);
+    if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
+    const killed = failure instanceof Error && /non-zero code: 137\b|\bKilled\b/.test(failure.message);
+    if (killed && cg?.memoryReached) return (this.breach = memory);
+    if (cg?.pidsExceeded) return (this.breach = new BuildLimitError('process', 'IMGBUILDER_BUILD_PIDS', String(limits.pids)));
+    if (imageId) {
+      const added = await this.addedBytes(imageId);
+      if (added > limits.disk.bytes) return (this.breach = new BuildLimitError('disk', 'IMGBUILDER_BUILD_DISK', limits.disk.text));
+    }
+    return undefined;
+  }
+
+  /** Size of the image's layers created by this build (cached steps keep their older creation time). */
+  private async addedBytes(imageId: string): Promise<number> {
+    const history = (await this.sandbox.engine.getImage(imageId).history().catch(() => [])) as { Created?: number; Size?: number }[];
+    const since = Math.floor(this.started / 1000) - 1;
+    return history.filter((h) => (h.Created ?? 0) >= since).reduce((n, h) => n + (h.Size ?? 0), 0);
+  }
+
+  /** Removes what a build that crossed a limit wrote (its image and the layers only it used), then its cgroup. */
+  async release(imageId?: string): Promise<void> {
+    clearInterval(this.timer);
+    if (this.breach && imageId) {
+      await this.sandbox.engine
+        .getImage(imageId)
+        .remove({ force: true })
+        .catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the image of a build over its limits'));
+    }
+    if (this.sandbox.cgroup) {
+      await this.sandbox.settle(this.steps);
+      await this.sandbox.cgroup.remove(this.buildId);
+    }
+  }
+}

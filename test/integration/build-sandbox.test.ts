@@ -1,0 +1,180 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { networkInterfaces } from 'node:os';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
+import { build, connect, logs } from '../support/client.js';
+import { applyEgressPolicy, bridgeGateway } from '../support/egress.js';
+import { GitServer } from '../support/git-server.js';
+import { httpGet } from '../support/http.js';
+import { NetnsHost } from '../support/netns-host.js';
+import { dockerfile, gitSource } from '../support/requests.js';
+import { freePort, startStack, type Stack } from '../support/stack.js';
+import { buildIdOf } from '../support/streams.js';
+
+const TOKEN = `egress-token-${randomBytes(4).toString('hex')}`;
+const METADATA = '169.254.169.254';
+
+let git: GitServer;
+beforeAll(async () => {
+  git = await GitServer.start();
+});
+afterAll(() => git?.stop());
+
+/** An HTTP endpoint answering TOKEN; `host` 0.0.0.0 listens on every address of this machine. */
+async function endpoint(host: string): Promise<{ server: Server; port: number }> {
+  const server = createServer((_q, r) => r.end(TOKEN));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+/** A RUN step that tries each `name=host:port` and prints whether it got TOKEN back. */
+function probeStep(targets: Record<string, string>): string {
+  return Object.entries(targets)
+    .map(([name, hp]) => `if wget -T 3 -q -O - http://${hp}/ 2>/dev/null | grep -q ${TOKEN}; then echo "egress reached ${name}"; else echo "egress blocked ${name}"; fi`)
+    .join('; ');
+}
+
+/** One of this machine's own addresses that is neither loopback nor the bridge gateway. */
+function otherHostAddress(gateway: string): string | undefined {
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    if (name.startsWith('veth') || name.startsWith('ibt')) continue;
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal && a.address !== gateway) return a.address;
+  }
+  return undefined;
+}
+
+describe('egress policy for build steps', () => {
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  let ns: NetnsHost;
+  const servers: Server[] = [];
+  const gateway = bridgeGateway();
+
+  beforeAll(async () => {
+    [stack, ns] = await Promise.all([startStack({ apis: 1, workers: 1 }), NetnsHost.start({ extraAddresses: [METADATA], token: TOKEN })]);
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    for (const s of servers) s.close();
+    ns?.stop();
+    await applyEgressPolicy();
+    await stack?.stop();
+  });
+
+  it('a RUN step reaches only the allow-listed address: not the bridge gateway, a host port, a private or a metadata address', async () => {
+    const blockedGw = await endpoint(gateway);
+    const allowedGw = await endpoint(gateway);
+    const anyAddr = await endpoint('0.0.0.0');
+    servers.push(blockedGw.server, allowedGw.server, anyAddr.server);
+    // The machine itself reaches every one of them: what a build step cannot reach is the policy's doing.
+    for (const url of [`http://${gateway}:${blockedGw.port}/`, `http://${ns.address}/`, `http://${METADATA}/`]) expect((await httpGet(url)).body).toBe(TOKEN);
+
+    await applyEgressPolicy([`${gateway}:${allowedGw.port}`]);
+    const targets: Record<string, string> = {
+      allowed: `${gateway}:${allowedGw.port}`,
+      gateway: `${gateway}:${blockedGw.port}`,
+      'gateway-any': `${gateway}:${anyAddr.port}`,
+      private: `${ns.address}:80`,
+      metadata: `${METADATA}:80`,
+    };
+    const other = otherHostAddress(gateway);
+    if (other) targets['host-address'] = `${other}:${anyAddr.port}`;
+    git.commit('egress', { Dockerfile: dockerfile(probeStep(targets)) });
+    const msgs = await build(client, { source: gitSource(git.url('egress')) });
+    expect(msgs.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(msgs)! });
+    expect(log).toContain('egress reached allowed');
+    for (const name of Object.keys(targets).filter((n) => n !== 'allowed')) expect(log).toContain(`egress blocked ${name}`);
+  });
+});
+
+describe('the worker proves the egress policy at start', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 0 });
+  });
+  afterAll(async () => {
+    await applyEgressPolicy();
+    await stack?.stop();
+  });
+
+  it('refuses to become ready when a build step can reach its host, and starts with a warning when the check is off', async () => {
+    // An operator's too-broad exception lets build steps reach the engine's host again.
+    await applyEgressPolicy([`${bridgeGateway()}/32`]);
+    const addr = `127.0.0.1:${await freePort()}`;
+    const refusing = await stack.startWorker({ IMGBUILDER_METRICS_ADDR: addr }, /worker not ready, taking no builds/);
+    const line = await refusing.waitForLine(/worker not ready/);
+    expect(line).toContain('egress policy for build steps is not installed');
+    expect(await httpGet(`http://${addr}/readyz`)).toMatchObject({ status: 503 });
+    expect(refusing.lines.some((l) => l.includes('imgbuilder worker started'))).toBe(false);
+
+    const unchecked = await stack.startWorker({ IMGBUILDER_BUILD_EGRESS_CHECK: 'off' });
+    expect(await unchecked.waitForLine(/IMGBUILDER_BUILD_EGRESS_CHECK=off/)).toContain('"level":40');
+
+    await applyEgressPolicy();
+    const checked = await stack.startWorker();
+    expect(await checked.waitForLine(/egress check passed/)).toBeTruthy();
+  });
+});
+
+describe('resource limits per build', () => {
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({
+      apis: 1,
+      workers: 1,
+      env: { IMGBUILDER_BUILD_MEMORY: '64MiB', IMGBUILDER_BUILD_PIDS: '64', IMGBUILDER_BUILD_DISK: '64MiB', IMGBUILDER_BUILD_CPUS: '1', IMGBUILDER_WORKER_CONCURRENCY: '4' },
+    });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: stack.env.DOCKER_HOST }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+  it('memory, fork and disk bombs each end done_failure naming their limit, while a plain build beside them succeeds', async () => {
+    const sources = {
+      memory: dockerfile('dd if=/dev/zero of=/dev/null bs=300M count=1'),
+      fork: dockerfile('i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done; wait'),
+      disk: dockerfile('dd if=/dev/zero of=/fill bs=1M count=160 && sleep 60'),
+      plain: dockerfile('cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; cat /proc/self/cgroup', 'echo plain-build-done'),
+    };
+    for (const [name, df] of Object.entries(sources)) git.commit(`limits-${name}`, { Dockerfile: df });
+    const [memory, fork, disk, plain] = await Promise.all(Object.keys(sources).map((name) => build(client, { source: gitSource(git.url(`limits-${name}`)) })));
+
+    expect(memory.at(-1)).toMatchObject({ status: BuildStatus.done_failure });
+    expect(memory.at(-1)?.message).toContain('build exceeded its memory limit (IMGBUILDER_BUILD_MEMORY=64MiB)');
+    expect(fork.at(-1)?.status).toBe(BuildStatus.done_failure);
+    expect(fork.at(-1)?.message).toContain('build exceeded its process limit (IMGBUILDER_BUILD_PIDS=64)');
+    expect(disk.at(-1)?.status).toBe(BuildStatus.done_failure);
+    expect(disk.at(-1)?.message).toContain('build exceeded its disk limit (IMGBUILDER_BUILD_DISK=64MiB)');
+
+    expect(plain.at(-1)?.status).toBe(BuildStatus.done_success);
+    const plainId = buildIdOf(plain)!;
+    const plainLog = await logs(client, { buildId: plainId });
+    expect(plainLog).toContain('plain-build-done');
+    // The step runs below the build's own cgroup, and its memory limit is the build's.
+    expect(plainLog).toContain(String(64 * 1024 * 1024));
+    expect(plainLog).toMatch(new RegExp(`/imgbuilder/${plainId}/`));
+
+    // What the bombs wrote is gone: no image of the disk bomb, no cgroup of any build left behind.
+    expect(() => docker('image', 'inspect', disk[0].baseRef)).toThrow();
+    for (const msgs of [memory, fork, disk, plain]) {
+      for (const c of ['memory', 'pids', 'cpu']) expect(existsSync(`/sys/fs/cgroup/${c}/imgbuilder/${buildIdOf(msgs)}`)).toBe(false);
+    }
+
+    // The worker carries on: the next build on it succeeds.
+    git.commit('limits-after', { Dockerfile: dockerfile('echo after-the-bombs') });
+    const after = await build(client, { source: gitSource(git.url('limits-after')) });
+    expect(after.at(-1)?.status).toBe(BuildStatus.done_success);
+    expect(stack.workers[0].child.exitCode).toBeNull();
+  });
+});
+
