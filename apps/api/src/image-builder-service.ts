@@ -21,7 +21,7 @@ import {
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
 import { BuildStore, isTerminal, logObjectKey, type BuildRecord } from '@imgbuilder/common/build-store';
-import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
+import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
@@ -230,7 +230,7 @@ export class ImageBuilderService {
     const source = BuildSource.fromPartial(req.source ?? {});
     if (source.from?.$case === 'file') forEachGit(source.from.file.source, (g) => secrets.git.push(sealGitSecrets(g)));
     const auth = BuildRegistryAuth.fromPartial({ ...(req.auth ?? {}), additional: {} });
-    return {
+    const job = {
       buildId,
       ref: plan.ref,
       baseRef: plan.baseRef,
@@ -238,10 +238,10 @@ export class ImageBuilderService {
       plan: plan.plan,
       copyFrom: plan.copyFrom,
       auth: BuildRegistryAuth.toJSON(auth),
-      sealed: this.secrets.seal(secrets),
       triggeredBy: req.triggeredBy,
       resolvedCommits: plan.resolvedCommits,
     };
+    return { ...job, sealed: this.secrets.seal(secrets, sealBinding(job)) };
   }
 
   private async logs(call: ServerWritableStream<LogsRequest, LogsResponse>, signal: AbortSignal): Promise<void> {

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
-import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
+import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import type { Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
@@ -68,7 +68,15 @@ export class BuildRunner {
       log.info('build already ended; nothing to do');
       return;
     }
-    const sealed = this.d.secrets.open<JobSecrets>(job.sealed);
+    let sealed: JobSecrets = { additional: {}, git: [] };
+    let refused: string | undefined;
+    try {
+      sealed = this.d.secrets.open<JobSecrets>(job.sealed, sealBinding(job));
+    } catch (err) {
+      // Never run a build with credentials that are not its own; it still gets its ending, below.
+      refused = (err as Error).message;
+      log.error({ err: refused }, 'sealed credentials refused');
+    }
     const auth = BuildRegistryAuth.fromJSON({ ...(job.auth as object), additional: sealed.additional });
     const policy = new RegistryAuthPolicy(auth, this.d.installation, { baseRepository: env.IMGBUILDER_BASE_REPOSITORY, workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY });
     const allSecrets = [
@@ -103,6 +111,7 @@ export class BuildRunner {
     let outcome: { state: 'done_success' | 'done_failure'; message: string };
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
+      if (refused) throw new ImgbuilderError('FAILED_PRECONDITION', refused);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
       await this.egress?.ensure();
       if (job.plan === 'copy') {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
 
 /**
@@ -21,6 +22,16 @@ export interface BuildJobData {
   triggeredBy: string;
   /** Commit mutable git targets were resolved to when the ref was computed. */
   resolvedCommits?: Record<string, string>;
+}
+
+/**
+ * What a job's sealed credentials are bound to (the AES-GCM additional data): the build id, the workspace ref and the
+ * plan — what is built from which source with which auth. A sealed blob moved into another job, or a job whose
+ * source was changed to send the credentials elsewhere, does not open.
+ */
+export function sealBinding(job: Omit<BuildJobData, 'sealed' | 'triggeredBy'>): string {
+  const digest = (v: unknown) => createHash('sha256').update(JSON.stringify(v ?? null)).digest('hex');
+  return ['imgbuilder-job-v1', job.buildId, job.ref, job.baseRef, job.plan, job.copyFrom ?? '', digest(job.source), digest(job.auth), digest(job.resolvedCommits ?? {})].join('\n');
 }
 
 /** The credentials a build needs, sealed inside the job. */

@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { BuildStatus, GitAuthMethod, type ImageBuilderClient } from '@imgbuilder/proto';
+import { connect } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { dockerfile, gitSource } from '../support/requests.js';
+import { localEnv, startStack, type Stack } from '../support/stack.js';
+import { buildIdOf, watchBuild } from '../support/streams.js';
+
+describe('sealed credentials are bound to their build', () => {
+  let stack: Stack;
+  let git: GitServer;
+  let client: ImageBuilderClient;
+  let redis: Redis;
+  beforeAll(async () => {
+    // No worker yet: the jobs wait in the queue while the test tampers with them.
+    [stack, git] = await Promise.all([startStack({ apis: 1, workers: 0 }), GitServer.start()]);
+    client = connect(stack.apiAddrs[0]);
+    redis = new Redis(stack.env.REDIS_URL, { maxRetriesPerRequest: 2 });
+  });
+  afterAll(async () => {
+    client?.close();
+    redis?.disconnect();
+    git?.stop();
+    await stack?.stop();
+  });
+
+  it("a sealed blob copied into another job is refused: that build fails without using it, the blob's own build succeeds", async () => {
+    git.commit('sealed-a', { Dockerfile: dockerfile('echo sealed-a') });
+    git.commit('sealed-b', { Dockerfile: dockerfile('echo sealed-b') });
+    const withAuth = (url: string) => {
+      const src = gitSource(url);
+      if (src.from?.$case === 'file' && src.from.file.source?.spec?.$case === 'git') {
+        src.from.file.source.spec.git.config = { customConfig: {}, authentication: GitAuthMethod.BASIC_AUTH, authUser: 'someone', authPassword: 'sealed-password-a', authOts: '' };
+      }
+      return src;
+    };
+    const a = watchBuild(client, { source: withAuth(git.url('sealed-a')) });
+    const b = watchBuild(client, { source: gitSource(git.url('sealed-b')) });
+    await Promise.all([a.until((m) => !!buildIdOf(m), 'build a queued'), b.until((m) => !!buildIdOf(m), 'build b queued')]);
+    const [idA, idB] = [buildIdOf(a.messages)!, buildIdOf(b.messages)!];
+
+    const ns = stack.env.IMGBUILDER_REDIS_NAMESPACE;
+    const jobKey = (id: string) => `{${ns}}:builds:${id}`;
+    const dataA = JSON.parse((await redis.hget(jobKey(idA), 'data'))!);
+    const dataB = JSON.parse((await redis.hget(jobKey(idB), 'data'))!);
+    expect(dataA.sealed).toBeTruthy();
+    expect(JSON.stringify(dataA)).not.toContain('sealed-password-a');
+    // An attacker with write access to Redis moves A's credentials into B's job.
+    await redis.hset(jobKey(idB), 'data', JSON.stringify({ ...dataB, sealed: dataA.sealed }));
+
+    await stack.startWorker();
+    const [endA, endB] = await Promise.all([a.ended, b.ended]);
+    expect(endA.messages.at(-1)?.status).toBe(BuildStatus.done_success);
+    expect(endB.messages.at(-1)?.status).toBe(BuildStatus.done_failure);
+    expect(endB.messages.at(-1)?.message).toContain('sealed credentials do not belong to this build');
+    expect(endB.messages.some((m) => m.message.includes('sealed-b'))).toBe(false);
+  });
+});
+
+describe('Redis of the local stack', () => {
+  it('refuses unauthenticated clients; the URL in the stack environment carries the credentials', async () => {
+    const url = localEnv().REDIS_URL;
+    const { hostname, port, password } = new URL(url);
+    expect(password).not.toBe('');
+    const anonymous = new Redis({ host: hostname, port: Number(port), lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const authed = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    try {
+      await anonymous.connect().catch(() => undefined);
+      await expect(anonymous.get('any-key')).rejects.toThrow(/NOAUTH|Authentication required/);
+      expect(await authed.ping()).toBe('PONG');
+    } finally {
+      anonymous.disconnect();
+      authed.disconnect();
+    }
+  });
+});
