@@ -117,21 +117,50 @@ ensure_port_free() {
 # ---------------------------------------------------------------------------------------------
 # redis
 # ---------------------------------------------------------------------------------------------
-redis_ready() { [[ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+# The local Redis requires a password (generated once, kept in the state dir, mode 600): build steps and other local
+# users must not be able to read or forge build state. Clients get it through REDIS_URL.
+redis_password() {
+  if [[ ! -s "$STATE/redis.password" ]]; then
+    (umask 077 && openssl rand -hex 24 >"$STATE/redis.password")
+  fi
+  cat "$STATE/redis.password"
+}
+redis_ready() { [[ "$(REDISCLI_AUTH="$(redis_password)" timeout 5 redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+
+write_redis_config() {
+  # The password goes into a file only root reads, never onto a command line (ps shows those).
+  (umask 077 && cat >"$STATE/redis.conf" <<REDISCONF
+# Written by infra/local/up.sh.
+bind 127.0.0.1
+port $REDIS_PORT
+protected-mode yes
+daemonize no
+supervised no
+logfile ""
+dir $STATE/redis
+appendonly yes
+appendfsync everysec
+maxmemory-policy noeviction
+requirepass $(redis_password)
+REDISCONF
+  )
+}
 
 start_redis() {
   if ours_pid redis redis-server >/dev/null; then
+    # A Redis started by an older up.sh without a password: give it one now (no restart, no lost state).
+    if [[ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; then
+      log "redis (started earlier) has no password: setting one"
+      timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" CONFIG SET requirepass "$(redis_password)" >/dev/null
+    fi
     wait_ready redis redis "$STATE/redis.log" redis_ready || die "redis (started earlier) is not answering"
     return 0
   fi
   ensure_port_free redis "$REDIS_PORT"
   mkdir -p "$STATE/redis"
-  log "starting redis on 127.0.0.1:$REDIS_PORT"
-  launch redis "$STATE/redis.log" redis-server \
-    --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
-    --daemonize no --supervised no --logfile "" \
-    --dir "$STATE/redis" --appendonly yes --appendfsync everysec \
-    --maxmemory-policy noeviction
+  write_redis_config
+  log "starting redis on 127.0.0.1:$REDIS_PORT (password in $STATE/redis.password)"
+  launch redis "$STATE/redis.log" redis-server "$STATE/redis.conf"
   wait_ready redis redis "$STATE/redis.log" redis_ready || die "redis failed to start"
 }
 
@@ -320,7 +349,7 @@ ensure_base_image
 
 env_tmp="$STATE/env.tmp"
 cat >"$env_tmp" <<EOF
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export REDIS_URL=redis://:$(redis_password)@127.0.0.1:$REDIS_PORT
 export DOCKER_HOST=unix://$DOCKER_SOCK
 export IMGBUILDER_BASE_REPOSITORY=127.0.0.1:$REGISTRY_PORT/imgbuilder/base
 export IMGBUILDER_WORKSPACE_REPOSITORY=127.0.0.1:$REGISTRY_PORT/imgbuilder/workspace
@@ -332,6 +361,8 @@ export AWS_SECRET_ACCESS_KEY=S3RVER
 export IMGBUILDER_LOCAL_REGISTRY_LOG=$STATE/registry.log
 export IMGBUILDER_TEST_BASE_IMAGE=$BASE_IMAGE
 EOF
+(umask 077 && printf 'redis://:%s@127.0.0.1:%s\n' "$(redis_password)" "$REDIS_PORT" >"$STATE/redis-url")
+chmod 600 "$env_tmp"
 mv -f "$env_tmp" "$STATE/env"
 cat "$STATE/env"
 log "ready (state dir $STATE; env in $STATE/env)"

@@ -1,3 +1,5 @@
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { parseByteSize } from './byte-size.js';
@@ -77,7 +79,10 @@ const repository = (fallback: string) =>
  * `infra/local/up.sh` starts, so `npm run api` / `npm run worker` work on one machine without settings.
  */
 export const EnvSchema = z.object({
-  /** Redis (or Redis Cluster: `redis+cluster://host1:port,host2:port`). */
+  /**
+   * Redis (or Redis Cluster: `redis+cluster://host1:port,host2:port`), credentials included
+   * (`redis://user:password@host:6379`, `rediss://` for TLS). Unset: the local stack's Redis (see localRedisUrl).
+   */
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
   /** Prefix (and Redis Cluster hash tag) of every key: lets several installations share one Redis. */
   IMGBUILDER_REDIS_NAMESPACE: z.string().regex(/^[a-zA-Z0-9_-]{1,32}$/, 'letters, digits, - and _ only').default('imgb'),
@@ -193,10 +198,32 @@ export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
   // IMGBUILDER_S3_ENDPOINT and IMGBUILDER_METRICS_ADDR are exceptions: empty there means AWS S3 / turned off.
   const keepEmpty = new Set(['IMGBUILDER_S3_ENDPOINT', 'IMGBUILDER_METRICS_ADDR']);
   const cleaned = Object.fromEntries(Object.entries(source).filter(([k, v]) => v !== undefined && (v !== '' || keepEmpty.has(k))));
+  if (cleaned.REDIS_URL === undefined) {
+    const local = localRedisUrl(source.IMGBUILDER_LOCAL_DIR || '/tmp/imgbuilder-local');
+    if (local) cleaned.REDIS_URL = local;
+  }
   const result = EnvSchema.safeParse(cleaned);
   if (!result.success) {
     const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return result.data;
+}
+
+/**
+ * The local stack (infra/local/up.sh) protects its Redis with a generated password and leaves the URL in its state
+ * dir, so `npm run api` / `npm run worker` work there without settings. Only a file this user owns (or root does)
+ * and nobody else may write is believed.
+ */
+function localRedisUrl(stateDir: string): string | undefined {
+  const file = join(stateDir, 'redis-url');
+  try {
+    const st = statSync(file);
+    const uid = process.getuid?.() ?? 0;
+    if ((st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) return undefined;
+    const url = readFileSync(file, 'utf8').trim();
+    return /^rediss?:\/\//.test(url) ? url : undefined;
+  } catch {
+    return undefined;
+  }
 }
