@@ -1,10 +1,14 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { BuildStatus, GitAuthMethod, type ImageBuilderClient } from '@imgbuilder/proto';
-import { connect } from '../support/client.js';
+import { build, connect } from '../support/client.js';
+import { makePki, type TestPki } from '../support/certs.js';
 import { GitServer } from '../support/git-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
-import { localEnv, startStack, type Stack } from '../support/stack.js';
+import { freePort, localEnv, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
 
 describe('sealed credentials are bound to their build', () => {
@@ -72,6 +76,50 @@ describe('Redis of the local stack', () => {
     } finally {
       anonymous.disconnect();
       authed.disconnect();
+    }
+  });
+});
+
+describe('Redis over TLS', () => {
+  let pki: TestPki;
+  let server: ChildProcess;
+  let stack: Stack;
+  let git: GitServer;
+  let url: string;
+  beforeAll(async () => {
+    pki = makePki();
+    const port = await freePort();
+    const password = randomBytes(12).toString('hex');
+    url = `rediss://:${password}@127.0.0.1:${port}`;
+    // A private redis-server speaking only TLS, with a password: the shape of a managed Redis.
+    server = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', pki.serverCert, '--tls-key-file', pki.serverKey, '--tls-ca-cert-file', pki.caCert, '--tls-auth-clients', 'no', '--requirepass', password, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const c = new Redis(url, { tls: { ca: pki.read(pki.caCert) }, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      c.on('error', () => undefined);
+      const ok = await c.connect().then(() => c.ping(), () => '');
+      c.disconnect();
+      if (ok === 'PONG') break;
+      if (Date.now() > deadline) throw new Error('TLS redis-server did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { REDIS_URL: url, IMGBUILDER_REDIS_TLS_CA: pki.caCert } }), GitServer.start()]);
+  });
+  afterAll(async () => {
+    git?.stop();
+    await stack?.stop();
+    server?.kill('SIGKILL');
+    if (pki) rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  it('API and worker work through rediss:// with a password and a private CA', async () => {
+    git.commit('over-tls', { Dockerfile: dockerfile('echo over-tls') });
+    const client = connect(stack.apiAddrs[0]);
+    try {
+      const msgs = await build(client, { source: gitSource(git.url('over-tls')) });
+      expect(msgs.at(-1)?.status).toBe(BuildStatus.done_success);
+    } finally {
+      client.close();
     }
   });
 });

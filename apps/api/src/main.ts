@@ -27,11 +27,11 @@ async function main(): Promise<void> {
   const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
   const creds = serverCredentials(env);
 
-  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-api' });
-  const sub = createRedis(env.REDIS_URL, { name: 'imgbuilder-api-sub', blocking: true });
+  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-api', tlsCa: env.IMGBUILDER_REDIS_TLS_CA });
+  const sub = createRedis(env.REDIS_URL, { name: 'imgbuilder-api-sub', blocking: true, tlsCa: env.IMGBUILDER_REDIS_TLS_CA });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
-  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-api-queue' }), prefix: QUEUE_PREFIX });
+  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-api-queue', tlsCa: env.IMGBUILDER_REDIS_TLS_CA }), prefix: QUEUE_PREFIX });
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
 
   const store = new BuildStore(redis);

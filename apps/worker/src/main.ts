@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
   const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
   // Waits through a Redis restart instead of failing a build's bookkeeping; the watchdog below bounds the wait.
-  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-worker', blocking: true });
+  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-worker', blocking: true, tlsCa: env.IMGBUILDER_REDIS_TLS_CA });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const outage = watchOutage(redis);
   const store = new BuildStore(redis);
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
   };
 
   const worker = new Worker<BuildJobData>(QUEUE_NAME, process_, {
-    connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-bull', blocking: true }),
+    connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-bull', blocking: true, tlsCa: env.IMGBUILDER_REDIS_TLS_CA }),
     prefix: QUEUE_PREFIX,
     concurrency: env.IMGBUILDER_WORKER_CONCURRENCY,
     // A killed worker stops renewing its lock; once it expires the next stalled check queues the job again, so a

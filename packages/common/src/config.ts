@@ -84,6 +84,8 @@ export const EnvSchema = z.object({
    * (`redis://user:password@host:6379`, `rediss://` for TLS). Unset: the local stack's Redis (see localRedisUrl).
    */
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  /** CA (PEM file) that signed the Redis server's certificate, for `rediss://` with a private CA. */
+  IMGBUILDER_REDIS_TLS_CA: z.string().optional(),
   /** Prefix (and Redis Cluster hash tag) of every key: lets several installations share one Redis. */
   IMGBUILDER_REDIS_NAMESPACE: z.string().regex(/^[a-zA-Z0-9_-]{1,32}$/, 'letters, digits, - and _ only').default('imgb'),
   /** gRPC listen address of the API. */

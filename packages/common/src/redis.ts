@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
 
 export type RedisClient = Redis | Cluster;
@@ -7,7 +8,9 @@ export type RedisClient = Redis | Cluster;
  * (or `rediss+cluster://`) names seed nodes of a Redis Cluster.
  * `blocking` connections (BullMQ workers) must not give up on a command while Redis is away.
  */
-export function createRedis(url: string, opts: { blocking?: boolean; name?: string } = {}): RedisClient {
+export function createRedis(url: string, opts: { blocking?: boolean; name?: string; tlsCa?: string } = {}): RedisClient {
+  // rediss:// checks the server's certificate against the system CAs, or against IMGBUILDER_REDIS_TLS_CA (a PEM file).
+  const tls = opts.tlsCa ? { ca: readFileSync(opts.tlsCa) } : {};
   const common: RedisOptions = {
     connectionName: opts.name,
     // null: commands wait for a reconnect instead of failing after N retries (BullMQ requires it for workers).
@@ -18,19 +21,19 @@ export function createRedis(url: string, opts: { blocking?: boolean; name?: stri
   };
   const m = /^(rediss?)\+cluster:\/\/(?:([^@/]*)@)?([^/?#]+)/.exec(url);
   if (m) {
-    const tls = m[1] === 'rediss';
+    const useTls = m[1] === 'rediss';
     const [user, pass] = m[2] ? decodeURIComponent(m[2]).split(':') : [];
     const nodes = m[3].split(',').map((hp) => {
       const i = hp.lastIndexOf(':');
       return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
     });
     return new Cluster(nodes, {
-      redisOptions: { ...common, username: user || undefined, password: pass || undefined, tls: tls ? {} : undefined },
+      redisOptions: { ...common, username: user || undefined, password: pass || undefined, tls: useTls ? tls : undefined },
       clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
       enableOfflineQueue: true,
     });
   }
-  return new Redis(url, common);
+  return new Redis(url, url.startsWith('rediss://') ? { ...common, tls } : common);
 }
 
 /** Host:port of a REDIS_URL without credentials, for log lines and messages. */
