@@ -139,24 +139,36 @@ export class ImageBuilderService {
 
   private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
+    const fromResolvedBase = Boolean(req.baseImageNameResolved && !req.forceRebuild);
     let plan: BuildPlan;
-    if (req.baseImageNameResolved && !req.forceRebuild) {
-      const policy = this.planner.policyFor(req.auth);
+    if (fromResolvedBase) {
       // The fast path builds from the given base, not the source; a request without one is still malformed.
       if (!req.source?.from) throw invalidArgument('build source is missing');
-      plan = this.planner.planFromResolvedBase(req.baseImageNameResolved, policy);
+      plan = await this.planner.planFromResolvedBase(req.baseImageNameResolved, this.planner.policyFor(req.auth)).catch((err: unknown) => this.planFromSourceInstead(req, err));
     } else {
       plan = await this.planner.plan(req.source, req.auth, req.useRetryClient);
     }
-    const log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
-
-    if (!req.forceRebuild && (await this.workspaceImageExists(plan.ref))) {
+    let log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
+    const answerIfBuilt = async (p: BuildPlan): Promise<boolean> => {
+      if (req.forceRebuild || !(await this.workspaceImageExists(p.ref))) return false;
       log.debug('workspace image exists');
-      await this.write(call, { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
-      return;
+      await this.write(call, { ref: p.ref, baseRef: p.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
+      return true;
+    };
+
+    if (await answerIfBuilt(plan)) return;
+    if (fromResolvedBase && !plan.fallbackNote) {
+      // base_image_name_resolved names its image by tag or digest, and it may be gone since: pin it to a digest
+      // that exists, or build from the source as Gitpod's builder does (its server's restart path relies on it).
+      try {
+        plan.copyFrom = await this.planner.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
+      } catch (err) {
+        plan = await this.planFromSourceInstead(req, err);
+        log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
+        if (await answerIfBuilt(plan)) return;
+      }
     }
-    // base_image_name_resolved names its image by tag or digest; only a build needs it pinned to a digest.
-    if (plan.plan === 'copy' && !plan.copyFrom) plan.copyFrom = await this.planner.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
+    if (plan.fallbackNote) log.info({ reason: plan.fallbackNote }, 'base_image_name_resolved unusable; building from the source');
 
     const buildId = await this.startOrJoin(plan, req, log);
     const record = await this.store.get(buildId);
@@ -186,6 +198,22 @@ export class ImageBuilderService {
     } finally {
       clearInterval(keepalive);
     }
+  }
+
+  /**
+   * base_image_name_resolved could not be used (`err`): plan the build from the request's source instead. A base
+   * that is merely unreachable (registry down, rate-limited) is not "gone": that error stands, as it does when the
+   * source itself cannot be planned.
+   */
+  private async planFromSourceInstead(req: BuildRequest, err: unknown): Promise<BuildPlan> {
+    const gone = err instanceof ImgbuilderError && (err.code === 'NOT_FOUND' || err.code === 'UNAUTHENTICATED' || err.code === 'INVALID_ARGUMENT');
+    if (!gone) throw err;
+    const plan = await this.planner.plan(req.source, req.auth, req.useRetryClient).catch((sourceErr: unknown) => {
+      this.log.debug({ err: (sourceErr as Error).message }, 'the source cannot replace base_image_name_resolved');
+      throw err;
+    });
+    plan.fallbackNote = `base image ${req.baseImageNameResolved} (base_image_name_resolved) cannot be used: ${(err as Error).message}; building from the source instead`;
+    return plan;
   }
 
   /** Joins the build queued or running for the ref, or queues a new one; returns its id. */
@@ -241,6 +269,7 @@ export class ImageBuilderService {
       sealed: this.secrets.seal(secrets),
       triggeredBy: req.triggeredBy,
       resolvedCommits: plan.resolvedCommits,
+      notes: plan.fallbackNote ? [plan.fallbackNote] : undefined,
     };
   }
 
