@@ -8,6 +8,7 @@ import {
   GitConfig,
   type GitInitializer,
   type BuildInfo,
+  type LogInfo,
   type BuildRequest,
   type BuildResponse,
   type ImageBuilderServer,
@@ -37,6 +38,9 @@ import type { BuildPlan, BuildPlanner } from './build-plan.js';
 import type { EventHub } from './event-hub.js';
 import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from './image-existence.js';
+import { readBuildLog } from './build-log.js';
+import type { LogTokens } from './log-token.js';
+import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './supervisor-log-server.js';
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 
@@ -55,6 +59,8 @@ export interface ServiceConfig {
   slowClientTimeoutMs: number;
   /** Interval of `running` keepalive messages on quiet Build streams. */
   keepaliveMs: number;
+  /** IMGBUILDER_LOG_INFO=supervisor: log_info names the supervisor endpoint at this origin, with a per-build token. */
+  supervisorLogs?: { publicUrl: string; tokens: LogTokens };
 }
 
 /** The `builder.ImageBuilder` rpcs. Holds no build state: everything lives in Redis. */
@@ -294,22 +300,10 @@ export class ImageBuilderService {
     const send = (data: string | Buffer) =>
       this.write(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
 
-    if (isTerminal(record.state) && !record.logPending) {
-      // Finished: the object store holds the complete log, byte for byte what the stream carried.
-      const body = await this.objects.getStream(record.logKey).catch(() => undefined);
-      if (body) {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          if (signal.aborted) break;
-          await send(chunk);
-        }
-        return;
-      }
-      if (!(await this.store.eventsExist(buildId))) throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
-    }
-    for await (const e of this.hub.events(buildId, signal)) {
-      if (e.kind !== 'log') continue;
-      if (req.censored) await send(e.text);
-      else await this.write(call, encodeLogEvent(e) as unknown as LogsResponse, signal);
+    for await (const piece of readBuildLog(record, { store: this.store, objects: this.objects, hub: this.hub }, signal)) {
+      if (Buffer.isBuffer(piece)) await send(piece);
+      else if (req.censored) await send(piece.text);
+      else await this.write(call, encodeLogEvent(piece) as unknown as LogsResponse, signal);
     }
   }
 
@@ -323,14 +317,17 @@ export class ImageBuilderService {
   }
 
   private async buildInfo(r: BuildRecord, status?: BuildStatus): Promise<BuildInfo> {
-    const url = await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => '');
+    const sup = this.cfg.supervisorLogs;
+    const logInfo: LogInfo = sup
+      ? { url: `${sup.publicUrl.replace(/\/$/, '')}${SUPERVISOR_API_PATH}`, headers: { [LOG_TOKEN_HEADER]: sup.tokens.issue(r.id) } }
+      : { url: await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => ''), headers: {} };
     return {
       ref: r.ref,
       baseRef: r.baseRef,
       status: status ?? (r.state === 'done_success' ? BuildStatus.done_success : r.state === 'done_failure' ? BuildStatus.done_failure : BuildStatus.running),
       startedAt: String(r.startedAt),
       buildId: r.id,
-      logInfo: { url, headers: {} },
+      logInfo,
     };
   }
 }
