@@ -163,7 +163,7 @@ export class ImageBuilderService {
     };
 
     if (await answerIfBuilt(plan)) return;
-    if (fromResolvedBase && !plan.fallbackNote) {
+    if (plan.plan === 'copy' && !plan.copyFrom) {
       // base_image_name_resolved names its image by tag or digest, and it may be gone since: pin it to a digest
       // that exists, or build from the source as Gitpod's builder does (its server's restart path relies on it).
       try {
@@ -218,7 +218,8 @@ export class ImageBuilderService {
       this.log.debug({ err: (sourceErr as Error).message }, 'the source cannot replace base_image_name_resolved');
       throw err;
     });
-    plan.fallbackNote = `base image ${req.baseImageNameResolved} (base_image_name_resolved) cannot be used: ${(err as Error).message}; building from the source instead`;
+    // One line in the build log, whatever the caller put in the field.
+    plan.fallbackNote = `base image ${req.baseImageNameResolved} (base_image_name_resolved) cannot be used: ${(err as Error).message}; building from the source instead`.replace(/[\r\n\t\0]+/g, ' ');
     return plan;
   }
 
