@@ -1,8 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { status, type ServiceError } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, status, type Client, type ClientReadableStream, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
 import { BuildStatus, CloneTargetMode, type BuildResponse, type BuildSource, type ImageBuilderClient, type LogInfo } from '@imgbuilder/proto';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { LogTokens } from '../../apps/api/src/log-token.js';
@@ -10,7 +14,7 @@ import { build, connect, logs, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { CallFailed, listen, listTasks, streamImageBuildLog } from '../support/gitpod-log-client.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
-import { freePort, startStack, type Stack } from '../support/stack.js';
+import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, terminalMessages, watchBuild } from '../support/streams.js';
 
 /** One stack in supervisor mode, two API processes (each its own supervisor port and public URL), one worker. */
@@ -185,5 +189,83 @@ describe('IMGBUILDER_LOG_INFO=supervisor: Gitpod streams the live log from log_i
 
     const other = await listen(url, info.logInfo!.headers, 'some-other-build').then(() => undefined, (e: unknown) => e);
     expect((other as CallFailed).end.code).toBe(status.NOT_FOUND);
+  });
+});
+
+describe('wire compatibility: a client whose codec owes nothing to ts-proto (grpc-js dynamic client, @grpc/proto-loader)', () => {
+  // The shared contract, loaded as an outside client would; its import comes from the project's own proto/.
+  const shared = join(ROOT, '..', 'shared', 'proto');
+  const dirs = [...(existsSync(join(shared, 'imgbuilder.proto')) ? [shared] : []), join(ROOT, 'proto')];
+  type Dynamic = Client & Record<string, (...args: unknown[]) => unknown>;
+  const raw: Record<string, Buffer[]> = {};
+  let client: Dynamic;
+  let root: protobuf.Root;
+
+  beforeAll(() => {
+    const def = protoLoader.loadSync('imgbuilder.proto', { includeDirs: dirs, keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+    const service = def['builder.ImageBuilder'] as Record<string, MethodDefinition<unknown, unknown>>;
+    // Keep every response's bytes, to check them against the contract below.
+    const recording = Object.fromEntries(
+      Object.entries(service).map(([name, m]) => [name, { ...m, responseDeserialize: (b: Buffer) => ((raw[name] ??= []).push(b), m.responseDeserialize(b)) }]),
+    );
+    const Ctor = makeGenericClientConstructor(recording, 'ImageBuilder');
+    client = new Ctor(stack.apiAddrs[1], credentials.createInsecure()) as Dynamic;
+    root = new protobuf.Root();
+    root.resolvePath = (_origin, target) => dirs.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
+    root.loadSync('imgbuilder.proto', { keepCase: true });
+  });
+  afterAll(() => client?.close());
+
+  const unary = <T>(method: string, req: unknown) =>
+    new Promise<T>((resolve, reject) => client[method](req, (err: ServiceError | null, res: T) => (err ? reject(err) : resolve(res))));
+  const stream = <T>(method: string, req: unknown) =>
+    new Promise<T[]>((resolve, reject) => {
+      const out: T[] = [];
+      const call = client[method](req) as ClientReadableStream<T>;
+      call.on('data', (m: T) => out.push(m));
+      call.on('error', reject);
+      call.on('end', () => resolve(out));
+    });
+
+  it('every rpc decodes without unknown fields or out-of-range enums, and protobufjs-encoded requests are understood', async () => {
+    git.commit('wire', { Dockerfile: dockerfile('echo over-the-wire') });
+    const source = { file: { source: { git: { remote_uri: git.url('wire'), target_mode: 'REMOTE_HEAD' } }, dockerfile_path: 'Dockerfile' } };
+
+    const base = await unary<{ ref: string }>('ResolveBaseImage', { ref: BASE_IMAGE });
+    expect(base.ref).toMatch(/^127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}$/);
+    const before = await unary<{ status: string; ref: string; base_ref: string }>('ResolveWorkspaceImage', { source });
+    expect(before.status).toBe('unknown');
+
+    type Info = { build_id: string; started_at: string; status: string; log_info: { url: string; headers: Record<string, string> } };
+    const msgs = await stream<{ status: string; ref: string; base_ref: string; message: string; info: Info | null }>('Build', { source, triggered_by: 'wire-test' });
+    expect(msgs.map((m) => m.status).filter((st) => st !== 'running')).toEqual(['done_success']);
+    for (const m of msgs) expect(m).toMatchObject({ ref: before.ref, base_ref: before.base_ref });
+    const info = msgs.find((m) => m.status === 'running')!.info!;
+    expect(info).toMatchObject({ status: 'running', ref: before.ref, log_info: { url: `${publicUrls[1]}/_supervisor/v1` } });
+    expect(Number(info.started_at)).toBeGreaterThan(1_600_000_000);
+    expect((await unary<{ status: string }>('ResolveWorkspaceImage', { source })).status).toBe('done_success');
+
+    const logged = await stream<{ content: Buffer }>('Logs', { build_id: info.build_id });
+    expect(Buffer.concat(logged.map((m) => m.content)).toString()).toBe(await logs(apis[0], { buildId: info.build_id }));
+    expect(Buffer.concat(logged.map((m) => m.content)).toString()).toContain('over-the-wire');
+    expect(await unary<{ builds: unknown[] }>('ListBuilds', {})).toHaveProperty('builds');
+
+    const types: Record<string, string> = {
+      ResolveBaseImage: 'ResolveBaseImageResponse',
+      ResolveWorkspaceImage: 'ResolveWorkspaceImageResponse',
+      Build: 'BuildResponse',
+      Logs: 'LogsResponse',
+      ListBuilds: 'ListBuildsResponse',
+    };
+    for (const [method, type] of Object.entries(types)) {
+      const T = root.lookupType(`builder.${type}`);
+      expect(raw[method]?.length, method).toBeGreaterThan(0);
+      for (const bytes of raw[method]) {
+        const decoded = T.decode(bytes);
+        expect(T.verify(decoded), `${method}: enum or type out of range`).toBeNull();
+        // Unknown fields are dropped on decode: re-encoding would come out shorter.
+        expect(T.encode(decoded).finish().length, `${method}: unknown fields`).toBe(bytes.length);
+      }
+    }
   });
 });
