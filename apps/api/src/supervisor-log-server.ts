@@ -23,6 +23,7 @@ const WEBSOCKET_PROTOCOL = 'grpc-websockets';
 /** A client that opens a socket and sends no request within this is dropped. */
 const REQUEST_TIMEOUT_MS = 30_000;
 const MAX_REQUEST_BYTES = 64 * 1024;
+const CONTENT_TYPE = 'content-type: application/grpc-web+proto\r\n';
 
 /** One gRPC-web call over a WebSocket, server side (the improbable-eng "grpc-websockets" framing). */
 class WebSocketCall {
@@ -61,16 +62,17 @@ class WebSocketCall {
     this.ended = true;
     if (this.signal.aborted) return;
     const trailer = `grpc-status: ${code}\r\ngrpc-message: ${encodeURIComponent(message)}\r\n`;
-    const head = this.headerFrame();
-    const body = head ? frame(0x80, Buffer.from(`content-type: application/grpc-web+proto\r\n${trailer}`)) : frame(0x80, Buffer.from(trailer));
-    this.ws.send(body, () => this.ws.close(1000));
+    // Nothing sent yet: one frame is both headers and status ("trailers-only"), as gRPC-web clients expect.
+    const trailersOnly = !this.headersSent;
+    this.headersSent = true;
+    this.ws.send(frame(0x80, Buffer.from(trailersOnly ? `${CONTENT_TYPE}${trailer}` : trailer)), () => this.ws.close(1000));
   }
 
   /** The client reads the first 0x80 frame as response headers, a later one as trailers. */
   private headerFrame(): Buffer | undefined {
     if (this.headersSent) return undefined;
     this.headersSent = true;
-    return frame(0x80, Buffer.from('content-type: application/grpc-web+proto\r\n'));
+    return frame(0x80, Buffer.from(CONTENT_TYPE));
   }
 }
 
