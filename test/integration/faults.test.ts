@@ -122,6 +122,8 @@ describe('with two API and two worker processes', () => {
       expect(terminalMessages(msgs)).toHaveLength(1);
       expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
       expect(lastOf(msgs).message).toContain(`registry ${deadBase} is unreachable`);
+      // Infrastructure, not the user's Dockerfile: Gitpod must not read it as a user error.
+      expect(lastOf(msgs).message).not.toMatch(/^build failed:/);
 
       await expect(build(checkClient, { source: gitSource(git.url('dead-registry')) })).rejects.toMatchObject({
         code: status.UNAVAILABLE,
@@ -165,6 +167,7 @@ describe('a build whose workers keep dying', () => {
     const last = lastOf(built.messages);
     expect(last.status).toBe(BuildStatus.done_failure);
     expect(last.message).toMatch(/worker stopped responding .*IMGBUILDER_MAX_BUILD_RESTARTS/);
+    expect(last.message).not.toMatch(/^build failed:/);
     expect(textOf(logged.messages)).toContain(last.message);
   });
 });
@@ -322,6 +325,7 @@ describe('Docker engine unreachable', () => {
     const last = lastOf(msgs);
     expect(last.status).toBe(BuildStatus.done_failure);
     expect(last.message).toContain('Docker engine at unix:///tmp/imgbuilder-no-such-docker.sock is unreachable');
+    expect(last.message).not.toMatch(/^build failed:/);
     const text = textOf((await watchLogs(client, { buildId: buildIdOf(msgs)! }).ended).messages);
     expect(text).toMatch(/retrying \(1\/2\)/);
     const [worker] = stack.workers;

@@ -10,6 +10,7 @@ describe('configuration', () => {
     expect(env.IMGBUILDER_BUILD_TIMEOUT).toBe(60 * 60_000);
     expect(env.IMGBUILDER_LOG_URL_TTL).toBe(3_600_000);
     expect(env.IMGBUILDER_LOG_MAX_BYTES).toBe(64 * 1024 * 1024);
+    expect(env.IMGBUILDER_LOG_INFO).toBe('presigned');
   });
 
   it('durations are plain seconds or carry a unit', () => {
@@ -27,6 +28,9 @@ describe('configuration', () => {
     expect(() => loadEnv({ IMGBUILDER_GRPC_ADDR: 'nonsense' })).toThrow(/IMGBUILDER_GRPC_ADDR/);
     // Presigned URLs cannot outlive S3's 7-day limit.
     expect(() => loadEnv({ IMGBUILDER_LOG_URL_TTL: '8d' })).toThrow(/IMGBUILDER_LOG_URL_TTL/);
+    // Gitpod replaces log_info.url's path: only an origin can be honoured.
+    expect(() => loadEnv({ IMGBUILDER_PUBLIC_URL: 'https://gitpod.example.com/imgbuilder' })).toThrow(/IMGBUILDER_PUBLIC_URL/);
+    expect(() => loadEnv({ IMGBUILDER_LOG_INFO: 'websocket' })).toThrow(/IMGBUILDER_LOG_INFO/);
   });
 });
 
@@ -58,5 +62,11 @@ describe('starting without required settings', () => {
     const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_BUILD_TIMEOUT: 'whenever' });
     expect(res.code).toBe(1);
     expect(res.out).toContain('IMGBUILDER_BUILD_TIMEOUT');
+  });
+
+  it('the API refuses IMGBUILDER_LOG_INFO=supervisor without IMGBUILDER_PUBLIC_URL', async () => {
+    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_LOG_INFO: 'supervisor', IMGBUILDER_SUPERVISOR_ADDR: '127.0.0.1:0' });
+    expect(res.code).toBe(1);
+    expect(res.out).toContain('IMGBUILDER_PUBLIC_URL');
   });
 });

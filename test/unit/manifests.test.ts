@@ -34,6 +34,7 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_TLS_CERT: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_TLS_KEY: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_TLS_CA: 'TLS is an opt-in that also needs files mounted',
+  IMGBUILDER_PUBLIC_URL: 'only IMGBUILDER_LOG_INFO=supervisor needs it, and it names an Ingress of the installation',
 };
 
 const byKind = (docs: Doc[], kind: string) => docs.filter((d) => d.kind === kind);

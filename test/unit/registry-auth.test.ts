@@ -130,14 +130,14 @@ describe('loadCredentialFile', () => {
 
 describe('registryAuthHint', () => {
   it('explains how to pass credentials when a FROM pull or an image pull is refused', () => {
-    expect(registryAuthHint('build failed at "Step 1/3 : FROM 127.0.0.1:1/p/b:latest": Head "http://127.0.0.1:1/v2/p/b/manifests/latest": no basic auth credentials')).toMatch(
+    expect(registryAuthHint('step "Step 1/3 : FROM 127.0.0.1:1/p/b:latest": Head "http://127.0.0.1:1/v2/p/b/manifests/latest": no basic auth credentials')).toMatch(
       /BuildRegistryAuth\.additional/,
     );
     expect(registryAuthHint('pull of r.example.com/p@sha256:ab failed: unauthorized: authentication required')).toMatch(/selective\.any_of/);
   });
 
   it('stays silent for other failures, RUN steps that print the same words included', () => {
-    expect(registryAuthHint('build failed at "Step 2/3 : RUN echo unauthorized && exit 1": returned a non-zero code: 1')).toBeUndefined();
+    expect(registryAuthHint('step "Step 2/3 : RUN echo unauthorized && exit 1": returned a non-zero code: 1')).toBeUndefined();
     expect(registryAuthHint('pull of x failed: manifest unknown')).toBeUndefined();
   });
 });

@@ -19,6 +19,8 @@ export interface BuildPlan {
   /** Commits of mutable git targets used in the base-ref hash, by initializer position. */
   resolvedCommits?: Record<string, string>;
   policy: RegistryAuthPolicy;
+  /** Why this plan replaced the one the request asked for (written at the top of the build log). */
+  fallbackNote?: string;
 }
 
 export interface PlannerConfig {
@@ -68,14 +70,13 @@ export class BuildPlanner {
 
   /**
    * Plan for `base_image_name_resolved`: the workspace image is a copy of that (already built) base image, named
-   * after the base as given, so the workspace image of an earlier Dockerfile build is found again. A tag is pinned
-   * to its digest only when a build is needed (the caller sets `copyFrom` then).
+   * after the base as given, so the workspace image of an earlier Dockerfile build is found again. The base is
+   * pinned to a digest that exists only when a build is needed (the caller sets `copyFrom` then).
    */
-  planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy): BuildPlan {
+  async planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy): Promise<BuildPlan> {
     const parsed = parseImageRef(baseImage);
     const baseRef = formatImageRef(parsed);
-    const copyFrom = parsed.digest ? `${repositoryOf(parsed)}@${parsed.digest}` : undefined;
-    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', copyFrom, policy };
+    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', policy };
   }
 
   /** Commits of every mutable git target in the source, by depth-first position (REFERENCE.md "Refs", README). */

@@ -8,6 +8,7 @@ import {
   GitConfig,
   type GitInitializer,
   type BuildInfo,
+  type LogInfo,
   type BuildRequest,
   type BuildResponse,
   type ImageBuilderServer,
@@ -37,6 +38,9 @@ import type { BuildPlan, BuildPlanner } from './build-plan.js';
 import type { EventHub } from './event-hub.js';
 import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from './image-existence.js';
+import { readBuildLog } from './build-log.js';
+import type { LogTokens } from './log-token.js';
+import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './supervisor-log-server.js';
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 
@@ -55,6 +59,8 @@ export interface ServiceConfig {
   slowClientTimeoutMs: number;
   /** Interval of `running` keepalive messages on quiet Build streams. */
   keepaliveMs: number;
+  /** IMGBUILDER_LOG_INFO=supervisor: log_info names the supervisor endpoint at this origin, with a per-build token. */
+  supervisorLogs?: { publicUrl: string; tokens: LogTokens };
 }
 
 /** The `builder.ImageBuilder` rpcs. Holds no build state: everything lives in Redis. */
@@ -139,24 +145,36 @@ export class ImageBuilderService {
 
   private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
+    const fromResolvedBase = Boolean(req.baseImageNameResolved && !req.forceRebuild);
     let plan: BuildPlan;
-    if (req.baseImageNameResolved && !req.forceRebuild) {
-      const policy = this.planner.policyFor(req.auth);
+    if (fromResolvedBase) {
       // The fast path builds from the given base, not the source; a request without one is still malformed.
       if (!req.source?.from) throw invalidArgument('build source is missing');
-      plan = this.planner.planFromResolvedBase(req.baseImageNameResolved, policy);
+      plan = await this.planner.planFromResolvedBase(req.baseImageNameResolved, this.planner.policyFor(req.auth)).catch((err: unknown) => this.planFromSourceInstead(req, err));
     } else {
       plan = await this.planner.plan(req.source, req.auth, req.useRetryClient);
     }
-    const log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
-
-    if (!req.forceRebuild && (await this.workspaceImageExists(plan.ref))) {
+    let log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
+    const answerIfBuilt = async (p: BuildPlan): Promise<boolean> => {
+      if (req.forceRebuild || !(await this.workspaceImageExists(p.ref))) return false;
       log.debug('workspace image exists');
-      await this.write(call, { ref: plan.ref, baseRef: plan.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
-      return;
+      await this.write(call, { ref: p.ref, baseRef: p.baseRef, status: BuildStatus.done_success, message: '', info: undefined }, signal);
+      return true;
+    };
+
+    if (await answerIfBuilt(plan)) return;
+    if (plan.plan === 'copy' && !plan.copyFrom) {
+      // base_image_name_resolved names its image by tag or digest, and it may be gone since: pin it to a digest
+      // that exists, or build from the source as Gitpod's builder does (its server's restart path relies on it).
+      try {
+        plan.copyFrom = await this.planner.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
+      } catch (err) {
+        plan = await this.planFromSourceInstead(req, err);
+        log = this.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
+        if (await answerIfBuilt(plan)) return;
+      }
     }
-    // base_image_name_resolved names its image by tag or digest; only a build needs it pinned to a digest.
-    if (plan.plan === 'copy' && !plan.copyFrom) plan.copyFrom = await this.planner.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
+    if (plan.fallbackNote) log.info({ reason: plan.fallbackNote }, 'base_image_name_resolved unusable; building from the source');
 
     const buildId = await this.startOrJoin(plan, req, log);
     const record = await this.store.get(buildId);
@@ -186,6 +204,23 @@ export class ImageBuilderService {
     } finally {
       clearInterval(keepalive);
     }
+  }
+
+  /**
+   * base_image_name_resolved could not be used (`err`): plan the build from the request's source instead. A base
+   * that is merely unreachable (registry down, rate-limited) is not "gone": that error stands, as it does when the
+   * source itself cannot be planned.
+   */
+  private async planFromSourceInstead(req: BuildRequest, err: unknown): Promise<BuildPlan> {
+    const gone = err instanceof ImgbuilderError && (err.code === 'NOT_FOUND' || err.code === 'UNAUTHENTICATED' || err.code === 'INVALID_ARGUMENT');
+    if (!gone) throw err;
+    const plan = await this.planner.plan(req.source, req.auth, req.useRetryClient).catch((sourceErr: unknown) => {
+      this.log.debug({ err: (sourceErr as Error).message }, 'the source cannot replace base_image_name_resolved');
+      throw err;
+    });
+    // One line in the build log, whatever the caller put in the field.
+    plan.fallbackNote = `base image ${req.baseImageNameResolved} (base_image_name_resolved) cannot be used: ${(err as Error).message}; building from the source instead`.replace(/[\r\n\t\0]+/g, ' ');
+    return plan;
   }
 
   /** Joins the build queued or running for the ref, or queues a new one; returns its id. */
@@ -240,6 +275,7 @@ export class ImageBuilderService {
       auth: BuildRegistryAuth.toJSON(auth),
       triggeredBy: req.triggeredBy,
       resolvedCommits: plan.resolvedCommits,
+      notes: plan.fallbackNote ? [plan.fallbackNote] : undefined,
     };
     return { ...job, sealed: this.secrets.seal(secrets, sealBinding(job)) };
   }
@@ -265,22 +301,10 @@ export class ImageBuilderService {
     const send = (data: string | Buffer) =>
       this.write(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
 
-    if (isTerminal(record.state) && !record.logPending) {
-      // Finished: the object store holds the complete log, byte for byte what the stream carried.
-      const body = await this.objects.getStream(record.logKey).catch(() => undefined);
-      if (body) {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          if (signal.aborted) break;
-          await send(chunk);
-        }
-        return;
-      }
-      if (!(await this.store.eventsExist(buildId))) throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
-    }
-    for await (const e of this.hub.events(buildId, signal)) {
-      if (e.kind !== 'log') continue;
-      if (req.censored) await send(e.text);
-      else await this.write(call, encodeLogEvent(e) as unknown as LogsResponse, signal);
+    for await (const piece of readBuildLog(record, { store: this.store, objects: this.objects, hub: this.hub }, signal)) {
+      if (Buffer.isBuffer(piece)) await send(piece);
+      else if (req.censored) await send(piece.text);
+      else await this.write(call, encodeLogEvent(piece) as unknown as LogsResponse, signal);
     }
   }
 
@@ -294,14 +318,17 @@ export class ImageBuilderService {
   }
 
   private async buildInfo(r: BuildRecord, status?: BuildStatus): Promise<BuildInfo> {
-    const url = await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => '');
+    const sup = this.cfg.supervisorLogs;
+    const logInfo: LogInfo = sup
+      ? { url: `${sup.publicUrl.replace(/\/$/, '')}${SUPERVISOR_API_PATH}`, headers: { [LOG_TOKEN_HEADER]: sup.tokens.issue(r.id) } }
+      : { url: await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => ''), headers: {} };
     return {
       ref: r.ref,
       baseRef: r.baseRef,
       status: status ?? (r.state === 'done_success' ? BuildStatus.done_success : r.state === 'done_failure' ? BuildStatus.done_failure : BuildStatus.running),
       startedAt: String(r.startedAt),
       buildId: r.id,
-      logInfo: { url, headers: {} },
+      logInfo,
     };
   }
 }

@@ -17,6 +17,8 @@ import { GitRemoteResolver } from './git-remote-resolver.js';
 import { ImageBuilderService } from './image-builder-service.js';
 import { ApiMetrics } from './metrics.js';
 import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentials } from './server.js';
+import { LogTokens } from './log-token.js';
+import { SupervisorLogServer } from './supervisor-log-server.js';
 import { UploadService } from './upload-service.js';
 
 const log = createLogger('imgbuilder-api');
@@ -55,6 +57,11 @@ async function main(): Promise<void> {
     registry,
     new GitRemoteResolver(env.IMGBUILDER_ALLOW_LOCAL_SOURCES),
   );
+  // Opt-in: Gitpod's server streams live build logs from a "supervisor"; this API plays one (supervisor-log-server.ts).
+  const supervisorLogs =
+    env.IMGBUILDER_LOG_INFO === 'supervisor'
+      ? { publicUrl: requirePublicUrl(env.IMGBUILDER_PUBLIC_URL), tokens: new LogTokens(secrets, env.IMGBUILDER_LOG_URL_TTL) }
+      : undefined;
   const service = new ImageBuilderService(
     {
       workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
@@ -66,6 +73,7 @@ async function main(): Promise<void> {
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
       keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
+      supervisorLogs,
     },
     planner,
     registry,
@@ -92,6 +100,9 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
+  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, objects, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log) : undefined;
+  const supervisorPort = await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
+  if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
   log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT) }, 'imgbuilder API listening');
 
   let stopping = false;
@@ -107,6 +118,7 @@ async function main(): Promise<void> {
     force.unref();
     server.tryShutdown(async () => {
       http?.close();
+      supervisor?.close();
       await queue.close().catch(() => undefined);
       redis.disconnect();
       sub.disconnect();
@@ -115,6 +127,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+function requirePublicUrl(url: string | undefined): string {
+  if (!url) throw new ConfigError('invalid configuration:\n  IMGBUILDER_PUBLIC_URL: required with IMGBUILDER_LOG_INFO=supervisor (the origin Gitpod reaches this API\'s supervisor endpoint at)');
+  return url;
 }
 
 main().catch((err) => {

@@ -121,7 +121,8 @@ function followBuild(conn: Connection, source: BuildSource, force: boolean, out:
           elapsed_ms: elapsed(),
         });
         if (!ok) {
-          if (!out.json) process.stderr.write(`imgbuilder: build failed: ${(t.message || 'no message').replace(/\s*\n\s*/g, '; ')}\n`);
+          // User-caused failures already start "build failed: " (Gitpod's marker): say it once.
+          if (!out.json) process.stderr.write(`imgbuilder: build failed: ${(t.message || 'no message').replace(/^build failed: /, '').replace(/\s*\n\s*/g, '; ')}\n`);
           return EXIT.buildFailed;
         }
         out.result(t.ref);

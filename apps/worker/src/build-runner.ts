@@ -17,6 +17,7 @@ import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './build-reporter.js';
 import { prepareContext } from './build-context.js';
 import { DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
+import { failureLogLine, failureMessage } from './failure-message.js';
 import { runInitializer, SourceError } from './initializers.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './build-sandbox.js';
@@ -112,6 +113,7 @@ export class BuildRunner {
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
       if (refused) throw new ImgbuilderError('FAILED_PRECONDITION', refused);
+      for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
       await this.egress?.ensure();
       if (job.plan === 'copy') {
@@ -132,7 +134,7 @@ export class BuildRunner {
       }
       const message = timeout.aborted ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
       if (!(err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
-      reporter.line(`build failed: ${message}`);
+      reporter.line(failureLogLine(message));
       outcome = { state: 'done_failure', message };
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
@@ -256,16 +258,10 @@ function retryRedis<T>(fn: () => Promise<T>, log: Logger, limitMs = 5 * 60_000):
   });
 }
 
-function failureMessage(err: unknown): string {
-  if (err instanceof ImgbuilderError && err.code === 'UNAVAILABLE') return err.message;
-  if (err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) return err.message;
-  if ((err as Error)?.name === 'AbortError') return 'build was cancelled';
-  return `internal error: ${(err as Error)?.message ?? String(err)}`;
-}
-
 /** A pull the registry refused gets told how to pass credentials (BuildRegistryAuth), in the same failure. */
 function withRegistryAuthHint(err: unknown): never {
   const hint = err instanceof EngineError ? registryAuthHint(err.message) : undefined;
-  if (hint) throw new EngineError(`${err instanceof Error ? err.message : ''}; ${hint}`);
+  // Same error, longer message: whether the user caused it rides on its class.
+  if (hint) (err as Error).message += `; ${hint}`;
   throw err;
 }

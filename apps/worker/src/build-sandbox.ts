@@ -1,10 +1,10 @@
 import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
-import { EngineError } from './docker-engine.js';
+import { UserBuildError } from './docker-engine.js';
 import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
 
 /** A build crossed one of its resource limits; the message names the setting and its value. */
-export class BuildLimitError extends EngineError {
+export class BuildLimitError extends UserBuildError {
   override name = 'BuildLimitError';
   constructor(kind: 'memory' | 'process' | 'disk', setting: string, value: string) {
     super(`build exceeded its ${kind} limit (${setting}=${value})`);

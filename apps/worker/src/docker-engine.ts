@@ -17,6 +17,14 @@ export class EngineError extends Error {
   override name = 'EngineError';
 }
 
+/**
+ * The engine refused the user's build or image: a failing step, a Dockerfile it cannot parse, a `FROM` or source
+ * image it cannot pull. Gitpod counts these as the user's fault (see failure-message.ts).
+ */
+export class UserBuildError extends EngineError {
+  override name = 'UserBuildError';
+}
+
 /** The engine could not be reached at all. */
 export class EngineUnavailableError extends EngineError {
   override name = 'EngineUnavailableError';
@@ -122,7 +130,7 @@ export class DockerEngine {
     }
     if (failure) {
       write(`${failure}\n`);
-      throw new EngineError(lastStep ? `build failed at "${lastStep}": ${failure}` : `build failed: ${failure}`);
+      throw new UserBuildError(lastStep ? `step "${lastStep}": ${failure}` : failure);
     }
     if (!id) {
       const m = out.map((p) => p.stream ?? '').join('').match(/Successfully built ([0-9a-f]+)/);
@@ -161,7 +169,7 @@ export class DockerEngine {
       throw this.wrap(err);
     }
     const failure = out.find((p) => p.errorDetail || p.error);
-    if (failure) throw new EngineError(`pull of ${ref} failed: ${registryFailure(ref, failure)}`);
+    if (failure) throw new UserBuildError(`pull of ${ref} failed: ${registryFailure(ref, failure)}`);
   }
 
   async tag(image: string, repository: string, tag: string): Promise<void> {

@@ -16,9 +16,18 @@ import { checkGitConfig, checkHttpUrl, checkResolvedHost, checkSourceUrl, guarde
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import type { ContextLimits } from './build-context.js';
 
-/** A build-source failure the user can act on; it becomes the build's done_failure message. */
+/**
+ * A build-source failure; it becomes the build's done_failure message. The user's to fix unless `infrastructure`
+ * says the service's own storage failed while reading it.
+ */
 export class SourceError extends Error {
   override name = 'SourceError';
+  constructor(
+    message: string,
+    readonly infrastructure = false,
+  ) {
+    super(message);
+  }
 }
 
 /** Git secrets of one git initializer, unsealed from the job. */
@@ -396,7 +405,8 @@ async function restoreSnapshot(name: string, fromVolume: boolean, ctx: Initializ
     body = await ctx.objects.getStream(key, bucket);
   } catch (err) {
     const e = err as Error & { $metadata?: { httpStatusCode?: number } };
-    throw new SourceError(`snapshot ${name} cannot be read: ${e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404 ? 'not found' : e.message}`);
+    const missing = e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404;
+    throw new SourceError(`snapshot ${name} cannot be read: ${missing ? 'not found' : e.message}`, !missing);
   }
   const head = await peek(body).catch((err: Error) => {
     throw new SourceError(`snapshot ${name} cannot be read: ${err.message}`);

@@ -205,8 +205,8 @@ async function endFailedBuild(
   if (!rec || isTerminal(rec.state)) return;
   const restarts = d.env.IMGBUILDER_MAX_BUILD_RESTARTS;
   const why = /stalled/i.test(err.message)
-    ? `build failed: its worker stopped responding (killed or out of memory?) ${restarts + 1} time${restarts ? 's' : ''}, more than the ${restarts} restart${restarts === 1 ? '' : 's'} IMGBUILDER_MAX_BUILD_RESTARTS allows`
-    : `build failed: ${err.message}`;
+    ? `build stopped: its worker stopped responding (killed or out of memory?) ${restarts + 1} time${restarts ? 's' : ''}, more than the ${restarts} restart${restarts === 1 ? '' : 's'} IMGBUILDER_MAX_BUILD_RESTARTS allows`
+    : `internal error: ${err.message}`;
   const buildLog = log.child({ build_id: job.buildId, ref: job.ref });
   const reporter = new BuildReporter({ buildId: job.buildId, logKey: rec.logKey, maxBytes: d.env.IMGBUILDER_LOG_MAX_BYTES, secrets: [] }, d.store, d.objects, buildLog);
   await reporter.resume();

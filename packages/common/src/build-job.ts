@@ -22,6 +22,8 @@ export interface BuildJobData {
   triggeredBy: string;
   /** Commit mutable git targets were resolved to when the ref was computed. */
   resolvedCommits?: Record<string, string>;
+  /** Lines the API wants at the top of the build log (why the build differs from what was asked). */
+  notes?: string[];
 }
 
 /**

@@ -184,6 +184,18 @@ export const EnvSchema = z.object({
    * included) or `own` (only images this installation built: an engine shared with others). Dangling images always.
    */
   IMGBUILDER_PRUNE_IMAGES: z.enum(['all', 'own']).default('all'),
+  /**
+   * What BuildInfo.log_info points at: `presigned` (a presigned GET of the log object) or `supervisor` (this API's
+   * Gitpod-supervisor endpoint, so Gitpod's server streams the live log into its dashboard).
+   */
+  IMGBUILDER_LOG_INFO: z.enum(['presigned', 'supervisor']).default('presigned'),
+  /** Origin under which clients reach the supervisor endpoint (log_info.url); required with IMGBUILDER_LOG_INFO=supervisor. */
+  IMGBUILDER_PUBLIC_URL: z
+    .string()
+    .refine((s) => /^https?:\/\/[^/?#\s]+\/?$/.test(s), 'expected an origin like https://imgbuilder.example.com (Gitpod replaces any path)')
+    .optional(),
+  /** Listen address of the supervisor endpoint (HTTP, WebSocket) with IMGBUILDER_LOG_INFO=supervisor. */
+  IMGBUILDER_SUPERVISOR_ADDR: hostPort('0.0.0.0:8081'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
 });

@@ -138,7 +138,7 @@ export function secretsOf(c: RegistryCredentials | undefined): string[] {
  */
 export function registryAuthHint(message: string): string | undefined {
   // Only pulls: a failing RUN step may print these words for reasons of its own.
-  if (!/^(build failed at "Step \d+\/\d+ : FROM |pull of )/i.test(message)) return undefined;
+  if (!/^(step "Step \d+\/\d+ : FROM |pull of )/i.test(message)) return undefined;
   if (!/no basic auth credentials|unauthorized|authentication required|pull access denied|denied: requested access|incorrect username or password/i.test(message)) return undefined;
   return 'the registry refused access: pass credentials for its host in BuildRegistryAuth.additional (base64 of user:password), or allow the installation credentials for it (selective.any_of or total.allow_all)';
 }
