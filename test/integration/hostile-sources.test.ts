@@ -215,6 +215,7 @@ async function blackHole(): Promise<{ stop: () => void; port: number; seen: () =
     // The peer going away (git killed at its timeout) ends the connection: 'end' comes first, 'close' after.
     s.on('end', () => open.delete(s)).on('close', () => open.delete(s));
     s.on('error', () => undefined);
+    s.resume();
     for (const w of waiters) w();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

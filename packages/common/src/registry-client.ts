@@ -3,6 +3,7 @@ import { ImgbuilderError, isConnectionError } from './errors.js';
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
 import { registryFetch } from './registry-http.js';
+import { LruMap } from './lru-map.js';
 import { retry } from './retry.js';
 
 const MANIFEST_TYPES = [
@@ -202,28 +203,6 @@ const MAX_CACHED_TOKENS = 1000;
 function cacheKey(domain: string, scope: string, c: RegistryCredentials | undefined): string {
   const secret = c ? createHash('sha256').update(JSON.stringify([c.username ?? null, c.password ?? null, c.auth ?? null])).digest('hex') : '';
   return `${domain} ${scope} ${secret}`;
-}
-
-/** A Map that forgets its least recently used entries beyond `max`. */
-class LruMap<K, V> {
-  private readonly map = new Map<K, V>();
-  constructor(private readonly max: number) {}
-  get(key: K): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
-    }
-    return v;
-  }
-  has(key: K): boolean {
-    return this.map.has(key);
-  }
-  set(key: K, value: V): void {
-    this.map.delete(key);
-    this.map.set(key, value);
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
-  }
 }
 
 function basic(c: RegistryCredentials): string {
