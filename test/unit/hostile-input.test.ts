@@ -119,3 +119,13 @@ describe('writes inside the build context', () => {
     expect(existsSync(join(outside, 'f'))).toBe(false);
   });
 });
+
+describe('status message cut', () => {
+  it('never ends on half a surrogate pair', () => {
+    for (let pad = 0; pad < 20; pad++) {
+      const msg = limitStatusMessage(`${'x'.repeat(pad)}${'😀'.repeat(2000)}`);
+      expect(() => encodeURIComponent(msg)).not.toThrow();
+      expect(Buffer.byteLength(msg)).toBeLessThanOrEqual(STATUS_MESSAGE_MAX_BYTES);
+    }
+  });
+});

@@ -277,6 +277,8 @@ async function usableWorkingCopy(git: GitInitializer, ctx: InitializerContext): 
     await rm(join(dotGit, p), { recursive: true, force: true });
   }
   const url = splitUrlCredentials(git.remoteUri).url;
+  // Removed first: a `config` symlink would otherwise be written through.
+  await rm(join(dotGit, 'config'), { force: true, recursive: true });
   await writeFile(join(dotGit, 'config'), '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n');
   await runGit(['remote', 'add', 'origin', url], { cwd: dir, allowFile: ctx.allowLocal }).catch((err: Error) => {
     throw new SourceError(`the snapshot's git working copy at ${git.checkoutLocation || '.'} is unusable: ${err.message}`);

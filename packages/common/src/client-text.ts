@@ -27,5 +27,7 @@ export function limitStatusMessage(message: string): string {
   const suffix = ` … (message cut from ${message.length} characters)`;
   let cut = message.slice(0, STATUS_MESSAGE_MAX_BYTES);
   while (Buffer.byteLength(cut) + Buffer.byteLength(suffix) > STATUS_MESSAGE_MAX_BYTES) cut = cut.slice(0, -16);
+  // Never end on half a surrogate pair: the status is percent-encoded, and a lone surrogate cannot be.
+  if (/[\uD800-\uDBFF]$/.test(cut)) cut = cut.slice(0, -1);
   return cut + suffix;
 }
