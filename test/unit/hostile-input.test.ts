@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { limitStatusMessage, quote, STATUS_MESSAGE_MAX_BYTES } from '@imgbuilder/common/client-text';
-import { Limiter } from '@imgbuilder/common/limiter';
+import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
 import { LruMap } from '@imgbuilder/common/lru-map';
 import { checkSnapshotSource, hasGitPart } from '@imgbuilder/common/source-policy';
 import { mkdirInside, openInside } from '../../apps/worker/src/context-fs.js';
@@ -77,6 +77,19 @@ describe('Limiter', () => {
     await expect(Promise.all(tasks)).resolves.toEqual([0, 1, 2, 3, 4]);
     expect(peak).toBe(2);
     expect(limiter.queued).toBe(0);
+  });
+
+  it('fails a task that waited longer than maxWaitMs, without running it', async () => {
+    const limiter = new Limiter(1, 20);
+    let release!: () => void;
+    const first = limiter.run(() => new Promise<void>((r) => (release = r)));
+    let ran = false;
+    await expect(limiter.run(async () => (ran = true))).rejects.toBeInstanceOf(LimiterBusyError);
+    expect(ran).toBe(false);
+    expect(limiter.queued).toBe(0);
+    release();
+    await first;
+    await expect(limiter.run(async () => 'free again')).resolves.toBe('free again');
   });
 
   it('frees the slot of a failing task', async () => {

@@ -3,7 +3,7 @@ import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder
 import { ImgbuilderError } from '@imgbuilder/common/errors';
 import { GitError, lsRemote, splitUrlCredentials } from '@imgbuilder/common/git';
 import { checkResolvedHost, type LookupAll } from '@imgbuilder/common/source-policy';
-import { Limiter } from '@imgbuilder/common/limiter';
+import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
 import { quote } from '@imgbuilder/common/client-text';
 
 export interface GitRemoteResolverOptions {
@@ -28,6 +28,7 @@ export class GitRemoteResolver {
   private readonly cacheMs: number;
   private readonly lookup?: LookupAll;
   private readonly timeoutMs: number;
+  private readonly concurrency: number;
   /** Every git initializer of a request may need an ls-remote: without a cap one request spawns thousands. */
   private readonly limiter: Limiter;
 
@@ -37,7 +38,10 @@ export class GitRemoteResolver {
     this.cacheMs = o.cacheMs ?? 5_000;
     this.lookup = o.lookup;
     this.timeoutMs = o.timeoutMs ?? 30_000;
-    this.limiter = new Limiter(o.concurrency ?? 8);
+    this.concurrency = o.concurrency ?? 8;
+    // A call waits for a slot at most as long as one run may take: under a flood of hanging remotes, requests fail
+    // fast with UNAVAILABLE instead of queueing behind hours of backlog.
+    this.limiter = new Limiter(this.concurrency, this.timeoutMs);
   }
 
   /** The commit, or undefined when the target is hashed as given (REMOTE_COMMIT, one-time secrets, refused hosts). */
@@ -67,6 +71,9 @@ export class GitRemoteResolver {
         return c;
       },
       (err: unknown) => {
+        if (err instanceof LimiterBusyError) {
+          throw new ImgbuilderError('UNAVAILABLE', `too many git remotes are being resolved at once (IMGBUILDER_LS_REMOTE_CONCURRENCY=${this.concurrency}); retry shortly`);
+        }
         const msg = err instanceof GitError ? err.message : String(err);
         if (/Authentication failed|could not read Username|403|401/i.test(msg)) throw new ImgbuilderError('UNAUTHENTICATED', `cannot read git remote: ${msg}`);
         if (/not found|does not appear to be a git repository|Repository not found/i.test(msg)) throw new ImgbuilderError('NOT_FOUND', `cannot read git remote: ${msg}`);
