@@ -326,7 +326,7 @@ describe('snapshot and prebuild initializers', () => {
     execFileSync('git', ['-C', join(work, 'ws'), 'checkout', '-q', a]);
     const output = `built-in-prebuild-${rand()}`;
     writeFileSync(join(work, 'ws', 'prebuild-output.txt'), output);
-    const key = `prebuilds/${rand()}.tar.gz`;
+    const key = `snapshots/prebuild-${rand()}.tar.gz`;
     await objects.put(key, await tarDir(join(work, 'ws')), 'application/gzip');
 
     const prebuild = (snapshot: string): WorkspaceInitializer => ({
@@ -338,7 +338,7 @@ describe('snapshot and prebuild initializers', () => {
         },
       },
     });
-    const [restored, fallback] = await Promise.all([build(api, { source: fileSource(prebuild(key)) }), build(api, { source: fileSource(prebuild(`prebuilds/missing-${rand()}.tar`)) })]);
+    const [restored, fallback] = await Promise.all([build(api, { source: fileSource(prebuild(key)) }), build(api, { source: fileSource(prebuild(`snapshots/missing-${rand()}.tar`)) })]);
     expect(last(restored).status, last(restored).message).toBe(BuildStatus.done_success);
     const restoredLog = await buildLog(restored);
     expect(restoredLog).toContain(`restoring snapshot ${key}`);

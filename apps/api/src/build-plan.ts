@@ -6,8 +6,9 @@ import { formatImageRef, parseImageRef, repositoryOf } from '@imgbuilder/common/
 import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/refs';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
-import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSourceUrl } from '@imgbuilder/common/source-policy';
+import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSnapshotSource, checkSourceUrl, hasGitPart, type SnapshotPolicy } from '@imgbuilder/common/source-policy';
 import type { GitRemoteResolver } from './git-remote-resolver.js';
+import { quote } from '@imgbuilder/common/client-text';
 
 /** What a request turns into: the refs, and how the worker produces the workspace image. */
 export interface BuildPlan {
@@ -28,6 +29,11 @@ export interface PlannerConfig {
   workspaceRepository: string;
   installation: CredentialTable;
   allowLocalSources: boolean;
+  /** IMGBUILDER_MAX_INITIALIZERS, IMGBUILDER_MAX_COMPOSITE_DEPTH, IMGBUILDER_MAX_DOWNLOAD_FILES. */
+  maxInitializers: number;
+  maxCompositeDepth: number;
+  maxDownloadFiles: number;
+  snapshots: SnapshotPolicy;
 }
 
 /** Validates a build source and computes its refs (REFERENCE.md "Refs"); fetches nothing but digests and commits. */
@@ -62,7 +68,9 @@ export class BuildPlanner {
     if (!file.source?.spec) throw invalidArgument('build source is missing: the Dockerfile source has no initializer');
     checkRelativePath('dockerfile_path', file.dockerfilePath);
     checkRelativePath('context_path', file.contextPath);
+    this.checkShape(file.source);
     this.checkInitializer(file.source);
+    checkCheckoutsGoIntoNewDirectories(file.source);
     const resolvedCommits = file.dockerfileVersion ? {} : await this.resolveMutableTargets(file.source);
     const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommits });
     return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'dockerfile', resolvedCommits, policy };
@@ -95,6 +103,32 @@ export class BuildPlanner {
     return out;
   }
 
+  /**
+   * Caps on the request's shape, checked before anything else looks at the tree: each git initializer may cost an
+   * ls-remote process here and a clone on the worker, and every check below recurses over the tree.
+   */
+  private checkShape(root: WorkspaceInitializer): void {
+    const { maxInitializers, maxCompositeDepth, maxDownloadFiles } = this.cfg;
+    let count = 0;
+    const counted = (n: number) => {
+      count += n;
+      if (count > maxInitializers) throw invalidArgument(`build source has more than ${maxInitializers} initializers (IMGBUILDER_MAX_INITIALIZERS=${maxInitializers})`);
+    };
+    const visit = (init: WorkspaceInitializer, depth: number): void => {
+      counted(1);
+      const spec = init.spec;
+      if (spec?.$case === 'composite') {
+        if (depth >= maxCompositeDepth) throw invalidArgument(`composite initializers nest more than ${maxCompositeDepth} levels deep (IMGBUILDER_MAX_COMPOSITE_DEPTH=${maxCompositeDepth})`);
+        for (const c of spec.composite.initializer) visit(c, depth + 1);
+      } else if (spec?.$case === 'prebuild') {
+        counted(spec.prebuild.git.length);
+      } else if (spec?.$case === 'download' && spec.download.files.length > maxDownloadFiles) {
+        throw invalidArgument(`a download initializer lists ${spec.download.files.length} files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=${maxDownloadFiles}`);
+      }
+    };
+    visit(root, 0);
+  }
+
   private checkInitializer(init: WorkspaceInitializer): void {
     const spec = init.spec;
     if (!spec) throw invalidArgument('build source is missing: an initializer is empty');
@@ -106,11 +140,13 @@ export class BuildPlanner {
         return;
       case 'download':
         checkRelativePath('download target_location', spec.download.targetLocation);
+        checkNoGitPart('download target_location', spec.download.targetLocation);
         for (const [i, f] of spec.download.files.entries()) {
           checkDownloadUrl(f.url, 'download url', this.cfg.allowLocalSources);
           // Messages name files, not URLs: download URLs often carry tokens.
           if (!f.filePath) throw invalidArgument(`download #${i + 1}: file_path is empty`);
           checkRelativePath('download file_path', posix.join(spec.download.targetLocation || '.', f.filePath));
+          checkNoGitPart('download file_path', f.filePath);
           if (!/^sha256:[a-f0-9]{64}$/.test(f.digest)) throw invalidArgument(`download of ${f.filePath}: digest must be sha256:<64 hex digits>`);
         }
         return;
@@ -118,11 +154,12 @@ export class BuildPlanner {
         for (const c of spec.composite.initializer) this.checkInitializer(c);
         return;
       case 'prebuild':
-        // A bad snapshot name makes the worker fall back to git (REFERENCE.md), so only the git targets must be valid.
+        // A missing snapshot makes the worker fall back to git (REFERENCE.md); one outside the allowed sources is refused.
         for (const g of spec.prebuild.git) checkGit(g, this.cfg.allowLocalSources);
+        if (spec.prebuild.prebuild?.snapshot) checkSnapshotSource(spec.prebuild.prebuild.snapshot, this.cfg.snapshots);
         return;
       case 'snapshot':
-        checkSnapshot(spec.snapshot.snapshot, spec.snapshot.fromVolumeSnapshot);
+        checkSnapshot(spec.snapshot.snapshot, spec.snapshot.fromVolumeSnapshot, this.cfg.snapshots);
         return;
       case 'empty':
         return;
@@ -147,18 +184,51 @@ function checkGit(git: GitInitializer, allowLocal: boolean): void {
 }
 
 /** Snapshots are tars in object storage: `s3://bucket/key` or a key of the default bucket, never a build log. */
-function checkSnapshot(name: string, fromVolume: boolean): void {
+function checkSnapshot(name: string, fromVolume: boolean, policy: SnapshotPolicy): void {
   if (!name) throw invalidArgument('snapshot initializer names no snapshot');
   if (fromVolume) throw invalidArgument('volume snapshots are not supported: imgbuilder restores tar snapshots from object storage (s3://bucket/key or a key in the default bucket)');
-  if (/^s3:/i.test(name) && !/^s3:\/\/[^/]+\/.+$/.test(name)) throw invalidArgument(`snapshot "${name}" must be s3://bucket/key or a key in the default bucket`);
-  if (/^logs\//.test(name)) throw invalidArgument(`snapshot "${name}": keys under logs/ hold build logs, not snapshots`);
+  checkSnapshotSource(name, policy);
+}
+
+/** `.git` comes from git initializers only (see hasGitPart). */
+function checkNoGitPart(what: string, p: string): void {
+  if (hasGitPart(p)) throw invalidArgument(`${what} ${quote(p)} has a .git part: git metadata may only come from a git initializer`);
+}
+
+/**
+ * A git checkout must go into an empty or new directory: git reads the config, hooks and attributes it finds there.
+ * Here: no earlier download or checkout of the request writes at or under a later checkout_location. (What a
+ * snapshot holds is only known on the worker, which checks the directory again before the checkout.)
+ */
+function checkCheckoutsGoIntoNewDirectories(root: WorkspaceInitializer): void {
+  const written: string[] = [];
+  const norm = (p: string) => posix.normalize(p.replace(/\\/g, '/') || '.').replace(/\/+$/, '') || '.';
+  const under = (p: string, dir: string) => dir === '.' || p === dir || p.startsWith(`${dir}/`);
+  const checkout = (g: GitInitializer) => {
+    const dir = norm(g.checkoutLocation);
+    const clash = written.find((w) => under(w, dir));
+    if (clash !== undefined) {
+      throw invalidArgument(
+        `git checkout_location ${quote(g.checkoutLocation || '.')} is not empty: an earlier initializer writes ${quote(clash)}; a git checkout must go into an empty or new directory`,
+      );
+    }
+    written.push(dir);
+  };
+  const visit = (init: WorkspaceInitializer): void => {
+    const spec = init.spec;
+    if (spec?.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
+    else if (spec?.$case === 'git') checkout(spec.git);
+    else if (spec?.$case === 'prebuild') written.push(...spec.prebuild.git.map((g) => norm(g.checkoutLocation)));
+    else if (spec?.$case === 'download') written.push(...spec.download.files.map((f) => norm(posix.join(spec.download.targetLocation || '.', f.filePath))));
+  };
+  visit(root);
 }
 
 /** Paths from the request must stay inside the build context. Empty is fine (it means the default). */
 export function checkRelativePath(what: string, p: string): void {
   if (!p) return;
   if (p.includes('\0')) throw invalidArgument(`${what} contains a NUL byte`);
-  if (posix.isAbsolute(p) || /^[a-zA-Z]:[\\/]/.test(p)) throw invalidArgument(`${what} "${p}" must be relative to the build context, not absolute`);
+  if (posix.isAbsolute(p) || /^[a-zA-Z]:[\\/]/.test(p)) throw invalidArgument(`${what} ${quote(p)} must be relative to the build context, not absolute`);
   const n = posix.normalize(p.replace(/\\/g, '/'));
-  if (n === '..' || n.startsWith('../')) throw invalidArgument(`${what} "${p}" points outside the build context`);
+  if (n === '..' || n.startsWith('../')) throw invalidArgument(`${what} ${quote(p)} points outside the build context`);
 }

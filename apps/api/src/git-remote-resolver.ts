@@ -3,6 +3,8 @@ import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder
 import { ImgbuilderError } from '@imgbuilder/common/errors';
 import { GitError, lsRemote, splitUrlCredentials } from '@imgbuilder/common/git';
 import { checkResolvedHost, type LookupAll } from '@imgbuilder/common/source-policy';
+import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
+import { quote } from '@imgbuilder/common/client-text';
 
 export interface GitRemoteResolverOptions {
   allowLocal: boolean;
@@ -10,6 +12,10 @@ export interface GitRemoteResolverOptions {
   cacheMs?: number;
   /** DNS lookup used for the refused-address check (tests inject one). */
   lookup?: LookupAll;
+  /** IMGBUILDER_LS_REMOTE_CONCURRENCY: ls-remote processes this resolver runs at once (one resolver per process). */
+  concurrency?: number;
+  /** IMGBUILDER_LS_REMOTE_TIMEOUT: one ls-remote taking longer is killed. */
+  timeoutMs?: number;
 }
 
 /**
@@ -21,12 +27,21 @@ export class GitRemoteResolver {
   private readonly allowLocal: boolean;
   private readonly cacheMs: number;
   private readonly lookup?: LookupAll;
+  private readonly timeoutMs: number;
+  private readonly concurrency: number;
+  /** Every git initializer of a request may need an ls-remote: without a cap one request spawns thousands. */
+  private readonly limiter: Limiter;
 
   constructor(opts: GitRemoteResolverOptions | boolean) {
     const o = typeof opts === 'boolean' ? { allowLocal: opts } : opts;
     this.allowLocal = o.allowLocal;
     this.cacheMs = o.cacheMs ?? 5_000;
     this.lookup = o.lookup;
+    this.timeoutMs = o.timeoutMs ?? 30_000;
+    this.concurrency = o.concurrency ?? 8;
+    // A call waits for a slot at most as long as one run may take: under a flood of hanging remotes, requests fail
+    // fast with UNAVAILABLE instead of queueing behind hours of backlog.
+    this.limiter = new Limiter(this.concurrency, this.timeoutMs);
   }
 
   /** The commit, or undefined when the target is hashed as given (REMOTE_COMMIT, one-time secrets, refused hosts). */
@@ -50,12 +65,15 @@ export class GitRemoteResolver {
     const key = `${url}\n${target}\n${secret}`;
     const hit = this.cache.get(key);
     if (hit && Date.now() - hit.at < this.cacheMs) return hit.commit;
-    const commit = lsRemote(url, target, { credentials: creds, config, allowFile: this.allowLocal, timeoutMs: 30_000 }).then(
+    const commit = this.limiter.run(() => lsRemote(url, target, { credentials: creds, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs })).then(
       (c) => {
-        if (!c) throw new ImgbuilderError('INVALID_ARGUMENT', `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag "${target}"`}`);
+        if (!c) throw new ImgbuilderError('INVALID_ARGUMENT', `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);
         return c;
       },
       (err: unknown) => {
+        if (err instanceof LimiterBusyError) {
+          throw new ImgbuilderError('UNAVAILABLE', `too many git remotes are being resolved at once (IMGBUILDER_LS_REMOTE_CONCURRENCY=${this.concurrency}); retry shortly`);
+        }
         const msg = err instanceof GitError ? err.message : String(err);
         if (/Authentication failed|could not read Username|403|401/i.test(msg)) throw new ImgbuilderError('UNAUTHENTICATED', `cannot read git remote: ${msg}`);
         if (/not found|does not appear to be a git repository|Repository not found/i.test(msg)) throw new ImgbuilderError('NOT_FOUND', `cannot read git remote: ${msg}`);

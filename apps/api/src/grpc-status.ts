@@ -1,6 +1,7 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { ImgbuilderError, isConnectionError } from '@imgbuilder/common/errors';
 import { ConfigError } from '@imgbuilder/common/config';
+import { limitStatusMessage } from '@imgbuilder/common/client-text';
 import type { Logger } from '@imgbuilder/common/logger';
 
 /** The one place where errors become gRPC statuses. Unknown errors are logged and answered INTERNAL. */
@@ -21,6 +22,7 @@ export function toServiceError(err: unknown, log: Logger, method: string): Servi
     details = 'internal error; see the API server log';
     log.error({ err, method }, 'unexpected error');
   }
+  details = limitStatusMessage(details);
   const e = new Error(details) as ServiceError;
   e.code = code;
   e.details = details;

@@ -22,7 +22,7 @@ import {
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
 import { BuildStore, isTerminal, logObjectKey, type BuildRecord } from '@imgbuilder/common/build-store';
-import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
+import { forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
@@ -260,10 +260,17 @@ export class ImageBuilderService {
   }
 
   private jobData(buildId: string, plan: BuildPlan, req: BuildRequest): BuildJobData {
-    const secrets: JobSecrets = { additional: { ...(req.auth?.additional ?? {}) }, git: [] };
-    // Strip credentials out of the source (passwords, OTS URLs, user:password@ in URLs, custom_config); they travel sealed.
+    const secrets: JobSecrets = { additional: { ...(req.auth?.additional ?? {}) }, git: [], downloads: [] };
+    // Strip credentials out of the source (passwords, OTS URLs, user:password@ in URLs, custom_config, download
+    // URLs); they travel sealed.
     const source = BuildSource.fromPartial(req.source ?? {});
-    if (source.from?.$case === 'file') forEachGit(source.from.file.source, (g) => secrets.git.push(sealGitSecrets(g)));
+    if (source.from?.$case === 'file') {
+      forEachGit(source.from.file.source, (g) => secrets.git.push(sealGitSecrets(g)));
+      forEachDownload(source.from.file.source, (f) => {
+        secrets.downloads!.push(f.url);
+        f.url = '';
+      });
+    }
     const auth = BuildRegistryAuth.fromPartial({ ...(req.auth ?? {}), additional: {} });
     const job = {
       buildId,

@@ -53,9 +53,17 @@ async function main(): Promise<void> {
       workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
       installation,
       allowLocalSources: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+      maxInitializers: env.IMGBUILDER_MAX_INITIALIZERS,
+      maxCompositeDepth: env.IMGBUILDER_MAX_COMPOSITE_DEPTH,
+      maxDownloadFiles: env.IMGBUILDER_MAX_DOWNLOAD_FILES,
+      snapshots: { ownBucket: env.IMGBUILDER_S3_BUCKET, sources: env.IMGBUILDER_SNAPSHOT_SOURCES },
     },
     registry,
-    new GitRemoteResolver(env.IMGBUILDER_ALLOW_LOCAL_SOURCES),
+    new GitRemoteResolver({
+      allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+      concurrency: env.IMGBUILDER_LS_REMOTE_CONCURRENCY,
+      timeoutMs: env.IMGBUILDER_LS_REMOTE_TIMEOUT,
+    }),
   );
   // Opt-in: Gitpod's server streams live build logs from a "supervisor"; this API plays one (supervisor-log-server.ts).
   const supervisorLogs =

@@ -10,6 +10,7 @@ import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '
 import { ImgbuilderError, type ErrorCode } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
+import { limitStatusMessage } from '@imgbuilder/common/client-text';
 import { toServiceError } from './grpc-status.js';
 
 /** An upload that sends nothing for this long is dropped, so a stalled client frees its temp file. */
@@ -150,7 +151,8 @@ function toUploadError(err: unknown, log: Logger): ServiceError {
   return toServiceError(err, log, 'Upload');
 }
 
-function serviceError(code: ErrorCode | 'CANCELLED', details: string): ServiceError {
+function serviceError(code: ErrorCode | 'CANCELLED', message: string): ServiceError {
+  const details = limitStatusMessage(message);
   const e = new Error(details) as ServiceError;
   e.code = status[code];
   e.details = details;

@@ -179,6 +179,8 @@ export class BuildRunner {
       addSecrets: (s) => reporter.addSecrets(s),
       resolvedCommits: job.resolvedCommits ?? {},
       limits,
+      downloadUrls: sealed.downloads,
+      snapshotSources: env.IMGBUILDER_SNAPSHOT_SOURCES,
     });
     const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
     reporter.line(`build context: ${ctx.files} files, ${ctx.bytes} bytes; Dockerfile ${ctx.dockerfile}`);

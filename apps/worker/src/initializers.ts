@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, rm, writeFile } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { dirname, join, resolve, sep } from 'node:path';
@@ -12,7 +12,8 @@ import * as tar from 'tar-fs';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer, type WorkspaceInitializer } from '@imgbuilder/proto';
 import { ImgbuilderError } from '@imgbuilder/common/errors';
 import { runGit, splitUrlCredentials, type GitCredentials, type RunGitOptions } from '@imgbuilder/common/git';
-import { checkGitConfig, checkHttpUrl, checkResolvedHost, checkSourceUrl, guardedLookup, parseSourceUrl, SECRET_GIT_CONFIG } from '@imgbuilder/common/source-policy';
+import { checkGitConfig, checkHttpUrl, checkResolvedHost, checkSnapshotSource, checkSourceUrl, guardedLookup, hasGitPart, parseSourceUrl, SECRET_GIT_CONFIG } from '@imgbuilder/common/source-policy';
+import { ContextWriteError, mkdirInside, openInside } from './context-fs.js';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import type { ContextLimits } from './build-context.js';
 
@@ -53,6 +54,10 @@ export interface InitializerContext {
   resolvedCommits: Record<string, string>;
   /** Caps on what downloads and snapshots may write (git checkouts are measured afterwards, with the context). */
   limits?: ContextLimits;
+  /** Download URLs by position (depth-first, see forEachDownload), unsealed from the job: they often carry tokens. */
+  downloadUrls?: string[];
+  /** IMGBUILDER_SNAPSHOT_SOURCES: buckets (or bucket/prefix) snapshots may come from besides our own snapshots/. */
+  snapshotSources?: readonly string[];
 }
 
 /** What one run over an initializer tree shares: git positions, fetched credentials, the write budget. */
@@ -62,13 +67,15 @@ interface RunState {
   credentials: Map<number, Promise<GitCredentials | undefined>>;
   bytes: number;
   files: number;
+  /** Position of the next download file (keys ctx.downloadUrls). */
+  download: number;
 }
 
 const GIT_TIMEOUT_MS = 15 * 60_000;
 
 /** Materialises a WorkspaceInitializer into ctx.root (contentservice semantics). */
 export async function runInitializer(init: WorkspaceInitializer, ctx: InitializerContext): Promise<void> {
-  await run(init, ctx, { git: 0, credentials: new Map(), bytes: 0, files: 0 });
+  await run(init, ctx, { git: 0, credentials: new Map(), bytes: 0, files: 0, download: 0 });
 }
 
 async function run(init: WorkspaceInitializer, ctx: InitializerContext, state: RunState): Promise<void> {
@@ -85,7 +92,7 @@ async function run(init: WorkspaceInitializer, ctx: InitializerContext, state: R
       for (const c of spec.composite.initializer) await run(c, ctx, state);
       return;
     case 'snapshot':
-      return restoreSnapshot(spec.snapshot.snapshot, spec.snapshot.fromVolumeSnapshot, ctx, state);
+      return restoreSnapshot(spec.snapshot.snapshot, spec.snapshot.fromVolumeSnapshot, ctx, state, false);
     case 'prebuild': {
       const gits = spec.prebuild.git;
       const first = state.git;
@@ -94,7 +101,7 @@ async function run(init: WorkspaceInitializer, ctx: InitializerContext, state: R
       let restored = false;
       try {
         if (!snap?.snapshot) throw new SourceError('prebuild names no snapshot');
-        await restoreSnapshot(snap.snapshot, snap.fromVolumeSnapshot, ctx, state);
+        await restoreSnapshot(snap.snapshot, snap.fromVolumeSnapshot, ctx, state, true);
         for (const g of gits) await usableWorkingCopy(g, ctx);
         restored = true;
       } catch (err) {
@@ -211,7 +218,7 @@ async function gitClone(git: GitInitializer, ctx: InitializerContext, state: Run
   if (git.cloneTaget.startsWith('-')) throw new SourceError('git clone_taget must not start with "-"');
   const url = splitUrlCredentials(git.remoteUri).url;
   const dir = inside(ctx.root, git.checkoutLocation, 'checkout_location');
-  await mkdir(dir, { recursive: true });
+  await newCheckoutDir(ctx.root, dir, git.checkoutLocation);
   const opts = await gitOptions(git, ctx, state, index, dir);
   const pinned = ctx.resolvedCommits[String(index)];
   const mode = git.targetMode;
@@ -245,6 +252,26 @@ async function gitClone(git: GitInitializer, ctx: InitializerContext, state: Run
 }
 
 /**
+ * The directory a checkout goes into: new, or empty. Git reads config, hooks and attributes from a `.git` it finds
+ * there, so a directory an earlier initializer (a snapshot) filled could run its writer's programs here.
+ */
+async function newCheckoutDir(root: string, dir: string, location: string): Promise<void> {
+  try {
+    await mkdirInside(root, dir, 'git checkout_location');
+  } catch (err) {
+    throw asWriteError(err);
+  }
+  const entries = await readdir(dir);
+  if (entries.length) {
+    throw new SourceError(`git checkout_location ${location || '.'} is not empty (it holds ${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}): a git checkout must go into an empty or new directory`);
+  }
+}
+
+function asWriteError(err: unknown): Error {
+  return err instanceof ContextWriteError ? new SourceError(err.message) : (err as Error);
+}
+
+/**
  * Makes a restored snapshot's repository safe to run git in: its `.git` came from a tar anyone could have written,
  * and a repository's own config, hooks and alternates can run programs or read local files. The config is replaced
  * by a minimal one whose origin is the initializer's (policy-checked) remote.
@@ -259,6 +286,8 @@ async function usableWorkingCopy(git: GitInitializer, ctx: InitializerContext): 
     await rm(join(dotGit, p), { recursive: true, force: true });
   }
   const url = splitUrlCredentials(git.remoteUri).url;
+  // Removed first: a `config` symlink would otherwise be written through.
+  await rm(join(dotGit, 'config'), { force: true, recursive: true });
   await writeFile(join(dotGit, 'config'), '[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n');
   await runGit(['remote', 'add', 'origin', url], { cwd: dir, allowFile: ctx.allowLocal }).catch((err: Error) => {
     throw new SourceError(`the snapshot's git working copy at ${git.checkoutLocation || '.'} is unusable: ${err.message}`);
@@ -340,11 +369,20 @@ function overBudget(ctx: InitializerContext, state: RunState): string | undefine
 
 async function download(files: { url: string; filePath: string; digest: string }[], target: string, ctx: InitializerContext, state: RunState): Promise<void> {
   const base = inside(ctx.root, target, 'download target_location');
-  for (const f of files) {
+  for (const listed of files) {
+    // The job carries URLs sealed (they often hold tokens); the source's own URL is the fallback for older jobs.
+    const sealedUrl = ctx.downloadUrls?.[state.download++];
+    const f = { ...listed, url: sealedUrl || listed.url };
     const dest = inside(base, f.filePath, 'download file_path');
-    await mkdir(dirname(dest), { recursive: true });
+    if (hasGitPart(target) || hasGitPart(f.filePath)) throw new SourceError(`download of ${f.filePath}: a .git path part is refused; git metadata may only come from a git initializer`);
     ctx.log(`downloading ${f.filePath}`);
-    const body = await openDownload(f, ctx);
+    const out = await openInside(ctx.root, dest, `download of ${f.filePath}`).catch((err: unknown) => {
+      throw asWriteError(err);
+    });
+    const body = await openDownload(f, ctx).catch(async (err: unknown) => {
+      await out.close();
+      throw err;
+    });
     const hash = createHash('sha256');
     state.files++;
     let limit: string | undefined;
@@ -359,7 +397,7 @@ async function download(files: { url: string; filePath: string; digest: string }
             cb(limit ? new SourceError(limit) : null, chunk);
           },
         }),
-        createWriteStream(dest),
+        out.createWriteStream(),
       );
     } catch (err) {
       if (limit) throw new SourceError(limit);
@@ -388,17 +426,11 @@ async function openDownload(f: { url: string; filePath: string }, ctx: Initializ
   return res;
 }
 
-/** Where a snapshot name points: `s3://bucket/key`, or a key in the default bucket. */
-export function snapshotLocation(name: string, defaultBucket: string): { bucket: string; key: string } {
-  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(name);
-  return m ? { bucket: m[1], key: m[2] } : { bucket: defaultBucket, key: name };
-}
-
 /** A tar, optionally gzip-compressed, extracted into the context within the size and file caps. */
-async function restoreSnapshot(name: string, fromVolume: boolean, ctx: InitializerContext, state: RunState): Promise<void> {
+async function restoreSnapshot(name: string, fromVolume: boolean, ctx: InitializerContext, state: RunState, prebuild: boolean): Promise<void> {
   if (fromVolume) throw new SourceError(`snapshot ${name} is a volume snapshot; imgbuilder restores object-storage snapshots only`);
-  const { bucket, key } = snapshotLocation(name, ctx.objects.bucket);
-  if (bucket === ctx.objects.bucket && key.startsWith('logs/')) throw new SourceError(`snapshot ${name}: keys under logs/ hold build logs, not snapshots`);
+  // The API refused names outside the policy; checked again here, since the job is what the worker acts on.
+  const { bucket, key } = asSource(() => checkSnapshotSource(name, { ownBucket: ctx.objects.bucket, sources: ctx.snapshotSources ?? [] }));
   ctx.log(`restoring snapshot ${name}`);
   let body: Readable;
   try {
@@ -415,12 +447,22 @@ async function restoreSnapshot(name: string, fromVolume: boolean, ctx: Initializ
   const root = ctx.root;
   let limit: string | undefined;
   const budgetError = () => new SourceError(`snapshot ${name}: ${limit}`);
+  // Once refused, the rest of the archive is skipped without writing anything, and the source is stopped.
+  const stop = () => process.nextTick(() => body.destroy(budgetError()));
   const extract = tar.extract(root, {
     ignore: (_name, header) => {
       const h = header as { type?: string; name: string; linkname?: string } | undefined;
       if (!h) return false;
-      if (h.type === 'file' || h.type === 'link' || h.type === 'symlink') state.files++;
+      if (limit) return true;
+      // Directories count too: a small gzip of millions of empty directories would exhaust inodes.
+      if (h.type === 'file' || h.type === 'link' || h.type === 'symlink' || h.type === 'directory') state.files++;
+      // Only a prebuild's working copies may hold git metadata; runInitializer sanitises those before git runs.
+      if (!prebuild && hasGitPart(h.name)) limit = `it holds ${h.name.slice(0, 200)}: a .git path part is refused outside prebuild snapshots; git metadata may only come from a git initializer`;
       limit ??= overBudget(ctx, state);
+      if (limit) {
+        stop();
+        return true;
+      }
       // Links must stay inside the context; outside ones are dropped (the context check would refuse them).
       if (h.type === 'symlink' && h.linkname) {
         const target = resolve(dirname(join(root, h.name)), h.linkname);

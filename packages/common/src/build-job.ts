@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
+import type { BuildRegistryAuth, BuildSource, FileDownloadInitializer_FileInfo, WorkspaceInitializer } from '@imgbuilder/proto';
 
 /**
  * What the API hands a worker through BullMQ. Credentials never sit here in plain text: they travel sealed in
@@ -9,7 +9,7 @@ export interface BuildJobData {
   buildId: string;
   ref: string;
   baseRef: string;
-  /** BuildSource.toJSON() with git passwords and OTS URLs blanked. */
+  /** BuildSource.toJSON() with git passwords, OTS URLs and download URLs blanked. */
   source: unknown;
   /** What to do: build the Dockerfile, or copy an existing image (ref source / resolved base) to `ref`. */
   plan: 'dockerfile' | 'copy';
@@ -42,6 +42,19 @@ export interface JobSecrets {
   additional: Record<string, string>;
   /** Git credentials by position of the git initializer in the source (depth-first); custom_config rides along (tokens in http.extraHeader). */
   git: { password: string; ots: string; config?: Record<string, string> }[];
+  /** Download URLs by position (see forEachDownload): presigned and token-bearing URLs are credentials too. */
+  downloads?: string[];
+}
+
+/** Visits every file of every download initializer depth-first, in the order the worker downloads them. */
+export function forEachDownload(init: WorkspaceInitializer | undefined, fn: (file: FileDownloadInitializer_FileInfo, index: number) => void): void {
+  let n = 0;
+  const visit = (i: WorkspaceInitializer | undefined) => {
+    const spec = i?.spec;
+    if (spec?.$case === 'download') for (const f of spec.download.files) fn(f, n++);
+    else if (spec?.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
+  };
+  visit(init);
 }
 
 export type { BuildRegistryAuth, BuildSource };

@@ -162,6 +162,21 @@ export const EnvSchema = z.object({
   IMGBUILDER_MAX_CONTEXT_BYTES: byteSize('1GiB'),
   /** Build contexts with more files than this fail. */
   IMGBUILDER_MAX_CONTEXT_FILES: int(200_000, 1),
+  /** Initializers (every node of the tree, composites and prebuild git targets included) one request may hold. */
+  IMGBUILDER_MAX_INITIALIZERS: int(64, 1),
+  /** How deep composite initializers may nest. */
+  IMGBUILDER_MAX_COMPOSITE_DEPTH: int(8, 1),
+  /** Files one download initializer may list. */
+  IMGBUILDER_MAX_DOWNLOAD_FILES: int(1000, 1),
+  /** `git ls-remote` runs (resolving branches and HEAD to commits) one API process runs at the same time. */
+  IMGBUILDER_LS_REMOTE_CONCURRENCY: int(8, 1),
+  /** One `git ls-remote` taking longer is stopped; the request answers UNAVAILABLE. */
+  IMGBUILDER_LS_REMOTE_TIMEOUT: duration('30s'),
+  /**
+   * Buckets snapshots may be read from besides the service's own `snapshots/` prefix: comma-separated `bucket` (any
+   * key in it) or `bucket/prefix` (keys under that prefix only).
+   */
+  IMGBUILDER_SNAPSHOT_SOURCES: list,
   /** Lets git remotes and downloads use file:// URLs and local paths (trusted single-user setups only). */
   IMGBUILDER_ALLOW_LOCAL_SOURCES: bool(false),
   /** 32 random bytes, base64: encrypts credentials carried in jobs. Required unless NODE_ENV=development. */

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { SECRET_GIT_CONFIG, stripUrlCredentials } from './source-policy.js';
 
 export interface GitCredentials {
@@ -56,7 +56,9 @@ export interface RunGitOptions {
 
 /**
  * Settings every git run gets, before the user's: no credential helper or prompt but our askpass, only the
- * transports the URL policy allows, and no hooks or fsmonitor (a restored snapshot brings its own .git).
+ * transports the URL policy allows, no hooks or fsmonitor (a restored snapshot brings its own .git), and no
+ * attributes file from the worker's home. Repository config can only come from the fresh `.git` git init wrote
+ * (downloads and snapshots may not write `.git`; a prebuild's is rewritten): see the worker's initializers.
  */
 function baseConfig(allowFile: boolean): string[] {
   const pairs: [string, string][] = [
@@ -64,6 +66,7 @@ function baseConfig(allowFile: boolean): string[] {
     ['core.askPass', askpass()],
     ['core.hooksPath', '/dev/null'],
     ['core.fsmonitor', 'false'],
+    ['core.attributesFile', '/dev/null'],
     ['protocol.allow', 'never'],
     ['protocol.https.allow', 'always'],
     ['protocol.http.allow', 'always'],
@@ -85,6 +88,10 @@ export function runGit(args: string[], opts: RunGitOptions = {}): Promise<string
     GIT_CONFIG_NOSYSTEM: '1',
     // The worker's own ~/.gitconfig is not the user's business (and may hold helpers or rewrites).
     GIT_CONFIG_GLOBAL: '/dev/null',
+    GIT_ATTR_NOSYSTEM: '1',
+    // Never look for a repository above the directory git runs in: a checkout nested in another's work tree must
+    // not pick up the outer repository's config.
+    ...(opts.cwd ? { GIT_CEILING_DIRECTORIES: dirname(resolve(opts.cwd)) } : {}),
     GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
     LC_ALL: 'C',
     IMGBUILDER_GIT_USER: opts.credentials?.username ?? '',

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { ImgbuilderError, isConnectionError } from './errors.js';
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
 import { registryFetch } from './registry-http.js';
+import { LruMap } from './lru-map.js';
 import { retry } from './retry.js';
 
 const MANIFEST_TYPES = [
@@ -43,8 +45,11 @@ const RETRY_BACKOFF_MS = 1_000;
 export class RegistryClient {
   private readonly insecure: Set<string>;
   private readonly timeoutMs: number;
-  /** Bearer tokens by `host scope`; short-lived, reused while valid. */
-  private readonly tokens = new Map<string, { token: string; expires: number }>();
+  /**
+   * Bearer tokens by host, scope and a hash of the whole credential: a caller naming another's user name with any
+   * password must not get that user's token. Short-lived, reused while valid; the least recently used are dropped.
+   */
+  private readonly tokens = new LruMap<string, { token: string; expires: number }>(MAX_CACHED_TOKENS);
 
   constructor(opts: RegistryClientOptions = {}) {
     this.insecure = new Set(opts.insecureHosts ?? []);
@@ -130,14 +135,15 @@ export class RegistryClient {
     const url = `${this.baseUrl(ref.domain)}/v2/${ref.path}/${path}`;
     const headers: Record<string, string> = { Accept: MANIFEST_TYPES.join(', ') };
     const scope = `repository:${ref.path}:pull`;
-    const cached = this.tokens.get(`${ref.domain} ${scope} ${credentials?.username ?? ''}`);
+    const tokenKey = cacheKey(ref.domain, scope, credentials);
+    const cached = this.tokens.get(tokenKey);
     if (cached && cached.expires > Date.now()) headers.Authorization = `Bearer ${cached.token}`;
     else if (credentials && this.basicKnown.has(ref.domain)) headers.Authorization = basic(credentials);
     let res = await registryFetch(url, { method, headers, timeoutMs: this.timeoutMs });
     if (res.status === 401) {
       await res.body?.cancel();
       const challenge = res.headers.get('www-authenticate') ?? '';
-      const auth = await this.answerChallenge(challenge, ref, scope, credentials);
+      const auth = await this.answerChallenge(challenge, ref, scope, tokenKey, credentials);
       if (auth) {
         res = await registryFetch(url, { method, headers: { ...headers, Authorization: auth }, timeoutMs: this.timeoutMs });
       }
@@ -150,23 +156,34 @@ export class RegistryClient {
     return res;
   }
 
-  private readonly basicKnown = new Set<string>();
+  /** Hosts that answered with a Basic challenge: later requests send credentials at once. Bounded like the tokens. */
+  private readonly basicKnown = new LruMap<string, true>(MAX_CACHED_TOKENS);
 
-  private async answerChallenge(challenge: string, ref: ImageRef, scope: string, credentials?: RegistryCredentials): Promise<string | undefined> {
+  private async answerChallenge(challenge: string, ref: ImageRef, scope: string, tokenKey: string, credentials?: RegistryCredentials): Promise<string | undefined> {
     if (/^basic/i.test(challenge)) {
       if (!credentials) return undefined;
-      this.basicKnown.add(ref.domain);
+      this.basicKnown.set(ref.domain, true);
       return basic(credentials);
     }
     if (!/^bearer/i.test(challenge)) return undefined;
     const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1].toLowerCase(), m[2]]));
     if (!params.realm) return undefined;
-    const tokenUrl = new URL(params.realm);
+    let tokenUrl: URL;
+    try {
+      tokenUrl = new URL(params.realm);
+    } catch {
+      throw new ImgbuilderError('FAILED_PRECONDITION', `registry ${ref.domain} names a token service that is not a URL`);
+    }
     if (params.service) tokenUrl.searchParams.set('service', params.service);
     tokenUrl.searchParams.set('scope', params.scope ?? scope);
-    const res = await fetch(tokenUrl, {
+    // The realm comes from whoever answers for the registry host: it gets the same URL policy as build sources.
+    const res = await registryFetch(tokenUrl, {
       headers: credentials ? { Authorization: basic(credentials) } : {},
-      signal: AbortSignal.timeout(this.timeoutMs),
+      timeoutMs: this.timeoutMs,
+      policy: `token service of registry ${ref.domain}`,
+    }).catch((err: unknown) => {
+      if (err instanceof ImgbuilderError) throw new ImgbuilderError('FAILED_PRECONDITION', err.message);
+      throw err;
     });
     if (!res.ok) {
       await res.body?.cancel();
@@ -175,9 +192,17 @@ export class RegistryClient {
     const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
     if (!token) return undefined;
-    this.tokens.set(`${ref.domain} ${scope} ${credentials?.username ?? ''}`, { token, expires: Date.now() + Math.max(30, (body.expires_in ?? 60) - 10) * 1000 });
+    this.tokens.set(tokenKey, { token, expires: Date.now() + Math.max(30, (body.expires_in ?? 60) - 10) * 1000 });
     return `Bearer ${token}`;
   }
+}
+
+/** Tokens (and Basic-challenge hosts) one process remembers. */
+const MAX_CACHED_TOKENS = 1000;
+
+function cacheKey(domain: string, scope: string, c: RegistryCredentials | undefined): string {
+  const secret = c ? createHash('sha256').update(JSON.stringify([c.username ?? null, c.password ?? null, c.auth ?? null])).digest('hex') : '';
+  return `${domain} ${scope} ${secret}`;
 }
 
 function basic(c: RegistryCredentials): string {

@@ -1,5 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
+import { ImgbuilderError } from './errors.js';
+import { checkHttpUrl, guardedLookup } from './source-policy.js';
 
 /**
  * HTTP for registry calls over keep-alive connections. Node's fetch gets `Connection: close` from the Docker
@@ -18,15 +20,23 @@ export interface HttpInit {
   method?: string;
   headers?: Record<string, string>;
   timeoutMs: number;
+  /**
+   * Apply the source URL policy (see source-policy.ts) to this URL, naming it so in errors: for URLs a registry
+   * hands us (token realms). Redirect targets always pass it.
+   */
+  policy?: string;
 }
 
 export async function registryFetch(url: string | URL, init: HttpInit, redirects = 0): Promise<Response> {
   const u = new URL(url);
+  if (init.policy) checkHttpUrl(u.toString(), init.policy);
   const agent = agents[u.protocol as 'http:' | 'https:'];
   if (!agent) throw new Error(`unsupported registry URL scheme ${u.protocol}`);
   const method = init.method ?? 'GET';
   const { status, headers, body } = await new Promise<{ status: number; headers: Headers; body: Buffer }>((resolve, reject) => {
-    const req = (u.protocol === 'https:' ? https : http).request(u, { method, headers: init.headers, agent }, (res) => {
+    // A host name that resolves to a link-local / metadata address is refused at connect time, as for sources.
+    const lookup = init.policy ? (guardedLookup as never) : undefined;
+    const req = (u.protocol === 'https:' ? https : http).request(u, { method, headers: init.headers, agent, lookup }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -42,12 +52,19 @@ export async function registryFetch(url: string | URL, init: HttpInit, redirects
       res.on('error', reject);
     });
     req.setTimeout(init.timeoutMs, () => req.destroy(Object.assign(new Error(`registry request timed out after ${init.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EREFUSEDADDRESS') reject(new ImgbuilderError('FAILED_PRECONDITION', `${init.policy ?? 'registry'}: ${err.message}`));
+      else reject(err);
+    });
     req.end();
   });
   const location = headers.get('location');
   if (status >= 300 && status < 400 && location && redirects < MAX_REDIRECTS) {
-    return registryFetch(new URL(location, u), { ...init, method: method === 'HEAD' ? 'HEAD' : 'GET' }, redirects + 1);
+    const next = new URL(location, u);
+    // Credentials are for the origin they were sent to: a redirect elsewhere (blob storage, another host) gets none.
+    const headers = { ...init.headers };
+    if (next.origin !== u.origin) for (const k of Object.keys(headers)) if (k.toLowerCase() === 'authorization') delete headers[k];
+    return registryFetch(next, { ...init, headers, method: method === 'HEAD' ? 'HEAD' : 'GET', policy: init.policy ?? 'registry redirect' }, redirects + 1);
   }
   // Response cannot carry a body for 204/304 or HEAD-like answers.
   const nullBody = method === 'HEAD' || status === 204 || status === 304;

@@ -1,6 +1,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { invalidArgument, ImgbuilderError } from './errors.js';
+import { quote } from './client-text.js';
 
 const ALLOWED_SCHEMES = new Set(['https:', 'http:', 'ssh:', 'git:']);
 
@@ -75,10 +76,10 @@ export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): 
   }
   if (parsed.kind === 'url') {
     const scheme = new URL(raw).protocol;
-    if (!ALLOWED_SCHEMES.has(scheme)) throw invalidArgument(`${what}: scheme ${scheme.slice(0, -1)} is not allowed (use https, http, ssh or git)`);
+    if (!ALLOWED_SCHEMES.has(scheme)) throw invalidArgument(`${what}: scheme ${quote(scheme.slice(0, -1))} is not allowed (use https, http, ssh or git)`);
   }
   if (!parsed.host) throw invalidArgument(`${what} names no host`);
-  if (parsed.host.startsWith('-')) throw invalidArgument(`${what}: host "${parsed.host}" looks like a command-line option and is refused`);
+  if (parsed.host.startsWith('-')) throw invalidArgument(`${what}: host ${quote(parsed.host)} looks like a command-line option and is refused`);
   if (isForbiddenAddress(parsed.host)) throw invalidArgument(`${what}: address ${parsed.host} is link-local or a cloud metadata endpoint and is refused`);
 }
 
@@ -196,8 +197,8 @@ export const SECRET_GIT_CONFIG = /^http\.(.*\.)?extraheader$/i;
 export function checkGitConfig(config: Record<string, string> | undefined): void {
   for (const [key, value] of Object.entries(config ?? {})) {
     const m = /^([A-Za-z][A-Za-z0-9-]*)(?:\.(.+))?\.([A-Za-z][A-Za-z0-9-]*)$/s.exec(key);
-    if (!m) throw invalidArgument(`git custom_config key "${key}" is not a valid git config key`);
-    if (value.includes('\0')) throw invalidArgument(`git custom_config value of "${key}" contains a NUL byte`);
+    if (!m) throw invalidArgument(`git custom_config key ${quote(key)} is not a valid git config key`);
+    if (value.includes('\0')) throw invalidArgument(`git custom_config value of ${quote(key)} contains a NUL byte`);
     const [, section, sub, name] = m;
     const s = section.toLowerCase();
     // `http.<url>.<key>` scopes a setting to one URL; the setting decides.
@@ -205,8 +206,57 @@ export function checkGitConfig(config: Record<string, string> | undefined): void
     const ok = (sub === undefined || s === 'http') && (GIT_CONFIG_ALLOWED.has(plain) || GIT_CONFIG_ALLOWED_SECTIONS.has(s));
     if (!ok) {
       throw invalidArgument(
-        `git custom_config key "${key}" is not allowed: settings that run programs, read local files or redirect the fetch are refused on a shared builder (allowed: ${[...GIT_CONFIG_ALLOWED].join(', ')}, advice.*, color.*, i18n.*)`,
+        `git custom_config key ${quote(key)} is not allowed: settings that run programs, read local files or redirect the fetch are refused on a shared builder (allowed: ${[...GIT_CONFIG_ALLOWED].join(', ')}, advice.*, color.*, i18n.*)`,
       );
     }
   }
+}
+
+/**
+ * True when a path has a `.git` part. Git reads its config, hooks and attributes from there, so a `.git` written by
+ * a download or a snapshot would make a later checkout run the writer's programs on the worker. Any case counts:
+ * git itself treats `.GIT` alike on case-insensitive file systems.
+ */
+export function hasGitPart(path: string): boolean {
+  return path.split(/[\\/]/).some((part) => part.toLowerCase() === '.git');
+}
+
+/** Where snapshots may be read from: the service's own upload prefix, plus IMGBUILDER_SNAPSHOT_SOURCES. */
+export interface SnapshotPolicy {
+  /** IMGBUILDER_S3_BUCKET: its `snapshots/` prefix is where the upload service stores snapshots. */
+  ownBucket: string;
+  /** IMGBUILDER_SNAPSHOT_SOURCES entries: `bucket` (any key) or `bucket/prefix`. */
+  sources: readonly string[];
+}
+
+/** The prefix of the service's own bucket that CLI uploads go to (see upload-service.ts). */
+export const OWN_SNAPSHOT_PREFIX = 'snapshots/';
+
+/** Where a snapshot name points: `s3://bucket/key`, or a key in the default bucket. */
+export function snapshotLocation(name: string, defaultBucket: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(name);
+  return m ? { bucket: m[1], key: m[2] } : { bucket: defaultBucket, key: name };
+}
+
+/**
+ * The bucket and key of a snapshot the policy allows; refuses anything else. The worker reads snapshots with its
+ * own credentials and `COPY . /x` publishes what it read, so an open choice of bucket would publish any object the
+ * worker can read (build logs of others included).
+ */
+export function checkSnapshotSource(name: string, policy: SnapshotPolicy): { bucket: string; key: string } {
+  if (/^s3:/i.test(name) && !/^s3:\/\/[^/]+\/.+$/.test(name)) throw invalidArgument(`snapshot ${quote(name)} must be s3://bucket/key or a key in the default bucket`);
+  const loc = snapshotLocation(name, policy.ownBucket);
+  // Stores that map keys to files (s3rver, some gateways) would resolve `..`; no key needs such parts.
+  if (loc.key.split('/').some((p) => p === '' || p === '.' || p === '..')) throw invalidArgument(`snapshot ${quote(name)}: empty, "." and ".." parts are refused in snapshot keys`);
+  if (loc.bucket === policy.ownBucket && loc.key.startsWith(OWN_SNAPSHOT_PREFIX)) return loc;
+  const listed = policy.sources.some((entry) => {
+    const i = entry.indexOf('/');
+    if (i < 0) return entry === loc.bucket && !(loc.bucket === policy.ownBucket && loc.key.startsWith('logs/'));
+    const prefix = entry.slice(i + 1).replace(/\/*$/, '/');
+    return entry.slice(0, i) === loc.bucket && (prefix === '/' || loc.key.startsWith(prefix));
+  });
+  if (listed) return loc;
+  throw invalidArgument(
+    `snapshot ${quote(name)} is refused: snapshots are read from ${OWN_SNAPSHOT_PREFIX} in the service's own bucket (where uploads go) or from buckets the operator lists in IMGBUILDER_SNAPSHOT_SOURCES`,
+  );
 }
