@@ -27,6 +27,7 @@ import { GitServer } from '../support/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
 import { BASE_IMAGE, dockerfile } from '../support/requests.js';
 import { SourceServer } from '../support/source-server.js';
+import { NetnsHost } from '../support/netns-host.js';
 import { startStack, type Stack } from '../support/stack.js';
 
 /**
@@ -450,5 +451,25 @@ describe('registry tokens and redirects', () => {
     } finally {
       for (const r of [target, origin, realmHits, badRealm]) r.stop();
     }
+  });
+});
+
+describe('image refs naming a metadata address', () => {
+  let meta: NetnsHost;
+  beforeAll(async () => {
+    // The metadata address lives on a test host in a namespace this test creates: if the policy failed, the
+    // connection would land there, never off this machine.
+    meta = await NetnsHost.start({ extraAddresses: ['169.254.169.254'], token: 'metadata', ports: [80, 443] });
+  });
+  afterAll(() => meta?.stop());
+
+  it('ResolveBaseImage and a ref source refuse 169.254.169.254 in any spelling without connecting to it', async () => {
+    for (const ref of ['169.254.169.254/latest/meta-data:x', '169.254.169.254:80/x:y']) {
+      const err = await resolveBase(api, { ref }).then(() => undefined, (e: ServiceError) => e);
+      expect(err?.code === status.INVALID_ARGUMENT || err?.code === status.FAILED_PRECONDITION, `${ref}: ${err?.code} ${err?.details}`).toBe(true);
+    }
+    const viaRef = await build(api, { source: { from: { $case: 'ref', ref: { ref: '169.254.169.254/x:y' } } } }).then(() => undefined, (e: ServiceError) => e);
+    expect(viaRef?.code === status.INVALID_ARGUMENT || viaRef?.code === status.FAILED_PRECONDITION).toBe(true);
+    expect(meta.hits).toBe(0);
   });
 });

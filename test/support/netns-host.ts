@@ -19,7 +19,10 @@ export class NetnsHost {
     readonly address: string,
   ) {}
 
-  static async start(opts: { extraAddresses: string[]; token: string; port?: number }): Promise<NetnsHost> {
+  /** Connections the test host has accepted so far. */
+  hits = 0;
+
+  static async start(opts: { extraAddresses: string[]; token: string; port?: number; ports?: number[] }): Promise<NetnsHost> {
     const id = randomBytes(3).toString('hex');
     const ns = `imgbt-${id}`;
     const hostVeth = `ibt${id}h`;
@@ -43,11 +46,16 @@ export class NetnsHost {
         sh('ip', 'route', 'add', `${a}/32`, 'via', `${net}.2`, 'dev', hostVeth);
         routes.push(`${a}/32`);
       }
-      const code = `require('http').createServer((q, r) => r.end(${JSON.stringify(opts.token)})).listen(${port}, '0.0.0.0', () => console.log('listening'))`;
+      // A bare TCP server speaking just enough HTTP; it reports every connection, so a test can tell none came.
+      const body = JSON.stringify(opts.token);
+      const ports = opts.ports ?? [port];
+      const code = `const net = require('net'); let up = 0; for (const p of ${JSON.stringify(ports)}) net.createServer((c) => { console.log('hit'); c.on('error', () => {}); c.end('HTTP/1.1 200 OK\\r\\nContent-Length: ' + Buffer.byteLength(${body}) + '\\r\\nConnection: close\\r\\n\\r\\n' + ${body}); }).listen(p, '0.0.0.0', () => { if (++up === ${ports.length}) console.log('listening'); });`;
+      let host: NetnsHost | undefined;
       const server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('netns test host did not start within 15 s')), 15_000);
         createInterface({ input: server.stdout! }).on('line', (l) => {
+          if (l === 'hit' && host) host.hits++;
           if (l === 'listening') {
             clearTimeout(timer);
             resolve();
@@ -55,7 +63,8 @@ export class NetnsHost {
         });
         server.on('exit', (c) => reject(new Error(`netns test host exited (${c})`)));
       });
-      return new NetnsHost(ns, hostVeth, routes, server, `${net}.2`);
+      host = new NetnsHost(ns, hostVeth, routes, server, `${net}.2`);
+      return host;
     } catch (err) {
       for (const r of routes) sh('ip', 'route', 'del', r);
       sh('ip', 'netns', 'del', ns);

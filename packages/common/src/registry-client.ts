@@ -139,13 +139,16 @@ export class RegistryClient {
     const cached = this.tokens.get(tokenKey);
     if (cached && cached.expires > Date.now()) headers.Authorization = `Bearer ${cached.token}`;
     else if (credentials && this.basicKnown.has(ref.domain)) headers.Authorization = basic(credentials);
-    let res = await registryFetch(url, { method, headers, timeoutMs: this.timeoutMs });
+    // The registry host comes from the caller's image ref: it gets the source URL policy, so a ref cannot make this
+    // service (API or worker) talk to a link-local or cloud-metadata address.
+    const policy = `registry ${ref.domain}`;
+    let res = await registryFetch(url, { method, headers, timeoutMs: this.timeoutMs, policy });
     if (res.status === 401) {
       await res.body?.cancel();
       const challenge = res.headers.get('www-authenticate') ?? '';
       const auth = await this.answerChallenge(challenge, ref, scope, tokenKey, credentials);
       if (auth) {
-        res = await registryFetch(url, { method, headers: { ...headers, Authorization: auth }, timeoutMs: this.timeoutMs });
+        res = await registryFetch(url, { method, headers: { ...headers, Authorization: auth }, timeoutMs: this.timeoutMs, policy });
       }
     }
     if (!res.ok) {
