@@ -20,8 +20,10 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 FROM ${NODE_IMAGE} AS runtime
 # git: workers clone build sources. tini: PID 1 that forwards signals and reaps git's child processes.
+# busybox-static: /bin/busybox, from which the worker makes its egress probe image (a RUN step's view of the network).
+# No iptables: the egress policy is installed where the engine runs (infra/engine/egress-policy.sh), not here.
 RUN apt-get update \
-  && apt-get install -y --no-install-recommends git ca-certificates tini \
+  && apt-get install -y --no-install-recommends git ca-certificates tini busybox-static \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

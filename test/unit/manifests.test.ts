@@ -1,5 +1,6 @@
-import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
@@ -26,7 +27,11 @@ import {
 
 const BASE = repoPath('infra/k8s/base');
 const OVERLAY = repoPath('infra/k8s/overlays/example');
-const SECRET_KEYS = ['IMGBUILDER_SECRET_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'];
+const SECRET_KEYS = ['IMGBUILDER_SECRET_KEY', 'REDIS_URL', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'];
+/** Credentials of the bundled Redis and MinIO: never in the API's or the workers' environment. */
+const BUNDLED_KEYS = ['REDIS_PASSWORD', 'MINIO_ROOT_USER', 'MINIO_ROOT_PASSWORD'];
+/** What engine-start.sh writes once the egress policy is in, and the engine's startup probe and healthcheck require. */
+const ENGINE_MARKER = '/run/imgbuilder-engine-ready';
 /** Settings deliberately absent from the ConfigMap, and why. */
 const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_GRPC_ADDR: 'the default :8080 is what the probes and Service use',
@@ -35,6 +40,9 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_TLS_KEY: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_TLS_CA: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_PUBLIC_URL: 'only IMGBUILDER_LOG_INFO=supervisor needs it, and it names an Ingress of the installation',
+  IMGBUILDER_REDIS_TLS_CA: 'rediss:// with a private CA is an opt-in that also needs a file mounted',
+  IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE: "the worker makes its probe image from the service image's busybox",
+  IMGBUILDER_BUILD_CGROUP_ROOT: "the worker does not share the engine's host in a pod",
 };
 
 const byKind = (docs: Doc[], kind: string) => docs.filter((d) => d.kind === kind);
@@ -79,8 +87,17 @@ describe('Kubernetes manifests: kustomization files', () => {
     expect(k.secretGenerator?.map((g) => [g.name, g.behavior])).toEqual([
       ['imgbuilder-secrets', 'replace'],
       ['imgbuilder-registry-auth', 'replace'],
+      ['imgbuilder-bundled-secrets', 'replace'],
+      ['imgbuilder-registry-htpasswd', 'replace'],
     ]);
     expect(Object.keys(parseEnvFile(readFileSync(join(OVERLAY, 'secrets.env'), 'utf8'))).sort()).toEqual([...SECRET_KEYS].sort());
+    expect(Object.keys(parseEnvFile(readFileSync(join(OVERLAY, 'bundled-secrets.env'), 'utf8'))).sort()).toEqual([...BUNDLED_KEYS].sort());
+  });
+
+  it("the engine's egress policy in the base is a byte-identical copy of infra/engine/egress-policy.sh", () => {
+    // kustomize reads no file outside its root, so the base carries a copy; it must never drift from the original.
+    const copy = readFileSync(join(BASE, 'egress-policy.sh'));
+    expect(copy.equals(readFileSync(repoPath('infra/engine/egress-policy.sh'))), 'run: cp infra/engine/egress-policy.sh infra/k8s/base/').toBe(true);
   });
 });
 
@@ -208,8 +225,39 @@ describe.each(renders)('%s', (_, load) => {
     const hosts = (engine.args as string[]).filter((a) => a.startsWith('--host=')).map((a) => a.slice('--host='.length));
     expect(hosts).toContain(dockerHost);
     expect(hosts.filter((h) => h.startsWith('tcp://') && !h.startsWith('tcp://127.0.0.1:'))).toEqual([]);
-    // dockerd-entrypoint.sh adds tcp://0.0.0.0:2375 unless the arguments start with `dockerd`.
-    expect(engine.args[0]).toBe('dockerd');
+    // engine-start.sh runs its arguments; dockerd-entrypoint.sh adds tcp://0.0.0.0:2375 unless its own arguments
+    // start with `dockerd`.
+    expect(engine.args.slice(0, 2)).toEqual(['dockerd-entrypoint.sh', 'dockerd']);
+  });
+
+  it('worker: the engine starts through engine-start.sh, which installs the egress policy before the startup probe can pass', () => {
+    const engine = container(worker, 'docker');
+    const [shell, script] = engine.command as string[];
+    expect(shell).toBe('/bin/sh');
+    const mount = (engine.volumeMounts as Doc[]).find((m) => script.startsWith(`${m.mountPath}/`))!;
+    expect(mount.readOnly).toBe(true);
+    const volume = podSpec(worker)!.volumes.find((v: Doc) => v.name === mount.name);
+    const scripts = dataOf(find(docs, 'ConfigMap', volume.configMap.name));
+    expect(scripts[script.slice(mount.mountPath.length + 1)]).toBe(readFileSync(join(BASE, 'engine-start.sh'), 'utf8'));
+    // engine-start.sh runs egress-policy.sh from its own directory.
+    expect(scripts['egress-policy.sh']).toBe(readFileSync(repoPath('infra/engine/egress-policy.sh'), 'utf8'));
+    expect(readFileSync(join(BASE, 'engine-start.sh'), 'utf8')).toContain(`MARKER="\${IMGBUILDER_ENGINE_READY_MARKER:-${ENGINE_MARKER}}"`);
+    expect(engine.startupProbe.exec.command.join(' ')).toContain(`test -f ${ENGINE_MARKER} &&`);
+    // The allow list the operator sets in the ConfigMap reaches the policy.
+    expect((engine.env as Doc[]).find((e) => e.name === 'IMGBUILDER_BUILD_EGRESS_ALLOW')?.valueFrom.configMapKeyRef).toEqual({ name: 'imgbuilder-config', key: 'IMGBUILDER_BUILD_EGRESS_ALLOW' });
+    expect(engine.env).toContainEqual({ name: 'TINI_SUBREAPER', value: '1' });
+    // The worker proves the policy at start, and takes no builds while it does not hold.
+    expect(config.IMGBUILDER_BUILD_EGRESS_CHECK).toBe('on');
+  });
+
+  it("worker: the engine container's limits bound all of the pod's builds, above each build's own limits", () => {
+    const limits = container(worker, 'docker').resources.limits;
+    const builds = Number(config.IMGBUILDER_WORKER_CONCURRENCY);
+    expect(quantity(limits.memory)).toBeGreaterThan(builds * parseByteSize(config.IMGBUILDER_BUILD_MEMORY)!);
+    expect(Number(limits.cpu)).toBeGreaterThanOrEqual(builds * Number(config.IMGBUILDER_BUILD_CPUS));
+    const data = container(worker, 'docker').volumeMounts.find((m: Doc) => m.mountPath === '/var/lib/docker');
+    const dataLimit = quantity(podSpec(worker)!.volumes.find((v: Doc) => v.name === data.name).emptyDir.sizeLimit);
+    expect(dataLimit).toBeGreaterThan(builds * parseByteSize(config.IMGBUILDER_BUILD_DISK)!);
   });
 
   it('KEDA scales the worker Deployment on imgbuilder_queue_demand, one value per queue, threshold = worker concurrency', () => {
@@ -228,29 +276,72 @@ describe.each(renders)('%s', (_, load) => {
     expect(worker.spec.replicas, 'a fixed count would be reset on every apply').toBeUndefined();
   });
 
-  it('Redis: append-only file, noeviction, a volume claim template, and REDIS_URL points at its Service', () => {
+  it('Redis: append-only file, noeviction, a password, a volume claim template, and REDIS_URL (a secret) points at its Service', () => {
     const redis = find(docs, 'StatefulSet', 'imgbuilder-redis');
-    const args = (container(redis, 'redis').args as string[]).join(' ');
-    expect(args).toMatch(/--appendonly yes\b/);
-    expect(args).toMatch(/--maxmemory-policy noeviction\b/);
+    const c = container(redis, 'redis');
+    const script = (c.args as string[]).join(' ');
+    expect(script).toMatch(/--appendonly yes\b/);
+    expect(script).toMatch(/--maxmemory-policy noeviction\b/);
+    expect(script).toMatch(/^requirepass \$REDISCLI_AUTH$/m);
+    // The password comes from the bundled Secret; redis-cli in the probe authenticates with the same variable.
+    expect((c.env as Doc[]).find((e) => e.name === 'REDISCLI_AUTH')?.valueFrom.secretKeyRef).toEqual({ name: 'imgbuilder-bundled-secrets', key: 'REDIS_PASSWORD' });
+    expect(c.readinessProbe.exec.command.join(' ')).toContain('redis-cli ping | grep -q PONG');
     expect(redis.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBeDefined();
     const svc = find(docs, 'Service', redis.spec.serviceName);
-    expect(hostPort(config.REDIS_URL)).toBe(`${svc.metadata.name}:${svc.spec.ports[0].port}`);
+    expect(config.REDIS_URL, 'REDIS_URL carries the password: it belongs in the Secret').toBeUndefined();
+    expect(hostPort(secrets.REDIS_URL)).toBe(`${svc.metadata.name}:${svc.spec.ports[0].port}`);
+    const url = new URL(secrets.REDIS_URL);
+    expect(decodeURIComponent(url.password)).toBe(dataOf(find(docs, 'Secret', 'imgbuilder-bundled-secrets')).REDIS_PASSWORD);
   });
 
-  it('object store: MinIO with the Secret as its root credentials, a bucket Job, and logs kept longer than Redis keeps builds', () => {
+  it('object store: MinIO root keys stay with MinIO and the bucket Job, which gives the services a user of their own bucket', () => {
     const minio = find(docs, 'StatefulSet', 'imgbuilder-minio');
-    const env = Object.fromEntries((container(minio, 'minio').env as Doc[]).map((e) => [e.name, e.valueFrom?.secretKeyRef]));
-    expect(env.MINIO_ROOT_USER).toEqual({ name: 'imgbuilder-secrets', key: 'AWS_ACCESS_KEY_ID' });
-    expect(env.MINIO_ROOT_PASSWORD).toEqual({ name: 'imgbuilder-secrets', key: 'AWS_SECRET_ACCESS_KEY' });
+    const secretRefs = (c: Doc) => Object.fromEntries((c.env as Doc[]).map((e) => [e.name, e.valueFrom?.secretKeyRef]));
+    const env = secretRefs(container(minio, 'minio'));
+    expect(env.MINIO_ROOT_USER).toEqual({ name: 'imgbuilder-bundled-secrets', key: 'MINIO_ROOT_USER' });
+    expect(env.MINIO_ROOT_PASSWORD).toEqual({ name: 'imgbuilder-bundled-secrets', key: 'MINIO_ROOT_PASSWORD' });
+    for (const [d, name] of [
+      [api, 'api'],
+      [worker, 'worker'],
+    ] as const) {
+      const seen = environmentOf(docs, container(d, name));
+      expect(BUNDLED_KEYS.filter((k) => k in seen), `${name} must not hold the bundled services' root credentials`).toEqual([]);
+    }
     expect(hostPort(config.IMGBUILDER_S3_ENDPOINT)).toBe(`imgbuilder-minio:${find(docs, 'Service', 'imgbuilder-minio').spec.ports[0].port}`);
     const job = find(docs, 'Job', 'imgbuilder-minio-bucket');
-    expect(container(job, 'mc').args.join('\n')).toContain('mc ilm rule import');
+    const mc = container(job, 'mc');
+    const script = mc.args.join('\n') as string;
+    expect(script).toContain('mc ilm rule import');
+    // Logs in as root, creates the services' user (the keys the API and workers get), limited to the bucket.
+    expect(secretRefs(mc)).toMatchObject({
+      MINIO_ROOT_USER: { name: 'imgbuilder-bundled-secrets', key: 'MINIO_ROOT_USER' },
+      AWS_ACCESS_KEY_ID: { name: 'imgbuilder-secrets', key: 'AWS_ACCESS_KEY_ID' },
+      AWS_SECRET_ACCESS_KEY: { name: 'imgbuilder-secrets', key: 'AWS_SECRET_ACCESS_KEY' },
+    });
+    expect(script).toContain('mc alias set store "$IMGBUILDER_S3_ENDPOINT" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"');
+    expect(script).toContain('mc admin user add store "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"');
+    expect(script).toContain('mc admin policy attach store imgbuilder-bucket --user "$AWS_ACCESS_KEY_ID"');
+    expect(script.match(/arn:aws:s3:::[^"]*/g)).toEqual(['arn:aws:s3:::%s', 'arn:aws:s3:::%s/*']);
+    expect(script).toContain(`' "$IMGBUILDER_S3_BUCKET" "$IMGBUILDER_S3_BUCKET" > /tmp/imgbuilder-policy.json`);
     const lifecycle = JSON.parse(dataOf(find(docs, 'ConfigMap', 'imgbuilder-bucket-lifecycle'))['bucket-lifecycle.json']);
     const days = (prefix: string) => lifecycle.Rules.find((r: Doc) => r.Filter.Prefix === prefix && r.Status === 'Enabled').Expiration.Days as number;
     // Logs answers finished builds from the log object while Redis still knows them.
     expect(days('logs/') * 86_400_000).toBeGreaterThanOrEqual(parseDuration(config.IMGBUILDER_LOG_RETENTION)!);
     expect(days('snapshots/')).toBeLessThan(days('logs/'));
+  });
+
+  it('registry: registry:2 with htpasswd auth from a Secret; probes on / (which needs no credentials)', () => {
+    const reg = find(docs, 'Deployment', 'imgbuilder-registry');
+    const c = container(reg, 'registry');
+    const env = Object.fromEntries((c.env as Doc[]).map((e) => [e.name, e.value]));
+    expect(env.REGISTRY_AUTH).toBe('htpasswd');
+    const mount = (c.volumeMounts as Doc[]).find((m) => env.REGISTRY_AUTH_HTPASSWD_PATH.startsWith(`${m.mountPath}/`))!;
+    const volume = podSpec(reg)!.volumes.find((v: Doc) => v.name === mount.name);
+    expect(volume.secret.secretName).toBe('imgbuilder-registry-htpasswd');
+    expect(volume.secret.items).toContainEqual({ key: 'htpasswd', path: env.REGISTRY_AUTH_HTPASSWD_PATH.slice(mount.mountPath.length + 1) });
+    expect(c.readinessProbe.httpGet.path).toBe('/');
+    expect(c.livenessProbe.httpGet.path).toBe('/');
+    expect((c.args as string[]).join('\n')).toMatch(/exec registry serve \/etc\/docker\/registry\/config\.yml$/m);
   });
 
   it('registry: registry:2 behind a Service that both repositories, the insecure list and the engine agree on', () => {
@@ -261,6 +352,9 @@ describe.each(renders)('%s', (_, load) => {
     expect(config.IMGBUILDER_WORKSPACE_REPOSITORY.startsWith(`${host}/`)).toBe(true);
     expect(config.IMGBUILDER_INSECURE_REGISTRIES.split(',')).toContain(host);
     expect(container(worker, 'docker').args).toContain(`--insecure-registry=${host}`);
+    // Filled in (the overlay), the installation credentials name this registry: they are what the workers push with.
+    const auths = Object.keys(JSON.parse(dataOf(find(docs, 'Secret', 'imgbuilder-registry-auth'))['.dockerconfigjson']).auths);
+    if (auths.length) expect(auths).toContain(host);
   });
 
   it('configuration: the ConfigMap holds only known settings and no secrets; the Secret holds the secrets', () => {
@@ -342,18 +436,114 @@ describe('placeholders', () => {
       expect(() => SecretBox.fromEnv(value, 'production')).toThrow(/32 bytes/);
     }
   });
+
+  const base = render(BASE);
+  const bundled = dataOf(find(base, 'Secret', 'imgbuilder-bundled-secrets'));
+  const secrets = dataOf(find(base, 'Secret', 'imgbuilder-secrets'));
+  /** Runs a container's start-up script as its image would (`/bin/sh -ec SCRIPT`), with env; it must stop on its own. */
+  const runScript = (c: Doc, env: Record<string, string>) => {
+    expect(c.command).toEqual(['/bin/sh', '-ec']);
+    return spawnSync('/bin/sh', ['-ec', c.args.join('\n')], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 10_000 });
+  };
+
+  it('the bundled Redis, MinIO and bucket Job refuse to start with placeholder credentials', () => {
+    const redis = container(find(base, 'StatefulSet', 'imgbuilder-redis'), 'redis');
+    for (const pw of [bundled.REDIS_PASSWORD, 'short', 'has spaces in it, and more']) {
+      const res = runScript(redis, { REDISCLI_AUTH: pw });
+      expect(res.status, pw).toBe(1);
+      expect(res.stderr).toMatch(/REDIS_PASSWORD/);
+    }
+    const minio = runScript(container(find(base, 'StatefulSet', 'imgbuilder-minio'), 'minio'), bundled);
+    expect(minio.status).toBe(1);
+    expect(minio.stderr).toContain('placeholders; refusing to start');
+    const job = container(find(base, 'Job', 'imgbuilder-minio-bucket'), 'mc');
+    const placeholders = runScript(job, { ...bundled, AWS_ACCESS_KEY_ID: secrets.AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: secrets.AWS_SECRET_ACCESS_KEY });
+    expect(placeholders.status).toBe(1);
+    expect(placeholders.stderr).toContain('still a placeholder');
+    // Handing the services MinIO's root user is refused too.
+    const root = runScript(job, { MINIO_ROOT_USER: 'admin', MINIO_ROOT_PASSWORD: 'root-password', AWS_ACCESS_KEY_ID: 'admin', AWS_SECRET_ACCESS_KEY: 'root-password' });
+    expect(root.status).toBe(1);
+    expect(root.stderr).toContain("must not be MinIO's root user");
+  });
+
+  it('the bundled registry refuses to start with the placeholder htpasswd', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-htpasswd-'));
+    try {
+      const file = join(dir, 'htpasswd');
+      writeFileSync(file, dataOf(find(base, 'Secret', 'imgbuilder-registry-htpasswd')).htpasswd);
+      const res = runScript(container(find(base, 'Deployment', 'imgbuilder-registry'), 'registry'), { REGISTRY_AUTH_HTPASSWD_PATH: file });
+      expect(res.status).toBe(1);
+      expect(res.stderr).toContain('still holds the placeholder');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the bundled Redis, started by its manifest's script, answers only clients with the password", async () => {
+    // redis-server from Debian in a network namespace of its own (port 6379 there is free); the probe's command too.
+    const c = container(find(base, 'StatefulSet', 'imgbuilder-redis'), 'redis');
+    const password = 'a'.repeat(8) + Date.now().toString(36) + 'b'.repeat(8);
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-redis-'));
+    const server = spawn('unshare', ['-n', '/bin/sh', '-c', 'ip link set lo up && exec /bin/sh -ec "$0"', c.args.join('\n')], {
+      cwd: dir,
+      env: { PATH: process.env.PATH, REDISCLI_AUTH: password },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`redis did not start: ${out}`)), 15_000);
+        const onData = (b: Buffer) => {
+          out += b.toString();
+          if (out.includes('Ready to accept connections')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        server.stdout.on('data', onData);
+        server.stderr.on('data', onData);
+        server.once('exit', (code) => reject(new Error(`redis exited (${code}): ${out}`)));
+      });
+      const inNs = (cmd: string[], env: Record<string, string>) =>
+        spawnSync('nsenter', ['-t', String(server.pid), '-n', ...cmd], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 10_000 });
+      expect(inNs(['redis-cli', 'ping'], {}).stdout).toMatch(/NOAUTH/);
+      const wrong = inNs(['redis-cli', 'ping'], { REDISCLI_AUTH: 'wrong-password-1234' });
+      expect(wrong.stdout + wrong.stderr).toMatch(/WRONGPASS|invalid/i);
+      expect(inNs(['redis-cli', 'config', 'get', 'maxmemory-policy'], { REDISCLI_AUTH: password }).stdout).toContain('noeviction');
+      // The readiness probe's own command passes with the container's environment and fails without it.
+      expect(inNs(c.readinessProbe.exec.command, { REDISCLI_AUTH: password }).status).toBe(0);
+      expect(inNs(c.readinessProbe.exec.command, {}).status).not.toBe(0);
+    } finally {
+      const exited = new Promise((resolve) => (server.exitCode === null ? server.once('exit', resolve) : resolve(undefined)));
+      server.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('compose stack (infra/compose/compose.yaml)', () => {
   const text = readFileSync(repoPath('infra/compose/compose.yaml'), 'utf8');
   const compose = parseDocument(text, { merge: true }).toJS() as Doc;
   const services = compose.services as Record<string, Doc>;
-  /** Compose interpolation with stand-in values, as `docker compose config` would do with the variables set. */
+  /**
+   * Compose interpolation as `docker compose config` would do it: required variables (`${X:?…}`) get stand-in values
+   * as if set, optional ones (`${X:-default}`) their default.
+   */
   const interpolate = (env: Record<string, string>) =>
-    Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v).replace(/\$\{(\w+)(:?[-?][^}]*)?\}/g, (_, name) => (name === 'IMGBUILDER_SECRET_KEY' ? Buffer.alloc(32, 1).toString('base64') : `${name.toLowerCase()}-value`))]));
+    Object.fromEntries(
+      Object.entries(env).map(([k, v]) => [
+        k,
+        String(v).replace(/\$\{(\w+)(:?[-?])?([^}]*)\}/g, (_, name: string, op: string | undefined, rest: string) =>
+          op?.endsWith('-') ? rest : name === 'IMGBUILDER_SECRET_KEY' ? Buffer.alloc(32, 1).toString('base64') : `${name.toLowerCase()}-value`,
+        ),
+      ]),
+    );
+  /** The variable names a value requires from the environment (`${X:?…}`). */
+  const required = (v: string) => [...String(v).matchAll(/\$\{(\w+):\?/g)].map((m) => m[1]);
 
-  it('has Redis, MinIO with a bucket job, a registry, a Docker engine, 2 APIs and 2 workers', () => {
-    expect(Object.keys(services).sort()).toEqual(['api', 'docker', 'minio', 'minio-bucket', 'redis', 'registry', 'worker']);
+  it('has Redis, MinIO with a bucket job, a registry with its auth job, a Docker engine, 2 APIs and 2 workers', () => {
+    expect(Object.keys(services).sort()).toEqual(['api', 'docker', 'minio', 'minio-bucket', 'redis', 'registry', 'registry-auth', 'worker']);
     expect(services.api.deploy.replicas).toBeGreaterThanOrEqual(2);
     expect(services.worker.deploy.replicas).toBeGreaterThanOrEqual(2);
     expect(services.api.command).toEqual(['api']);
@@ -361,8 +551,16 @@ describe('compose stack (infra/compose/compose.yaml)', () => {
     expect(services.api.build.dockerfile).toBe('Dockerfile');
   });
 
-  it('Redis keeps an append-only file and never evicts; the engine is privileged and the workers reach it', () => {
-    expect(services.redis.command.join(' ')).toMatch(/--appendonly yes .*--maxmemory-policy noeviction/);
+  it('Redis keeps an append-only file, never evicts and requires the password REDIS_URL carries; the engine is privileged and the workers reach it', () => {
+    const redisScript = services.redis.command.join(' ');
+    expect(redisScript).toMatch(/--appendonly yes .*--maxmemory-policy noeviction/);
+    expect(redisScript).toMatch(/^requirepass \$\$REDISCLI_AUTH$/m);
+    expect(required(services.redis.environment.REDISCLI_AUTH)).toEqual(['REDIS_PASSWORD']);
+    expect(services.redis.healthcheck.test.join(' ')).toContain('redis-cli ping | grep -q PONG');
+    for (const name of ['api', 'worker']) {
+      const url = services[name].environment.REDIS_URL as string;
+      expect(url).toMatch(/^redis:\/\/:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379$/);
+    }
     expect(services.docker.privileged).toBe(true);
     expect(services.docker.ports, 'the unauthenticated engine API must not be published').toBeUndefined();
     expect(services.worker.environment.DOCKER_HOST).toBe('tcp://docker:2375');
@@ -374,15 +572,57 @@ describe('compose stack (infra/compose/compose.yaml)', () => {
     for (const name of ['api', 'worker']) {
       const env = services[name].environment as Record<string, string>;
       expect(Object.keys(env).filter((k) => !(k in EnvSchema.shape))).toEqual([]);
-      for (const k of SECRET_KEYS) expect(env[k], `${name}: ${k} must come from the environment`).toMatch(/^\$\{\w+:\?/);
+      for (const k of SECRET_KEYS) expect(required(env[k]), `${name}: ${k} must come from the environment`).toHaveLength(1);
+      expect(Object.values(env).flatMap(required).filter((v) => v.startsWith('MINIO_ROOT')), `${name} must not get MinIO's root`).toEqual([]);
       expect(() => loadEnv(interpolate(env))).not.toThrow();
     }
     expect(parseDuration(services.worker.environment.IMGBUILDER_WORKER_SHUTDOWN_GRACE)! / 1000).toBeLessThan(parseDuration(services.worker.stop_grace_period)! / 1000);
   });
 
-  it('the bucket job applies the same lifecycle file as the Kubernetes install', () => {
-    expect(services['minio-bucket'].volumes[0]).toMatch(/^\.\.\/k8s\/base\/bucket-lifecycle\.json:/);
-    expect(services['minio-bucket'].command.join('\n')).toContain('mc ilm rule import');
+  it('the bucket job applies the same lifecycle file as the Kubernetes install, and gives the services a user of their own', () => {
+    const job = services['minio-bucket'];
+    expect(job.volumes[0]).toMatch(/^\.\.\/k8s\/base\/bucket-lifecycle\.json:/);
+    const script = job.command.join('\n') as string;
+    expect(script).toContain('mc ilm rule import');
+    expect(script).toContain('mc alias set store http://minio:9000 "$$MINIO_ROOT_USER" "$$MINIO_ROOT_PASSWORD"');
+    expect(script).toContain('mc admin user add store "$$AWS_ACCESS_KEY_ID" "$$AWS_SECRET_ACCESS_KEY"');
+    expect(script.match(/arn:aws:s3:::[^"]*/g)).toEqual([`arn:aws:s3:::${services.api.environment.IMGBUILDER_S3_BUCKET}`, `arn:aws:s3:::${services.api.environment.IMGBUILDER_S3_BUCKET}/*`]);
+    expect(required(services.minio.environment.MINIO_ROOT_USER)).toEqual(['MINIO_ROOT_USER']);
+    expect(required(services.minio.environment.MINIO_ROOT_PASSWORD)).toEqual(['MINIO_ROOT_PASSWORD']);
+  });
+
+  it('the registry requires the user the registry-auth job writes, and the API and workers read its Docker config', () => {
+    const reg = services.registry;
+    expect(reg.environment.REGISTRY_AUTH).toBe('htpasswd');
+    expect(reg.depends_on['registry-auth'].condition).toBe('service_completed_successfully');
+    const htpasswdVolume = (reg.volumes as string[]).find((v) => reg.environment.REGISTRY_AUTH_HTPASSWD_PATH.startsWith(`${v.split(':')[1]}/`))!.split(':')[0];
+    const job = services['registry-auth'];
+    expect(required(job.environment.REGISTRY_PASSWORD)).toEqual(['REGISTRY_PASSWORD']);
+    expect(job.volumes).toContain(`${htpasswdVolume}:/out/htpasswd`);
+    const script = job.command.join('\n') as string;
+    expect(script).toContain('htpasswd -Bin "$$REGISTRY_USER" > /out/htpasswd/htpasswd');
+    expect(script).toContain(`{"auths":{"registry:5000":`);
+    const clientVolume = (job.volumes as string[]).find((v) => v.endsWith(':/out/client'))!.split(':')[0];
+    for (const name of ['api', 'worker']) {
+      const file = services[name].environment.IMGBUILDER_REGISTRY_AUTH_FILE as string;
+      expect(file.endsWith('/config.json')).toBe(true);
+      expect(services[name].volumes).toContain(`${clientVolume}:${file.slice(0, -'/config.json'.length)}:ro`);
+      expect(services[name].depends_on['registry-auth'].condition).toBe('service_completed_successfully');
+    }
+  });
+
+  it('the engine starts through the Kubernetes sidecar\'s engine-start.sh with the egress policy, and is healthy only once it is installed', () => {
+    const engine = services.docker;
+    expect(engine.entrypoint).toEqual(['/bin/sh', '/etc/imgbuilder/engine/engine-start.sh']);
+    expect(engine.command.slice(0, 2)).toEqual(['dockerd-entrypoint.sh', 'dockerd']);
+    expect(engine.volumes).toContain('../k8s/base/engine-start.sh:/etc/imgbuilder/engine/engine-start.sh:ro');
+    expect(engine.volumes).toContain('../engine/egress-policy.sh:/etc/imgbuilder/engine/egress-policy.sh:ro');
+    expect(engine.healthcheck.test.join(' ')).toContain(`test -f ${ENGINE_MARKER} &&`);
+    expect(engine.environment.IMGBUILDER_BUILD_EGRESS_ALLOW).toBe(services.worker.environment.IMGBUILDER_BUILD_EGRESS_ALLOW);
+    expect(engine.environment.TINI_SUBREAPER).toBe('1');
+    // All builds of all workers together stay under the engine's memory limit.
+    const builds = Number(services.worker.environment.IMGBUILDER_WORKER_CONCURRENCY) * services.worker.deploy.replicas;
+    expect(parseByteSize(engine.mem_limit.replace(/g$/, 'GiB'))!).toBeGreaterThan(builds * parseByteSize(services.worker.environment.IMGBUILDER_BUILD_MEMORY)!);
   });
 });
 
@@ -404,9 +644,11 @@ describe('service image (Dockerfile)', () => {
   const stage = (name: string) => stages.find((s) => s.name === name)!;
   const runtime = stages.at(-1)!;
 
-  it('final stage: node:20-bookworm-slim with git, running as the node user', () => {
+  it('final stage: node:20-bookworm-slim with git and the static busybox the egress probe is made of, running as the node user', () => {
     expect(runtime.from).toBe('node:20-bookworm-slim');
-    expect(runtime.steps.find((s) => s.startsWith('RUN') && s.includes('apt-get install'))).toMatch(/\bgit\b/);
+    const install = runtime.steps.find((s) => s.startsWith('RUN') && s.includes('apt-get install'));
+    expect(install).toMatch(/\bgit\b/);
+    expect(install).toMatch(/\bbusybox-static\b/);
     const users = runtime.steps.filter((s) => s.startsWith('USER '));
     expect(users.at(-1)).toBe('USER node');
   });
