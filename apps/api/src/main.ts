@@ -16,10 +16,12 @@ import { EventHub } from './event-hub.js';
 import { GitRemoteResolver } from './git-remote-resolver.js';
 import { ImageBuilderService } from './image-builder-service.js';
 import { ApiMetrics } from './metrics.js';
-import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentials } from './server.js';
+import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentials, type Guard } from './server.js';
 import { LogTokens } from './log-token.js';
 import { SupervisorLogServer } from './supervisor-log-server.js';
 import { UploadService } from './upload-service.js';
+import { AccessTokens } from '@imgbuilder/common/access-tokens';
+import { guardService } from './auth.js';
 
 const log = createLogger('imgbuilder-api');
 
@@ -96,8 +98,17 @@ async function main(): Promise<void> {
 
   const ready = async () => (await redis.ping()) === 'PONG';
   const server = createGrpcServer(env);
-  addImageBuilder(server, service.handlers());
-  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log).register(server);
+  // With a tokens file every rpc but health needs a token of the right role; without one gRPC stays open (mTLS).
+  const tokens = env.IMGBUILDER_TOKENS_FILE ? AccessTokens.load(env.IMGBUILDER_TOKENS_FILE) : undefined;
+  const guard: Guard | undefined = tokens
+    ? (definition, impl) =>
+        guardService(definition, impl, tokens, (method, call, caller) => {
+          const req = call.request as { triggeredBy?: string } | undefined;
+          if (method === 'build' && req && !req.triggeredBy) req.triggeredBy = caller.name;
+        })
+    : undefined;
+  addImageBuilder(server, service.handlers(), guard);
+  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log).register(server, guard);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
@@ -111,7 +122,7 @@ async function main(): Promise<void> {
   const supervisor = supervisorLogs ? new SupervisorLogServer({ store, objects, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log) : undefined;
   const supervisorPort = await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
   if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
-  log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT) }, 'imgbuilder API listening');
+  log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT), tokens: tokens ? 'required' : 'off' }, 'imgbuilder API listening');
 
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { ImageBuilderServer } from '@imgbuilder/proto';
 import { imageBuilderDefinition } from './log-encoding.js';
 import type { Env } from '@imgbuilder/common/config';
@@ -34,8 +34,11 @@ export function serverCredentials(env: Env): ServerCredentials {
   return ServerCredentials.createSsl(ca, [{ cert_chain: read('IMGBUILDER_TLS_CERT', env.IMGBUILDER_TLS_CERT), private_key: read('IMGBUILDER_TLS_KEY', env.IMGBUILDER_TLS_KEY) }], ca !== null);
 }
 
-export function addImageBuilder(server: Server, impl: ImageBuilderServer): void {
-  server.addService(imageBuilderDefinition, impl as unknown as UntypedServiceImplementation);
+/** A gRPC service implementation, possibly wrapped by access-token checks (auth.ts). */
+export type Guard = (definition: ServiceDefinition, impl: UntypedServiceImplementation) => UntypedServiceImplementation;
+
+export function addImageBuilder(server: Server, impl: ImageBuilderServer, guard: Guard = (_d, i) => i): void {
+  server.addService(imageBuilderDefinition, guard(imageBuilderDefinition as unknown as ServiceDefinition, impl as unknown as UntypedServiceImplementation));
 }
 
 export function bind(server: Server, addr: string, creds: ServerCredentials): Promise<number> {

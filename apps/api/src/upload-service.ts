@@ -5,13 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { Metadata, status, type sendUnaryData, type Server, type ServerReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type sendUnaryData, type Server, type ServerReadableStream, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '@imgbuilder/proto';
 import { ImgbuilderError, type ErrorCode } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { limitStatusMessage } from '@imgbuilder/common/client-text';
 import { toServiceError } from './grpc-status.js';
+import type { Guard } from './server.js';
 
 /** An upload that sends nothing for this long is dropped, so a stalled client frees its temp file. */
 const IDLE_TIMEOUT_MS = 120_000;
@@ -32,8 +33,9 @@ export class UploadService {
     private readonly log: Logger,
   ) {}
 
-  register(server: Server): void {
-    server.addService(SnapshotUploadService, { upload: (call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>) => void this.upload(call, cb) });
+  register(server: Server, guard: Guard = (_d, i) => i): void {
+    const impl = { upload: (call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>) => void this.upload(call, cb) };
+    server.addService(SnapshotUploadService, guard(SnapshotUploadService as unknown as ServiceDefinition, impl as unknown as UntypedServiceImplementation));
   }
 
   private async upload(call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>): Promise<void> {

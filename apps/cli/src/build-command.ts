@@ -70,7 +70,7 @@ async function uploadDirectory(dir: string, dockerfile: string | undefined, conn
 
 function followBuild(conn: Connection, source: BuildSource, force: boolean, out: Output, started: number, state: { buildId: string }): Promise<number> {
   return new Promise((resolvePromise, reject) => {
-    const call = conn.builder.build(BuildRequest.fromPartial({ source, forceRebuild: force, triggeredBy: 'imgbuilder-cli' }));
+    const call = conn.builder.build(BuildRequest.fromPartial({ source, forceRebuild: force, triggeredBy: conn.authenticated ? '' : 'imgbuilder-cli' }));
     let logs: Promise<void> | undefined;
     let terminal: BuildResponse | undefined;
     let announced = false;

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { credentials, Metadata, type CallOptions, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
+import { credentials, InterceptingCall, Metadata, type CallOptions, type Interceptor, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import { ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
 import { usageError } from './cli-error.js';
 
@@ -11,6 +11,8 @@ export interface ConnectionOptions {
   tlsCert?: string;
   tlsKey?: string;
   tlsServerName?: string;
+  /** Access token sent as `authorization: Bearer` on every call (APIs started with IMGBUILDER_TOKENS_FILE). */
+  token?: string;
 }
 
 /** Both services of one API, over one channel (one connection, one TLS session). */
@@ -18,6 +20,8 @@ export interface Connection {
   server: string;
   builder: ImageBuilderClient;
   uploads: SnapshotUploadClient;
+  /** A token is sent: the server knows the caller, so builds leave triggered_by to it (the token's name). */
+  authenticated: boolean;
   close(): void;
 }
 
@@ -35,14 +39,29 @@ export function connect(opts: ConnectionOptions): Connection {
     channelOptions['grpc.ssl_target_name_override'] = opts.tlsServerName;
     channelOptions['grpc.default_authority'] = opts.tlsServerName;
   }
-  const builder = new ImageBuilderClient(opts.server, channelCredentials(opts), channelOptions);
-  const uploads = new SnapshotUploadClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel() });
+  // An interceptor rather than call credentials: grpc-js refuses call credentials on plaintext channels, and a
+  // token behind a TLS-terminating proxy is a legitimate setup.
+  const interceptors = opts.token ? [bearerInterceptor(opts.token)] : [];
+  const builder = new ImageBuilderClient(opts.server, channelCredentials(opts), { ...channelOptions, interceptors });
+  const uploads = new SnapshotUploadClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
   return {
     server: opts.server,
     builder,
     uploads,
+    authenticated: Boolean(opts.token),
     close: () => builder.close(),
   };
+}
+
+function bearerInterceptor(token: string): Interceptor {
+  if (!/^[\x21-\x7e]+$/.test(token)) throw usageError('--token / IMGBUILDER_TOKEN must be printable ASCII without spaces');
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
 }
 
 /** Plaintext unless a TLS option is given; a CA alone means TLS, a certificate and key add mutual TLS. */

@@ -3,6 +3,7 @@ import { buildCommand } from './build-command.js';
 import { CliError, describeError, EXIT } from './cli-error.js';
 import { connect, type Connection, type ConnectionOptions } from './connection.js';
 import { logsCommand } from './logs-command.js';
+import { hashToken, newToken, ROLES, type Role } from '@imgbuilder/common/access-tokens';
 import { lsCommand, resolveBaseCommand, resolveWorkspaceCommand } from './query-commands.js';
 
 // Node's own warnings (e.g. about TLS server names that are IP addresses) are noise on a CLI's stderr.
@@ -18,6 +19,7 @@ const program = new Command('imgbuilder')
   .addOption(new Option('--tls-cert <file>', 'client certificate (PEM) for mutual TLS; needs --tls-key').env('IMGBUILDER_CLI_TLS_CERT'))
   .addOption(new Option('--tls-key <file>', 'client private key (PEM) for mutual TLS').env('IMGBUILDER_CLI_TLS_KEY'))
   .addOption(new Option('--tls-server-name <name>', 'name to verify the server certificate against (default: the --server host)').env('IMGBUILDER_CLI_TLS_SERVER_NAME'))
+  .addOption(new Option('--token <token>', 'access token, sent as "authorization: Bearer" (APIs with a tokens file)').env('IMGBUILDER_TOKEN'))
   .addHelpText(
     'after',
     `
@@ -77,6 +79,18 @@ resolveCmd
   .option('--ref <image>', 'an existing image as the source')
   .option('--json', 'print one JSON object')
   .action(withConnection((conn, opts: Parameters<typeof resolveWorkspaceCommand>[0]) => resolveWorkspaceCommand(opts, conn)));
+
+program
+  .command('token')
+  .description('make an access token for IMGBUILDER_TOKENS_FILE (no server needed)')
+  .argument('<name>', "the token's name (becomes triggered_by of its builds)")
+  .addOption(new Option('--role <role>', 'what the token may do').choices([...ROLES]).default('builder'))
+  .action((name: string, opts: { role: Role }) => {
+    const token = newToken();
+    // The token goes to stdout alone (for `$(...)`); the entry for the tokens file goes to stderr.
+    process.stderr.write(`add to IMGBUILDER_TOKENS_FILE's "tokens" list:\n${JSON.stringify({ name, role: opts.role, sha256: hashToken(token) })}\n`);
+    process.stdout.write(`${token}\n`);
+  });
 
 /** Any error, expected or not, ends as one line on stderr (and an `error` event with --json), never a stack trace. */
 function fail(err: unknown): never {

@@ -211,6 +211,11 @@ export const EnvSchema = z.object({
     .optional(),
   /** Listen address of the supervisor endpoint (HTTP, WebSocket) with IMGBUILDER_LOG_INFO=supervisor. */
   IMGBUILDER_SUPERVISOR_ADDR: hostPort('0.0.0.0:8081'),
+  /**
+   * JSON file listing access tokens (`{"tokens":[{"name","role":"viewer|builder|admin","sha256"}]}`): every gRPC call
+   * but health then needs `authorization: Bearer <token>`. Unset: gRPC is open (deployments behind mTLS).
+   */
+  IMGBUILDER_TOKENS_FILE: z.string().optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
 });

@@ -1,0 +1,69 @@
+import { Metadata, status, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { bearerToken, roleAtLeast, type AccessTokens, type Caller, type Role } from '@imgbuilder/common/access-tokens';
+import { limitStatusMessage } from '@imgbuilder/common/client-text';
+
+/** The role each rpc needs (IMGBUILDER_TOKENS_FILE). Handler names as in the generated service definitions. */
+export const REQUIRED_ROLE: Record<string, Role> = {
+  listBuilds: 'viewer',
+  logs: 'viewer',
+  build: 'builder',
+  resolveBaseImage: 'builder',
+  resolveWorkspaceImage: 'builder',
+  upload: 'builder',
+};
+
+/** Outcome of checking one request's credentials. */
+export type AuthResult = { ok: true; caller: Caller } | { ok: false; code: status.UNAUTHENTICATED | status.PERMISSION_DENIED; message: string };
+
+/** Checks a presented token against the tokens file and the role `what` needs. The token itself is never echoed. */
+export function authorize(tokens: AccessTokens, token: string | undefined, need: Role, what: string): AuthResult {
+  if (!token) return { ok: false, code: status.UNAUTHENTICATED, message: 'this API requires an access token: send "authorization: Bearer <token>" (CLI: --token or IMGBUILDER_TOKEN)' };
+  const caller = tokens.identify(token);
+  if (!caller) return { ok: false, code: status.UNAUTHENTICATED, message: 'the access token is not valid (not in the service\'s tokens file)' };
+  if (!roleAtLeast(caller.role, need)) return { ok: false, code: status.PERMISSION_DENIED, message: `token "${caller.name}" has role ${caller.role}; ${what} needs role ${need} or above` };
+  return { ok: true, caller };
+}
+
+/**
+ * Wraps every handler of a gRPC service so that it runs only for a caller whose token has the role REQUIRED_ROLE
+ * names; others get UNAUTHENTICATED or PERMISSION_DENIED before the handler sees the call. `admit` lets a service
+ * use the caller (Build: triggered_by).
+ */
+export function guardService(
+  definition: ServiceDefinition,
+  impl: UntypedServiceImplementation,
+  tokens: AccessTokens,
+  admit: (method: string, call: { request?: unknown }, caller: Caller) => void = () => undefined,
+): UntypedServiceImplementation {
+  const out: UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(impl)) {
+    const method = definition[name];
+    const need = REQUIRED_ROLE[name];
+    if (!method || !need) throw new Error(`no required role for rpc ${name}: add it to REQUIRED_ROLE`);
+    const rpc = method.path.split('/').pop() ?? name;
+    const fn = handler as (...args: unknown[]) => void;
+    out[name] = ((call: { metadata: Metadata; request?: unknown; emit(event: 'error', e: ServiceError): void }, cb?: (e: ServiceError) => void) => {
+      const header = call.metadata.get('authorization')[0];
+      const result = authorize(tokens, bearerToken(typeof header === 'string' ? header : header?.toString('utf8')), need, rpc);
+      if (!result.ok) {
+        const e = serviceError(result.code, result.message);
+        // Unary and client-streaming calls answer through their callback, server streams by an error event.
+        if (!method.responseStream && cb) cb(e);
+        else call.emit('error', e);
+        return;
+      }
+      admit(name, call, result.caller);
+      fn(call, cb);
+    }) as UntypedServiceImplementation[string];
+  }
+  return out;
+}
+
+function serviceError(code: status, message: string): ServiceError {
+  const details = limitStatusMessage(message);
+  const e = new Error(details) as ServiceError;
+  e.code = code;
+  e.details = details;
+  e.metadata = new Metadata();
+  return e;
+}

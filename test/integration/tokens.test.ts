@@ -1,0 +1,172 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { Client, credentials, InterceptingCall, status, type Interceptor, type ServiceError } from '@grpc/grpc-js';
+import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import { BuildStatus, ImageBuilderClient } from '@imgbuilder/proto';
+import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
+import { build, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
+import { ROOT, startStack, type Stack } from '../support/stack.js';
+
+const execFileP = promisify(execFile);
+
+const TOKENS = { viewer: newToken(), builder: newToken(), admin: newToken() };
+const NAMES = { viewer: 'dash-viewer', builder: 'ci-builder', admin: 'ops-admin' };
+
+let stack: Stack;
+let git: GitServer;
+let addr: string;
+
+beforeAll(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-'));
+  const file = join(dir, 'tokens.json');
+  writeFileSync(file, JSON.stringify({ tokens: (['viewer', 'builder', 'admin'] as const).map((role) => ({ name: NAMES[role], role, sha256: hashToken(TOKENS[role]) })) }));
+  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_TOKENS_FILE: file } }), GitServer.start()]);
+  addr = stack.apiAddrs[0];
+});
+
+afterAll(async () => {
+  git?.stop();
+  await stack?.stop();
+});
+
+/** A client that sends `authorization` on every call, as any gRPC client of a token-protected API does. */
+function clientWith(authorization?: string): ImageBuilderClient {
+  const interceptors: Interceptor[] = authorization
+    ? [(options, next) => new InterceptingCall(next(options), { start: (md, listener, go) => (md.set('authorization', authorization), go(md, listener)) })]
+    : [];
+  return new ImageBuilderClient(addr, credentials.createInsecure(), { interceptors });
+}
+
+const codeOf = (p: Promise<unknown>) => p.then(() => status.OK, (e: ServiceError) => e.code);
+
+async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileP(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), '--server', addr, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 150_000 });
+    return { code: 0, ...r };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+function healthCheck(service: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const c = new Client(addr, credentials.createInsecure());
+    c.makeUnaryRequest(
+      '/grpc.health.v1.Health/Check',
+      (s: string) => Buffer.from(new BinaryWriter().uint32(10).string(s).finish()),
+      (buf: Buffer) => {
+        const r = new BinaryReader(buf);
+        let st = 0;
+        while (r.pos < r.len) {
+          const tag = r.uint32();
+          if (tag >>> 3 === 1) st = r.int32();
+          else r.skip(tag & 7);
+        }
+        return st;
+      },
+      service,
+      (err, res) => {
+        c.close();
+        if (err) reject(err);
+        else resolve(res!);
+      },
+    );
+  });
+}
+
+async function triggeredBy(buildId: string): Promise<string | null> {
+  const redis = new Redis(stack.env.REDIS_URL, { maxRetriesPerRequest: 2 });
+  try {
+    return await redis.hget(`{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${buildId}`, 'triggeredBy');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+describe('access tokens on the gRPC API', () => {
+  it('refuses every rpc without a valid token (UNAUTHENTICATED) and keeps health open', async () => {
+    for (const auth of [undefined, 'Bearer imgb_not-a-real-token', `Basic ${TOKENS.admin}`, TOKENS.admin]) {
+      const c = clientWith(auth);
+      const codes = await Promise.all([
+        codeOf(listBuilds(c)),
+        codeOf(resolveBase(c, { ref: BASE_IMAGE })),
+        codeOf(resolveWorkspace(c, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } } })),
+        codeOf(build(c, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } } }, 20_000)),
+        codeOf(logs(c, { buildId: 'x' }, 20_000)),
+      ]);
+      expect(codes, String(auth)).toEqual(Array(5).fill(status.UNAUTHENTICATED));
+      c.close();
+    }
+    const e = await listBuilds(clientWith()).catch((err: ServiceError) => err);
+    expect((e as ServiceError).details).toMatch(/authorization: Bearer <token>.*--token or IMGBUILDER_TOKEN/);
+    expect(await healthCheck('builder.ImageBuilder')).toBe(1);
+  });
+
+  it('a viewer lists builds and reads logs, and gets PERMISSION_DENIED for Build, Resolve* and upload', async () => {
+    const c = clientWith(`Bearer ${TOKENS.viewer}`);
+    expect((await listBuilds(c)).builds).toBeDefined();
+    expect(await codeOf(logs(c, { buildId: '00000000-0000-4000-8000-000000000000' }, 20_000))).toBe(status.NOT_FOUND);
+    const denied = await build(c, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } } }, 20_000).catch((err: ServiceError) => err);
+    expect((denied as ServiceError).code).toBe(status.PERMISSION_DENIED);
+    expect((denied as ServiceError).details).toBe(`token "${NAMES.viewer}" has role viewer; Build needs role builder or above`);
+    expect(await codeOf(resolveBase(c, { ref: BASE_IMAGE }))).toBe(status.PERMISSION_DENIED);
+    expect(await codeOf(resolveWorkspace(c, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } } }))).toBe(status.PERMISSION_DENIED);
+    c.close();
+
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-ctx-'));
+    writeFileSync(join(dir, 'Dockerfile'), dockerfile('echo from-viewer'));
+    const r = await cli(['build', dir], { IMGBUILDER_TOKEN: TOKENS.viewer });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/PERMISSION_DENIED: token "dash-viewer" has role viewer; Upload needs role builder/);
+  });
+
+  it('a builder token builds through the CLI (upload included); triggered_by becomes the token name', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-ctx-'));
+    writeFileSync(join(dir, 'Dockerfile'), dockerfile('echo from-builder'));
+    const r = await cli(['build', dir, '--json', '--token', TOKENS.builder]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string; build_id?: string; status?: string });
+    const buildId = events.find((e) => e.event === 'status' && e.build_id)?.build_id;
+    expect(events[events.length - 1]).toMatchObject({ event: 'done', status: 'done_success' });
+    expect(await triggeredBy(buildId!)).toBe(NAMES.builder);
+
+    const ls = await cli(['ls'], { IMGBUILDER_TOKEN: TOKENS.builder });
+    expect(ls.code, ls.stderr).toBe(0);
+    const anon = await cli(['ls']);
+    expect(anon.code).toBe(2);
+    expect(anon.stderr).toMatch(/UNAUTHENTICATED/);
+  });
+
+  it("an admin builds; a triggered_by the request sets is kept; no token reaches the API's log", async () => {
+    git.commit('admin', { Dockerfile: dockerfile('echo from-admin') });
+    const c = clientWith(`Bearer ${TOKENS.admin}`);
+    const res = await build(c, { source: gitSource(git.url('admin')), triggeredBy: 'gitpod-user-42' }, 150_000);
+    expect(res[res.length - 1].status, res[res.length - 1].message).toBe(BuildStatus.done_success);
+    expect(await triggeredBy(res[0].info!.buildId)).toBe('gitpod-user-42');
+    c.close();
+    const apiLog = stack.apis[0].lines.join('\n');
+    for (const t of Object.values(TOKENS)) {
+      expect(apiLog).not.toContain(t);
+      expect(apiLog).not.toContain(hashToken(t));
+    }
+  });
+
+  it('an unusable tokens file stops the API at start with a message naming the entry', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-bad-'));
+    const file = join(dir, 'tokens.json');
+    writeFileSync(file, JSON.stringify({ tokens: [{ name: 'ci', role: 'root', sha256: TOKENS.admin }] }));
+    const err = await stack.startApi({ IMGBUILDER_TOKENS_FILE: file }).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toMatch(/exited \(1\)/);
+    expect(err?.message).toMatch(/tokens\.0\.role/);
+    expect(err?.message).toMatch(/tokens\.0\.sha256: the lowercase hex SHA-256/);
+    expect(err?.message).not.toContain(TOKENS.admin);
+  });
+});
