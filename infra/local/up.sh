@@ -28,7 +28,7 @@ flock -w 300 9 || die "another up.sh/down.sh holds $STATE/.lock"
 # Packages
 # ---------------------------------------------------------------------------------------------
 install_packages() {
-  local pkgs=(redis-server redis-tools docker.io docker-registry busybox-static git openssl iproute2 iptables curl apache2-utils)
+  local pkgs=(redis-server redis-tools docker.io docker-registry busybox-static git openssl iproute2 iptables curl apache2-utils chromium fonts-dejavu-core)
   local missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

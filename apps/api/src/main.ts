@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
-import { loadEnv, ConfigError } from '@imgbuilder/common/config';
+import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { createLogger } from '@imgbuilder/common/logger';
-import { createRedis, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
+import { createRedis, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
@@ -20,7 +20,10 @@ import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentia
 import { LogTokens } from './log-token.js';
 import { SupervisorLogServer } from './supervisor-log-server.js';
 import { UploadService } from './upload-service.js';
-import { AccessTokens } from '@imgbuilder/common/access-tokens';
+import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
+import type { BuildLogDeps } from './build-log.js';
+import { DashboardData } from './dashboard-data.js';
+import { DashboardServer } from './dashboard-server.js';
 import { guardService } from './auth.js';
 
 const log = createLogger('imgbuilder-api');
@@ -119,8 +122,11 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, objects, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log) : undefined;
-  const supervisorPort = await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
+  const dashboard = await startDashboard(env, tokens, { store, objects, hub }, redis, queue);
+  // Both default to :8081: one address means one HTTP server, the dashboard's, also taking the supervisor's upgrades.
+  const shared = dashboard && env.IMGBUILDER_SUPERVISOR_ADDR === env.IMGBUILDER_HTTP_ADDR ? dashboard.server.http : undefined;
+  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, objects, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log, shared) : undefined;
+  const supervisorPort = shared ? dashboard?.port : await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
   if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
   log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT), tokens: tokens ? 'required' : 'off' }, 'imgbuilder API listening');
 
@@ -138,6 +144,8 @@ async function main(): Promise<void> {
     server.tryShutdown(async () => {
       http?.close();
       supervisor?.close();
+      dashboard?.server.close();
+      dashboard?.data.stop();
       await queue.close().catch(() => undefined);
       redis.disconnect();
       sub.disconnect();
@@ -146,6 +154,31 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/**
+ * The operators' dashboard on IMGBUILDER_HTTP_ADDR. It needs tokens: those of IMGBUILDER_TOKENS_FILE, else the one
+ * IMGBUILDER_DASHBOARD_TOKEN (role viewer); with neither it stays off. Like metrics, a port taken by another process
+ * on the host is logged, not fatal.
+ */
+async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: BuildLogDeps, redis: RedisClient, queue: Queue) {
+  if (!env.IMGBUILDER_HTTP_ADDR) return undefined;
+  const viewers = tokens ?? (env.IMGBUILDER_DASHBOARD_TOKEN ? AccessTokens.fromEntries([{ name: 'dashboard', role: 'viewer', sha256: hashToken(env.IMGBUILDER_DASHBOARD_TOKEN) }]) : undefined);
+  if (!viewers) {
+    log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
+    return undefined;
+  }
+  const data = new DashboardData(redis, queue, log);
+  const server = new DashboardServer(deps, data, { tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false }, log);
+  try {
+    const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
+    data.startSampling();
+    log.info({ addr: env.IMGBUILDER_HTTP_ADDR, port }, 'dashboard listening');
+    return { server, data, port };
+  } catch (err) {
+    log.warn({ err: (err as Error).message, addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard not started (set IMGBUILDER_HTTP_ADDR)');
+    return undefined;
+  }
 }
 
 function requirePublicUrl(url: string | undefined): string {

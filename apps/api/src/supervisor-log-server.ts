@@ -99,6 +99,8 @@ export class SupervisorLogServer {
     private readonly tokens: LogTokens,
     private readonly slowClientTimeoutMs: number,
     private readonly log: Logger,
+    /** The dashboard's HTTP server when both listen on one address: the WebSocket upgrades are served there. */
+    private readonly shared?: Server,
   ) {
     const tasksStatus = statusGrpc.StatusServiceService.tasksStatus;
     const listen = terminalGrpc.TerminalServiceService.listen;
@@ -120,7 +122,7 @@ export class SupervisorLogServer {
         },
       ],
     ]);
-    this.http = createServer((_req, res) => {
+    this.http = shared ?? createServer((_req, res) => {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`imgbuilder: only Gitpod's supervisor API over gRPC-web WebSockets is served here (${SUPERVISOR_API_PATH})\n`);
     });
     this.wss = new WebSocketServer({
@@ -148,7 +150,7 @@ export class SupervisorLogServer {
   close(): void {
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
-    this.http.close();
+    if (!this.shared) this.http.close();
   }
 
   private accept(ws: WebSocket, req: IncomingMessage): void {

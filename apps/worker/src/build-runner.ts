@@ -192,9 +192,11 @@ export class BuildRunner {
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
+    void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
     const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer) =>
       this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
+    void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
@@ -242,6 +244,7 @@ export class BuildRunner {
     const tag = ws.tag ?? 'latest';
     await this.d.engine.tag(image, repo, tag);
     cleanup.push(job.ref);
+    void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.ref}`);
     const creds = pushCredentials(this.d.installation, this.d.env.IMGBUILDER_WORKSPACE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);

@@ -18,6 +18,10 @@ export interface BuildRecord {
   logKey: string;
   triggeredBy: string;
   finishedAt?: number;
+  /** Unix ms: when a worker took the build, when its source was ready and the image build began, when pushing began. */
+  runningAt?: number;
+  buildAt?: number;
+  pushAt?: number;
   /** The object store was down when the build ended: the log lives in Redis until the upload succeeds. */
   logPending: boolean;
 }
@@ -42,6 +46,8 @@ redis.call('SET', KEYS[1], id, 'PX', ARGV[7])
 redis.call('SET', KEYS[3], id, 'PX', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[4], id)
 redis.call('HINCRBY', KEYS[5], 'started', 1)
+redis.call('ZADD', KEYS[6], ARGV[4], id)
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -1 - tonumber(ARGV[10]))
 return {1, id}
 `;
 
@@ -63,6 +69,9 @@ redis.call('PUBLISH', KEYS[7], ARGV[2])
 return 1
 `;
 
+/** Builds the dashboard lists at most (newest first); older ones stay findable by id while retained. */
+export const RECENT_BUILDS_CAP = 10_000;
+
 export interface CreateBuildInput {
   ref: string;
   baseRef: string;
@@ -81,12 +90,13 @@ export class BuildStore {
     const id = randomUUID();
     const res = (await this.redis.eval(
       CREATE_OR_JOIN,
-      5,
+      6,
       redisKeys.activeByRef(input.ref),
       redisKeys.build(id),
       redisKeys.lastByRef(input.ref),
       redisKeys.live,
       redisKeys.counters,
+      redisKeys.recent,
       id,
       input.ref,
       input.baseRef,
@@ -97,7 +107,8 @@ export class BuildStore {
       String(input.retentionMs),
       // The joined build's hash shares the hash tag, so it lives in the same Cluster slot as the declared keys.
       redisKeys.build(''),
-)) as [number, string];
+      String(RECENT_BUILDS_CAP),
+    )) as [number, string];
     return { created: res[0] === 1, id: res[1] };
   }
 
@@ -126,7 +137,8 @@ export class BuildStore {
   }
 
   async markRunning(buildId: string): Promise<void> {
-    await this.redis.hset(redisKeys.build(buildId), 'state', 'running');
+    // A restarted build starts its stages again.
+    await this.redis.pipeline().hset(redisKeys.build(buildId), 'state', 'running', 'runningAt', String(Date.now())).hdel(redisKeys.build(buildId), 'buildAt', 'pushAt').exec();
     await this.appendState(buildId, 'running', '');
   }
 
@@ -134,6 +146,11 @@ export class BuildStore {
   async extendLock(ref: string, buildId: string, ttlMs: number): Promise<void> {
     const key = redisKeys.activeByRef(ref);
     if ((await this.redis.get(key)) === buildId) await this.redis.pexpire(key, ttlMs);
+  }
+
+  /** Notes when a stage began (the dashboard's stage timings); the first mark of an attempt wins. */
+  async markStage(buildId: string, stage: 'build' | 'push'): Promise<void> {
+    await this.redis.hsetnx(redisKeys.build(buildId), `${stage}At`, String(Date.now()));
   }
 
   async setField(buildId: string, field: string, value: string): Promise<void> {
@@ -213,7 +230,8 @@ function parseEvent(id: string, fields: string[]): BuildEvent {
   return { id, kind: 'state', state: f.s as BuildState, message: f.m ?? '' };
 }
 
-function toRecord(h: Record<string, string>): BuildRecord {
+/** A build record from its Redis hash (HGETALL). */
+export function toRecord(h: Record<string, string>): BuildRecord {
   return {
     id: h.id,
     ref: h.ref,
@@ -225,6 +243,9 @@ function toRecord(h: Record<string, string>): BuildRecord {
     triggeredBy: h.triggeredBy ?? '',
     finishedAt: h.finishedAt ? Number(h.finishedAt) : undefined,
     logPending: h.logPending === '1',
+    runningAt: h.runningAt ? Number(h.runningAt) : undefined,
+    buildAt: h.buildAt ? Number(h.buildAt) : undefined,
+    pushAt: h.pushAt ? Number(h.pushAt) : undefined,
   };
 }
 

@@ -216,6 +216,13 @@ export const EnvSchema = z.object({
    * but health then needs `authorization: Bearer <token>`. Unset: gRPC is open (deployments behind mTLS).
    */
   IMGBUILDER_TOKENS_FILE: z.string().optional(),
+  /**
+   * Dashboard (HTTP) listen address; empty turns it off. With IMGBUILDER_LOG_INFO=supervisor and the same address as
+   * IMGBUILDER_SUPERVISOR_ADDR (both default to :8081), one server serves both.
+   */
+  IMGBUILDER_HTTP_ADDR: z.union([z.literal(''), hostPort('0.0.0.0:8081')]).default('0.0.0.0:8081'),
+  /** Without a tokens file, the one token that opens the dashboard (viewer); without either the dashboard is off. */
+  IMGBUILDER_DASHBOARD_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
 });
@@ -229,8 +236,8 @@ export class ConfigError extends Error {
 /** Parses the environment; the error names every bad variable and why. */
 export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
   // An empty variable means "not set", as shells and compose files tend to export empty values.
-  // IMGBUILDER_S3_ENDPOINT and IMGBUILDER_METRICS_ADDR are exceptions: empty there means AWS S3 / turned off.
-  const keepEmpty = new Set(['IMGBUILDER_S3_ENDPOINT', 'IMGBUILDER_METRICS_ADDR']);
+  // IMGBUILDER_S3_ENDPOINT, IMGBUILDER_METRICS_ADDR and IMGBUILDER_HTTP_ADDR are exceptions: empty there means AWS S3 / turned off.
+  const keepEmpty = new Set(['IMGBUILDER_S3_ENDPOINT', 'IMGBUILDER_METRICS_ADDR', 'IMGBUILDER_HTTP_ADDR']);
   const cleaned = Object.fromEntries(Object.entries(source).filter(([k, v]) => v !== undefined && (v !== '' || keepEmpty.has(k))));
   if (cleaned.REDIS_URL === undefined) {
     const local = localRedisUrl(source.IMGBUILDER_LOCAL_DIR || '/tmp/imgbuilder-local');

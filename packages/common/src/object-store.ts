@@ -1,4 +1,4 @@
-import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Readable } from 'node:stream';
 import type { Env } from './config.js';
@@ -58,6 +58,29 @@ export class ObjectStore {
   async getStream(key: string, bucket = this.bucket): Promise<Readable> {
     const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     return res.Body as Readable;
+  }
+
+  /** Bytes [start, end) of an object (to its end without `end`); an empty stream when `start` is past it. */
+  async getRange(key: string, start: number, end?: number): Promise<Readable | undefined> {
+    if (end !== undefined && end <= start) return undefined;
+    try {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end === undefined ? '' : end - 1}` }));
+      return res.Body as Readable;
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return undefined;
+      throw err;
+    }
+  }
+
+  /** An object's size in bytes; undefined when it does not exist. */
+  async size(key: string): Promise<number | undefined> {
+    try {
+      return (await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }))).ContentLength ?? 0;
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || (err as Error).name === 'NotFound') return undefined;
+      throw err;
+    }
   }
 
   /** A GET URL anyone holding it can use until it expires. */

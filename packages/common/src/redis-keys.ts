@@ -23,6 +23,10 @@ export const redisKeys = {
   lastByRef: (ref: string) => `${HASH_TAG}:ref:${ref}:last`,
   /** Sorted set: ids of queued and running builds, scored by start time. */
   live: `${HASH_TAG}:builds:live`,
+  /** Sorted set: ids of the most recent builds (any state), scored by queue time; capped (RECENT_BUILDS_CAP). */
+  recent: `${HASH_TAG}:builds:recent`,
+  /** Sorted set: queue-depth samples of the last hour (`<ms>:<queued>:<running>:<pod>`, scored by time). */
+  queueSamples: `${HASH_TAG}:stats:queue`,
   /** Hash: counters of builds started / deduplicated / done (metrics that must survive process restarts). */
   counters: `${HASH_TAG}:counters`,
 } as const;

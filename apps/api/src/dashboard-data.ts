@@ -1,0 +1,173 @@
+import { hostname } from 'node:os';
+import type { Queue } from 'bullmq';
+import { isTerminal, toRecord, type BuildRecord } from '@imgbuilder/common/build-store';
+import type { RedisClient } from '@imgbuilder/common/redis';
+import { redisKeys } from '@imgbuilder/common/redis-keys';
+import type { Logger } from '@imgbuilder/common/logger';
+
+const HOUR_MS = 3_600_000;
+/** How often each API pod samples the queue for the chart. */
+const SAMPLE_INTERVAL_MS = 10_000;
+/** Viewers polling at once share one read of Redis per this interval. */
+const LIST_CACHE_MS = 1_000;
+const PIPELINE_BATCH = 500;
+
+export interface BuildRow {
+  id: string;
+  ref: string;
+  baseRef: string;
+  state: BuildRecord['state'];
+  message: string;
+  triggeredBy: string;
+  /** Unix ms. */
+  queuedAt: number;
+  runningAt?: number;
+  buildAt?: number;
+  pushAt?: number;
+  finishedAt?: number;
+}
+
+export interface BuildFilter {
+  status?: string;
+  /** Matched against the workspace and base ref. */
+  ref?: string;
+  id?: string;
+  limit: number;
+}
+
+export interface Charts {
+  /** Minute starts (unix ms) of the last hour, oldest first, with finished builds per outcome and queue depth. */
+  minutes: { t: number; success: number; failure: number; queued: number; running: number }[];
+}
+
+export const toRow = (r: BuildRecord): BuildRow => ({
+  id: r.id,
+  ref: r.ref,
+  baseRef: r.baseRef,
+  state: r.state,
+  message: r.message,
+  triggeredBy: r.triggeredBy,
+  queuedAt: r.startedAt * 1000,
+  runningAt: r.runningAt,
+  buildAt: r.buildAt,
+  pushAt: r.pushAt,
+  finishedAt: r.finishedAt === undefined ? undefined : r.finishedAt * 1000,
+});
+
+/**
+ * What the dashboard shows, from Redis only (no Prometheus needed): the recent builds (the capped `recent` index
+ * written with each new build, records expiring with the retention) and queue-depth samples of the last hour
+ * (each API pod adds one every 10 s; older ones are trimmed on every write, so the set stays bounded).
+ */
+export class DashboardData {
+  /** Finished records never change again: read once, kept while the index lists them. */
+  private readonly finished = new Map<string, BuildRow>();
+  private cached?: { at: number; rows: Promise<BuildRow[]> };
+  private sampler?: NodeJS.Timeout;
+  private readonly pod = `${hostname()}-${process.pid}`;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly queue: Queue,
+    private readonly log: Logger,
+  ) {}
+
+  startSampling(): void {
+    const sample = () =>
+      this.sampleQueue().catch((err: Error) => this.log.debug({ err: err.message }, 'queue sample for the dashboard skipped'));
+    void sample();
+    this.sampler = setInterval(sample, SAMPLE_INTERVAL_MS);
+    this.sampler.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.sampler);
+  }
+
+  private async sampleQueue(): Promise<void> {
+    const c = await this.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+    const now = Date.now();
+    const queued = (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
+    await this.redis
+      .pipeline()
+      .zadd(redisKeys.queueSamples, now, `${now}:${queued}:${c.active ?? 0}:${this.pod}`)
+      .zremrangebyscore(redisKeys.queueSamples, '-inf', now - HOUR_MS)
+      .exec();
+  }
+
+  /** Recent builds, newest first. */
+  rows(): Promise<BuildRow[]> {
+    const now = Date.now();
+    if (!this.cached || now - this.cached.at > LIST_CACHE_MS) {
+      const rows = this.readRows();
+      rows.catch(() => (this.cached = undefined));
+      this.cached = { at: now, rows };
+    }
+    return this.cached.rows;
+  }
+
+  private async readRows(): Promise<BuildRow[]> {
+    const ids = await this.redis.zrevrange(redisKeys.recent, 0, -1);
+    const missing = ids.filter((id) => !this.finished.has(id));
+    const fetched = new Map<string, BuildRow>();
+    for (let i = 0; i < missing.length; i += PIPELINE_BATCH) {
+      const batch = missing.slice(i, i + PIPELINE_BATCH);
+      const pipe = this.redis.pipeline();
+      for (const id of batch) pipe.hgetall(redisKeys.build(id));
+      const res = (await pipe.exec()) ?? [];
+      res.forEach(([, h], j) => {
+        const rec = h as Record<string, string> | null;
+        if (!rec?.id) return;
+        const row = toRow(toRecord(rec));
+        fetched.set(batch[j], row);
+        if (isTerminal(row.state)) this.finished.set(row.id, row);
+      });
+    }
+    const listed = new Set(ids);
+    for (const id of this.finished.keys()) if (!listed.has(id)) this.finished.delete(id);
+    return ids.map((id) => this.finished.get(id) ?? fetched.get(id)).filter((r): r is BuildRow => Boolean(r));
+  }
+
+  async list(f: BuildFilter): Promise<{ builds: BuildRow[]; matched: number; total: number }> {
+    const all = await this.rows();
+    const ref = f.ref?.toLowerCase();
+    const matches = all.filter(
+      (r) =>
+        (!f.status || stateMatches(r.state, f.status)) &&
+        (!ref || r.ref.toLowerCase().includes(ref) || r.baseRef.toLowerCase().includes(ref)) &&
+        (!f.id || r.id.startsWith(f.id.toLowerCase())),
+    );
+    // Queued and running builds first (what operators look for), each group newest first.
+    const live = matches.filter((r) => !isTerminal(r.state));
+    const done = matches.filter((r) => isTerminal(r.state));
+    return { builds: [...live, ...done].slice(0, f.limit), matched: matches.length, total: all.length };
+  }
+
+  async charts(): Promise<Charts> {
+    const now = Date.now();
+    const first = Math.floor((now - HOUR_MS) / 60_000) * 60_000 + 60_000;
+    const minutes = Array.from({ length: 60 }, (_, i) => ({ t: first + i * 60_000, success: 0, failure: 0, queued: 0, running: 0 }));
+    const slot = (t: number) => Math.floor((t - first) / 60_000);
+    for (const r of await this.rows()) {
+      if (r.finishedAt === undefined || !isTerminal(r.state)) continue;
+      const i = slot(r.finishedAt);
+      if (i >= 0 && i < 60) minutes[i][r.state === 'done_success' ? 'success' : 'failure']++;
+    }
+    // Pods sample independently: a minute shows the deepest queue any of them saw.
+    for (const m of await this.redis.zrangebyscore(redisKeys.queueSamples, first, '+inf')) {
+      const [t, queued, running] = m.split(':').map(Number);
+      const i = slot(t);
+      if (i < 0 || i >= 60) continue;
+      minutes[i].queued = Math.max(minutes[i].queued, queued);
+      minutes[i].running = Math.max(minutes[i].running, running);
+    }
+    return { minutes };
+  }
+}
+
+function stateMatches(state: BuildRecord['state'], filter: string): boolean {
+  if (filter === 'active') return !isTerminal(state);
+  if (filter === 'success') return state === 'done_success';
+  if (filter === 'failure') return state === 'done_failure';
+  return state === filter;
+}

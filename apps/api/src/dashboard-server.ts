@@ -1,0 +1,278 @@
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { StringDecoder } from 'node:string_decoder';
+import { bearerToken, roleAtLeast, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
+import { isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import type { Logger } from '@imgbuilder/common/logger';
+import { readBuildLog, type BuildLogDeps } from './build-log.js';
+import { toRow, type DashboardData } from './dashboard-data.js';
+
+/** The session cookie the login page sets: the token itself, HttpOnly and SameSite=Strict. */
+const COOKIE = 'imgbuilder_token';
+const COOKIE_MAX_AGE_S = 12 * 3600;
+const MAX_FORM_BYTES = 4096;
+const MAX_LIST = 1000;
+/** The largest piece of a log one "load earlier" request returns. */
+const MAX_RANGE_BYTES = 4 * 1024 * 1024;
+const SSE_HEARTBEAT_MS = 15_000;
+const BUILD_ID = /^[0-9a-f-]{36}$/;
+
+const ASSETS_DIR = new URL('../dashboard/', import.meta.url);
+const ASSETS: Record<string, string> = {
+  'app.js': 'text/javascript; charset=utf-8',
+  'style.css': 'text/css; charset=utf-8',
+};
+const PAGES = ['builds.html', 'build.html', 'login.html'] as const;
+
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+export interface DashboardOptions {
+  tokens: AccessTokens;
+  logUrlTtlMs: number;
+  /** Cookies get `Secure` when the dashboard is served over HTTPS by a proxy in front (IMGBUILDER_PUBLIC_URL). */
+  secureCookies: boolean;
+}
+
+/**
+ * The operators' dashboard: static pages shipped in apps/api/dashboard (no build step, nothing fetched from
+ * elsewhere), a small JSON API over DashboardData, and each build's log over SSE (replayed from an offset, then
+ * followed until the build ends). Every page and API call needs a token of role viewer or above, as a Bearer header
+ * or the cookie the login page sets.
+ */
+export class DashboardServer {
+  readonly http: Server;
+  private readonly assets = new Map<string, Buffer>();
+
+  constructor(
+    private readonly deps: BuildLogDeps,
+    private readonly data: DashboardData,
+    private readonly opts: DashboardOptions,
+    private readonly log: Logger,
+  ) {
+    for (const name of [...Object.keys(ASSETS), ...PAGES]) this.assets.set(name, readFileSync(new URL(name, ASSETS_DIR)));
+    this.http = createServer((req, res) => {
+      this.route(req, res).catch((err: Error) => {
+        this.log.warn({ err: err.message, path: pathOf(req) }, 'dashboard request failed');
+        if (!res.headersSent) json(res, 500, { error: 'internal error; see the API server log' });
+        else res.destroy();
+      });
+    });
+  }
+
+  listen(addr: string): Promise<number> {
+    const i = addr.lastIndexOf(':');
+    const host = addr.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+    return new Promise((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(Number(addr.slice(i + 1)), host, () => {
+        this.http.off('error', reject);
+        resolve((this.http.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  close(): void {
+    this.http.closeAllConnections();
+    this.http.close();
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://dashboard');
+    const path = url.pathname;
+    if (path.startsWith('/static/')) return this.asset(res, path.slice('/static/'.length));
+    if (path === '/login' && req.method === 'GET') return this.page(res, 'login.html');
+    if (path === '/login' && req.method === 'POST') return this.login(req, res);
+    if (path === '/logout' && req.method === 'POST') {
+      res.writeHead(303, { ...SECURITY_HEADERS, location: '/login', 'set-cookie': this.cookie('', 0) }).end();
+      return;
+    }
+    if (req.method !== 'GET') return json(res, 405, { error: 'method not allowed' });
+
+    const caller = this.caller(req);
+    const isApi = path.startsWith('/api/');
+    if (!caller) {
+      if (isApi) return json(res, 401, { error: 'send "authorization: Bearer <token>" or log in at /login' }, { 'www-authenticate': 'Bearer realm="imgbuilder"' });
+      res.writeHead(302, { ...SECURITY_HEADERS, location: `/login?next=${encodeURIComponent(path + url.search)}` }).end();
+      return;
+    }
+    if (!roleAtLeast(caller.role, 'viewer')) return json(res, 403, { error: `token "${caller.name}" may not use the dashboard` });
+
+    if (path === '/') return this.page(res, 'builds.html');
+    const page = /^\/builds\/([^/]+)$/.exec(path);
+    if (page) return this.page(res, 'build.html');
+    if (path === '/api/whoami') return json(res, 200, caller);
+    if (path === '/api/builds') {
+      const limit = Math.min(MAX_LIST, Math.max(1, Number(url.searchParams.get('limit')) || 200));
+      return json(res, 200, await this.data.list({ status: url.searchParams.get('status') || undefined, ref: url.searchParams.get('ref') || undefined, id: url.searchParams.get('id') || undefined, limit }));
+    }
+    if (path === '/api/charts') return json(res, 200, await this.data.charts());
+    const m = /^\/api\/builds\/([^/]+)(\/log(\/range)?)?$/.exec(path);
+    if (m) {
+      const id = decodeURIComponent(m[1]);
+      const record = BUILD_ID.test(id) ? await this.deps.store.get(id) : undefined;
+      if (!record) return json(res, 404, { error: `build ${id} not found (finished builds are kept for IMGBUILDER_LOG_RETENTION)` });
+      if (!m[2]) return this.buildDetail(res, record);
+      if (!m[3]) return this.streamLog(req, res, record, Number(url.searchParams.get('from')) || 0);
+      return this.logRange(res, record, Number(url.searchParams.get('start')) || 0, Number(url.searchParams.get('end')) || 0);
+    }
+    json(res, 404, { error: 'not found' });
+  }
+
+  /** The caller of a request: a Bearer header wins over the cookie. */
+  private caller(req: IncomingMessage): Caller | undefined {
+    const token = bearerToken(req.headers.authorization) ?? cookieValue(req.headers.cookie, COOKIE);
+    return token ? this.opts.tokens.identify(token) : undefined;
+  }
+
+  private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const form = new URLSearchParams(await readBody(req, MAX_FORM_BYTES));
+    const token = (form.get('token') ?? '').trim();
+    const next = safeNext(form.get('next'));
+    const caller = token ? this.opts.tokens.identify(token) : undefined;
+    if (!caller || !roleAtLeast(caller.role, 'viewer')) {
+      const html = this.assets.get('login.html')!.toString('utf8').replace('<!--error-->', '<p class="error" role="alert">That token is not valid here.</p>');
+      res.writeHead(401, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(html);
+      return;
+    }
+    this.log.info({ caller: caller.name }, 'dashboard login');
+    res.writeHead(303, { ...SECURITY_HEADERS, location: next, 'set-cookie': this.cookie(token, COOKIE_MAX_AGE_S) }).end();
+  }
+
+  private cookie(value: string, maxAge: number): string {
+    return `${COOKIE}=${encodeURIComponent(value)}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Strict${this.opts.secureCookies ? '; Secure' : ''}`;
+  }
+
+  private page(res: ServerResponse, name: (typeof PAGES)[number]): void {
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(this.assets.get(name));
+  }
+
+  private asset(res: ServerResponse, name: string): void {
+    const type = ASSETS[name];
+    if (!type) return json(res, 404, { error: 'not found' });
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': type, 'cache-control': 'no-cache' }).end(this.assets.get(name));
+  }
+
+  private async buildDetail(res: ServerResponse, record: BuildRecord): Promise<void> {
+    const [logUrl, logSize] = await Promise.all([
+      this.deps.objects.presignGet(record.logKey, this.opts.logUrlTtlMs).catch(() => ''),
+      this.deps.objects.size(record.logKey).catch(() => undefined),
+    ]);
+    json(res, 200, { build: toRow(record), logUrl, logSize: logSize ?? 0 });
+  }
+
+  /** Bytes [start, end) of the stored log, for "load earlier". */
+  private async logRange(res: ServerResponse, record: BuildRecord, start: number, end: number): Promise<void> {
+    start = Math.max(0, Math.floor(start));
+    end = Math.min(Math.floor(end), start + MAX_RANGE_BYTES);
+    const body = await this.deps.objects.getRange(record.logKey, start, end);
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+    if (!body) return void res.end();
+    for await (const chunk of body as AsyncIterable<Buffer>) if (!res.write(chunk)) await drained(res);
+    res.end();
+  }
+
+  /**
+   * SSE: the log from byte `from` (the page asks for a tail window of a long log), followed until the build ends,
+   * then an `end` event with the final state. Each `log` event is {t: text, n: its size in bytes}.
+   */
+  private async streamLog(req: IncomingMessage, res: ServerResponse, record: BuildRecord, from: number): Promise<void> {
+    const abort = new AbortController();
+    req.once('close', () => abort.abort());
+    res.once('close', () => abort.abort());
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    res.write(': log\n\n');
+    const heartbeat = setInterval(() => res.write(': keepalive\n\n'), SSE_HEARTBEAT_MS);
+    const decoder = new StringDecoder('utf8');
+    let skip = Math.max(0, Math.floor(from));
+    const send = async (bytes: Buffer) => {
+      if (skip >= bytes.length) {
+        skip -= bytes.length;
+        return;
+      }
+      const part = skip ? bytes.subarray(skip) : bytes;
+      skip = 0;
+      const text = decoder.write(part);
+      if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: part.length })}\n\n`)) await drained(res);
+    };
+    try {
+      // A finished build's stored log can start at the offset; a running one is replayed from its first byte.
+      const ranged = isTerminal(record.state) && !record.logPending && skip > 0 ? await this.deps.objects.getRange(record.logKey, skip).catch(() => undefined) : undefined;
+      if (ranged) {
+        skip = 0;
+        for await (const chunk of ranged as AsyncIterable<Buffer>) {
+          if (abort.signal.aborted) return;
+          await send(chunk);
+        }
+      } else {
+        for await (const piece of readBuildLog(record, this.deps, abort.signal)) {
+          await send(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));
+        }
+      }
+      if (abort.signal.aborted) return;
+      const ended = (await this.deps.store.get(record.id)) ?? record;
+      res.end(`event: end\ndata: ${JSON.stringify({ state: ended.state, message: ended.message })}\n\n`);
+    } catch (err) {
+      if (!abort.signal.aborted) res.end(`event: failure\ndata: ${JSON.stringify({ error: (err as Error).message })}\n\n`);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+}
+
+function json(res: ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(code, { ...SECURITY_HEADERS, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(JSON.stringify(body));
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const parts: Buffer[] = [];
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > max) {
+        reject(new Error('form too large'));
+        req.destroy();
+      } else parts.push(d);
+    });
+    req.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0 && part.slice(0, i).trim() === name) {
+      try {
+        return decodeURIComponent(part.slice(i + 1).trim()) || undefined;
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Only a path on this dashboard: never another origin (no open redirect). */
+function safeNext(next: string | null): string {
+  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+}
+
+const pathOf = (req: IncomingMessage) => (req.url ?? '').split('?')[0];
