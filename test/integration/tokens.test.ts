@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { Client, credentials, InterceptingCall, status, type Interceptor, type ServiceError } from '@grpc/grpc-js';
+import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
-import { BuildStatus, ImageBuilderClient } from '@imgbuilder/proto';
+import { BuildStatus } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
-import { build, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
+import { build, connectAs, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { ROOT, startStack, type Stack } from '../support/stack.js';
@@ -36,13 +36,7 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-/** A client that sends `authorization` on every call, as any gRPC client of a token-protected API does. */
-function clientWith(authorization?: string): ImageBuilderClient {
-  const interceptors: Interceptor[] = authorization
-    ? [(options, next) => new InterceptingCall(next(options), { start: (md, listener, go) => (md.set('authorization', authorization), go(md, listener)) })]
-    : [];
-  return new ImageBuilderClient(addr, credentials.createInsecure(), { interceptors });
-}
+const clientWith = (authorization?: string) => connectAs(addr, authorization);
 
 const codeOf = (p: Promise<unknown>) => p.then(() => status.OK, (e: ServiceError) => e.code);
 

@@ -1,4 +1,4 @@
-import { credentials, type ChannelCredentials, type ClientReadableStream } from '@grpc/grpc-js';
+import { credentials, InterceptingCall, type ChannelCredentials, type ClientReadableStream, type Interceptor } from '@grpc/grpc-js';
 import {
   BuildRequest,
   ImageBuilderClient,
@@ -14,6 +14,14 @@ import {
 
 export function connect(addr: string, creds: ChannelCredentials = credentials.createInsecure()): ImageBuilderClient {
   return new ImageBuilderClient(addr, creds);
+}
+
+/** A client that sends `authorization` (e.g. `Bearer <token>`) on every call, as callers of a token-protected API do. */
+export function connectAs(addr: string, authorization?: string): ImageBuilderClient {
+  const interceptors: Interceptor[] = authorization
+    ? [(options, next) => new InterceptingCall(next(options), { start: (md, listener, go) => (md.set('authorization', authorization), go(md, listener)) })]
+    : [];
+  return new ImageBuilderClient(addr, credentials.createInsecure(), { interceptors });
 }
 
 /** Collects a server stream until it ends; rejects with the gRPC error. Bounded by `timeoutMs`. */

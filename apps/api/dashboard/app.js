@@ -172,9 +172,19 @@ async function charts() {
   const queue = $('#chart-queue');
   queue.replaceChildren();
   const maxQ = Math.max(1, ...data.minutes.map((m) => Math.max(m.queued, m.running)));
+  // Minutes without a sample (no API pod was up) are gaps, not zeros.
   for (const kind of ['queued', 'running']) {
-    const points = data.minutes.map((m, i) => `${x(i) + 4},${H - B - (m[kind] * (H - B - T)) / maxQ}`).join(' ');
-    queue.append(svgEl('polyline', { class: kind, points }));
+    let run = [];
+    const flush = () => {
+      if (run.length) queue.append(svgEl('polyline', { class: kind, points: run.join(' ') }));
+      run = [];
+    };
+    data.minutes.forEach((m, i) => {
+      if (m[kind] === null) return flush();
+      run.push(`${x(i) + 4},${H - B - (m[kind] * (H - B - T)) / maxQ}`);
+      if (run.length === 1) run.push(`${x(i) + 8},${H - B - (m[kind] * (H - B - T)) / maxQ}`);
+    });
+    flush();
   }
   axis(queue, maxQ);
 }

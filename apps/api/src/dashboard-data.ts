@@ -37,7 +37,7 @@ export interface BuildFilter {
 
 export interface Charts {
   /** Minute starts (unix ms) of the last hour, oldest first, with finished builds per outcome and queue depth. */
-  minutes: { t: number; success: number; failure: number; queued: number; running: number }[];
+  minutes: { t: number; success: number; failure: number; queued: number | null; running: number | null }[];
 }
 
 export const toRow = (r: BuildRecord): BuildRow => ({
@@ -146,20 +146,20 @@ export class DashboardData {
   async charts(): Promise<Charts> {
     const now = Date.now();
     const first = Math.floor((now - HOUR_MS) / 60_000) * 60_000 + 60_000;
-    const minutes = Array.from({ length: 60 }, (_, i) => ({ t: first + i * 60_000, success: 0, failure: 0, queued: 0, running: 0 }));
+    const minutes: Charts['minutes'] = Array.from({ length: 60 }, (_, i) => ({ t: first + i * 60_000, success: 0, failure: 0, queued: null, running: null }));
     const slot = (t: number) => Math.floor((t - first) / 60_000);
     for (const r of await this.rows()) {
       if (r.finishedAt === undefined || !isTerminal(r.state)) continue;
       const i = slot(r.finishedAt);
       if (i >= 0 && i < 60) minutes[i][r.state === 'done_success' ? 'success' : 'failure']++;
     }
-    // Pods sample independently: a minute shows the deepest queue any of them saw.
+    // Pods sample independently: a minute shows the deepest queue any of them saw; null when none was running.
     for (const m of await this.redis.zrangebyscore(redisKeys.queueSamples, first, '+inf')) {
       const [t, queued, running] = m.split(':').map(Number);
       const i = slot(t);
       if (i < 0 || i >= 60) continue;
-      minutes[i].queued = Math.max(minutes[i].queued, queued);
-      minutes[i].running = Math.max(minutes[i].running, running);
+      minutes[i].queued = Math.max(minutes[i].queued ?? 0, queued);
+      minutes[i].running = Math.max(minutes[i].running ?? 0, running);
     }
     return { minutes };
   }
