@@ -17,6 +17,8 @@ const LOST_CHECK_POLLS = 10;
 export interface EventHubOptions {
   /** Says why open streams must end with UNAVAILABLE (Redis away too long), or undefined while they may wait. */
   unavailable?: () => string | undefined;
+  /** Each batch read live (not a replay), for the log-latency metric. */
+  onLive?: (batch: BuildEvent[]) => void;
 }
 
 /**
@@ -45,7 +47,7 @@ export class EventHub {
   async *events(buildId: string, signal: AbortSignal, afterId = '0-0'): AsyncGenerator<BuildEvent> {
     let tail = this.tails.get(buildId);
     if (!tail) {
-      tail = new Tail(buildId, this.store, this.sub as Redis, () => this.tails.delete(buildId), this.opts.unavailable);
+      tail = new Tail(buildId, this.store, this.sub as Redis, () => this.tails.delete(buildId), this.opts.unavailable, this.opts.onLive);
       this.tails.set(buildId, tail);
     }
     const sub = new Subscriber(afterId);
@@ -145,6 +147,7 @@ class Tail {
     private readonly sub: Redis,
     private readonly onClose: () => void,
     private readonly unavailable?: () => string | undefined,
+    private readonly onLive?: (batch: BuildEvent[]) => void,
   ) {
     let waited = false;
     const subscribed = (async () => {
@@ -214,6 +217,7 @@ class Tail {
         const batch = await this.store.readEvents(this.buildId, this.lastId, PAGE);
         if (batch.length === 0) return;
         this.lastId = batch[batch.length - 1].id;
+        this.onLive?.(batch);
         for (const s of this.subs) s.push(batch);
         if (batch.length < PAGE) return;
       }

@@ -44,14 +44,15 @@ async function main(): Promise<void> {
   const store = new BuildStore(redis);
   const outage = watchOutage(redis);
   // Open streams wait through a Redis restart, but not for ever: past the give-up they end UNAVAILABLE (retryable).
+  const metrics = new ApiMetrics(queue);
   const hub = new EventHub(store, sub, {
+    onLive: (batch) => metrics.logsRead(batch),
     unavailable: () =>
       outage.downForMs() > env.IMGBUILDER_REDIS_GIVE_UP ? `the build queue (Redis) has been unreachable for over ${formatDuration(env.IMGBUILDER_REDIS_GIVE_UP)}; retry` : undefined,
   });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const objects = new ObjectStore(env);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
-  const metrics = new ApiMetrics(queue);
   const planner = new BuildPlanner(
     {
       baseRepository: env.IMGBUILDER_BASE_REPOSITORY,

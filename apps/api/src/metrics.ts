@@ -1,4 +1,5 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BuildEvent } from '@imgbuilder/common/build-store';
 import type { Queue } from 'bullmq';
 
 /** Prometheus metrics of an API process; every name starts with `imgbuilder_`. */
@@ -8,6 +9,13 @@ export class ApiMetrics {
   readonly deduplicated = new Counter({ name: 'imgbuilder_builds_deduplicated_total', help: 'Build calls that joined a build already queued or running', registers: [this.registry] });
   private readonly calls = new Counter({ name: 'imgbuilder_grpc_calls_total', help: 'gRPC calls by method and status code', labelNames: ['method', 'code'], registers: [this.registry] });
   readonly streams = new Gauge({ name: 'imgbuilder_grpc_open_streams', help: 'Build and Logs streams open on this process', labelNames: ['method'], registers: [this.registry] });
+
+  private readonly logLatency = new Histogram({
+    name: 'imgbuilder_log_latency_seconds',
+    help: 'From a worker appending a log chunk to Redis until this API process read it for its live subscribers',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
 
   constructor(queue?: Queue) {
     collectDefaultMetrics({ register: this.registry, prefix: 'imgbuilder_api_' });
@@ -33,6 +41,12 @@ export class ApiMetrics {
         },
       });
     }
+  }
+
+  /** Observes live log chunks; a Redis stream id starts with the append's time in ms. */
+  logsRead(batch: BuildEvent[]): void {
+    const now = Date.now();
+    for (const e of batch) if (e.kind === 'log') this.logLatency.observe(Math.max(0, now - Number(e.id.slice(0, e.id.indexOf('-')))) / 1000);
   }
 
   /** Counts a call; the returned function records its final code. */

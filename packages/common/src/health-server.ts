@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 
 export interface HealthServerOptions {
   /** `host:port`. */
@@ -22,6 +22,15 @@ export function probe(ready: () => Promise<boolean>, timeoutMs = 3_000): Promise
 
 /** HTTP /livez, /readyz and /metrics (Prometheus text format). */
 export async function startHealthServer(opts: HealthServerOptions): Promise<Server> {
+  // What /readyz answers, as a metric: dashboards count ready workers without probing them.
+  new Gauge({
+    name: 'imgbuilder_ready',
+    help: 'Whether this process is ready (what /readyz answers): 1 ready, 0 not',
+    registers: [opts.registry],
+    async collect() {
+      this.set((await probe(opts.ready, opts.probeTimeoutMs)) ? 1 : 0);
+    },
+  });
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/livez') {
