@@ -44,6 +44,8 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE: "the worker makes its probe image from the service image's busybox",
   IMGBUILDER_BUILD_CGROUP_ROOT: "the worker does not share the engine's host in a pod",
   IMGBUILDER_TOKENS_FILE: 'access tokens are an opt-in that needs a file mounted (Gitpod reaches the API over mTLS)',
+  IMGBUILDER_HTTP_ADDR: "the dashboard's default :8081 is shared with the supervisor endpoint; it stays off without tokens",
+  IMGBUILDER_DASHBOARD_TOKEN: 'a secret, and the dashboard an opt-in: set it in an overlay Secret',
 };
 
 const byKind = (docs: Doc[], kind: string) => docs.filter((d) => d.kind === kind);
