@@ -19,6 +19,7 @@ function fmtTime(ms) {
 
 function fmtDuration(ms) {
   if (ms === undefined || ms === null || ms < 0) return '';
+  if (ms < 10_000) return `${(ms / 1000).toFixed(1)}s`;
   const s = Math.round(ms / 1000);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
