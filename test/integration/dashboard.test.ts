@@ -13,6 +13,7 @@ import { loadEnv } from '@imgbuilder/common/config';
 import { build, connectAs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dropNamespace } from '../support/redis-server.js';
+import { streamImageBuildLog } from '../support/gitpod-log-client.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
@@ -120,6 +121,26 @@ describe('dashboard access', () => {
     expect((await fetch(`http://127.0.0.1:${port}/api/builds`, { headers: { authorization: `Bearer ${TOKENS.viewer}` } })).status).toBe(401);
     const me = await fetch(`http://127.0.0.1:${port}/api/whoami`, { headers: { authorization: `Bearer ${dashToken}` } });
     expect(await me.json()).toEqual({ name: 'dashboard', role: 'viewer' });
+  });
+});
+
+describe('dashboard and supervisor endpoint on one address', () => {
+  it('one HTTP server answers dashboard requests and streams a build log to a Gitpod-style supervisor client', async () => {
+    const port = await freePort();
+    const addr = `127.0.0.1:${port}`;
+    await stack.startApi({ IMGBUILDER_LOG_INFO: 'supervisor', IMGBUILDER_PUBLIC_URL: `http://${addr}`, IMGBUILDER_SUPERVISOR_ADDR: addr, IMGBUILDER_HTTP_ADDR: addr });
+    expect((await fetch(`http://${addr}/api/builds`)).status).toBe(401);
+    expect((await fetch(`http://${addr}/api/whoami`, { headers: { authorization: `Bearer ${TOKENS.viewer}` } })).status).toBe(200);
+    git.commit('shared', { Dockerfile: dockerfile('echo shared-port') });
+    const client = connectAs(stack.apiAddrs[stack.apiAddrs.length - 1], `Bearer ${TOKENS.builder}`);
+    const res = await build(client, { source: gitSource(git.url('shared')) }, 120_000);
+    client.close();
+    expect(res[res.length - 1].status).toBe(BuildStatus.done_success);
+    const logInfo = res.find((m) => m.info?.logInfo?.url)!.info!.logInfo!;
+    expect(logInfo.url).toBe(`http://${addr}/_supervisor/v1`);
+    const { text, exitCodes } = await streamImageBuildLog(logInfo);
+    expect(text).toContain('shared-port');
+    expect(exitCodes).toEqual([0]);
   });
 });
 

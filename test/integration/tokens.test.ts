@@ -11,6 +11,7 @@ import { BuildStatus } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { build, connectAs, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
+import { httpGet, metricsUrl } from '../support/http.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { ROOT, startStack, type Stack } from '../support/stack.js';
 
@@ -120,6 +121,10 @@ describe('access tokens on the gRPC API', () => {
     const r = await cli(['build', dir], { IMGBUILDER_TOKEN: TOKENS.viewer });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/PERMISSION_DENIED: token "dash-viewer" has role viewer; Upload needs role builder/);
+    // Refused calls count like any other call, by their code.
+    const metrics = (await httpGet(`${await metricsUrl(stack.apis[0])}/metrics`)).body;
+    expect(metrics).toMatch(/imgbuilder_grpc_calls_total\{method="Build",code="PERMISSION_DENIED"\} [1-9]/);
+    expect(metrics).toMatch(/imgbuilder_grpc_calls_total\{method="ListBuilds",code="UNAUTHENTICATED"\} [1-9]/);
   });
 
   it('a builder token builds through the CLI (upload included); triggered_by becomes the token name', async () => {

@@ -24,17 +24,18 @@ export function authorize(tokens: AccessTokens, token: string | undefined, need:
   return { ok: true, caller };
 }
 
+export interface GuardHooks {
+  /** A call let through; lets a service use the caller (Build: triggered_by). `method` is the handler name. */
+  admit?: (method: string, call: { request?: unknown }, caller: Caller) => void;
+  /** A call refused (for metrics); `rpc` as in the service's path, e.g. "Build". */
+  refused?: (rpc: string, code: status) => void;
+}
+
 /**
  * Wraps every handler of a gRPC service so that it runs only for a caller whose token has the role REQUIRED_ROLE
- * names; others get UNAUTHENTICATED or PERMISSION_DENIED before the handler sees the call. `admit` lets a service
- * use the caller (Build: triggered_by).
+ * names; others get UNAUTHENTICATED or PERMISSION_DENIED before the handler sees the call.
  */
-export function guardService(
-  definition: ServiceDefinition,
-  impl: UntypedServiceImplementation,
-  tokens: AccessTokens,
-  admit: (method: string, call: { request?: unknown }, caller: Caller) => void = () => undefined,
-): UntypedServiceImplementation {
+export function guardService(definition: ServiceDefinition, impl: UntypedServiceImplementation, tokens: AccessTokens, hooks: GuardHooks = {}): UntypedServiceImplementation {
   const out: UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(impl)) {
     const method = definition[name];
@@ -46,13 +47,14 @@ export function guardService(
       const header = call.metadata.get('authorization')[0];
       const result = authorize(tokens, bearerToken(typeof header === 'string' ? header : header?.toString('utf8')), need, rpc);
       if (!result.ok) {
+        hooks.refused?.(rpc, result.code);
         const e = serviceError(result.code, result.message);
         // Unary and client-streaming calls answer through their callback, server streams by an error event.
         if (!method.responseStream && cb) cb(e);
         else call.emit('error', e);
         return;
       }
-      admit(name, call, result.caller);
+      hooks.admit?.(name, call, result.caller);
       fn(call, cb);
     }) as UntypedServiceImplementation[string];
   }

@@ -1,4 +1,5 @@
 import { Queue } from 'bullmq';
+import { status as GrpcStatus } from '@grpc/grpc-js';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { createLogger } from '@imgbuilder/common/logger';
 import { createRedis, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
@@ -106,9 +107,12 @@ async function main(): Promise<void> {
   const tokens = env.IMGBUILDER_TOKENS_FILE ? AccessTokens.load(env.IMGBUILDER_TOKENS_FILE) : undefined;
   const guard: Guard | undefined = tokens
     ? (definition, impl) =>
-        guardService(definition, impl, tokens, (method, call, caller) => {
-          const req = call.request as { triggeredBy?: string } | undefined;
-          if (method === 'build' && req && !req.triggeredBy) req.triggeredBy = caller.name;
+        guardService(definition, impl, tokens, {
+          admit: (method, call, caller) => {
+            const req = call.request as { triggeredBy?: string } | undefined;
+            if (method === 'build' && req && !req.triggeredBy) req.triggeredBy = caller.name;
+          },
+          refused: (rpc, code) => metrics.callStarted(rpc)(GrpcStatus[code]),
         })
     : undefined;
   addImageBuilder(server, service.handlers(), guard);
