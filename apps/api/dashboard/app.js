@@ -247,27 +247,36 @@ function buildPage() {
     from = d.logSize > WINDOW_BYTES ? d.logSize - WINDOW_BYTES : 0;
     earlier.hidden = from === 0;
     $('#log-state').textContent = 'loading…';
-    const es = new EventSource(`/api/builds/${encodeURIComponent(id)}/log?from=${from}`);
-    es.addEventListener('log', (e) => {
-      const { t, n } = JSON.parse(e.data);
-      append(t, n);
-      if (!ended) $('#log-state').textContent = 'following';
-    });
-    es.addEventListener('end', (e) => {
-      es.close();
-      ended = true;
-      const s = JSON.parse(e.data);
-      $('#log-state').textContent = `ended: ${STATUS_TEXT[s.state] || s.state}`;
-      log.dataset.ended = s.state;
-      refreshBuild();
-    });
-    es.addEventListener('failure', (e) => {
-      es.close();
-      $('#log-state').textContent = `log unavailable: ${JSON.parse(e.data).error}`;
-    });
-    es.onerror = () => {
-      if (!ended) $('#log-state').textContent = 'reconnecting…';
+    // A dropped connection resumes after the last byte received, so nothing is shown twice.
+    let next = from;
+    const open = () => {
+      const es = new EventSource(`/api/builds/${encodeURIComponent(id)}/log?from=${next}`);
+      es.addEventListener('log', (e) => {
+        const { t, n } = JSON.parse(e.data);
+        next += n;
+        append(t, n);
+        if (!ended) $('#log-state').textContent = 'following';
+      });
+      es.addEventListener('end', (e) => {
+        es.close();
+        ended = true;
+        const s = JSON.parse(e.data);
+        $('#log-state').textContent = `ended: ${STATUS_TEXT[s.state] || s.state}`;
+        log.dataset.ended = s.state;
+        refreshBuild();
+      });
+      es.addEventListener('failure', (e) => {
+        es.close();
+        $('#log-state').textContent = `log unavailable: ${JSON.parse(e.data).error}`;
+      });
+      es.onerror = () => {
+        es.close();
+        if (ended) return;
+        $('#log-state').textContent = 'reconnecting…';
+        setTimeout(open, 2000);
+      };
     };
+    open();
     // Stage timings and status while the build runs.
     const poll = setInterval(() => (ended ? clearInterval(poll) : refreshBuild().catch(() => undefined)), 2000);
   })().catch((err) => {

@@ -130,6 +130,8 @@ export class DashboardServer {
   }
 
   private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // A form posted from another site must not log this browser in (to the other site's token).
+    if (req.headers.origin && hostOf(req.headers.origin) !== req.headers.host) return json(res, 403, { error: 'cross-site login refused' });
     const form = new URLSearchParams(await readBody(req, MAX_FORM_BYTES));
     const token = (form.get('token') ?? '').trim();
     const next = safeNext(form.get('next'));
@@ -273,6 +275,14 @@ function cookieValue(header: string | undefined, name: string): string | undefin
 /** Only a path on this dashboard: never another origin (no open redirect). */
 function safeNext(next: string | null): string {
   return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+}
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
 }
 
 const pathOf = (req: IncomingMessage) => (req.url ?? '').split('?')[0];
