@@ -88,6 +88,10 @@ describe('dashboard access', () => {
     expect(page.status).toBe(302);
     expect(page.headers.get('location')).toBe('/login?next=%2F');
     for (const token of Object.values(TOKENS)) expect((await fetch(`${base}/api/builds`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    // A login form posted from another site sets no cookie.
+    const crossSite = await fetch(`${base}/login`, { method: 'POST', redirect: 'manual', headers: { origin: 'http://attacker.invalid', 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${TOKENS.viewer}` });
+    expect(crossSite.status).toBe(403);
+    expect(crossSite.headers.get('set-cookie')).toBeNull();
   });
 
   it('logs in through the login page: an HttpOnly SameSite=Strict cookie, a bad token is refused', async () => {

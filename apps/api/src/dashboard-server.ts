@@ -28,7 +28,8 @@ const PAGES = ['builds.html', 'build.html', 'login.html'] as const;
 const SECURITY_HEADERS = {
   'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  // same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the login form's POST.
+  'referrer-policy': 'same-origin',
 };
 
 export interface DashboardOptions {
