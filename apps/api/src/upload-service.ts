@@ -104,8 +104,14 @@ export class UploadService {
     const key = `snapshots/${sha256}.${gzip ? 'tar.gz' : 'tar'}`;
     await this.objects.ensureBucket();
     if (!(await this.exists(key, bytes))) {
-      await this.objects.client.send(
-        new PutObjectCommand({ Bucket: this.objects.bucket, Key: key, Body: createReadStream(path), ContentLength: bytes, ContentType: gzip ? 'application/gzip' : 'application/x-tar' }),
+      // Bounded like every store call, with room for the body at a slow 1 MiB/s.
+      await this.objects.withDeadline(
+        (o) =>
+          this.objects.client.send(
+            new PutObjectCommand({ Bucket: this.objects.bucket, Key: key, Body: createReadStream(path), ContentLength: bytes, ContentType: gzip ? 'application/gzip' : 'application/x-tar' }),
+            o,
+          ),
+        this.objects.timeoutMs * 2 + Math.ceil(bytes / 1024),
       );
     }
     this.log.info({ key, bytes, name }, 'snapshot uploaded');
@@ -114,7 +120,7 @@ export class UploadService {
 
   private async exists(key: string, bytes: number): Promise<boolean> {
     try {
-      const head = await this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: key }));
+      const head = await this.objects.withDeadline((o) => this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: key }), o));
       return head.ContentLength === bytes;
     } catch {
       return false;

@@ -102,6 +102,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_S3_REGION: z.string().default('us-east-1'),
   /** Path-style addressing; default true when an endpoint is set. */
   IMGBUILDER_S3_FORCE_PATH_STYLE: bool(true).optional(),
+  /** Every object-store request fails after this long without an answer (a hung store is treated as a down one). */
+  IMGBUILDER_S3_TIMEOUT: duration('10s'),
   AWS_ACCESS_KEY_ID: z.string().optional(),
   AWS_SECRET_ACCESS_KEY: z.string().optional(),
   /** Lifetime of presigned log URLs (at most 7 days, S3's limit). */
@@ -140,6 +142,12 @@ export const EnvSchema = z.object({
    * included) or `own` (only images this installation built: an engine shared with others). Dangling images always.
    */
   IMGBUILDER_PRUNE_IMAGES: z.enum(['all', 'own']).default('all'),
+  /** How often the reaper ends builds whose job is gone or that outlived their deadline (one process at a time). */
+  IMGBUILDER_REAPER_INTERVAL: duration('15s'),
+  /** How long a build may wait in the queue before the reaper ends it; added to IMGBUILDER_BUILD_TIMEOUT. */
+  IMGBUILDER_MAX_QUEUE_WAIT: duration('6h'),
+  /** Test only: the API exits right before queueing a build it created (the enqueue window of the orphan test). */
+  IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: bool(false),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
 });

@@ -13,7 +13,11 @@ export class ObjectStore {
   readonly bucket: string;
   private bucketReady?: Promise<void>;
 
-  constructor(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IMGBUILDER_S3_BUCKET' | 'IMGBUILDER_S3_REGION' | 'IMGBUILDER_S3_FORCE_PATH_STYLE' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY'>) {
+  /** Every call to the store ends within this long, answered or not: a store that hangs fails like one that is down. */
+  readonly timeoutMs: number;
+
+  constructor(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IMGBUILDER_S3_BUCKET' | 'IMGBUILDER_S3_REGION' | 'IMGBUILDER_S3_FORCE_PATH_STYLE' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY'> & Partial<Pick<Env, 'IMGBUILDER_S3_TIMEOUT'>>) {
+    this.timeoutMs = env.IMGBUILDER_S3_TIMEOUT ?? 10_000;
     const endpoint = env.IMGBUILDER_S3_ENDPOINT || undefined;
     let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
     if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) credentials = { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY };
@@ -26,6 +30,8 @@ export class ObjectStore {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 2,
+      // The socket timeouts catch a store that accepts connections but never answers; `send` adds an overall deadline.
+      requestHandler: { connectionTimeout: this.timeoutMs, requestTimeout: this.timeoutMs },
     });
     this.bucket = env.IMGBUILDER_S3_BUCKET;
   }
@@ -34,11 +40,11 @@ export class ObjectStore {
   ensureBucket(): Promise<void> {
     this.bucketReady ??= (async () => {
       try {
-        await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+        await this.withDeadline((o) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), o));
       } catch (err) {
         const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
         if (status !== 404 && (err as Error).name !== 'NotFound' && (err as Error).name !== 'NoSuchBucket') throw err;
-        await this.client.send(new CreateBucketCommand({ Bucket: this.bucket })).catch((e: Error) => {
+        await this.withDeadline((o) => this.client.send(new CreateBucketCommand({ Bucket: this.bucket }), o)).catch((e: Error) => {
           if (e.name !== 'BucketAlreadyOwnedByYou' && e.name !== 'BucketAlreadyExists') throw e;
         });
       }
@@ -52,12 +58,31 @@ export class ObjectStore {
   async put(key: string, body: Buffer | string, contentType = 'text/plain; charset=utf-8', bucket = this.bucket): Promise<void> {
     await this.ensureBucket();
     // A known length keeps the SDK from streaming with unknown size (and warning about it).
-    await this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: Buffer.byteLength(body) }));
+    await this.withDeadline((o) => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: Buffer.byteLength(body) }), o));
   }
 
+  /** The object's body; the deadline covers the response headers, the body then streams at the reader's pace. */
   async getStream(key: string, bucket = this.bucket): Promise<Readable> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const res = await this.withDeadline((o) => this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), o));
     return res.Body as Readable;
+  }
+
+  /**
+   * Runs one SDK call with a deadline: aborted after `deadlineMs` (default twice the socket timeout, room for the
+   * SDK's one retry). Uploads of large files pass their own.
+   */
+  async withDeadline<T>(call: (opts: { abortSignal: AbortSignal }) => Promise<T>, deadlineMs = this.timeoutMs * 2): Promise<T> {
+    // Cleared once the call resolves: a GET's body then streams at the reader's pace (the socket timeout still holds).
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), deadlineMs);
+    try {
+      return await call({ abortSignal: ctl.signal });
+    } catch (err) {
+      if (ctl.signal.aborted) throw Object.assign(new Error(`the object store did not answer within ${deadlineMs} ms`), { name: 'TimeoutError' });
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** A GET URL anyone holding it can use until it expires. */
