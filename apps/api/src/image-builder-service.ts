@@ -20,12 +20,12 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { BuildStore, isTerminal, logObjectKey, type BuildRecord } from '@imgbuilder/common/build-store';
+import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import type { LogStore } from '@imgbuilder/common/log-store';
 import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
 import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
-import type { ObjectStore } from '@imgbuilder/common/object-store';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { pushCredentials, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
@@ -50,7 +50,11 @@ export interface ServiceConfig {
   logUrlTtlMs: number;
   retentionMs: number;
   buildTimeoutMs: number;
+  /** How long a build may wait in the queue; with the build timeout, its deadline (enforced by the reaper). */
+  maxQueueWaitMs: number;
   maxQueued: number;
+  /** Test only: exit between creating a build and queueing its job (IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE). */
+  faultExitBeforeEnqueue?: boolean;
   /** A stream client that reads nothing this long is dropped (RESOURCE_EXHAUSTED). */
   slowClientTimeoutMs: number;
   /** Interval of `running` keepalive messages on quiet Build streams. */
@@ -66,7 +70,7 @@ export class ImageBuilderService {
     private readonly store: BuildStore,
     private readonly hub: EventHub,
     private readonly queue: Queue<BuildJobData>,
-    private readonly objects: ObjectStore,
+    private readonly logStore: LogStore,
     private readonly secrets: SecretBox,
     private readonly metrics: ApiMetrics,
     private readonly log: Logger,
@@ -204,16 +208,26 @@ export class ImageBuilderService {
       // Short until the job is safely queued: if this process dies in between, the lock frees itself.
       lockTtlMs: 60_000,
       retentionMs: this.cfg.retentionMs,
+      // Room past the build timeout for the worker's own timeout handling and final log upload.
+      deadlineAt: Date.now() + this.cfg.maxQueueWaitMs + this.cfg.buildTimeoutMs + 5 * 60_000,
     });
     if (!created) {
       this.metrics.deduplicated.inc();
       log.info({ build_id: id }, 'joined running build');
       return id;
     }
+    if (this.cfg.faultExitBeforeEnqueue) {
+      log.warn({ build_id: id }, 'fault point: exiting before queueing the build (IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE)');
+      process.exit(70);
+    }
     try {
-      // The log object exists from the first `running` message on, so its presigned URL never answers 404.
-      await this.objects.put(logObjectKey(id), '').catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet'));
-      await this.queue.add('build', this.jobData(id, plan, req), { jobId: id });
+      // The log object exists from the first `running` message on, so its presigned URL never answers 404. Its
+      // creation is bounded by the store's deadline and runs alongside queueing; a process dying in this window
+      // leaves a build without a job, which the reaper ends.
+      await Promise.all([
+        this.logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
+        this.queue.add('build', this.jobData(id, plan, req), { jobId: id }),
+      ]);
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
       await this.store.finish(id, plan.ref, 'done_failure', 'build could not be queued', this.cfg.retentionMs, this.cfg.retentionMs).catch(() => undefined);
@@ -267,7 +281,7 @@ export class ImageBuilderService {
 
     if (isTerminal(record.state) && !record.logPending) {
       // Finished: the object store holds the complete log, byte for byte what the stream carried.
-      const body = await this.objects.getStream(record.logKey).catch(() => undefined);
+      const body = await this.logStore.openObject(record.logKey).catch(() => undefined);
       if (body) {
         for await (const chunk of body as AsyncIterable<Buffer>) {
           if (signal.aborted) break;
@@ -294,7 +308,7 @@ export class ImageBuilderService {
   }
 
   private async buildInfo(r: BuildRecord, status?: BuildStatus): Promise<BuildInfo> {
-    const url = await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => '');
+    const url = await this.logStore.presign(r.logKey, this.cfg.logUrlTtlMs).catch(() => '');
     return {
       ref: r.ref,
       baseRef: r.baseRef,

@@ -7,6 +7,7 @@ import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore } from '@imgbuilder/common/object-store';
+import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import { formatDuration } from '@imgbuilder/common/duration';
@@ -63,6 +64,8 @@ async function main(): Promise<void> {
       logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
       retentionMs: env.IMGBUILDER_LOG_RETENTION,
       buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+      maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+      faultExitBeforeEnqueue: env.IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
       keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
@@ -72,7 +75,7 @@ async function main(): Promise<void> {
     store,
     hub,
     queue,
-    objects,
+    new LogStore(redis, objects),
     secrets,
     metrics,
     log,
