@@ -89,11 +89,15 @@ async function main(): Promise<void> {
     endings.add(p);
     void p.finally(() => endings.delete(p));
   };
+  const queue = new Queue(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-queue' }), prefix: QUEUE_PREFIX });
+  queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
   worker.on('failed', (job, err) => {
     if (!job) return;
-    // Jobs failed by BullMQ itself (stalled too often) never reached the runner's terminal state: end them here.
+    // Jobs failed by BullMQ itself (stalled too often) never reached the runner's terminal state: end them here,
+    // unless the job lives on elsewhere (this attempt lost its lock to a newer one, which owns the build).
+    const stillQueued = queue.getJobState(job.id!).then((s) => s !== 'unknown' && s !== 'failed' && s !== 'completed');
     track(
-      endBuild(runner.ending, { buildId: job.data.buildId, ref: job.data.ref, state: 'done_failure', message: failedJobMessage(err, env.IMGBUILDER_MAX_BUILD_RESTARTS) }).catch((e: Error) =>
+      stillQueued.then((live) => live ? false : endBuild(runner.ending, { buildId: job.data.buildId, ref: job.data.ref, state: 'done_failure', message: failedJobMessage(err, env.IMGBUILDER_MAX_BUILD_RESTARTS) })).catch((e: Error) =>
         log.error({ err: e.message, build_id: job.data.buildId, ref: job.data.ref }, 'could not record failed build; the reaper ends it'),
       ),
     );
@@ -102,7 +106,7 @@ async function main(): Promise<void> {
   const reaper = new Reaper(
     redis,
     store,
-    new Queue(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-reaper' }), prefix: QUEUE_PREFIX }),
+    queue,
     (r) => endBuild(runner.ending, { ...r, state: 'done_failure' }),
     {
       intervalMs: env.IMGBUILDER_REAPER_INTERVAL,
@@ -170,6 +174,7 @@ async function main(): Promise<void> {
     clearTimeout(grace);
     await Promise.allSettled([...endings]);
     http?.close();
+    await queue.close().catch(() => undefined);
     redis.disconnect();
     log.info('worker stopped');
     process.exit(0);
