@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { status } from '@grpc/grpc-js';
+import { BuildStatus, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
+import { ObjectStore } from '@imgbuilder/common/object-store';
+import { build, connect } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { dockerfile, gitSource } from '../support/requests.js';
+import { alive, firstToLog, pickedUp } from '../support/scenarios.js';
+import { startStack, type Stack } from '../support/stack.js';
+import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
+
+// Every build reaches exactly one terminal state, whatever process dies or freezes (issue 12).
+
+let git: GitServer;
+beforeAll(async () => {
+  git = await GitServer.start();
+});
+afterAll(() => git?.stop());
+
+const lastOf = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
+
+async function objectText(stack: Stack, key: string): Promise<string> {
+  const objects = new ObjectStore({ ...stack.env, IMGBUILDER_S3_FORCE_PATH_STYLE: true } as never);
+  const body = await objects.getStream(key);
+  const parts: Buffer[] = [];
+  for await (const c of body as AsyncIterable<Buffer>) parts.push(c);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+describe('the API killed between creating a build and queueing it', () => {
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 2, env: { IMGBUILDER_REAPER_INTERVAL: '2s', IMGBUILDER_S3_TIMEOUT: '1s' } });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it('the reaper ends the orphaned build done_failure saying why; a caller that joined it gets that status; Build again builds', async () => {
+    const faulty = await stack.startApi({ IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: '1' });
+    const faultyClient = connect(stack.apiAddrs[stack.apis.indexOf(faulty)]);
+    git.commit('orphan', { Dockerfile: dockerfile('echo orphan-built') });
+    const req = { source: gitSource(git.url('orphan')) };
+    try {
+      await expect(build(faultyClient, req)).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    } finally {
+      faultyClient.close();
+    }
+    expect(faulty.lines.some((l) => l.includes('fault point: exiting before queueing'))).toBe(true);
+
+    // The record and its dedupe lock outlived the API: this call joins the build nobody will run.
+    const joined = await build(client, req, 60_000);
+    expect(terminalMessages(joined)).toHaveLength(1);
+    expect(lastOf(joined).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(joined).message).toMatch(/job is gone from the build queue/);
+    const orphanId = buildIdOf(joined)!;
+    await firstToLog(stack.workers, new RegExp(`"build_id":"${orphanId}".*reaper ends build`), 1_000);
+    const text = textOf((await watchLogs(client, { buildId: orphanId }).ended).messages);
+    expect(text).toContain(lastOf(joined).message);
+
+    const again = await build(client, req);
+    expect(buildIdOf(again)).not.toBe(orphanId);
+    expect(lastOf(again).status, lastOf(again).message).toBe(BuildStatus.done_success);
+  });
+});
+
+describe('every worker frozen for longer than the job lock', () => {
+  let stack: Stack;
+  let a: ImageBuilderClient;
+  let b: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 2, workers: 2 });
+    a = connect(stack.apiAddrs[0]);
+    b = connect(stack.apiAddrs[1]);
+  });
+  afterAll(async () => {
+    a?.close();
+    b?.close();
+    for (const w of stack?.workers ?? []) if (alive(w)) w.child.kill('SIGCONT');
+    await stack?.stop();
+  });
+
+  it('a new worker rebuilds; the resumed workers write neither the record, the event stream nor the log object: one terminal status', async () => {
+    git.commit('frozen', { Dockerfile: dockerfile('echo frozen-one', 'sleep 6', 'for i in $(seq 1 20); do echo frozen-two-$i; done') });
+    const req = { source: gitSource(git.url('frozen')) };
+    const bs = watchBuild(a, req);
+    await bs.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const buildId = buildIdOf(bs.messages)!;
+    const ls = watchLogs(b, { buildId });
+    await ls.until((m) => textOf(m).includes('RUN sleep 6'), 'the sleep step');
+    const frozen = stack.workers.filter(alive);
+    const holder = await firstToLog(frozen, pickedUp(buildId));
+    for (const w of frozen) w.child.kill('SIGSTOP');
+
+    const successor = await stack.startWorker();
+    await successor.waitForLine(pickedUp(buildId, true), 60_000);
+    const [built, logged] = await Promise.all([bs.ended, ls.ended]);
+    expect(built.error).toBeUndefined();
+    expect(terminalMessages(built.messages)).toHaveLength(1);
+    expect(lastOf(built.messages).status, lastOf(built.messages).message).toBe(BuildStatus.done_success);
+    expect(textOf(logged.messages)).toContain('frozen-two-20');
+
+    const redis = new Redis(stack.env.REDIS_URL);
+    try {
+      const key = `{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${buildId}`;
+      const before = await redis.hgetall(key);
+      const objectBefore = await objectText(stack, before.logKey);
+      expect(objectBefore).toContain('frozen-two-20');
+
+      for (const w of frozen) w.child.kill('SIGCONT');
+      // The resumed attempt finds itself fenced off at its first write and stops.
+      await holder.waitForLine(new RegExp(`"build_id":"${buildId}".*build lost by this attempt`), 60_000);
+
+      const after = await redis.hgetall(key);
+      expect(after.state).toBe('done_success');
+      expect(after.finishedAt).toBe(before.finishedAt);
+      expect(after.attempt).toBe(before.attempt);
+      const events = await redis.xrange(`${key}:events`, '-', '+');
+      const terminal = events.filter(([, f]) => f[0] === 's' && (f[1] === 'done_success' || f[1] === 'done_failure'));
+      expect(terminal).toHaveLength(1);
+      expect(await objectText(stack, before.logKey)).toBe(objectBefore);
+      // Logs after the fact (from the object) is what the live stream showed.
+      const replay = textOf((await watchLogs(a, { buildId }).ended).messages);
+      expect(replay).toBe(objectBefore);
+    } finally {
+      redis.disconnect();
+    }
+  });
+});
