@@ -3,10 +3,11 @@ import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { ObjectStore } from '@imgbuilder/common/object-store';
-import { build, connect } from '../support/client.js';
+import { build, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { alive, firstToLog, pickedUp } from '../support/scenarios.js';
+import { S3Server } from '../support/s3-server.js';
 import { startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
@@ -128,6 +129,59 @@ describe('every worker frozen for longer than the job lock', () => {
       expect(replay).toBe(objectBefore);
     } finally {
       redis.disconnect();
+    }
+  });
+});
+
+describe('an object store that hangs (SIGSTOP) mid-build', () => {
+  let s3: S3Server;
+  let stack: Stack;
+  let a: ImageBuilderClient;
+  let b: ImageBuilderClient;
+  beforeAll(async () => {
+    s3 = await S3Server.start();
+    stack = await startStack({ apis: 2, workers: 2, env: { IMGBUILDER_S3_ENDPOINT: s3.endpoint, IMGBUILDER_S3_TIMEOUT: '1s' } });
+    a = connect(stack.apiAddrs[0]);
+    b = connect(stack.apiAddrs[1]);
+  });
+  afterAll(async () => {
+    a?.close();
+    b?.close();
+    await stack?.stop();
+    await s3?.stop();
+  });
+
+  it('builds still end (log upload pending) and new ones start; once the store answers again the log object is uploaded whole', async () => {
+    git.commit('s3-hung', { Dockerfile: dockerfile('echo before-hang', 'sleep 2', 'echo after-hang') });
+    const running = watchBuild(a, { source: gitSource(git.url('s3-hung')) });
+    await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    s3.freeze();
+    try {
+      // A build started while the store hangs: the API's log-object creation is bounded, so it is queued and runs.
+      git.commit('s3-hung-new', { Dockerfile: dockerfile('echo started-during-hang') });
+      const fresh = await build(b, { source: gitSource(git.url('s3-hung-new')) }, 120_000);
+      const { messages, error } = await running.ended;
+      expect(error).toBeUndefined();
+      for (const msgs of [messages, fresh]) {
+        expect(terminalMessages(msgs)).toHaveLength(1);
+        expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
+        expect(lastOf(msgs).message).toContain('upload pending');
+      }
+      const buildId = buildIdOf(messages)!;
+      const fromRedis = await logs(b, { buildId });
+      expect(fromRedis).toContain('after-hang');
+
+      s3.thaw();
+      const url = lastOf(messages).info!.logInfo!.url;
+      let stored = '';
+      for (const deadline = Date.now() + 60_000; stored !== fromRedis && Date.now() < deadline; ) {
+        const res = await fetch(url).catch(() => undefined);
+        stored = res?.ok ? await res.text() : '';
+        if (stored !== fromRedis) await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(stored).toBe(fromRedis);
+    } finally {
+      s3.thaw();
     }
   });
 });

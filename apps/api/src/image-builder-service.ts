@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import type { Queue } from 'bullmq';
 import { status as GrpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import {
@@ -29,7 +30,7 @@ import type { Logger } from '@imgbuilder/common/logger';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { pushCredentials, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
-import { censorRefs } from '@imgbuilder/common/censor';
+import { RefCensor } from '@imgbuilder/common/censor';
 import { splitUrlCredentials } from '@imgbuilder/common/git';
 import { forEachGit } from '@imgbuilder/common/refs';
 import type { ApiMetrics } from './metrics.js';
@@ -275,27 +276,50 @@ export class ImageBuilderService {
     }
     const record = await this.store.get(buildId);
     if (!record) throw notFound('build not found');
-    const censor = req.censored ? (text: string) => censorRefs(text, [record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : (t: string) => t;
-    const send = (data: string | Buffer) =>
-      this.write(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
+    // Censoring holds back a ref's length of text so a ref split across chunks is still caught; flushed at the end.
+    const censor = req.censored ? new RefCensor([record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : undefined;
+    const decoder = new StringDecoder('utf8');
+    const send = async (data: Buffer) => {
+      if (!censor) return this.write(call, { content: data }, signal);
+      const text = censor.push(decoder.write(data));
+      if (text) await this.write(call, { content: Buffer.from(text) }, signal);
+    };
+    const flush = async () => {
+      const rest = censor ? censor.end() + decoder.end() : '';
+      if (rest && !signal.aborted) await this.write(call, { content: Buffer.from(rest) }, signal);
+    };
+    /** Streams the log object from byte `offset` on; false when the store has no object to give. */
+    const sendObject = async (offset: number): Promise<boolean> => {
+      const body = await this.logStore.openObject(record.logKey).catch(() => undefined);
+      if (!body) return false;
+      let skip = offset;
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        if (signal.aborted) break;
+        const rest = skip >= chunk.length ? undefined : chunk.subarray(skip);
+        skip = Math.max(0, skip - chunk.length);
+        if (rest) await send(rest);
+      }
+      await flush();
+      return true;
+    };
 
     if (isTerminal(record.state) && !record.logPending) {
       // Finished: the object store holds the complete log, byte for byte what the stream carried.
-      const body = await this.logStore.openObject(record.logKey).catch(() => undefined);
-      if (body) {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          if (signal.aborted) break;
-          await send(chunk);
-        }
-        return;
-      }
+      if (await sendObject(0)) return;
       if (!(await this.store.eventsExist(buildId))) throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
     }
+    let sent = 0;
     for await (const e of this.hub.events(buildId, signal)) {
-      if (e.kind !== 'log') continue;
-      if (req.censored) await send(e.text);
+      if (e.kind === 'state') {
+        // The stream expired before this reader got to its end: the rest comes from the object.
+        if (e.streamGone) await sendObject(sent);
+        continue;
+      }
+      sent += Buffer.byteLength(e.text);
+      if (censor) await send(Buffer.from(e.text));
       else await this.write(call, encodeLogEvent(e) as unknown as LogsResponse, signal);
     }
+    await flush();
   }
 
   private readonly existence = new ImageExistence(

@@ -5,11 +5,6 @@ import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './build-reporter.js';
 import type { WorkerMetrics } from './metrics.js';
 
-/**
- * Once the object holds the whole log, Redis keeps its copy only briefly: long enough for subscribers already
- * tailing the stream to reach the end; later readers get the object.
- */
-export const EVENTS_TTL_AFTER_UPLOAD_MS = 5 * 60_000;
 /** Recording the end retries through a Redis outage this long; past it the reaper ends the build. */
 const FINISH_RETRY_MS = 60_000;
 
@@ -18,6 +13,11 @@ export interface EndingDeps {
   logs: LogStore;
   metrics: WorkerMetrics;
   retentionMs: number;
+  /**
+   * Once the object holds the whole log, Redis keeps its copy only this long (IMGBUILDER_LOG_STREAM_TTL): for
+   * subscribers already tailing the stream; later readers get the object.
+   */
+  streamTtlMs: number;
   maxLogBytes: number;
   log: Logger;
 }
@@ -55,7 +55,7 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
   }
   const message = uploaded ? e.message : `${e.message ? `${e.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
   const token = await retry(
-    () => d.store.finish(e.buildId, e.ref, e.state, message, d.retentionMs, uploaded ? EVENTS_TTL_AFTER_UPLOAD_MS : d.retentionMs, !uploaded, e.token),
+    () => d.store.finish(e.buildId, e.ref, e.state, message, d.retentionMs, uploaded ? d.streamTtlMs : d.retentionMs, !uploaded, e.token),
     {
       deadlineMs: FINISH_RETRY_MS,
       delayMs: (attempt) => Math.min(250 * 2 ** (attempt - 1), 5_000),
@@ -66,7 +66,7 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
     log.info('build had already ended, or a newer attempt holds it');
     return false;
   }
-  if (!uploaded) void writer.uploadLater(token, () => void d.store.markLogUploaded(e.buildId, EVENTS_TTL_AFTER_UPLOAD_MS).catch(() => undefined));
+  if (!uploaded) void writer.uploadLater(token, () => void d.store.markLogUploaded(e.buildId, d.streamTtlMs).catch(() => undefined));
   const outcome = e.state === 'done_success' ? 'success' : 'failure';
   d.metrics.done.inc({ outcome });
   if (e.startedMs !== undefined) d.metrics.duration.observe({ outcome }, (Date.now() - e.startedMs) / 1000);

@@ -51,7 +51,7 @@ export class BuildRunner {
 
   get ending(): EndingDeps {
     const { env, store, logs, metrics, log } = this.d;
-    return { store, logs, metrics, log, retentionMs: env.IMGBUILDER_LOG_RETENTION, maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES };
+    return { store, logs, metrics, log, retentionMs: env.IMGBUILDER_LOG_RETENTION, streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL, maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES };
   }
 
   async run(job: BuildJobData, external: AbortSignal, attempt: { restarted: boolean }): Promise<void> {

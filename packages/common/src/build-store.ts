@@ -30,7 +30,7 @@ export interface BuildRecord {
 /** One entry of a build's event stream: a log chunk or a state change. */
 export type BuildEvent =
   | { id: string; kind: 'log'; text: string }
-  | { id: string; kind: 'state'; state: BuildState; message: string };
+  | { id: string; kind: 'state'; state: BuildState; message: string; /** Read from the record: the stream had expired. */ streamGone?: true };
 
 // Creates the build of a ref unless one is already queued or running; returns {created, id}.
 // The active key's TTL is a safety net only: the worker deletes it when the build ends.

@@ -142,6 +142,11 @@ export const EnvSchema = z.object({
    * included) or `own` (only images this installation built: an engine shared with others). Dangling images always.
    */
   IMGBUILDER_PRUNE_IMAGES: z.enum(['all', 'own']).default('all'),
+  /**
+   * How long a finished build's event stream stays in Redis once its log object is complete (for readers still
+   * catching up; a reader it expires under continues from the object).
+   */
+  IMGBUILDER_LOG_STREAM_TTL: duration('5m'),
   /** How often the reaper ends builds whose job is gone or that outlived their deadline (one process at a time). */
   IMGBUILDER_REAPER_INTERVAL: duration('15s'),
   /** How long a build may wait in the queue before the reaper ends it; added to IMGBUILDER_BUILD_TIMEOUT. */
