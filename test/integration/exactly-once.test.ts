@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
-import { BuildStatus, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
+import { BuildStatus, LogsRequest, LogsResponse, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { ObjectStore } from '@imgbuilder/common/object-store';
 import { build, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { alive, firstToLog, pickedUp } from '../support/scenarios.js';
+import { rawServerStream } from '../support/raw-grpc.js';
 import { S3Server } from '../support/s3-server.js';
 import { startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
@@ -185,3 +186,61 @@ describe('an object store that hangs (SIGSTOP) mid-build', () => {
     }
   });
 });
+
+describe('a slow Logs reader across the expiry of the event stream', () => {
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_LOG_STREAM_TTL: '1s' } });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it('gets the rest of the log from the object and the stream ends', async () => {
+    // ~4 MB: far more than flow-control windows hold, so the paused reader is still catching up when the stream goes.
+    git.commit('slow-reader', { Dockerfile: dockerfile("seq 1 80000 | sed 's/$/ slow-reader-padding-padding-padding/'", 'echo slow-reader-last-line') });
+    const bs = watchBuild(client, { source: gitSource(git.url('slow-reader')) });
+    await bs.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const buildId = buildIdOf(bs.messages)!;
+    const frames: Buffer[] = [];
+    const reader = rawServerStream(stack.apiAddrs[0], '/builder.ImageBuilder/Logs', LogsRequest.encode(LogsRequest.fromPartial({ buildId })).finish(), (d) => frames.push(d));
+    reader.pause();
+    const { messages } = await bs.ended;
+    expect(lastOf(messages).status, lastOf(messages).message).toBe(BuildStatus.done_success);
+
+    const redis = new Redis(stack.env.REDIS_URL);
+    try {
+      const events = `{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${buildId}:events`;
+      for (const deadline = Date.now() + 30_000; (await redis.exists(events)) === 1; ) {
+        if (Date.now() > deadline) throw new Error('the event stream did not expire');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      redis.disconnect();
+    }
+    reader.resume();
+    const outcome = await reader.trailers;
+    reader.close();
+    expect(outcome.status).toBe(status.OK);
+    const text = grpcFrames(Buffer.concat(frames))
+      .map((f) => Buffer.from(LogsResponse.decode(f).content))
+      .reduce((a, b) => Buffer.concat([a, b]), Buffer.alloc(0))
+      .toString('utf8');
+    expect(text).toContain('slow-reader-last-line');
+    expect(text).toBe(textOf((await watchLogs(client, { buildId }).ended).messages));
+  });
+});
+
+/** Splits gRPC length-prefixed frames. */
+function grpcFrames(buf: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i + 5 <= buf.length; ) {
+    const n = buf.readUInt32BE(i + 1);
+    out.push(buf.subarray(i + 5, i + 5 + n));
+    i += 5 + n;
+  }
+  return out;
+}
