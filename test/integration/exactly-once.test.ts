@@ -200,8 +200,9 @@ describe('a slow Logs reader across the expiry of the event stream', () => {
   });
 
   it('gets the rest of the log from the object and the stream ends', async () => {
-    // ~4 MB: far more than flow-control windows hold, so the paused reader is still catching up when the stream goes.
-    git.commit('slow-reader', { Dockerfile: dockerfile("seq 1 80000 | sed 's/$/ slow-reader-padding-padding-padding/'", 'echo slow-reader-last-line') });
+    // ~20 MB: far more than flow-control windows and socket buffers hold, so the paused reader is still catching up
+    // when the stream goes.
+    git.commit('slow-reader', { Dockerfile: dockerfile("seq 1 400000 | sed 's/$/ slow-reader-padding-padding-padding/'", 'echo slow-reader-last-line') });
     const bs = watchBuild(client, { source: gitSource(git.url('slow-reader')) });
     await bs.until((m) => Boolean(buildIdOf(m)), 'the build id');
     const buildId = buildIdOf(bs.messages)!;
