@@ -22,7 +22,7 @@ import {
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
 import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { missingLine, type LogStore } from '@imgbuilder/common/log-store';
 import type { BuildJobData, JobSecrets } from '@imgbuilder/common/build-job';
 import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
@@ -40,6 +40,11 @@ import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from './image-existence.js';
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
+
+/** A reader behind the Redis tail waits this long for the running build's next log upload to cover the gap. */
+const GAP_WAIT_MS = 30_000;
+/** The part of a log read from the object goes out in pieces this big (bounded memory per reader). */
+const GAP_PAGE_BYTES = 1024 * 1024;
 
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
 const EXISTS_CACHE_MS = 5_000;
@@ -314,6 +319,20 @@ export class ImageBuilderService {
         // The stream expired before this reader got to its end: the rest comes from the object.
         if (e.streamGone) await sendObject(sent);
         continue;
+      }
+      if (e.offset !== undefined && e.offset > sent) {
+        // Redis holds only the log's tail: what was trimmed before this reader got to it comes from the object.
+        while (sent < e.offset && !signal.aborted) {
+          const to = Math.min(e.offset, sent + GAP_PAGE_BYTES);
+          const got = await this.logStore.objectRange(record.logKey, sent, to, GAP_WAIT_MS);
+          if (got.bytes.length) await send(got.bytes);
+          if (!got.complete) {
+            await send(missingLine(e.offset - sent - got.bytes.length));
+            break;
+          }
+          sent = to;
+        }
+        sent = e.offset;
       }
       sent += Buffer.byteLength(e.text);
       if (censor) await send(Buffer.from(e.text));

@@ -19,6 +19,7 @@ export interface EndingDeps {
    */
   streamTtlMs: number;
   maxLogBytes: number;
+  redisTailBytes: number;
   log: Logger;
 }
 
@@ -44,7 +45,7 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
   const log = d.log.child({ build_id: e.buildId, ref: e.ref });
   let writer = reporter;
   if (!writer) {
-    writer = new BuildReporter({ buildId: e.buildId, token: e.token, maxBytes: d.maxLogBytes, secrets: [] }, d.logs, log);
+    writer = new BuildReporter({ buildId: e.buildId, token: e.token, maxBytes: d.maxLogBytes, redisTailBytes: d.redisTailBytes, secrets: [] }, d.logs, log);
     await retry(() => writer!.resume(), { deadlineMs: FINISH_RETRY_MS, delayMs: (a) => Math.min(250 * 2 ** a, 5_000) });
   }
   if (e.state === 'done_failure') writer.line(/^build failed/.test(e.message) ? e.message : `build failed: ${e.message}`);

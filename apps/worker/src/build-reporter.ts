@@ -8,6 +8,8 @@ import type { Logger } from '@imgbuilder/common/logger';
 const UPLOAD_INTERVAL_MS = 2_000;
 /** Attempts at the final upload before the build ends with "log upload pending". */
 const FINAL_UPLOAD_ATTEMPTS = 4;
+/** Largest log entry in Redis, in characters: keeps the tail bound close. */
+const MAX_ENTRY_CHARS = 64 * 1024;
 /** Redis refusing log writes this long (out of memory, read-only replica) loses the build instead of waiting on. */
 const REDIS_WRITE_GIVE_UP_MS = 30_000;
 
@@ -16,6 +18,8 @@ export interface ReporterOptions {
   /** The attempt's fencing token; undefined for a writer that only ends the build (the reaper). */
   token?: number;
   maxBytes: number;
+  /** Redis keeps about this much of the log's end (IMGBUILDER_LOG_REDIS_TAIL); the rest is read from the object. */
+  redisTailBytes: number;
   secrets: string[];
   onBytes?: (n: number) => void;
   /** This attempt may no longer write the build (a newer attempt took over, it was ended, Redis refuses writes). */
@@ -39,6 +43,10 @@ export class BuildReporter {
   private secrets: string[];
   /** Why this attempt stopped writing, once it has. */
   lost?: string;
+  /** Bytes of the log sent to Redis so far (the offset of the next entry). */
+  private redisEnd = 0;
+  /** This attempt's entries in the stream, oldest first: what the next append may trim. */
+  private readonly entries: { id: string; end: number }[] = [];
 
   constructor(
     private readonly opts: ReporterOptions,
@@ -52,9 +60,10 @@ export class BuildReporter {
 
   /** Loads what earlier attempts of this build logged, so the object stays the whole log across restarts. */
   async resume(): Promise<void> {
-    const prior = await this.logs.readStream(this.opts.buildId);
+    const prior = await this.logs.readAll(this.opts.buildId);
     this.chunks.push(prior);
     this.bytes += prior.length;
+    this.redisEnd = prior.length;
     this.dirty = true;
   }
 
@@ -98,10 +107,24 @@ export class BuildReporter {
   private async flushRedis(): Promise<void> {
     let failingSince: number | undefined;
     while (this.pendingRedis && !this.lost) {
-      const text = this.pendingRedis;
-      this.pendingRedis = '';
+      let text = this.pendingRedis.slice(0, MAX_ENTRY_CHARS);
+      // Never split a surrogate pair: Redis and the object must count the same bytes.
+      if (text.length === MAX_ENTRY_CHARS && /[\uD800-\uDBFF]$/.test(text)) text = text.slice(0, -1);
+      this.pendingRedis = this.pendingRedis.slice(text.length);
       try {
-        if (!(await this.logs.append(this.opts.buildId, text, this.opts.token === undefined ? '' : String(this.opts.token)))) this.lose('a newer attempt took the build over, or it was ended');
+        const end = this.redisEnd + Buffer.byteLength(text);
+        // Entries wholly older than the tail go, trimmed in the same step as this append.
+        let drop = 0;
+        while (drop < this.entries.length && end - this.entries[drop].end >= this.opts.redisTailBytes) drop++;
+        const trimBelow = drop === 0 ? '' : drop === this.entries.length ? '*' : this.entries[drop].id;
+        const id = await this.logs.append(this.opts.buildId, text, this.opts.token === undefined ? '' : String(this.opts.token), this.redisEnd, trimBelow);
+        if (id === undefined) {
+          this.lose('a newer attempt took the build over, or it was ended');
+          break;
+        }
+        this.entries.splice(0, drop);
+        this.entries.push({ id, end });
+        this.redisEnd = end;
         failingSince = undefined;
       } catch (err) {
         // Redis away: keep the text and retry (the ioredis offline queue absorbs short outages); Redis answering

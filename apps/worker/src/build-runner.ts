@@ -51,7 +51,7 @@ export class BuildRunner {
 
   get ending(): EndingDeps {
     const { env, store, logs, metrics, log } = this.d;
-    return { store, logs, metrics, log, retentionMs: env.IMGBUILDER_LOG_RETENTION, streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL, maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES };
+    return { store, logs, metrics, log, retentionMs: env.IMGBUILDER_LOG_RETENTION, streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL, maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES, redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL };
   }
 
   async run(job: BuildJobData, external: AbortSignal, attempt: { restarted: boolean }): Promise<void> {
@@ -78,6 +78,7 @@ export class BuildRunner {
         buildId: job.buildId,
         token,
         maxBytes: env.IMGBUILDER_LOG_MAX_BYTES,
+        redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL,
         secrets: allSecrets,
         onBytes: (n) => this.d.metrics.logBytes.inc(n),
         onLost: (why) => lost.abort(why),

@@ -29,7 +29,7 @@ export interface BuildRecord {
 
 /** One entry of a build's event stream: a log chunk or a state change. */
 export type BuildEvent =
-  | { id: string; kind: 'log'; text: string }
+  | { id: string; kind: 'log'; text: string; /** Byte offset of `text` in the whole log (Redis holds only a tail). */ offset?: number }
   | { id: string; kind: 'state'; state: BuildState; message: string; /** Read from the record: the stream had expired. */ streamGone?: true };
 
 // Creates the build of a ref unless one is already queued or running; returns {created, id}.
@@ -231,7 +231,7 @@ export const logObjectKey = LogStore.objectKey;
 function parseEvent(id: string, fields: string[]): BuildEvent {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-  if (f.l !== undefined) return { id, kind: 'log', text: f.l };
+  if (f.l !== undefined) return { id, kind: 'log', text: f.l, offset: f.o === undefined ? undefined : Number(f.o) };
   return { id, kind: 'state', state: f.s as BuildState, message: f.m ?? '' };
 }
 

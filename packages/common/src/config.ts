@@ -112,6 +112,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_LOG_RETENTION: duration('7d'),
   /** A build's log is cut beyond this size. */
   IMGBUILDER_LOG_MAX_BYTES: byteSize('64MiB'),
+  /** Redis keeps about this much of the end of each build's log; readers get the rest from the log object. */
+  IMGBUILDER_LOG_REDIS_TAIL: byteSize('1MiB'),
   /** Quiet Build streams repeat their `running` message this often, so proxies never see an idle stream. */
   IMGBUILDER_STREAM_KEEPALIVE: duration('15s'),
   /** A Build/Logs client that reads nothing this long is dropped, so slow readers cannot pin server memory. */

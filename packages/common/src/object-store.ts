@@ -67,6 +67,21 @@ export class ObjectStore {
     return res.Body as Readable;
   }
 
+  /** Bytes [from, to) of an object (fewer when it is shorter), and its whole length. */
+  async getRange(key: string, from: number, to: number): Promise<{ bytes: Buffer; total: number }> {
+    if (to <= from) return { bytes: Buffer.alloc(0), total: -1 };
+    try {
+      const res = await this.withDeadline((o) => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${from}-${to - 1}` }), o));
+      const bytes = Buffer.from(await res.Body!.transformToByteArray());
+      const total = Number(/\/(\d+)$/.exec(res.ContentRange ?? '')?.[1] ?? from + bytes.length);
+      return { bytes, total };
+    } catch (err) {
+      // 416: the object is shorter than `from`.
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return { bytes: Buffer.alloc(0), total: 0 };
+      throw err;
+    }
+  }
+
   /**
    * Runs one SDK call with a deadline: aborted after `deadlineMs` (default twice the socket timeout, room for the
    * SDK's one retry). Uploads of large files pass their own.

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
+import { connect } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { dockerfile, gitSource } from '../support/requests.js';
+import { startStack, type Stack } from '../support/stack.js';
+import { buildIdOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
+
+// Redis memory per build is bounded: only a tail of the log lives in Redis, the rest is served from the object (issue 12).
+
+let git: GitServer;
+beforeAll(async () => {
+  git = await GitServer.start();
+});
+afterAll(() => git?.stop());
+
+describe('a log larger than the Redis tail', () => {
+  const TAIL = 256 * 1024;
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_LOG_REDIS_TAIL: String(TAIL) } });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it('Redis holds only about the tail; a reader joining late gets the head from the object, and every reader the same bytes', async () => {
+    git.commit('big-log', { Dockerfile: dockerfile("seq 1 100000 | sed 's/$/ big-log-padding-padding/'", 'sleep 3', 'echo big-log-end') });
+    const bs = watchBuild(client, { source: gitSource(git.url('big-log')) });
+    await bs.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const buildId = buildIdOf(bs.messages)!;
+    const early = watchLogs(client, { buildId });
+    await early.until((m) => textOf(m).includes('RUN sleep 3'), 'the sleep step');
+
+    const redis = new Redis(stack.env.REDIS_URL);
+    try {
+      const rows = await redis.xrange(`{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${buildId}:events`, '-', '+');
+      const inRedis = rows.reduce((n, [, f]) => n + (f[0] === 'l' ? Buffer.byteLength(f[1]) : 0), 0);
+      console.info(`log so far ${Buffer.byteLength(textOf(early.messages))} bytes; in Redis ${inRedis} bytes (tail ${TAIL})`);
+      expect(Buffer.byteLength(textOf(early.messages))).toBeGreaterThan(10 * TAIL);
+      // The tail plus at most one entry (64 Ki characters) beyond it.
+      expect(inRedis).toBeLessThan(TAIL + 4 * 64 * 1024);
+    } finally {
+      redis.disconnect();
+    }
+
+    // Joins while the build runs: its head is no longer in Redis.
+    const late = watchLogs(client, { buildId });
+    const [built, a, b] = await Promise.all([bs.ended, early.ended, late.ended]);
+    expect(built.messages[built.messages.length - 1].status).toBe(BuildStatus.done_success);
+    const full = textOf(a.messages);
+    expect(full).toContain('100000 big-log-padding-padding');
+    expect(full).toContain('big-log-end');
+    expect(full).not.toContain('bytes of this log are missing');
+    expect(textOf(b.messages)).toBe(full);
+    expect(textOf((await watchLogs(client, { buildId }).ended).messages)).toBe(full);
+  });
+});
