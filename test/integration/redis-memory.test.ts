@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
-import { connect } from '../support/client.js';
+import { build, connect, logs } from '../support/client.js';
+import { RedisServer } from '../support/redis-server.js';
 import { GitServer } from '../support/git-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { startStack, type Stack } from '../support/stack.js';
@@ -58,5 +59,44 @@ describe('a log larger than the Redis tail', () => {
     expect(full).not.toContain('bytes of this log are missing');
     expect(textOf(b.messages)).toBe(full);
     expect(textOf((await watchLogs(client, { buildId }).ended).messages)).toBe(full);
+  });
+});
+
+describe('Redis out of memory under a noisy build', () => {
+  let redis: RedisServer;
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+    // A tail as large as the log stands in for many noisy builds: this one build alone fills Redis.
+    stack = await startStack({ apis: 1, workers: 1, env: { REDIS_URL: redis.url, IMGBUILDER_REDIS_GIVE_UP: '8s', IMGBUILDER_LOG_REDIS_TAIL: '64MiB' } });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+    await redis?.stop();
+  });
+
+  it('the build ends done_failure saying Redis refused its log (no deadlock), its log is whole in the object, and the next build runs', async () => {
+    const admin = new Redis(redis.url);
+    try {
+      const used = Number(/^used_memory:(\d+)/m.exec(await admin.info('memory'))![1]);
+      await admin.config('SET', 'maxmemory', String(used + 4 * 1024 * 1024));
+    } finally {
+      admin.disconnect();
+    }
+    git.commit('oom', { Dockerfile: dockerfile("seq 1 400000 | sed 's/$/ oom-padding-padding-padding/'", 'echo oom-never-reached') });
+    const msgs = await build(client, { source: gitSource(git.url('oom')) }, 120_000);
+    const last = msgs[msgs.length - 1];
+    expect(last.status).toBe(BuildStatus.done_failure);
+    expect(last.message).toMatch(/Redis refused the build's log .*OOM/);
+    const text = await logs(client, { buildId: buildIdOf(msgs)! });
+    expect(text).toContain('1 oom-padding-padding-padding');
+    expect(text).toContain(last.message);
+
+    git.commit('after-oom', { Dockerfile: dockerfile('echo after-oom') });
+    const next = await build(client, { source: gitSource(git.url('after-oom')) }, 120_000);
+    expect(next[next.length - 1].status, next[next.length - 1].message).toBe(BuildStatus.done_success);
   });
 });

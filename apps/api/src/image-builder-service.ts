@@ -46,6 +46,12 @@ const GAP_WAIT_MS = 30_000;
 /** The part of a log read from the object goes out in pieces this big (bounded memory per reader). */
 const GAP_PAGE_BYTES = 1024 * 1024;
 
+/**
+ * Largest job payload (source, auth, sealed secrets) put in Redis: a build request is small; bigger ones are refused
+ * before anything is stored.
+ */
+const MAX_JOB_BYTES = 1024 * 1024;
+
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
 const EXISTS_CACHE_MS = 5_000;
 
@@ -200,6 +206,10 @@ export class ImageBuilderService {
 
   /** Joins the build queued or running for the ref, or queues a new one; returns its id. */
   private async startOrJoin(plan: BuildPlan, req: BuildRequest, log: Logger): Promise<string> {
+    const jobBytes = Buffer.byteLength(JSON.stringify(this.jobData('00000000-0000-0000-0000-000000000000', plan, req)));
+    if (jobBytes > MAX_JOB_BYTES) {
+      throw invalidArgument(`build request is too large: ${jobBytes} bytes of source, auth and secrets, more than the ${MAX_JOB_BYTES} bytes a queued build may carry; send less (large files belong in the build context)`);
+    }
     const existing = await this.store.activeIdForRef(plan.ref);
     if (!existing) {
       const queued = await this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed');

@@ -84,7 +84,11 @@ async function main(): Promise<void> {
   const ready = async () => (await redis.ping()) === 'PONG';
   const server = createGrpcServer(env);
   addImageBuilder(server, service.handlers());
-  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log).register(server);
+  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log, {
+    maxConcurrent: env.IMGBUILDER_MAX_CONCURRENT_UPLOADS,
+    maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
+    timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
+  }).register(server);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';

@@ -54,6 +54,8 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
     log.info({ why: writer.lost }, 'build not ended by this attempt');
     return false;
   }
+  // Redis refused this log (out of memory): free what it holds of it, so the terminal state can be written.
+  if (writer.redisRefused && uploaded) await d.logs.dropStreamLog(e.buildId).catch((err: Error) => log.warn({ err: err.message }, 'could not drop the log from Redis'));
   const message = uploaded ? e.message : `${e.message ? `${e.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
   const token = await retry(
     () => d.store.finish(e.buildId, e.ref, e.state, message, d.retentionMs, uploaded ? d.streamTtlMs : d.retentionMs, !uploaded, e.token),

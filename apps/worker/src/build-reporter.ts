@@ -10,8 +10,6 @@ const UPLOAD_INTERVAL_MS = 2_000;
 const FINAL_UPLOAD_ATTEMPTS = 4;
 /** Largest log entry in Redis, in characters: keeps the tail bound close. */
 const MAX_ENTRY_CHARS = 64 * 1024;
-/** Redis refusing log writes this long (out of memory, read-only replica) loses the build instead of waiting on. */
-const REDIS_WRITE_GIVE_UP_MS = 30_000;
 
 export interface ReporterOptions {
   buildId: string;
@@ -22,8 +20,14 @@ export interface ReporterOptions {
   redisTailBytes: number;
   secrets: string[];
   onBytes?: (n: number) => void;
-  /** This attempt may no longer write the build (a newer attempt took over, it was ended, Redis refuses writes). */
+  /** This attempt may no longer write the build (a newer attempt took over, or it was ended). */
   onLost?: (why: string) => void;
+  /**
+   * Redis refused the log's writes (out of memory) for `redisGiveUpMs`: the build must stop and end, so its memory
+   * is freed; the log still goes whole to the object.
+   */
+  onRedisRefused?: (why: string) => void;
+  redisGiveUpMs?: number;
 }
 
 /**
@@ -43,6 +47,8 @@ export class BuildReporter {
   private secrets: string[];
   /** Why this attempt stopped writing, once it has. */
   lost?: string;
+  /** Why Redis no longer gets this log (it refused writes), once so. */
+  redisRefused?: string;
   /** Bytes of the log sent to Redis so far (the offset of the next entry). */
   private redisEnd = 0;
   /** This attempt's entries in the stream, oldest first: what the next append may trim. */
@@ -106,7 +112,7 @@ export class BuildReporter {
 
   private async flushRedis(): Promise<void> {
     let failingSince: number | undefined;
-    while (this.pendingRedis && !this.lost) {
+    while (this.pendingRedis && !this.lost && !this.redisRefused) {
       let text = this.pendingRedis.slice(0, MAX_ENTRY_CHARS);
       // Never split a surrogate pair: Redis and the object must count the same bytes.
       if (text.length === MAX_ENTRY_CHARS && /[\uD800-\uDBFF]$/.test(text)) text = text.slice(0, -1);
@@ -130,8 +136,12 @@ export class BuildReporter {
         // Redis away: keep the text and retry (the ioredis offline queue absorbs short outages); Redis answering
         // with errors (out of memory) for long ends the attempt, so the build can end and free memory.
         failingSince ??= Date.now();
-        if (Date.now() - failingSince > REDIS_WRITE_GIVE_UP_MS) {
-          this.lose(`Redis refused the build's log for over ${REDIS_WRITE_GIVE_UP_MS / 1000}s: ${(err as Error).message}`);
+        const giveUp = this.opts.redisGiveUpMs ?? 30_000;
+        if (Date.now() - failingSince > giveUp) {
+          this.redisRefused = `Redis refused the build's log for over ${Math.round(giveUp / 1000)}s (${(err as Error).message})`;
+          this.pendingRedis = '';
+          this.log.warn({ why: this.redisRefused }, 'log no longer written to Redis');
+          this.opts.onRedisRefused?.(this.redisRefused);
           break;
         }
         this.pendingRedis = text + this.pendingRedis;

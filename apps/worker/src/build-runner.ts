@@ -73,6 +73,7 @@ export class BuildRunner {
       ...[...this.d.installation.values()].flatMap(secretsOf),
     ].filter((s) => s && s.length >= 3);
     const lost = new AbortController();
+    const refused = new AbortController();
     const reporter = new BuildReporter(
       {
         buildId: job.buildId,
@@ -82,6 +83,8 @@ export class BuildRunner {
         secrets: allSecrets,
         onBytes: (n) => this.d.metrics.logBytes.inc(n),
         onLost: (why) => lost.abort(why),
+        onRedisRefused: (why) => refused.abort(why),
+        redisGiveUpMs: env.IMGBUILDER_REDIS_GIVE_UP / 2,
       },
       this.d.logs,
       log,
@@ -92,7 +95,7 @@ export class BuildRunner {
     }
     const started = Date.now();
     const timeout = AbortSignal.timeout(env.IMGBUILDER_BUILD_TIMEOUT);
-    const signal = AbortSignal.any([timeout, external, lost.signal]);
+    const signal = AbortSignal.any([timeout, external, lost.signal, refused.signal]);
     const workdir = await mkdtemp(join(tmpdir(), `imgbuilder-${job.buildId}-`));
     const cleanupTags: string[] = [];
     let outcome: { state: 'done_success' | 'done_failure'; message: string };
@@ -121,7 +124,10 @@ export class BuildRunner {
         await reporter.close();
         throw err;
       }
-      const message = timeout.aborted ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
+      const message = refused.signal.aborted
+        ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
+        : timeout.aborted
+          ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
       if (!(err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
     } finally {

@@ -136,6 +136,12 @@ export const EnvSchema = z.object({
   IMGBUILDER_MAX_CONCURRENT_STREAMS: int(4096, 1),
   /** Largest snapshot upload through the CLI's upload service. */
   IMGBUILDER_MAX_UPLOAD_BYTES: byteSize('1GiB'),
+  /** Snapshot uploads one API process receives at once; more get RESOURCE_EXHAUSTED. */
+  IMGBUILDER_MAX_CONCURRENT_UPLOADS: int(16, 1),
+  /** Temp-file bytes all uploads in progress on one API process may hold together. */
+  IMGBUILDER_UPLOAD_DISK_BYTES: byteSize('4GiB'),
+  /** An upload (receiving and storing) ends within this long, however slowly the client sends. */
+  IMGBUILDER_UPLOAD_TIMEOUT: duration('30m'),
   /** Worker disk hygiene: images and build cache unused this long are pruned. */
   IMGBUILDER_PRUNE_AFTER: duration('24h'),
   IMGBUILDER_PRUNE_INTERVAL: duration('10m'),

@@ -117,6 +117,14 @@ export class LogStore {
     return Buffer.concat(parts);
   }
 
+  /**
+   * Drops the log's entries from Redis (allowed even when Redis is out of memory): for a build whose log Redis
+   * refused, so it can still end. The object holds the whole log by then.
+   */
+  async dropStreamLog(buildId: string): Promise<void> {
+    await this.redis.xtrim(redisKeys.events(buildId), 'MAXLEN', 0);
+  }
+
   /** The object's body (the complete log of a finished build). */
   openObject(logKey: string): Promise<Readable> {
     return this.objects.getStream(logKey);
