@@ -86,7 +86,7 @@ describe('Redis out of memory under a noisy build', () => {
     } finally {
       admin.disconnect();
     }
-    git.commit('oom', { Dockerfile: dockerfile("seq 1 400000 | sed 's/$/ oom-padding-padding-padding/'", 'echo oom-never-reached') });
+    git.commit('oom', { Dockerfile: dockerfile("seq 1 400000 | sed 's/$/ oom-padding-padding-padding/'", 'sleep 30', 'echo oom-never-reached') });
     const msgs = await build(client, { source: gitSource(git.url('oom')) }, 120_000);
     const last = msgs[msgs.length - 1];
     expect(last.status).toBe(BuildStatus.done_failure);
@@ -94,6 +94,7 @@ describe('Redis out of memory under a noisy build', () => {
     const text = await logs(client, { buildId: buildIdOf(msgs)! });
     expect(text).toContain('1 oom-padding-padding-padding');
     expect(text).toContain(last.message);
+    expect(text).not.toContain('oom-never-reached');
 
     git.commit('after-oom', { Dockerfile: dockerfile('echo after-oom') });
     const next = await build(client, { source: gitSource(git.url('after-oom')) }, 120_000);
