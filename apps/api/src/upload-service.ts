@@ -57,24 +57,26 @@ export class UploadService {
     this.active++;
     let dir: string | undefined;
     const held = { bytes: 0 };
+    let outcome: { res?: UploadResponse; err?: ServiceError };
     try {
       dir = await mkdtemp(join(tmpdir(), 'imgbuilder-upload-'));
-      const res = await this.receiveAndStore(call, join(dir, 'snapshot'), held);
-      cb(null, res);
+      outcome = { res: await this.receiveAndStore(call, join(dir, 'snapshot'), held) };
     } catch (err) {
       // The client may still be sending: stop reading so its writes fail fast instead of filling buffers.
       call.pause();
       if (call.cancelled || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
         this.log.debug('snapshot upload cancelled by the client');
-        cb(serviceError('CANCELLED', 'upload cancelled'));
-        return;
+        outcome = { err: serviceError('CANCELLED', 'upload cancelled') };
+      } else {
+        outcome = { err: toUploadError(err, this.log) };
       }
-      cb(toUploadError(err, this.log));
-    } finally {
-      if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-      this.diskBytes -= held.bytes;
-      this.active--;
     }
+    // Disk space and the slot are given back before the client hears the outcome, so its next upload finds them free.
+    if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    this.diskBytes -= held.bytes;
+    this.active--;
+    if (outcome.err) cb(outcome.err);
+    else cb(null, outcome.res!);
   }
 
   private async receiveAndStore(call: ServerReadableStream<UploadRequest, UploadResponse>, path: string, held: { bytes: number }): Promise<UploadResponse> {
@@ -136,7 +138,12 @@ export class UploadService {
       clearTimeout(timer);
       clearTimeout(deadline);
       call.off('cancelled', cancelled);
-      file.destroy();
+      // Closed before the temp dir goes: an open descriptor would keep a deleted file's space in use.
+      if (!file.closed) {
+        const closed = once(file, 'close').catch(() => undefined);
+        file.destroy();
+        await closed;
+      }
     }
 
     const sha256 = hash.digest('hex');
