@@ -34,6 +34,7 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_TLS_CERT: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_TLS_KEY: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_TLS_CA: 'TLS is an opt-in that also needs files mounted',
+  IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: 'a fault point for tests only',
 };
 
 const byKind = (docs: Doc[], kind: string) => docs.filter((d) => d.kind === kind);
