@@ -16,7 +16,8 @@ export interface ReaperOptions {
   maxQueueWaitMs: number;
 }
 
-export type ReapReason = { buildId: string; ref: string; message: string };
+/** A build to end: `token` is the fencing token it was judged under, so a build that moved on meanwhile is left alone. */
+export type ReapReason = { buildId: string; ref: string; message: string; token: number };
 
 /**
  * Ends builds nothing else will end: those whose job is gone from the queue (the API died between creating the
@@ -65,7 +66,7 @@ export class Reaper {
         continue;
       }
       this.log.warn({ build_id: rec.id, ref: rec.ref, why }, 'reaper ends build');
-      await this.end({ buildId: rec.id, ref: rec.ref, message: why });
+      await this.end({ buildId: rec.id, ref: rec.ref, message: why, token: rec.attempt });
       // A queued job of a build ended for its deadline would only be picked up to find it over.
       await this.queue.remove(rec.id).catch(() => undefined);
     }
