@@ -57,7 +57,7 @@ export class EventHub {
         if (sub.error) throw unavailable(sub.error);
         if (sub.mode === 'catchup') {
           const batch = await this.store.readEvents(buildId, sub.cursor, PAGE);
-          if (batch.length === 0 && sub.cursor !== '0-0' && !(await this.store.eventsExist(buildId))) {
+          if (batch.length === 0 && !(await this.store.eventsExist(buildId))) {
             // The stream expired under a slow reader (it outlives the build only briefly): end with the record's
             // terminal status; the caller continues the log from the object.
             const rec = await this.store.get(buildId);
