@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
+import { status } from '@grpc/grpc-js';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
 import { RedisServer } from '../support/redis-server.js';
@@ -59,6 +60,34 @@ describe('a log larger than the Redis tail', () => {
     expect(full).not.toContain('bytes of this log are missing');
     expect(textOf(b.messages)).toBe(full);
     expect(textOf((await watchLogs(client, { buildId }).ended).messages)).toBe(full);
+  });
+});
+
+describe('job payloads', () => {
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 0 });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it('a build request that would put more than 1 MiB in the queue is refused INVALID_ARGUMENT before anything is stored', async () => {
+    git.commit('huge-job', { Dockerfile: dockerfile('echo huge') });
+    const huge = Buffer.from(`user:${'p'.repeat(2 * 1024 * 1024)}`).toString('base64');
+    await expect(build(client, { source: gitSource(git.url('huge-job')), auth: { additional: { 'registry.example.com': huge } } })).rejects.toMatchObject({
+      code: status.INVALID_ARGUMENT,
+      details: expect.stringContaining('build request is too large'),
+    });
+    const redis = new Redis(stack.env.REDIS_URL);
+    try {
+      expect(await redis.zcard(`{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:builds:live`)).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
   });
 });
 
