@@ -245,3 +245,44 @@ function grpcFrames(buf: Buffer): Buffer[] {
   }
   return out;
 }
+
+describe('a build waiting long in the queue', () => {
+  let stack: Stack;
+  let client: ImageBuilderClient;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_WORKER_CONCURRENCY: '1', IMGBUILDER_REAPER_INTERVAL: '1s' } });
+    client = connect(stack.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it('keeps its dedupe lock: the reaper refreshes it, so a second Build of the ref joins instead of starting a duplicate', async () => {
+    const [worker] = stack.workers;
+    git.commit('slot-holder', { Dockerfile: dockerfile('sleep 20') });
+    const holder = watchBuild(client, { source: gitSource(git.url('slot-holder')) });
+    await holder.until((m) => Boolean(buildIdOf(m)), 'the slot holder');
+    await worker.waitForLine(pickedUp(buildIdOf(holder.messages)!), 60_000);
+
+    git.commit('long-queued', { Dockerfile: dockerfile('echo queued') });
+    const req = { source: gitSource(git.url('long-queued')) };
+    const first = watchBuild(client, req);
+    await first.until((m) => Boolean(buildIdOf(m)), 'the queued build');
+    const lock = `{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:ref:${first.messages[0].ref}:active`;
+    const redis = new Redis(stack.env.REDIS_URL);
+    try {
+      // As if the build had waited in the queue until its lock was about to lapse.
+      await redis.pexpire(lock, 1_500);
+      const passes = worker.lines.filter((l) => l.includes('reaper pass')).length;
+      await worker.waitForLine(new RegExp(`"pass":${passes + 2},.*reaper pass`), 30_000);
+      expect(await redis.pttl(lock)).toBeGreaterThan(60_000);
+    } finally {
+      redis.disconnect();
+    }
+    const second = watchBuild(client, req);
+    await second.until((m) => Boolean(buildIdOf(m)), 'the second call');
+    expect(buildIdOf(second.messages)).toBe(buildIdOf(first.messages));
+    for (const s of [holder, first, second]) s.cancel();
+  });
+});

@@ -29,6 +29,7 @@ export class Reaper {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private readonly me = randomUUID();
+  private passes = 0;
 
   constructor(
     private readonly redis: RedisClient,
@@ -59,17 +60,21 @@ export class Reaper {
     // Held for most of an interval: the next pass, on whichever process, starts once it lapses.
     const got = await this.redis.set(redisKeys.reaperLock, this.me, 'PX', Math.max(1, this.opts.intervalMs - 200), 'NX');
     if (got !== 'OK') return;
-    for (const rec of await this.store.listLive()) {
+    const live = await this.store.listLive();
+    let ended = 0;
+    for (const rec of live) {
       const why = await this.verdict(rec);
       if (!why) {
         await this.store.extendLock(rec.ref, rec.id, this.opts.lockTtlMs);
         continue;
       }
+      ended++;
       this.log.warn({ build_id: rec.id, ref: rec.ref, why }, 'reaper ends build');
       await this.end({ buildId: rec.id, ref: rec.ref, message: why, token: rec.attempt });
       // A queued job of a build ended for its deadline would only be picked up to find it over.
       await this.queue.remove(rec.id).catch(() => undefined);
     }
+    this.log.debug({ pass: ++this.passes, live: live.length, ended }, 'reaper pass');
   }
 
   private async verdict(rec: BuildRecord): Promise<string | undefined> {
