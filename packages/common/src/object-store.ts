@@ -58,7 +58,9 @@ export class ObjectStore {
   async put(key: string, body: Buffer | string, contentType = 'text/plain; charset=utf-8', bucket = this.bucket): Promise<void> {
     await this.ensureBucket();
     // A known length keeps the SDK from streaming with unknown size (and warning about it).
-    await this.withDeadline((o) => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: Buffer.byteLength(body) }), o));
+    const length = Buffer.byteLength(body);
+    // Room for the body at a slow 1 MiB/s on top of the usual deadline: a 64 MiB log is not a hung store.
+    await this.withDeadline((o) => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: length }), o), this.timeoutMs * 2 + Math.ceil(length / 1024));
   }
 
   /** The object's body; the deadline covers the response headers, the body then streams at the reader's pace. */
