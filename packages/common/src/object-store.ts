@@ -2,6 +2,7 @@ import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, PutObjectComm
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Readable } from 'node:stream';
 import type { Env } from './config.js';
+import { ImgbuilderError } from './errors.js';
 
 /**
  * The S3-compatible store holding build logs and snapshots. One client for AWS S3, MinIO, R2 or s3rver.
@@ -95,7 +96,7 @@ export class ObjectStore {
     try {
       return await call({ abortSignal: ctl.signal });
     } catch (err) {
-      if (ctl.signal.aborted) throw Object.assign(new Error(`the object store did not answer within ${deadlineMs} ms`), { name: 'TimeoutError' });
+      if (ctl.signal.aborted) throw new ImgbuilderError('UNAVAILABLE', `the object store did not answer within ${deadlineMs} ms (IMGBUILDER_S3_TIMEOUT); retry later`);
       throw err;
     } finally {
       clearTimeout(timer);
