@@ -21,19 +21,6 @@ const duration = (fallback: string, max?: number) =>
       return ms;
     });
 
-const byteSize = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const n = parseByteSize(text);
-      if (n === undefined || n <= 0) {
-        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 1GiB)` });
-        return z.NEVER;
-      }
-      return n;
-    });
-
 const bool = (fallback: boolean) =>
   z
     .enum(['true', 'false', '1', '0', 'yes', 'no', ''])
@@ -55,11 +42,14 @@ const sizeLimit = (fallback: string) =>
     .transform((text, ctx) => {
       const bytes = parseByteSize(text);
       if (bytes === undefined || bytes <= 0) {
-        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 4GiB)` });
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 1GiB)` });
         return z.NEVER;
       }
       return { bytes, text: text.trim() };
     });
+
+/** A size in bytes. */
+const byteSize = (fallback: string) => sizeLimit(fallback).transform((v) => v.bytes);
 
 const CIDR_OR_HOST_PORT = /^(\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?|[0-9a-fA-F:]*:[0-9a-fA-F:]*(\/\d{1,3})?|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|\d{1,3}(\.\d{1,3}){3}:\d{1,5})$/;
 
