@@ -18,10 +18,11 @@ import { dedupeScenario } from './scenarios/dedupe.js';
 import { cacheHitScenario } from './scenarios/cache-hit.js';
 import { logLatencyScenario } from './scenarios/log-latency.js';
 import { throughputScenario } from './scenarios/throughput.js';
+import { redisMemoryScenario } from './scenarios/redis-memory.js';
 import { renderTable, type ScenarioResult } from './support/report.js';
 import { closeAllStacks } from './support/stack.js';
 
-const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario];
+const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario];
 
 function parseArgs(argv: string[]) {
   const opts = { quick: false, out: join(ROOT, 'bench/results/latest.json'), only: undefined as string[] | undefined, cpuProf: false };
@@ -32,7 +33,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--out') opts.out = resolve(argv[++i] ?? '');
     else if (a === '--only') opts.only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput] [--cpu-prof]');
+      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory] [--cpu-prof]');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }

@@ -5,6 +5,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { bearerToken, roleAtLeast, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
 import { isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { Logger } from '@imgbuilder/common/logger';
+import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
 import { toRow, type DashboardData } from './dashboard-data.js';
 
@@ -16,6 +17,8 @@ const MAX_LIST = 1000;
 /** The largest piece of a log one "load earlier" request returns. */
 const MAX_RANGE_BYTES = 4 * 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
+/** A stored log is streamed in pages this big (bounded memory per viewer). */
+const RANGE_PAGE_BYTES = 1024 * 1024;
 const BUILD_ID = /^[0-9a-f-]{36}$/;
 
 const ASSETS_DIR = new URL('../dashboard/', import.meta.url);
@@ -51,6 +54,7 @@ export class DashboardServer {
 
   constructor(
     private readonly deps: BuildLogDeps,
+    private readonly objects: ObjectStore,
     private readonly data: DashboardData,
     private readonly opts: DashboardOptions,
     private readonly log: Logger,
@@ -162,8 +166,8 @@ export class DashboardServer {
 
   private async buildDetail(res: ServerResponse, record: BuildRecord): Promise<void> {
     const [logUrl, logSize] = await Promise.all([
-      this.deps.objects.presignGet(record.logKey, this.opts.logUrlTtlMs).catch(() => ''),
-      this.deps.objects.size(record.logKey).catch(() => undefined),
+      this.objects.presignGet(record.logKey, this.opts.logUrlTtlMs).catch(() => ''),
+      this.objects.size(record.logKey).catch(() => undefined),
     ]);
     json(res, 200, { build: toRow(record), logUrl, logSize: logSize ?? 0 });
   }
@@ -172,11 +176,8 @@ export class DashboardServer {
   private async logRange(res: ServerResponse, record: BuildRecord, start: number, end: number): Promise<void> {
     start = Math.max(0, Math.floor(start));
     end = Math.min(Math.floor(end), start + MAX_RANGE_BYTES);
-    const body = await this.deps.objects.getRange(record.logKey, start, end);
-    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
-    if (!body) return void res.end();
-    for await (const chunk of body as AsyncIterable<Buffer>) if (!res.write(chunk)) await drained(res);
-    res.end();
+    const got = await this.objects.getRange(record.logKey, start, end);
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(got.bytes);
   }
 
   /**
@@ -203,13 +204,17 @@ export class DashboardServer {
       if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: part.length })}\n\n`)) await drained(res);
     };
     try {
-      // A finished build's stored log can start at the offset; a running one is replayed from its first byte.
-      const ranged = isTerminal(record.state) && !record.logPending && skip > 0 ? await this.deps.objects.getRange(record.logKey, skip).catch(() => undefined) : undefined;
-      if (ranged) {
+      // A finished build's stored log can start at the offset (read a page at a time); a running one is replayed
+      // from its first byte.
+      if (isTerminal(record.state) && !record.logPending && skip > 0) {
+        let pos = skip;
         skip = 0;
-        for await (const chunk of ranged as AsyncIterable<Buffer>) {
+        for (;;) {
           if (abort.signal.aborted) return;
-          await send(chunk);
+          const got = await this.objects.getRange(record.logKey, pos, pos + RANGE_PAGE_BYTES);
+          if (got.bytes.length) await send(got.bytes);
+          pos += got.bytes.length;
+          if (got.bytes.length < RANGE_PAGE_BYTES) break;
         }
       } else {
         for await (const piece of readBuildLog(record, this.deps, abort.signal)) {

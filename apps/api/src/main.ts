@@ -8,6 +8,7 @@ import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore } from '@imgbuilder/common/object-store';
+import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import { formatDuration } from '@imgbuilder/common/duration';
@@ -53,6 +54,7 @@ async function main(): Promise<void> {
   });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const objects = new ObjectStore(env);
+  const logStore = new LogStore(redis, objects);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
   const planner = new BuildPlanner(
     {
@@ -85,6 +87,8 @@ async function main(): Promise<void> {
       logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
       retentionMs: env.IMGBUILDER_LOG_RETENTION,
       buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+      maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+      faultExitBeforeEnqueue: env.IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
       keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
@@ -95,7 +99,7 @@ async function main(): Promise<void> {
     store,
     hub,
     queue,
-    objects,
+    logStore,
     secrets,
     metrics,
     log,
@@ -116,7 +120,11 @@ async function main(): Promise<void> {
         })
     : undefined;
   addImageBuilder(server, service.handlers(), guard);
-  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log).register(server, guard);
+  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log, {
+    maxConcurrent: env.IMGBUILDER_MAX_CONCURRENT_UPLOADS,
+    maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
+    timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
+  }).register(server, guard);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
@@ -127,10 +135,10 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  const dashboard = await startDashboard(env, tokens, { store, objects, hub }, redis, queue);
+  const dashboard = await startDashboard(env, tokens, { store, logStore, hub }, objects, redis, queue);
   // Both default to :8081: one address means one HTTP server, the dashboard's, also taking the supervisor's upgrades.
   const shared = dashboard && env.IMGBUILDER_SUPERVISOR_ADDR === env.IMGBUILDER_HTTP_ADDR ? dashboard.server.http : undefined;
-  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, objects, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log, shared) : undefined;
+  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log, shared) : undefined;
   const supervisorPort = shared ? dashboard?.port : await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
   if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
   log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT), tokens: tokens ? 'required' : 'off' }, 'imgbuilder API listening');
@@ -166,7 +174,7 @@ async function main(): Promise<void> {
  * IMGBUILDER_DASHBOARD_TOKEN (role viewer); with neither it stays off. Like metrics, a port taken by another process
  * on the host is logged, not fatal.
  */
-async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: BuildLogDeps, redis: RedisClient, queue: Queue) {
+async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: BuildLogDeps, objects: ObjectStore, redis: RedisClient, queue: Queue) {
   if (!env.IMGBUILDER_HTTP_ADDR) return undefined;
   const viewers = tokens ?? (env.IMGBUILDER_DASHBOARD_TOKEN ? AccessTokens.fromEntries([{ name: 'dashboard', role: 'viewer', sha256: hashToken(env.IMGBUILDER_DASHBOARD_TOKEN) }]) : undefined);
   if (!viewers) {
@@ -174,7 +182,7 @@ async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: 
     return undefined;
   }
   const data = new DashboardData(redis, queue, log);
-  const server = new DashboardServer(deps, data, { tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false }, log);
+  const server = new DashboardServer(deps, objects, data, { tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false }, log);
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
     data.startSampling();

@@ -29,6 +29,8 @@ export const redisKeys = {
   queueSamples: `${HASH_TAG}:stats:queue`,
   /** Hash: counters of builds started / deduplicated / done (metrics that must survive process restarts). */
   counters: `${HASH_TAG}:counters`,
+  /** String: held by the one process whose reaper runs this interval. */
+  reaperLock: `${HASH_TAG}:reaper:lock`,
 } as const;
 
 export const redisChannels = {
