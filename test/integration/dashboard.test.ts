@@ -16,7 +16,7 @@ import { dropNamespace } from '../support/redis-server.js';
 import { streamImageBuildLog } from '../support/gitpod-log-client.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
-import { buildIdOf, watchBuild } from '../support/streams.js';
+import { buildIdOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
 // The page functions below run in the browser (puppeteer serialises them); Node's types do not know its globals.
 interface DomNode {
@@ -150,25 +150,32 @@ describe('dashboard and supervisor endpoint on one address', () => {
 
 describe('dashboard in a browser', () => {
   it('a running build appears in the list and its log follows live to the end', async () => {
-    git.commit('live', { Dockerfile: dockerfile('echo live-one', 'sleep 6', 'echo live-two') });
+    git.commit('live', { Dockerfile: dockerfile('echo live-one', 'sleep 5', 'echo live-two') });
     const client = connectAs(grpcAddr, `Bearer ${TOKENS.builder}`);
     const running = watchBuild(client, { source: gitSource(git.url('live')) });
     await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
     const buildId = buildIdOf(running.messages)!;
-
     const page = await newPage();
     await login(page, TOKENS.viewer);
-    const row = await page.waitForSelector(`tr[data-build-id="${buildId}"]`, { timeout: 15_000 });
-    expect(await row!.$eval('td:nth-child(4)', (e) => e.textContent)).toBe('ci-builder');
-    expect(['queued', 'running']).toContain(await row!.evaluate((e) => e.getAttribute('data-state')));
-    await shot(page, 'builds-running');
+    // The build is held mid-step (its step container frozen) while the page looks: running for certain, whatever the load.
+    const logs = watchLogs(client, { buildId });
+    const step = /RUN sleep 5\n ---> Running in ([0-9a-f]+)/;
+    await logs.until((m) => step.test(textOf(m)), 'the sleep step container');
+    const container = step.exec(textOf(logs.messages))![1];
+    execFileSync('docker', ['pause', container], { timeout: 10_000 });
+    try {
+      const row = await page.waitForSelector(`tr[data-build-id="${buildId}"]`, { timeout: 15_000 });
+      expect(await row!.$eval('td:nth-child(4)', (e) => e.textContent)).toBe('ci-builder');
+      expect(await row!.evaluate((e) => e.getAttribute('data-state'))).toBe('running');
+      await shot(page, 'builds-running');
 
-    await Promise.all([page.waitForNavigation(), row!.$eval('a', (a) => (a as unknown as { href: string; click(): void }).click())]);
-    await page.waitForFunction(() => document.querySelector('#log')?.textContent?.includes('live-one'), { timeout: 60_000 });
-    // Seen while the build still runs: the page follows the log rather than loading it afterwards.
-    const seenWhileRunning = await page.$eval('#log-state', (e) => e.textContent);
-    expect(seenWhileRunning).toBe('following');
-    expect(running.messages.some((m) => m.status === BuildStatus.done_success || m.status === BuildStatus.done_failure)).toBe(false);
+      await Promise.all([page.waitForNavigation(), row!.$eval('a', (a) => (a as unknown as { href: string; click(): void }).click())]);
+      await page.waitForFunction(() => document.querySelector('#log')?.textContent?.includes('live-one'), { timeout: 30_000 });
+      expect(await page.$eval('#log-state', (e) => e.textContent)).toBe('following');
+      expect(await logText(page)).not.toContain('live-two');
+    } finally {
+      execFileSync('docker', ['unpause', container], { timeout: 10_000 });
+    }
     await page.waitForFunction(() => document.querySelector('#log')?.getAttribute('data-ended') === 'done_success', { timeout: 90_000 });
     const text = await logText(page);
     expect(text.indexOf('live-one')).toBeLessThan(text.indexOf('live-two'));
