@@ -158,6 +158,17 @@ describe('access tokens on the gRPC API', () => {
     }
   });
 
+  it('`imgbuilder token` prints a new token on stdout and its tokens-file entry on stderr', async () => {
+    const r = await cli(['token', 'ci-2', '--role', 'viewer']);
+    expect(r.code, r.stderr).toBe(0);
+    const token = r.stdout.trim();
+    expect(token).toMatch(/^imgb_[A-Za-z0-9_-]{43}$/);
+    const entry = JSON.parse(r.stderr.trim().split('\n').pop()!) as Record<string, string>;
+    expect(entry).toEqual({ name: 'ci-2', role: 'viewer', sha256: hashToken(token) });
+    const bad = await cli(['token', 'ci-3', '--role', 'root']);
+    expect(bad.code).toBe(2);
+  });
+
   it('an unusable tokens file stops the API at start with a message naming the entry', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-bad-'));
     const file = join(dir, 'tokens.json');
