@@ -69,6 +69,8 @@ export class DashboardData {
   constructor(
     private readonly redis: RedisClient,
     private readonly queue: Queue,
+    /** IMGBUILDER_LOG_RETENTION: a finished record kept in memory goes when Redis lets it expire. */
+    private readonly retentionMs: number,
     private readonly log: Logger,
   ) {}
 
@@ -108,8 +110,11 @@ export class DashboardData {
 
   private async readRows(): Promise<BuildRow[]> {
     const ids = await this.redis.zrevrange(redisKeys.recent, 0, -1);
+    const now = Date.now();
+    for (const [id, row] of this.finished) if ((row.finishedAt ?? now) + this.retentionMs <= now) this.finished.delete(id);
     const missing = ids.filter((id) => !this.finished.has(id));
     const fetched = new Map<string, BuildRow>();
+    const expired: string[] = [];
     for (let i = 0; i < missing.length; i += PIPELINE_BATCH) {
       const batch = missing.slice(i, i + PIPELINE_BATCH);
       const pipe = this.redis.pipeline();
@@ -117,12 +122,14 @@ export class DashboardData {
       const res = (await pipe.exec()) ?? [];
       res.forEach(([, h], j) => {
         const rec = h as Record<string, string> | null;
-        if (!rec?.id) return;
+        if (!rec?.id) return void expired.push(batch[j]);
         const row = toRow(toRecord(rec));
         fetched.set(batch[j], row);
         if (isTerminal(row.state)) this.finished.set(row.id, row);
       });
     }
+    // Records past their retention leave the index too, so it holds only builds that still exist.
+    if (expired.length) await this.redis.zrem(redisKeys.recent, ...expired).catch(() => undefined);
     const listed = new Set(ids);
     for (const id of this.finished.keys()) if (!listed.has(id)) this.finished.delete(id);
     return ids.map((id) => this.finished.get(id) ?? fetched.get(id)).filter((r): r is BuildRow => Boolean(r));

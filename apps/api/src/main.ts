@@ -181,7 +181,7 @@ async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: 
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData(redis, queue, log);
+  const data = new DashboardData(redis, queue, env.IMGBUILDER_LOG_RETENTION, log);
   const server = new DashboardServer(deps, objects, data, { tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false }, log);
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
