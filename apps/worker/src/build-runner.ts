@@ -22,6 +22,7 @@ import { runInitializer, SourceError } from './initializers.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
+import type { ImageBuilder } from './image-builder.js';
 
 export interface RunnerDeps {
   env: Env;
@@ -29,6 +30,7 @@ export interface RunnerDeps {
   objects: ObjectStore;
   registry: RegistryClient;
   engine: DockerEngine;
+  builder: ImageBuilder;
   secrets: SecretBox;
   installation: CredentialTable;
   metrics: WorkerMetrics;
@@ -193,7 +195,7 @@ export class BuildRunner {
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer) =>
-      this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);

@@ -18,6 +18,7 @@ import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
 import { BuildSandbox } from './build-sandbox.js';
 import { EgressGate } from './egress-check.js';
+import { createImageBuilder } from './image-builder.js';
 
 const log = createLogger('imgbuilder-worker');
 /** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */
@@ -37,10 +38,12 @@ async function main(): Promise<void> {
   const objects = new ObjectStore(env);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
   const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
+  const builder = await createImageBuilder(env.IMGBUILDER_BUILDER, engine);
+  log.info({ builder: builder.kind }, 'builder selected');
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
   const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
-  const runner = new BuildRunner({ env, store, objects, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, secrets, installation, metrics, log, sandbox });
+  const runner = new BuildRunner({ env, store, objects, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, builder, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
   const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {

@@ -96,6 +96,13 @@ export const EnvSchema = z.object({
   IMGBUILDER_BASE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/base'),
   /** Where workspace images are pushed (what clients run). */
   IMGBUILDER_WORKSPACE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/workspace'),
+  /** Which of the engine's builders runs Dockerfiles: `buildkit` (parallel stages, registry cache) or `classic`. */
+  IMGBUILDER_BUILDER: z.enum(['buildkit', 'classic']).default('classic'),
+  /**
+   * Repository for build cache images (BuildKit): each build's inline cache is pushed there under its source
+   * identity too. Empty: the previous base image of the same source identity is the cache.
+   */
+  IMGBUILDER_CACHE_REPOSITORY: z.string().optional(),
   /** Docker engine the worker builds with. */
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */
