@@ -194,8 +194,8 @@ export class BuildRunner {
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
-    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
@@ -210,14 +210,14 @@ export class BuildRunner {
   private async buildLimited(
     buildId: string,
     signal: AbortSignal,
-    build: (limits: object | undefined, signal: AbortSignal, onStepContainer: (id: string) => void) => Promise<string>,
+    build: (limits: object | undefined, signal: AbortSignal, onStepContainer: (id: string) => void, stepMarker?: string) => Promise<string>,
   ): Promise<string> {
     const run = await this.d.sandbox?.open(buildId);
     if (!run) return build(undefined, signal, () => undefined);
     let imageId: string | undefined;
     try {
       try {
-        imageId = await build(run.buildOptions(), AbortSignal.any([signal, run.signal]), (id) => run.stepContainer(id));
+        imageId = await build(run.buildOptions(), AbortSignal.any([signal, run.signal]), (id) => run.stepContainer(id), run.stepMarker);
       } catch (err) {
         throw (await run.verdict(err)) ?? err;
       }

@@ -31,8 +31,9 @@ export class BuildkitBuilder implements ImageBuilder {
           registryconfig: opts.registryconfig,
           abortSignal: opts.signal,
           labels: this.engine.labels,
-          ...opts.limits,
-          buildargs: { BUILDKIT_INLINE_CACHE: '1' },
+          // The engine's BuildKit ignores the build API's cgroup parent and memory/CPU options: the sandbox moves
+          // the steps into the build's cgroup instead, finding them by the marker.
+          buildargs: { BUILDKIT_INLINE_CACHE: '1', ...(opts.stepMarker ? { no_proxy: opts.stepMarker } : {}) },
           ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify(opts.cacheFrom) } : {}),
           buildid,
           version: '2',

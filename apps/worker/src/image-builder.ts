@@ -11,6 +11,11 @@ export interface BuildOptions {
   signal: AbortSignal;
   /** Resource limits for the steps (cgroup parent, memory, CPU), from the build sandbox. */
   limits?: object;
+  /**
+   * Put into every BuildKit step's environment as `no_proxy` (BuildKit leaves proxy variables out of its cache
+   * keys), so the build sandbox can tell this build's step processes from others' on the same engine.
+   */
+  stepMarker?: string;
   /** Called with the (short) id of each step container the engine starts, where the builder has them. */
   onStepContainer?: (id: string) => void;
   /** Images whose cache metadata the build may reuse (BuildKit: inline cache). */

@@ -97,7 +97,7 @@ export const EnvSchema = z.object({
   /** Where workspace images are pushed (what clients run). */
   IMGBUILDER_WORKSPACE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/workspace'),
   /** Which of the engine's builders runs Dockerfiles: `buildkit` (parallel stages, registry cache) or `classic`. */
-  IMGBUILDER_BUILDER: z.enum(['buildkit', 'classic']).default('classic'),
+  IMGBUILDER_BUILDER: z.enum(['buildkit', 'classic']).default('buildkit'),
   /**
    * Repository for build cache images (BuildKit): each build's inline cache is pushed there under its source
    * identity too. Empty: the previous base image of the same source identity is the cache.
