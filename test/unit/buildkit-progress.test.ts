@@ -105,3 +105,17 @@ describe('BuildKit progress, as docker build --progress=plain prints it', () => 
     expect(BuildkitProgress.decode({ ID: 'sha256:x' })).toBeUndefined();
   });
 });
+
+describe('BuildKit progress: cache import', () => {
+  it('a cache ref that cannot be imported is one line, not an error, and the build goes on', () => {
+    const { text, progress } = replay('cache-missing');
+    const lines = step(text, 'importing cache manifest from 127.0.0.1:5000/imgbuilder/no-such-cache:cache-x');
+    expect(lines).toEqual([
+      'importing cache manifest from 127.0.0.1:5000/imgbuilder/no-such-cache:cache-x',
+      'cache not imported, building without it: 127.0.0.1:5000/imgbuilder/no-such-cache:cache-x: not found',
+    ]);
+    expect(text).not.toContain('ERROR');
+    expect(step(text, '[2/2] RUN echo cm$RANDOM').at(-1)).toBe('DONE 0.2s');
+    expect(progress.failure).toBeUndefined();
+  });
+});

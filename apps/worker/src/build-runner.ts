@@ -23,6 +23,7 @@ import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './image-builder.js';
+import type { BuildCache } from './build-cache.js';
 
 export interface RunnerDeps {
   env: Env;
@@ -31,6 +32,8 @@ export interface RunnerDeps {
   registry: RegistryClient;
   engine: DockerEngine;
   builder: ImageBuilder;
+  /** The registry-shared layer cache; absent with the classic builder, which cannot import it. */
+  cache?: BuildCache;
   secrets: SecretBox;
   installation: CredentialTable;
   metrics: WorkerMetrics;
@@ -191,15 +194,18 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
+    const cacheRef = this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath });
+    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l))) ? [cacheRef] : undefined;
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
+    if (cacheRef) await this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup);
     await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
   }
 

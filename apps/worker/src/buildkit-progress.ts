@@ -3,6 +3,8 @@ import { StatusResponse, type Vertex } from '@imgbuilder/proto/gen/buildkit/cont
 /** Aux id under which a Docker engine sends BuildKit's progress (base64 StatusResponse) on `/build?version=2`. */
 export const BUILDKIT_TRACE_ID = 'moby.buildkit.trace';
 
+const CACHE_IMPORT = 'importing cache manifest from ';
+
 /** The step a BuildKit build failed in, as `docker build` names it, and BuildKit's error text. */
 export interface FailedStep {
   step: string;
@@ -110,6 +112,8 @@ export class BuildkitProgress {
     if (x.error) {
       v.ended = true;
       out += this.flushOne(v);
+      // A cache that cannot be imported only makes the build slower: BuildKit goes on without it.
+      if (v.name.startsWith(CACHE_IMPORT)) return `${out}#${v.index} cache not imported, building without it: ${x.error}\n`;
       this.failedStep ??= { step: stepName(v.name), error: x.error };
       return `${out}#${v.index} ERROR: ${x.error}\n`;
     }

@@ -19,6 +19,7 @@ import { DiskHygiene } from './disk-hygiene.js';
 import { BuildSandbox } from './build-sandbox.js';
 import { EgressGate } from './egress-check.js';
 import { createImageBuilder } from './image-builder.js';
+import { BuildCache } from './build-cache.js';
 
 const log = createLogger('imgbuilder-worker');
 /** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */
@@ -43,7 +44,9 @@ async function main(): Promise<void> {
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
   const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
-  const runner = new BuildRunner({ env, store, objects, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, builder, secrets, installation, metrics, log, sandbox });
+  const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
+  const cache = builder.kind === 'buildkit' ? new BuildCache(registry, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
+  const runner = new BuildRunner({ env, store, objects, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
   const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {

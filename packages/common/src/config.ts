@@ -102,7 +102,10 @@ export const EnvSchema = z.object({
    * Repository for build cache images (BuildKit): each build's inline cache is pushed there under its source
    * identity too. Empty: the previous base image of the same source identity is the cache.
    */
-  IMGBUILDER_CACHE_REPOSITORY: z.string().optional(),
+  IMGBUILDER_CACHE_REPOSITORY: z
+    .string()
+    .optional()
+    .refine((s) => !s || /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/cache'),
   /** Docker engine the worker builds with. */
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */

@@ -1,0 +1,67 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
+import { build, connect, logs } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { BASE_IMAGE, gitSource } from '../support/requests.js';
+import { startStack, type Stack } from '../support/stack.js';
+import { buildIdOf } from '../support/streams.js';
+
+let stack: Stack;
+let git: GitServer;
+let client: ImageBuilderClient;
+
+beforeAll(async () => {
+  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit' } }), GitServer.start()]);
+  client = connect(stack.apiAddrs[0]);
+});
+
+afterAll(async () => {
+  client?.close();
+  git?.stop();
+  await stack?.stop();
+});
+
+const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: stack.env.DOCKER_HOST }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+/**
+ * Empties the engine of what builds of `marker` left (its build-cache records and this stack's images), as a worker
+ * on another engine would see it, without touching what other builds on this shared engine keep.
+ */
+function forget(marker: string): void {
+  const records = JSON.parse(docker('system', 'df', '-v', '--format', '{{json .BuildCache}}')) as { ID: string; Description: string }[];
+  const ids = records.filter((r) => r.Description.includes(marker)).map((r) => r.ID.replace(/\*$/, ''));
+  expect(ids.length).toBeGreaterThan(0);
+  docker('builder', 'prune', '-f', ...ids.flatMap((id) => ['--filter', `id=${id}`]));
+  const images = docker('images', '--format', '{{.Repository}}:{{.Tag}}').split('\n').filter((r) => r.startsWith(stack.env.IMGBUILDER_BASE_REPOSITORY) || r.startsWith(stack.env.IMGBUILDER_WORKSPACE_REPOSITORY));
+  if (images.length) docker('rmi', '-f', ...images);
+  const left = (JSON.parse(docker('system', 'df', '-v', '--format', '{{json .BuildCache}}')) as { Description: string }[]).filter((r) => r.Description.includes(marker));
+  expect(left).toEqual([]);
+}
+
+describe('layer cache shared through the registry (BuildKit)', () => {
+  it('a rebuild of the same git remote and Dockerfile on an engine that forgot it imports the cache: the expensive step is CACHED', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const expensive = `RUN echo expensive-${nonce} && sleep 3`;
+    git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-one\n` });
+    const first = await build(client, { source: gitSource(git.url('cached')) });
+    expect(first.at(-1)?.status).toBe(BuildStatus.done_success);
+    const firstLog = await logs(client, { buildId: buildIdOf(first)! });
+    expect(firstLog).toMatch(/^build cache: none yet for this source \(.+:cache-[0-9a-f]{40}\); building without it$/m);
+    expect(firstLog).toMatch(/^build cache: pushed .+:cache-[0-9a-f]{40}$/m);
+    expect(firstLog).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
+
+    forget(nonce);
+    git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-two\n` });
+    const second = await build(client, { source: gitSource(git.url('cached')) });
+    expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(second)! });
+    expect(log).toMatch(/^build cache: importing .+:cache-[0-9a-f]{40}$/m);
+    // The expensive step did not run again (no output), the changed one did.
+    const step = new RegExp(`^#(\\d+) \\[2/3\\] ${expensive.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(log);
+    expect(step, log).not.toBeNull();
+    expect(log).toContain(`#${step![1]} CACHED`);
+    expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
+    expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} last-${nonce}-two$`, 'm'));
+  });
+});
