@@ -200,7 +200,7 @@ export class BuildRunner {
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);

@@ -3,6 +3,8 @@ import type Docker from 'dockerode';
 import { UserBuildError, type DockerEngine, type Progress } from './docker-engine.js';
 import { BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
+import { baseImagesOf } from './dockerfile-bases.js';
+import { parseImageRef } from '@imgbuilder/common/image-ref';
 
 /**
  * The engine's BuildKit (`/build?version=2`): independent stages run at once, and every image carries inline cache
@@ -23,6 +25,7 @@ export class BuildkitBuilder implements ImageBuilder {
     // nothing keeps running in the engine after a timeout or a limit.
     const cancel = () => void this.cancel(buildid);
     opts.signal.addEventListener('abort', cancel, { once: true });
+    const pulled = await this.pullPrivateBases(opts, write);
     try {
       try {
         stream = await this.engine.docker.buildImage(context, {
@@ -60,7 +63,39 @@ export class BuildkitBuilder implements ImageBuilder {
       return id;
     } finally {
       opts.signal.removeEventListener('abort', cancel);
+      // Another build on this engine must not find a private image here that its own credentials cannot pull.
+      for (const image of pulled) await this.engine.untag(image);
     }
+  }
+
+  /**
+   * The engine's BuildKit pulls with credentials from a client session only, never from the build request's
+   * X-Registry-Config, and it prefers an image already in the engine. So each FROM image on a registry this build
+   * holds credentials for is pulled first, by the engine's image API, with those credentials. A pull that fails is
+   * left for BuildKit to report, as the step it fails.
+   */
+  private async pullPrivateBases(opts: BuildOptions, write: (text: string) => void): Promise<string[]> {
+    const pulled: string[] = [];
+    for (const image of baseImagesOf(opts.dockerfileText ?? '')) {
+      let ref;
+      try {
+        ref = parseImageRef(image);
+      } catch {
+        continue;
+      }
+      const key = ref.domain === 'docker.io' ? 'https://index.docker.io/v1/' : ref.domain;
+      const c = opts.registryconfig[key];
+      if (!c) continue;
+      write(`pulling ${image} with this build's credentials for ${ref.domain}\n`);
+      try {
+        await this.engine.pull(image, { username: c.username, password: c.password, auth: c.auth }, opts.signal, () => undefined);
+        pulled.push(image);
+      } catch (err) {
+        if (opts.signal.aborted) throw err;
+        write(`${(err as Error).message}\n`);
+      }
+    }
+    return pulled;
   }
 
   private async cancel(buildid: string): Promise<void> {

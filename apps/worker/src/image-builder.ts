@@ -6,6 +6,8 @@ export type BuilderKind = 'buildkit' | 'classic';
 export interface BuildOptions {
   tag: string;
   dockerfile: string;
+  /** The Dockerfile's text (BuildKit reads its FROM lines to pull private bases with the build's credentials). */
+  dockerfileText?: string;
   /** Pull credentials per registry host (the X-Registry-Config header). */
   registryconfig: Record<string, Record<string, string>>;
   signal: AbortSignal;
