@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
@@ -6,6 +9,7 @@ import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, gitSource } from '../support/requests.js';
 import { startStack, type Stack } from '../support/stack.js';
 import { buildIdOf } from '../support/streams.js';
+import { PrivateRegistry } from '../support/private-registry.js';
 
 let stack: Stack;
 let git: GitServer;
@@ -64,5 +68,42 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(log).toContain(`#${step![1]} CACHED`);
     expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
     expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} last-${nonce}-two$`, 'm'));
+  });
+});
+
+describe('a cache repository the build cannot read (htpasswd registry)', () => {
+  let registry: PrivateRegistry;
+  let other: Stack;
+  let api: ImageBuilderClient;
+  beforeAll(async () => {
+    registry = await PrivateRegistry.start('cacheuser', `cachepw-${Math.random().toString(36).slice(2)}`);
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-cache-auth-'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ auths: { [registry.host]: { auth: registry.additional } } }));
+    other = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit', IMGBUILDER_CACHE_REPOSITORY: `${registry.host}/cache`, IMGBUILDER_REGISTRY_AUTH_FILE: join(dir, 'config.json') } });
+    api = connect(other.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    api?.close();
+    await other?.stop();
+    registry?.stop();
+  });
+
+  it('never fails a build: one line says the cache cannot be read; the cache ref is pushed with the installation credentials, not the caller\'s', async () => {
+    // The caller's own credentials for the cache registry are wrong; the installation's are right.
+    const auth = { additional: { [registry.host]: Buffer.from(`${registry.user}:wrong-password`).toString('base64') } };
+    const nonce = Math.random().toString(36).slice(2);
+    git.commit('unreadable-cache', { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo unreadable-${nonce}\n` });
+    const first = await build(api, { source: gitSource(git.url('unreadable-cache')), auth });
+    expect(first.at(-1)?.status, first.at(-1)?.message).toBe(BuildStatus.done_success);
+    const log = await logs(api, { buildId: buildIdOf(first)! });
+    const cacheLines = log.split('\n').filter((l) => l.includes('build cache: '));
+    expect(cacheLines).toHaveLength(2);
+    expect(cacheLines[0]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: ${registry.host}/cache:cache-[0-9a-f]{40} cannot be read \\(.+\\); building without it$`));
+    expect(cacheLines[1]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: pushed ${registry.host}/cache:cache-[0-9a-f]{40}$`));
+    const ref = /pushed (\S+)$/.exec(cacheLines[1])![1];
+    const [, repo, tag] = /^[^/]+\/(.+):([^:]+)$/.exec(ref)!;
+    const head = (authz?: string) => fetch(`http://${registry.host}/v2/${repo}/manifests/${tag}`, { method: 'HEAD', headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json', ...(authz ? { Authorization: authz } : {}) } });
+    expect((await head()).status).toBe(401);
+    expect((await head(`Basic ${registry.additional}`)).status).toBe(200);
   });
 });
