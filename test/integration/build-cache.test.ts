@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { BASE_IMAGE, gitSource } from '../support/requests.js';
 import { startStack, type Stack } from '../support/stack.js';
 import { buildIdOf } from '../support/streams.js';
 import { PrivateRegistry } from '../support/private-registry.js';
+import { cacheRecords, forgetBuilds } from '../support/engine-cache.js';
 
 let stack: Stack;
 let git: GitServer;
@@ -26,22 +26,10 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: stack.env.DOCKER_HOST }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-/**
- * Empties the engine of what builds of `marker` left (its build-cache records and this stack's images), as a worker
- * on another engine would see it, without touching what other builds on this shared engine keep.
- */
+/** The engine as another worker's would be: none of `marker`'s build cache, none of this stack's images. */
 function forget(marker: string): void {
-  const records = () => (JSON.parse(docker('system', 'df', '-v', '--format', '{{json .BuildCache}}')) as { ID: string; Description: string }[]).filter((r) => r.Description.includes(marker));
-  expect(records().length).toBeGreaterThan(0);
-  const images = docker('images', '--format', '{{.Repository}}:{{.Tag}}').split('\n').filter((r) => r.startsWith(stack.env.IMGBUILDER_BASE_REPOSITORY) || r.startsWith(stack.env.IMGBUILDER_WORKSPACE_REPOSITORY));
-  if (images.length) docker('rmi', '-f', ...images);
-  // The engine takes one id per prune; a record goes once no later step's record holds it: a few rounds, bounded.
-  for (let round = 0; round < 4 && records().length; round++) {
-    for (const r of records().reverse()) docker('builder', 'prune', '-f', '--filter', `id=${r.ID.replace(/\*$/, '')}`);
-  }
-  expect(records()).toEqual([]);
+  expect(cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
+  forgetBuilds(stack.env.DOCKER_HOST, marker, [stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
 }
 
 describe('layer cache shared through the registry (BuildKit)', () => {
