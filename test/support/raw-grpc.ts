@@ -5,7 +5,7 @@ import http2 from 'node:http2';
  * into memory while the application is paused, a paused bare stream stops granting flow-control window: the only
  * way to play a client that truly stops reading.
  */
-export function rawServerStream(addr: string, path: string, request: Uint8Array) {
+export function rawServerStream(addr: string, path: string, request: Uint8Array, onData?: (d: Buffer) => void) {
   const session = http2.connect(`http://${addr}`);
   const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
   const frame = Buffer.alloc(5 + request.length);
@@ -16,7 +16,10 @@ export function rawServerStream(addr: string, path: string, request: Uint8Array)
     let bytes = 0;
     let headers: http2.IncomingHttpHeaders = {};
     req.on('response', (h) => (headers = h));
-    req.on('data', (d: Buffer) => (bytes += d.length));
+    req.on('data', (d: Buffer) => {
+      bytes += d.length;
+      onData?.(d);
+    });
     req.on('trailers', (t) => resolve({ status: Number(t['grpc-status']), message: decodeURIComponent(String(t['grpc-message'] ?? '')), bytes }));
     req.on('end', () => resolve({ status: Number(headers['grpc-status'] ?? -1), message: decodeURIComponent(String(headers['grpc-message'] ?? '')), bytes }));
     req.on('error', reject);

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
-import { BuildStore, compareStreamIds, type BuildEvent } from '@imgbuilder/common/build-store';
+import { BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
 import { redisChannels } from '@imgbuilder/common/redis-keys';
 import { unavailable } from '@imgbuilder/common/errors';
 
@@ -57,6 +57,16 @@ export class EventHub {
         if (sub.error) throw unavailable(sub.error);
         if (sub.mode === 'catchup') {
           const batch = await this.store.readEvents(buildId, sub.cursor, PAGE);
+          if (batch.length === 0 && !(await this.store.eventsExist(buildId))) {
+            // The stream expired under a slow reader (it outlives the build only briefly): end with the record's
+            // terminal status; the caller continues the log from the object.
+            const rec = await this.store.get(buildId);
+            if (!rec) throw unavailable('the build record is gone from Redis (restarted without persistence?); call Build again');
+            if (isTerminal(rec.state)) {
+              yield { id: sub.cursor, kind: 'state', state: rec.state, message: rec.message, streamGone: true };
+              return;
+            }
+          }
           for (const e of batch) {
             sub.cursor = e.id;
             yield e;

@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import type { Queue } from 'bullmq';
 import { status as GrpcStatus, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import {
@@ -21,16 +22,16 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { BuildStore, isTerminal, logObjectKey, type BuildRecord } from '@imgbuilder/common/build-store';
+import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import type { LogStore } from '@imgbuilder/common/log-store';
 import { forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
-import type { ObjectStore } from '@imgbuilder/common/object-store';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { pushCredentials, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
-import { censorRefs } from '@imgbuilder/common/censor';
+import { RefCensor } from '@imgbuilder/common/censor';
 import { splitUrlCredentials } from '@imgbuilder/common/git';
 import { forEachGit } from '@imgbuilder/common/refs';
 import type { ApiMetrics } from './metrics.js';
@@ -44,6 +45,12 @@ import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './supervisor-log-server.j
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 
+/**
+ * Largest job payload (source, auth, sealed secrets) put in Redis: a build request is small; bigger ones are refused
+ * before anything is stored.
+ */
+const MAX_JOB_BYTES = 1024 * 1024;
+
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
 const EXISTS_CACHE_MS = 5_000;
 
@@ -54,7 +61,11 @@ export interface ServiceConfig {
   logUrlTtlMs: number;
   retentionMs: number;
   buildTimeoutMs: number;
+  /** How long a build may wait in the queue; with the build timeout, its deadline (enforced by the reaper). */
+  maxQueueWaitMs: number;
   maxQueued: number;
+  /** Test only: exit between creating a build and queueing its job (IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE). */
+  faultExitBeforeEnqueue?: boolean;
   /** A stream client that reads nothing this long is dropped (RESOURCE_EXHAUSTED). */
   slowClientTimeoutMs: number;
   /** Interval of `running` keepalive messages on quiet Build streams. */
@@ -72,7 +83,7 @@ export class ImageBuilderService {
     private readonly store: BuildStore,
     private readonly hub: EventHub,
     private readonly queue: Queue<BuildJobData>,
-    private readonly objects: ObjectStore,
+    private readonly logStore: LogStore,
     private readonly secrets: SecretBox,
     private readonly metrics: ApiMetrics,
     private readonly log: Logger,
@@ -225,6 +236,10 @@ export class ImageBuilderService {
 
   /** Joins the build queued or running for the ref, or queues a new one; returns its id. */
   private async startOrJoin(plan: BuildPlan, req: BuildRequest, log: Logger): Promise<string> {
+    const jobBytes = Buffer.byteLength(JSON.stringify(this.jobData('00000000-0000-0000-0000-000000000000', plan, req)));
+    if (jobBytes > MAX_JOB_BYTES) {
+      throw invalidArgument(`build request is too large: ${jobBytes} bytes of source, auth and secrets, more than the ${MAX_JOB_BYTES} bytes a queued build may carry; send less (large files belong in the build context)`);
+    }
     const existing = await this.store.activeIdForRef(plan.ref);
     if (!existing) {
       const queued = await this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed');
@@ -239,16 +254,26 @@ export class ImageBuilderService {
       // Short until the job is safely queued: if this process dies in between, the lock frees itself.
       lockTtlMs: 60_000,
       retentionMs: this.cfg.retentionMs,
+      // Room past the build timeout for the worker's own timeout handling and final log upload.
+      deadlineAt: Date.now() + this.cfg.maxQueueWaitMs + this.cfg.buildTimeoutMs + 5 * 60_000,
     });
     if (!created) {
       this.metrics.deduplicated.inc();
       log.info({ build_id: id }, 'joined running build');
       return id;
     }
+    if (this.cfg.faultExitBeforeEnqueue) {
+      log.warn({ build_id: id }, 'fault point: exiting before queueing the build (IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE)');
+      process.exit(70);
+    }
     try {
-      // The log object exists from the first `running` message on, so its presigned URL never answers 404.
-      await this.objects.put(logObjectKey(id), '').catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet'));
-      await this.queue.add('build', this.jobData(id, plan, req), { jobId: id });
+      // The log object exists from the first `running` message on, so its presigned URL never answers 404. Its
+      // creation is bounded by the store's deadline and runs alongside queueing; a process dying in this window
+      // leaves a build without a job, which the reaper ends.
+      await Promise.all([
+        this.logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
+        this.queue.add('build', this.jobData(id, plan, req), { jobId: id }),
+      ]);
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
       await this.store.finish(id, plan.ref, 'done_failure', 'build could not be queued', this.cfg.retentionMs, this.cfg.retentionMs).catch(() => undefined);
@@ -304,15 +329,24 @@ export class ImageBuilderService {
     }
     const record = await this.store.get(buildId);
     if (!record) throw notFound('build not found');
-    const censor = req.censored ? (text: string) => censorRefs(text, [record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : (t: string) => t;
-    const send = (data: string | Buffer) =>
-      this.write(call, { content: req.censored || typeof data === 'string' ? Buffer.from(censor(data.toString())) : data }, signal);
-
-    for await (const piece of readBuildLog(record, { store: this.store, objects: this.objects, hub: this.hub }, signal)) {
+    // Censoring holds back a ref's length of text so a ref split across chunks is still caught; flushed at the end.
+    const censor = req.censored ? new RefCensor([record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : undefined;
+    const decoder = new StringDecoder('utf8');
+    const send = async (data: Buffer) => {
+      if (!censor) return this.write(call, { content: data }, signal);
+      const text = censor.push(decoder.write(data));
+      if (text) await this.write(call, { content: Buffer.from(text) }, signal);
+    };
+    const flush = async () => {
+      const rest = censor ? censor.end() + decoder.end() : '';
+      if (rest && !signal.aborted) await this.write(call, { content: Buffer.from(rest) }, signal);
+    };
+    for await (const piece of readBuildLog(record, { store: this.store, logStore: this.logStore, hub: this.hub }, signal)) {
       if (Buffer.isBuffer(piece)) await send(piece);
-      else if (req.censored) await send(piece.text);
+      else if (censor) await send(Buffer.from(piece.text));
       else await this.write(call, encodeLogEvent(piece) as unknown as LogsResponse, signal);
     }
+    await flush();
   }
 
   private readonly existence = new ImageExistence(
@@ -328,7 +362,7 @@ export class ImageBuilderService {
     const sup = this.cfg.supervisorLogs;
     const logInfo: LogInfo = sup
       ? { url: `${sup.publicUrl.replace(/\/$/, '')}${SUPERVISOR_API_PATH}`, headers: { [LOG_TOKEN_HEADER]: sup.tokens.issue(r.id) } }
-      : { url: await this.objects.presignGet(r.logKey, this.cfg.logUrlTtlMs).catch(() => ''), headers: {} };
+      : { url: await this.logStore.presign(r.logKey, this.cfg.logUrlTtlMs).catch(() => ''), headers: {} };
     return {
       ref: r.ref,
       baseRef: r.baseRef,

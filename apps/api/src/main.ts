@@ -7,6 +7,7 @@ import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore } from '@imgbuilder/common/object-store';
+import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import { formatDuration } from '@imgbuilder/common/duration';
@@ -45,6 +46,7 @@ async function main(): Promise<void> {
   });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const objects = new ObjectStore(env);
+  const logStore = new LogStore(redis, objects);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
   const metrics = new ApiMetrics(queue);
   const planner = new BuildPlanner(
@@ -78,6 +80,8 @@ async function main(): Promise<void> {
       logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
       retentionMs: env.IMGBUILDER_LOG_RETENTION,
       buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+      maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+      faultExitBeforeEnqueue: env.IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
       keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
@@ -88,7 +92,7 @@ async function main(): Promise<void> {
     store,
     hub,
     queue,
-    objects,
+    logStore,
     secrets,
     metrics,
     log,
@@ -97,7 +101,11 @@ async function main(): Promise<void> {
   const ready = async () => (await redis.ping()) === 'PONG';
   const server = createGrpcServer(env);
   addImageBuilder(server, service.handlers());
-  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log).register(server);
+  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log, {
+    maxConcurrent: env.IMGBUILDER_MAX_CONCURRENT_UPLOADS,
+    maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
+    timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
+  }).register(server);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
@@ -108,7 +116,7 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, objects, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log) : undefined;
+  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log) : undefined;
   const supervisorPort = await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
   if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
   log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT) }, 'imgbuilder API listening');

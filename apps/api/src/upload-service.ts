@@ -25,11 +25,24 @@ const IDLE_TIMEOUT_MS = 120_000;
  * streaming. Then one PutObject, skipped when an object of that content already exists. The content-derived key
  * makes an unchanged directory map to the same snapshot name, hence the same workspace ref and a cache hit.
  */
+export interface UploadLimits {
+  /** Uploads received at once (IMGBUILDER_MAX_CONCURRENT_UPLOADS); more are refused with RESOURCE_EXHAUSTED. */
+  maxConcurrent: number;
+  /** Bytes all uploads in progress may hold in temp files together (IMGBUILDER_UPLOAD_DISK_BYTES). */
+  maxDiskBytes: number;
+  /** An upload, receiving and storing, ends within this long (IMGBUILDER_UPLOAD_TIMEOUT). */
+  timeoutMs: number;
+}
+
 export class UploadService {
+  private active = 0;
+  private diskBytes = 0;
+
   constructor(
     private readonly objects: ObjectStore,
     private readonly maxBytes: number,
     private readonly log: Logger,
+    private readonly limits: UploadLimits = { maxConcurrent: 16, maxDiskBytes: 4 * 2 ** 30, timeoutMs: 30 * 60_000 },
   ) {}
 
   register(server: Server): void {
@@ -37,28 +50,46 @@ export class UploadService {
   }
 
   private async upload(call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>): Promise<void> {
+    if (this.active >= this.limits.maxConcurrent) {
+      call.pause();
+      cb(serviceError('RESOURCE_EXHAUSTED', `the server is receiving ${this.active} uploads, its limit (IMGBUILDER_MAX_CONCURRENT_UPLOADS); retry shortly`));
+      return;
+    }
+    this.active++;
     let dir: string | undefined;
+    const held = { bytes: 0 };
+    let outcome: { res?: UploadResponse; err?: ServiceError };
     try {
       dir = await mkdtemp(join(tmpdir(), 'imgbuilder-upload-'));
-      const res = await this.receiveAndStore(call, join(dir, 'snapshot'));
-      cb(null, res);
+      outcome = { res: await this.receiveAndStore(call, join(dir, 'snapshot'), held) };
     } catch (err) {
       // The client may still be sending: stop reading so its writes fail fast instead of filling buffers.
       call.pause();
       if (call.cancelled || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
         this.log.debug('snapshot upload cancelled by the client');
-        cb(serviceError('CANCELLED', 'upload cancelled'));
-        return;
+        outcome = { err: serviceError('CANCELLED', 'upload cancelled') };
+      } else {
+        outcome = { err: toUploadError(err, this.log) };
       }
-      cb(toUploadError(err, this.log));
-    } finally {
-      if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
+    // Disk space and the slot are given back before the client hears the outcome, so its next upload finds them free.
+    if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    this.diskBytes -= held.bytes;
+    this.active--;
+    if (outcome.err) cb(outcome.err);
+    else cb(null, outcome.res!);
   }
 
-  private async receiveAndStore(call: ServerReadableStream<UploadRequest, UploadResponse>, path: string): Promise<UploadResponse> {
+  private async receiveAndStore(call: ServerReadableStream<UploadRequest, UploadResponse>, path: string, held: { bytes: number }): Promise<UploadResponse> {
     const hash = createHash('sha256');
     const file = createWriteStream(path);
+    // A full disk must end this upload, not the process: without a listener the stream's 'error' would crash it.
+    let fileError: NodeJS.ErrnoException | undefined;
+    file.on('error', (err) => {
+      fileError = err;
+      stop.abort('file');
+    });
+    const deadline = setTimeout(() => stop.abort('deadline'), this.limits.timeoutMs);
     let bytes = 0;
     let name = '';
     let expected = 0;
@@ -86,27 +117,48 @@ export class UploadService {
         if (bytes === 0) gzip = p.chunk[0] === 0x1f && p.chunk[1] === 0x8b;
         bytes += p.chunk.length;
         if (bytes > this.maxBytes) throw tooLarge(this.maxBytes);
+        if (this.diskBytes + p.chunk.length > this.limits.maxDiskBytes) {
+          throw new ImgbuilderError('RESOURCE_EXHAUSTED', `the server's space for uploads in progress is full (IMGBUILDER_UPLOAD_DISK_BYTES=${formatBytes(this.limits.maxDiskBytes)}); retry later`);
+        }
+        this.diskBytes += p.chunk.length;
+        held.bytes += p.chunk.length;
         hash.update(p.chunk);
-        if (!file.write(p.chunk)) await drained(file);
+        if (!file.write(p.chunk)) await drained(file).catch(() => undefined);
+        if (fileError) break;
       }
+      if (fileError) throw diskError(fileError);
+      if (stop.signal.reason === 'deadline') throw new ImgbuilderError('DEADLINE_EXCEEDED', `upload took longer than ${this.limits.timeoutMs / 1000}s (IMGBUILDER_UPLOAD_TIMEOUT)`);
       if (stop.signal.aborted) throw new ImgbuilderError('DEADLINE_EXCEEDED', `upload sent nothing for ${IDLE_TIMEOUT_MS / 1000}s`);
       if (first) throw new ImgbuilderError('INVALID_ARGUMENT', 'empty upload: no metadata and no data');
       if (expected && bytes !== expected) throw new ImgbuilderError('INVALID_ARGUMENT', `upload announced ${expected} bytes but sent ${bytes}`);
       if (bytes === 0) throw new ImgbuilderError('INVALID_ARGUMENT', 'empty upload: no data');
       file.end();
-      await once(file, 'close');
+      await once(file, 'close').catch(() => undefined);
+      if (fileError) throw diskError(fileError);
     } finally {
       clearTimeout(timer);
+      clearTimeout(deadline);
       call.off('cancelled', cancelled);
-      file.destroy();
+      // Closed before the temp dir goes: an open descriptor would keep a deleted file's space in use.
+      if (!file.closed) {
+        const closed = once(file, 'close').catch(() => undefined);
+        file.destroy();
+        await closed;
+      }
     }
 
     const sha256 = hash.digest('hex');
     const key = `snapshots/${sha256}.${gzip ? 'tar.gz' : 'tar'}`;
     await this.objects.ensureBucket();
     if (!(await this.exists(key, bytes))) {
-      await this.objects.client.send(
-        new PutObjectCommand({ Bucket: this.objects.bucket, Key: key, Body: createReadStream(path), ContentLength: bytes, ContentType: gzip ? 'application/gzip' : 'application/x-tar' }),
+      // Bounded like every store call, with room for the body at a slow 1 MiB/s.
+      await this.objects.withDeadline(
+        (o) =>
+          this.objects.client.send(
+            new PutObjectCommand({ Bucket: this.objects.bucket, Key: key, Body: createReadStream(path), ContentLength: bytes, ContentType: gzip ? 'application/gzip' : 'application/x-tar' }),
+            o,
+          ),
+        this.objects.timeoutMs * 2 + Math.ceil(bytes / 1024),
       );
     }
     this.log.info({ key, bytes, name }, 'snapshot uploaded');
@@ -115,7 +167,7 @@ export class UploadService {
 
   private async exists(key: string, bytes: number): Promise<boolean> {
     try {
-      const head = await this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: key }));
+      const head = await this.objects.withDeadline((o) => this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: key }), o));
       return head.ContentLength === bytes;
     } catch {
       return false;
@@ -128,6 +180,12 @@ function tooLarge(max: number, detail?: string): ImgbuilderError {
     'RESOURCE_EXHAUSTED',
     `upload is larger than the server's limit of ${formatBytes(max)} (IMGBUILDER_MAX_UPLOAD_BYTES${detail ? `; ${detail}` : ''}); shrink the context with .dockerignore`,
   );
+}
+
+/** A temp-file write failed: a full disk is the server's resource running out, not a bug. */
+function diskError(err: NodeJS.ErrnoException): Error {
+  if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return new ImgbuilderError('RESOURCE_EXHAUSTED', 'the server ran out of disk space for uploads; retry later');
+  return err;
 }
 
 function formatBytes(n: number): string {

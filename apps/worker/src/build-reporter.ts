@@ -1,7 +1,6 @@
-import { BuildStore } from '@imgbuilder/common/build-store';
+import type { LogStore } from '@imgbuilder/common/log-store';
 import { retry } from '@imgbuilder/common/retry';
 import { redactSecrets } from '@imgbuilder/common/censor';
-import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { stripUrlCredentials } from '@imgbuilder/common/source-policy';
 import type { Logger } from '@imgbuilder/common/logger';
 
@@ -9,15 +8,26 @@ import type { Logger } from '@imgbuilder/common/logger';
 const UPLOAD_INTERVAL_MS = 2_000;
 /** Attempts at the final upload before the build ends with "log upload pending". */
 const FINAL_UPLOAD_ATTEMPTS = 4;
+/** Largest log entry in Redis, in characters: keeps the tail bound close. */
+const MAX_ENTRY_CHARS = 64 * 1024;
 
 export interface ReporterOptions {
   buildId: string;
-  logKey: string;
+  /** The attempt's fencing token; undefined for a writer that only ends the build (the reaper). */
+  token?: number;
   maxBytes: number;
+  /** Redis keeps about this much of the log's end (IMGBUILDER_LOG_REDIS_TAIL); the rest is read from the object. */
+  redisTailBytes: number;
   secrets: string[];
   onBytes?: (n: number) => void;
-  /** Called when a log upload that was pending at the end of the build finally succeeds. */
-  onLateUpload?: () => void;
+  /** This attempt may no longer write the build (a newer attempt took over, or it was ended). */
+  onLost?: (why: string) => void;
+  /**
+   * Redis refused the log's writes (out of memory) for `redisGiveUpMs`: the build must stop and end, so its memory
+   * is freed; the log still goes whole to the object.
+   */
+  onRedisRefused?: (why: string) => void;
+  redisGiveUpMs?: number;
 }
 
 /**
@@ -35,11 +45,18 @@ export class BuildReporter {
   private uploading?: Promise<void>;
   private readonly timer: NodeJS.Timeout;
   private secrets: string[];
+  /** Why this attempt stopped writing, once it has. */
+  lost?: string;
+  /** Why Redis no longer gets this log (it refused writes), once so. */
+  redisRefused?: string;
+  /** Bytes of the log sent to Redis so far (the offset of the next entry). */
+  private redisEnd = 0;
+  /** This attempt's entries in the stream, oldest first: what the next append may trim. */
+  private readonly entries: { id: string; end: number }[] = [];
 
   constructor(
     private readonly opts: ReporterOptions,
-    private readonly store: BuildStore,
-    private readonly objects: ObjectStore,
+    private readonly logs: LogStore,
     private readonly log: Logger,
   ) {
     this.secrets = opts.secrets;
@@ -48,24 +65,21 @@ export class BuildReporter {
   }
 
   /** Loads what earlier attempts of this build logged, so the object stays the whole log across restarts. */
-  async resume(): Promise<number> {
-    let after = '0-0';
-    let n = 0;
-    for (;;) {
-      const batch = await this.store.readEvents(this.opts.buildId, after, 1000);
-      for (const e of batch) {
-        if (e.kind === 'log') {
-          const b = Buffer.from(e.text);
-          this.chunks.push(b);
-          this.bytes += b.length;
-          n++;
-        }
-        after = e.id;
-      }
-      if (batch.length < 1000) break;
-    }
+  async resume(): Promise<void> {
+    const prior = await this.logs.readAll(this.opts.buildId);
+    this.chunks.push(prior);
+    this.bytes += prior.length;
+    this.redisEnd = prior.length;
     this.dirty = true;
-    return n;
+  }
+
+  private lose(why: string): void {
+    if (this.lost) return;
+    this.lost = why;
+    clearInterval(this.timer);
+    this.pendingRedis = '';
+    this.log.warn({ why }, 'this attempt stops writing the build');
+    this.opts.onLost?.(why);
   }
 
   addSecrets(more: string[]): void {
@@ -74,7 +88,7 @@ export class BuildReporter {
 
   /** Appends text to the log (any chunking; the caller need not split lines). */
   write(text: string): void {
-    if (this.truncated || !text) return;
+    if (this.truncated || this.lost || !text) return;
     let clean = redactSecrets(stripUrlCredentials(text), this.secrets);
     const room = this.opts.maxBytes - this.bytes;
     if (Buffer.byteLength(clean) > room) {
@@ -97,13 +111,39 @@ export class BuildReporter {
   }
 
   private async flushRedis(): Promise<void> {
-    while (this.pendingRedis) {
-      const text = this.pendingRedis;
-      this.pendingRedis = '';
+    let failingSince: number | undefined;
+    while (this.pendingRedis && !this.lost && !this.redisRefused) {
+      let text = this.pendingRedis.slice(0, MAX_ENTRY_CHARS);
+      // Never split a surrogate pair: Redis and the object must count the same bytes.
+      if (text.length === MAX_ENTRY_CHARS && /[\uD800-\uDBFF]$/.test(text)) text = text.slice(0, -1);
+      this.pendingRedis = this.pendingRedis.slice(text.length);
       try {
-        await this.store.appendLog(this.opts.buildId, text);
+        const end = this.redisEnd + Buffer.byteLength(text);
+        // Entries wholly older than the tail go, trimmed in the same step as this append.
+        let drop = 0;
+        while (drop < this.entries.length && end - this.entries[drop].end >= this.opts.redisTailBytes) drop++;
+        const trimBelow = drop === 0 ? '' : drop === this.entries.length ? '*' : this.entries[drop].id;
+        const id = await this.logs.append(this.opts.buildId, text, this.opts.token === undefined ? '' : String(this.opts.token), this.redisEnd, trimBelow);
+        if (id === undefined) {
+          this.lose('a newer attempt took the build over, or it was ended');
+          break;
+        }
+        this.entries.splice(0, drop);
+        this.entries.push({ id, end });
+        this.redisEnd = end;
+        failingSince = undefined;
       } catch (err) {
-        // Redis away: keep the text and retry; the ioredis offline queue usually absorbs short outages.
+        // Redis away: keep the text and retry (the ioredis offline queue absorbs short outages); Redis answering
+        // with errors (out of memory) for long ends the attempt, so the build can end and free memory.
+        failingSince ??= Date.now();
+        const giveUp = this.opts.redisGiveUpMs ?? 30_000;
+        if (Date.now() - failingSince > giveUp) {
+          this.redisRefused = `Redis refused the build's log for over ${Math.round(giveUp / 1000)}s (${(err as Error).message})`;
+          this.pendingRedis = '';
+          this.log.warn({ why: this.redisRefused }, 'log no longer written to Redis');
+          this.opts.onRedisRefused?.(this.redisRefused);
+          break;
+        }
         this.pendingRedis = text + this.pendingRedis;
         this.log.warn({ err: (err as Error).message }, 'log append to Redis failed; retrying');
         await new Promise((r) => setTimeout(r, 500));
@@ -117,19 +157,25 @@ export class BuildReporter {
     while (this.redisFlush) await this.redisFlush;
   }
 
-  private upload(): Promise<void> {
+  private upload(token = this.opts.token): Promise<void> {
+    if (this.lost) return Promise.reject(new Error(this.lost));
     if (!this.dirty) return this.uploading ?? Promise.resolve();
     if (this.uploading) return this.uploading;
     this.dirty = false;
     const body = Buffer.concat(this.chunks);
     this.chunks.length = 0;
     this.chunks.push(body);
-    this.uploading = this.objects
-      .put(this.opts.logKey, body)
-      .catch((err: Error) => {
-        this.dirty = true;
-        throw err;
-      })
+    this.uploading = this.logs
+      .rewrite(this.opts.buildId, body, token === undefined ? '' : String(token))
+      .then(
+        (written) => {
+          if (!written) this.lose('a newer attempt took the build over, or it was ended');
+        },
+        (err: Error) => {
+          this.dirty = true;
+          throw err;
+        },
+      )
       .finally(() => {
         this.uploading = undefined;
       });
@@ -137,12 +183,13 @@ export class BuildReporter {
   }
 
   /**
-   * Final upload of the complete log. Returns false if the store stayed down through bounded retries; then it keeps
-   * retrying in the background (with backoff) for as long as this process lives.
+   * Final upload of the complete log. Returns false if the store stayed down through bounded retries (or this
+   * attempt lost the build); then `uploadLater` takes over.
    */
   async close(): Promise<boolean> {
     clearInterval(this.timer);
     await this.drain();
+    if (this.lost) return false;
     try {
       await retry(
         async () => {
@@ -153,28 +200,33 @@ export class BuildReporter {
         {
           attempts: FINAL_UPLOAD_ATTEMPTS,
           delayMs: (attempt) => 500 * 2 ** attempt,
+          retriable: () => !this.lost,
           onRetry: (err, attempt) => this.log.warn({ err: (err as Error).message, attempt }, 'log upload failed'),
         },
       );
-      return true;
+      return !this.lost;
     } catch (err) {
       this.log.warn({ err: (err as Error).message, attempt: FINAL_UPLOAD_ATTEMPTS }, 'log upload failed');
     }
-    void this.retryForever();
     return false;
   }
 
-  private async retryForever(): Promise<void> {
-    for (let delay = 5_000; ; delay = Math.min(delay * 2, 300_000)) {
+  /**
+   * Keeps retrying the upload of a build that ended with its log pending (with backoff, for as long as this process
+   * lives), under the token the end gave; `onUploaded` once it is in.
+   */
+  async uploadLater(token: number, onUploaded: () => void): Promise<void> {
+    for (let delay = 2_000; ; delay = Math.min(delay * 2, 300_000)) {
       await new Promise((r) => setTimeout(r, delay).unref());
       try {
         this.dirty = true;
-        await this.upload();
+        await this.upload(token);
+        if (this.lost) return;
         this.log.info('pending log upload succeeded');
-        this.opts.onLateUpload?.();
+        onUploaded();
         return;
       } catch {
-        /* keep trying */
+        if (this.lost) return;
       }
     }
   }

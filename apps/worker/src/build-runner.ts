@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
 import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { BuildStore } from '@imgbuilder/common/build-store';
+import type { LogStore } from '@imgbuilder/common/log-store';
 import type { Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { ImgbuilderError } from '@imgbuilder/common/errors';
@@ -15,9 +16,10 @@ import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './build-reporter.js';
+import { endBuild, type EndingDeps } from './build-ending.js';
 import { prepareContext } from './build-context.js';
 import { DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
-import { failureLogLine, failureMessage } from './failure-message.js';
+import { failureMessage } from './failure-message.js';
 import { runInitializer, SourceError } from './initializers.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './build-sandbox.js';
@@ -29,6 +31,7 @@ export interface RunnerDeps {
   env: Env;
   store: BuildStore;
   objects: ObjectStore;
+  logs: LogStore;
   registry: RegistryClient;
   engine: DockerEngine;
   builder: ImageBuilder;
@@ -46,11 +49,8 @@ export interface RunnerDeps {
 export type StopReason = 'timeout' | 'shutdown';
 
 const ENGINE_ATTEMPTS = 3;
-/**
- * Once the object holds the whole log, Redis keeps its copy only briefly: long enough for subscribers already
- * tailing the stream to reach the end; later readers get the object.
- */
-const EVENTS_TTL_AFTER_UPLOAD_MS = 5 * 60_000;
+/** Past its own timeout a build gets this long to upload its log and end before the reaper ends it. */
+export const END_GRACE_MS = 5 * 60_000;
 
 /**
  * Runs one build job through its stages: fetch the source, build, push base, copy to workspace, verify. Every
@@ -66,22 +66,28 @@ export class BuildRunner {
     this.egress = gate;
   }
 
+  get ending(): EndingDeps {
+    const { env, store, logs, metrics, log } = this.d;
+    return { store, logs, metrics, log, retentionMs: env.IMGBUILDER_LOG_RETENTION, streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL, maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES, redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL };
+  }
+
   async run(job: BuildJobData, external: AbortSignal, attempt: { restarted: boolean }): Promise<void> {
     const { env, store } = this.d;
     const log = this.d.log.child({ build_id: job.buildId, ref: job.ref });
-    const record = await store.get(job.buildId);
-    if (!record || record.state === 'done_success' || record.state === 'done_failure') {
+    // The fencing token: a newer pick-up (this attempt frozen past its lock) or the end makes every write of ours a no-op.
+    const token = await store.claim(job.buildId, Date.now() + env.IMGBUILDER_BUILD_TIMEOUT + END_GRACE_MS);
+    if (!token) {
       log.info('build already ended; nothing to do');
       return;
     }
     let sealed: JobSecrets = { additional: {}, git: [] };
-    let refused: string | undefined;
+    let sealRefused: string | undefined;
     try {
       sealed = this.d.secrets.open<JobSecrets>(job.sealed, sealBinding(job));
     } catch (err) {
       // Never run a build with credentials that are not its own; it still gets its ending, below.
-      refused = (err as Error).message;
-      log.error({ err: refused }, 'sealed credentials refused');
+      sealRefused = (err as Error).message;
+      log.error({ err: sealRefused }, 'sealed credentials refused');
     }
     const auth = BuildRegistryAuth.fromJSON({ ...(job.auth as object), additional: sealed.additional });
     const policy = new RegistryAuthPolicy(auth, this.d.installation, { baseRepository: env.IMGBUILDER_BASE_REPOSITORY, workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY });
@@ -91,33 +97,36 @@ export class BuildRunner {
       ...[...policy.pullCredentials().values()].flatMap(secretsOf),
       ...[...this.d.installation.values()].flatMap(secretsOf),
     ].filter((s) => s && s.length >= 3);
+    const lost = new AbortController();
+    const refused = new AbortController();
     const reporter = new BuildReporter(
       {
         buildId: job.buildId,
-        logKey: record.logKey,
+        token,
         maxBytes: env.IMGBUILDER_LOG_MAX_BYTES,
+        redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL,
         secrets: allSecrets,
         onBytes: (n) => this.d.metrics.logBytes.inc(n),
-        onLateUpload: () => void store.markLogUploaded(job.buildId, EVENTS_TTL_AFTER_UPLOAD_MS).catch(() => undefined),
+        onLost: (why) => lost.abort(why),
+        onRedisRefused: (why) => refused.abort(why),
+        redisGiveUpMs: env.IMGBUILDER_REDIS_GIVE_UP / 2,
       },
-      store,
-      this.d.objects,
+      this.d.logs,
       log,
     );
-    if (attempt.restarted) {
+    if (attempt.restarted || token > 1) {
       await reporter.resume();
       reporter.line('build restarted: the worker running it stopped (killed, unresponsive or shut down); building again from scratch');
     }
-    await store.markRunning(job.buildId);
     const started = Date.now();
     const timeout = AbortSignal.timeout(env.IMGBUILDER_BUILD_TIMEOUT);
-    const signal = AbortSignal.any([timeout, external]);
+    const signal = AbortSignal.any([timeout, external, lost.signal, refused.signal]);
     const workdir = await mkdtemp(join(tmpdir(), `imgbuilder-${job.buildId}-`));
     const cleanupTags: string[] = [];
     let outcome: { state: 'done_success' | 'done_failure'; message: string };
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
-      if (refused) throw new ImgbuilderError('FAILED_PRECONDITION', refused);
+      if (sealRefused) throw new ImgbuilderError('FAILED_PRECONDITION', sealRefused);
       for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
       await this.egress?.ensure();
@@ -131,28 +140,34 @@ export class BuildRunner {
       reporter.line(`done: ${job.ref}`);
       outcome = { state: 'done_success', message: '' };
     } catch (err) {
+      if (lost.signal.aborted) {
+        // Another attempt or the reaper owns the build now: this one stops without a word more.
+        log.warn({ why: reporter.lost }, 'build lost by this attempt; stopped');
+        await reporter.close();
+        return;
+      }
       if (external.aborted && !timeout.aborted) {
         // Shutdown: hand the job back; the next worker starts over. No terminal state.
         reporter.line('worker is shutting down; the build is handed to another worker');
         await reporter.close();
         throw err;
       }
-      const message = timeout.aborted ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
+      const message = refused.signal.aborted
+        ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
+        : timeout.aborted
+          ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
       if (!(err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
-      reporter.line(failureLogLine(message));
       outcome = { state: 'done_failure', message };
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
       for (const t of cleanupTags) await this.d.engine.untag(t);
     }
-    const uploaded = await reporter.close();
-    const message = uploaded ? outcome.message : `${outcome.message ? `${outcome.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
-    const ended = await retryRedis(() => store.finish(job.buildId, job.ref, outcome.state, message, env.IMGBUILDER_LOG_RETENTION, uploaded ? EVENTS_TTL_AFTER_UPLOAD_MS : env.IMGBUILDER_LOG_RETENTION, !uploaded), log);
-    if (ended) {
-      this.d.metrics.done.inc({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' });
-      this.d.metrics.duration.observe({ outcome: outcome.state === 'done_success' ? 'success' : 'failure' }, (Date.now() - started) / 1000);
+    if (lost.signal.aborted) {
+      log.warn({ why: reporter.lost }, 'build lost by this attempt; stopped');
+      await reporter.close();
+      return;
     }
-    log.info({ outcome: outcome.state, message, seconds: (Date.now() - started) / 1000 }, 'build ended');
+    await endBuild(this.ending, { buildId: job.buildId, ref: job.ref, state: outcome.state, message: outcome.message, token, startedMs: started }, reporter);
   }
 
   /** Retries engine calls that failed to connect, bounded; other failures pass through. */
@@ -254,18 +269,6 @@ export class BuildRunner {
     const creds = pushCredentials(this.d.installation, this.d.env.IMGBUILDER_WORKSPACE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
   }
-}
-
-/**
- * The terminal state must reach Redis, or every client waits forever: retry through a Redis outage (bounded; past
- * it the job fails and BullMQ's failed handler tries once more).
- */
-function retryRedis<T>(fn: () => Promise<T>, log: Logger, limitMs = 5 * 60_000): Promise<T> {
-  return retry(fn, {
-    deadlineMs: limitMs,
-    delayMs: (attempt) => Math.min(250 * 2 ** (attempt - 1), 5_000),
-    onRetry: (err) => log.warn({ err: (err as Error).message }, 'recording the build outcome failed; retrying'),
-  });
 }
 
 /** A pull the registry refused gets told how to pass credentials (BuildRegistryAuth), in the same failure. */

@@ -1,10 +1,11 @@
-import { DelayedError, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
 import { createRedis, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
 import { HASH_TAG, QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
-import { BuildStore, isTerminal } from '@imgbuilder/common/build-store';
+import { BuildStore } from '@imgbuilder/common/build-store';
+import { LogStore } from '@imgbuilder/common/log-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore } from '@imgbuilder/common/object-store';
@@ -12,7 +13,8 @@ import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import { BuildRunner } from './build-runner.js';
-import { BuildReporter } from './build-reporter.js';
+import { endBuild } from './build-ending.js';
+import { Reaper } from './reaper.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
 import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
@@ -44,9 +46,10 @@ async function main(): Promise<void> {
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
   const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
+  const logs = new LogStore(redis, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache(registry, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
-  const runner = new BuildRunner({ env, store, objects, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
+  const runner = new BuildRunner({ env, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
   const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
@@ -94,13 +97,42 @@ async function main(): Promise<void> {
       () => undefined,
     );
   });
+  // Endings in flight: shutdown waits for them, so a build BullMQ gave up on is not left running.
+  const endings = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>) => {
+    endings.add(p);
+    void p.finally(() => endings.delete(p));
+  };
+  const queue = new Queue(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-queue' }), prefix: QUEUE_PREFIX });
+  queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
   worker.on('failed', (job, err) => {
     if (!job) return;
-    // Jobs failed by BullMQ itself (stalled too often) never reached the runner's terminal state: end them here.
-    endFailedBuild(job.data, err, { env, store, objects, metrics }).catch((e: Error) =>
-      log.error({ err: e.message, build_id: job.data.buildId, ref: job.data.ref }, 'could not record failed build'),
+    // Jobs failed by BullMQ itself (stalled too often) never reached the runner's terminal state: end them here,
+    // unless the job lives on elsewhere (this attempt lost its lock to a newer one, which owns the build).
+    const stillQueued = queue.getJobState(job.id!).then((s) => s !== 'unknown' && s !== 'failed' && s !== 'completed');
+    track(
+      stillQueued.then((live) => live ? false : endBuild(runner.ending, { buildId: job.data.buildId, ref: job.data.ref, state: 'done_failure', message: failedJobMessage(err, env.IMGBUILDER_MAX_BUILD_RESTARTS) })).catch((e: Error) =>
+        log.error({ err: e.message, build_id: job.data.buildId, ref: job.data.ref }, 'could not record failed build; the reaper ends it'),
+      ),
     );
   });
+
+  const reaper = new Reaper(
+    redis,
+    store,
+    queue,
+    (r) => endBuild(runner.ending, { ...r, state: 'done_failure' }),
+    {
+      intervalMs: env.IMGBUILDER_REAPER_INTERVAL,
+      // The API creates the log object (bounded by the store's deadline) before it queues the job.
+      enqueueGraceMs: 2 * env.IMGBUILDER_S3_TIMEOUT + 5_000,
+      lockTtlMs: lockTtlMs(env.IMGBUILDER_BUILD_TIMEOUT),
+      buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+      maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+    },
+    log,
+  );
+  reaper.start();
 
   // A worker cut off from Redis can neither report nor be handed builds: exit so the supervisor restarts it.
   const watchdog = setInterval(() => {
@@ -181,6 +213,7 @@ async function main(): Promise<void> {
     hygiene.stop();
     clearTimeout(egressTimer);
     sandbox.close();
+    track(reaper.stop());
     const grace = setTimeout(() => {
       log.info({ running: running.size }, 'grace period over: handing running builds back');
       for (const ctl of running.values()) ctl.abort();
@@ -188,7 +221,9 @@ async function main(): Promise<void> {
     grace.unref();
     await worker.close();
     clearTimeout(grace);
+    await Promise.allSettled([...endings]);
     http?.close();
+    await queue.close().catch(() => undefined);
     redis.disconnect();
     log.info('worker stopped');
     process.exit(0);
@@ -201,28 +236,16 @@ function describeLimits(env: Env): string {
   return `memory ${env.IMGBUILDER_BUILD_MEMORY.text}, cpus ${env.IMGBUILDER_BUILD_CPUS}, pids ${env.IMGBUILDER_BUILD_PIDS}, disk ${env.IMGBUILDER_BUILD_DISK.text}`;
 }
 
-/** Records the terminal state of a build whose job BullMQ failed, with the reason at the end of its log. */
-async function endFailedBuild(
-  job: BuildJobData,
-  err: Error,
-  d: { env: Env; store: BuildStore; objects: ObjectStore; metrics: WorkerMetrics },
-): Promise<void> {
-  const rec = await d.store.get(job.buildId);
-  if (!rec || isTerminal(rec.state)) return;
-  const restarts = d.env.IMGBUILDER_MAX_BUILD_RESTARTS;
-  const why = /stalled/i.test(err.message)
+/** Why BullMQ gave up on a job, for its build's terminal message (infrastructure: no "build failed: " prefix). */
+function failedJobMessage(err: Error, restarts: number): string {
+  return /stalled/i.test(err.message)
     ? `build stopped: its worker stopped responding (killed or out of memory?) ${restarts + 1} time${restarts ? 's' : ''}, more than the ${restarts} restart${restarts === 1 ? '' : 's'} IMGBUILDER_MAX_BUILD_RESTARTS allows`
     : `internal error: ${err.message}`;
-  const buildLog = log.child({ build_id: job.buildId, ref: job.ref });
-  const reporter = new BuildReporter({ buildId: job.buildId, logKey: rec.logKey, maxBytes: d.env.IMGBUILDER_LOG_MAX_BYTES, secrets: [] }, d.store, d.objects, buildLog);
-  await reporter.resume();
-  reporter.line(why);
-  const uploaded = await reporter.close();
-  const retention = d.env.IMGBUILDER_LOG_RETENTION;
-  if (await d.store.finish(job.buildId, job.ref, 'done_failure', why, retention, uploaded ? Math.min(retention, 3_600_000) : retention)) {
-    d.metrics.done.inc({ outcome: 'failure' });
-  }
-  buildLog.warn({ outcome: 'done_failure', message: why }, 'build ended');
+}
+
+/** How long a ref's dedupe lock lasts past the last refresh (the reaper refreshes it every interval). */
+function lockTtlMs(buildTimeoutMs: number): number {
+  return buildTimeoutMs * 2 + 600_000;
 }
 
 main().catch((err) => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from './redis.js';
+import { LogStore } from './log-store.js';
 import { redisChannels, redisKeys } from './redis-keys.js';
 
 /** Lifecycle of a build as stored in Redis. `queued` is reported to clients as `running`. */
@@ -20,12 +21,16 @@ export interface BuildRecord {
   finishedAt?: number;
   /** The object store was down when the build ended: the log lives in Redis until the upload succeeds. */
   logPending: boolean;
+  /** Fencing token: bumped by each pick-up and by the end, so only the newest attempt may write. */
+  attempt: number;
+  /** Unix ms past which the reaper ends the build (queue wait granted plus build timeout). */
+  deadlineAt?: number;
 }
 
 /** One entry of a build's event stream: a log chunk or a state change. */
 export type BuildEvent =
-  | { id: string; kind: 'log'; text: string }
-  | { id: string; kind: 'state'; state: BuildState; message: string };
+  | { id: string; kind: 'log'; text: string; /** Byte offset of `text` in the whole log (Redis holds only a tail). */ offset?: number }
+  | { id: string; kind: 'state'; state: BuildState; message: string; /** Read from the record: the stream had expired. */ streamGone?: true };
 
 // Creates the build of a ref unless one is already queued or running; returns {created, id}.
 // The active key's TTL is a safety net only: the worker deletes it when the build ends.
@@ -37,7 +42,7 @@ if existing and redis.call('EXISTS', ARGV[9] .. existing) == 1 then
 end
 local id = ARGV[1]
 redis.call('HSET', KEYS[2], 'id', id, 'ref', ARGV[2], 'baseRef', ARGV[3], 'state', 'queued', 'startedAt', ARGV[4],
-  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6])
+  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6], 'attempt', 0, 'deadlineAt', ARGV[10])
 redis.call('SET', KEYS[1], id, 'PX', ARGV[7])
 redis.call('SET', KEYS[3], id, 'PX', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[4], id)
@@ -46,11 +51,16 @@ return {1, id}
 `;
 
 // Ends a build once: records the terminal state, appends it to the event stream, releases the ref's dedupe
-// lock (only if it is still ours), drops the build from the live set and starts the retention clock.
+// lock (only if it is still ours), drops the build from the live set and starts the retention clock. A fenced
+// caller (ARGV[8], the attempt's token) ends it only if no newer attempt took over. Bumps the token, so no
+// attempt writes after the end; returns the new token (the ender's right to upload a pending log), or 0.
 const FINISH = `
-local state = redis.call('HGET', KEYS[1], 'state')
+local h = redis.call('HMGET', KEYS[1], 'state', 'attempt')
+local state = h[1]
 if state == false then return 0 end
 if state == 'done_success' or state == 'done_failure' then return 0 end
+if ARGV[8] ~= '' and (h[2] or '0') ~= ARGV[8] then return 0 end
+local token = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'message', ARGV[3], 'finishedAt', ARGV[4], 'logPending', ARGV[7])
 redis.call('XADD', KEYS[2], '*', 's', ARGV[2], 'm', ARGV[3])
 if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
@@ -60,7 +70,25 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[5])
 redis.call('HINCRBY', KEYS[6], ARGV[2], 1)
 redis.call('PUBLISH', KEYS[7], ARGV[2])
-return 1
+return token
+`;
+
+// A worker takes the build: unless it has ended, it becomes 'running' under a new fencing token (returned; 0 when
+// the build is gone or over) and gets the deadline the reaper enforces.
+const CLAIM = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == false or state == 'done_success' or state == 'done_failure' then return 0 end
+local token = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'deadlineAt', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 's', 'running', 'm', '')
+redis.call('PUBLISH', KEYS[3], 's')
+return token
+`;
+
+// Keeps the ref's dedupe lock for as long as its build lives (only if the lock is still this build's).
+const EXTEND_LOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 `;
 
 export interface CreateBuildInput {
@@ -70,6 +98,8 @@ export interface CreateBuildInput {
   /** How long the dedupe lock may outlive a vanished worker (build timeout plus slack). */
   lockTtlMs: number;
   retentionMs: number;
+  /** Unix ms past which the reaper ends the build if no worker did (queue wait granted plus build timeout). */
+  deadlineAt: number;
 }
 
 /** The build state machine in Redis: every transition is one atomic script. */
@@ -97,7 +127,8 @@ export class BuildStore {
       String(input.retentionMs),
       // The joined build's hash shares the hash tag, so it lives in the same Cluster slot as the declared keys.
       redisKeys.build(''),
-)) as [number, string];
+      String(input.deadlineAt),
+    )) as [number, string];
     return { created: res[0] === 1, id: res[1] };
   }
 
@@ -125,34 +156,26 @@ export class BuildStore {
     return rows.map(([, h]) => h as Record<string, string>).filter((h) => h && h.id && !isTerminal(h.state)).map(toRecord);
   }
 
-  async markRunning(buildId: string): Promise<void> {
-    await this.redis.hset(redisKeys.build(buildId), 'state', 'running');
-    await this.appendState(buildId, 'running', '');
+  /**
+   * A worker takes the build: it turns `running` unless it already ended (never flips a finished record back).
+   * Returns the attempt's fencing token, or 0 when there is nothing to build.
+   */
+  async claim(buildId: string, deadlineAt: number): Promise<number> {
+    return Number(await this.redis.eval(CLAIM, 3, redisKeys.build(buildId), redisKeys.events(buildId), redisChannels.events(buildId), String(deadlineAt)));
   }
 
-  /** Makes the dedupe lock last as long as the build may run (set after the job is safely queued). */
+  /** Makes the dedupe lock last `ttlMs` longer, if it is still this build's (refreshed while the build lives). */
   async extendLock(ref: string, buildId: string, ttlMs: number): Promise<void> {
-    const key = redisKeys.activeByRef(ref);
-    if ((await this.redis.get(key)) === buildId) await this.redis.pexpire(key, ttlMs);
-  }
-
-  async setField(buildId: string, field: string, value: string): Promise<void> {
-    await this.redis.hset(redisKeys.build(buildId), field, value);
-  }
-
-  async appendLog(buildId: string, text: string): Promise<void> {
-    await this.redis.pipeline().xadd(redisKeys.events(buildId), '*', 'l', text).publish(redisChannels.events(buildId), 'l').exec();
-  }
-
-  async appendState(buildId: string, state: BuildState, message: string): Promise<void> {
-    await this.redis.pipeline().xadd(redisKeys.events(buildId), '*', 's', state, 'm', message).publish(redisChannels.events(buildId), 's').exec();
+    await this.redis.eval(EXTEND_LOCK, 1, redisKeys.activeByRef(ref), buildId, String(ttlMs));
   }
 
   /**
-   * Ends the build; false when it had already ended. `eventsTtlMs` bounds how long the Redis copy of the log
-   * stays once the object store holds it.
+   * Ends the build; 0 when it had already ended or (with `token`) a newer attempt holds it, else the new fencing
+   * token. `eventsTtlMs` bounds how long the Redis copy of the log stays once the object store holds it.
+   * Call it through the one ending path (the worker's `endBuild`); the API uses it only to undo a build it failed
+   * to queue.
    */
-  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number, logPending = false): Promise<boolean> {
+  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number, logPending = false, token?: number): Promise<number> {
     const res = await this.redis.eval(
       FINISH,
       7,
@@ -170,8 +193,9 @@ export class BuildStore {
       String(retentionMs),
       String(eventsTtlMs),
       logPending ? '1' : '0',
+      token === undefined ? '' : String(token),
     );
-    return res === 1;
+    return Number(res);
   }
 
   /** The pending log upload succeeded: Logs may read the object now, and Redis may drop its copy soon. */
@@ -202,14 +226,12 @@ export class BuildStore {
 }
 
 /** Object key of a build's log in the log bucket. */
-export function logObjectKey(buildId: string): string {
-  return `logs/${buildId}.log`;
-}
+export const logObjectKey = LogStore.objectKey;
 
 function parseEvent(id: string, fields: string[]): BuildEvent {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-  if (f.l !== undefined) return { id, kind: 'log', text: f.l };
+  if (f.l !== undefined) return { id, kind: 'log', text: f.l, offset: f.o === undefined ? undefined : Number(f.o) };
   return { id, kind: 'state', state: f.s as BuildState, message: f.m ?? '' };
 }
 
@@ -225,6 +247,8 @@ function toRecord(h: Record<string, string>): BuildRecord {
     triggeredBy: h.triggeredBy ?? '',
     finishedAt: h.finishedAt ? Number(h.finishedAt) : undefined,
     logPending: h.logPending === '1',
+    attempt: Number(h.attempt ?? 0),
+    deadlineAt: h.deadlineAt ? Number(h.deadlineAt) : undefined,
   };
 }
 

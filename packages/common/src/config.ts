@@ -21,19 +21,6 @@ const duration = (fallback: string, max?: number) =>
       return ms;
     });
 
-const byteSize = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const n = parseByteSize(text);
-      if (n === undefined || n <= 0) {
-        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 1GiB)` });
-        return z.NEVER;
-      }
-      return n;
-    });
-
 const bool = (fallback: boolean) =>
   z
     .enum(['true', 'false', '1', '0', 'yes', 'no', ''])
@@ -55,11 +42,14 @@ const sizeLimit = (fallback: string) =>
     .transform((text, ctx) => {
       const bytes = parseByteSize(text);
       if (bytes === undefined || bytes <= 0) {
-        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 4GiB)` });
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use bytes, or 64MiB, 1GiB)` });
         return z.NEVER;
       }
       return { bytes, text: text.trim() };
     });
+
+/** A size in bytes. */
+const byteSize = (fallback: string) => sizeLimit(fallback).transform((v) => v.bytes);
 
 const CIDR_OR_HOST_PORT = /^(\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?|[0-9a-fA-F:]*:[0-9a-fA-F:]*(\/\d{1,3})?|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|\d{1,3}(\.\d{1,3}){3}:\d{1,5})$/;
 
@@ -156,6 +146,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_S3_REGION: z.string().default('us-east-1'),
   /** Path-style addressing; default true when an endpoint is set. */
   IMGBUILDER_S3_FORCE_PATH_STYLE: bool(true).optional(),
+  /** Every object-store request fails after this long without an answer (a hung store is treated as a down one). */
+  IMGBUILDER_S3_TIMEOUT: duration('10s'),
   AWS_ACCESS_KEY_ID: z.string().optional(),
   AWS_SECRET_ACCESS_KEY: z.string().optional(),
   /** Lifetime of presigned log URLs (at most 7 days, S3's limit). */
@@ -164,6 +156,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_LOG_RETENTION: duration('7d'),
   /** A build's log is cut beyond this size. */
   IMGBUILDER_LOG_MAX_BYTES: byteSize('64MiB'),
+  /** Redis keeps about this much of the end of each build's log; readers get the rest from the log object. */
+  IMGBUILDER_LOG_REDIS_TAIL: byteSize('1MiB'),
   /** Quiet Build streams repeat their `running` message this often, so proxies never see an idle stream. */
   IMGBUILDER_STREAM_KEEPALIVE: duration('15s'),
   /** A Build/Logs client that reads nothing this long is dropped, so slow readers cannot pin server memory. */
@@ -201,6 +195,12 @@ export const EnvSchema = z.object({
   IMGBUILDER_MAX_CONCURRENT_STREAMS: int(4096, 1),
   /** Largest snapshot upload through the CLI's upload service. */
   IMGBUILDER_MAX_UPLOAD_BYTES: byteSize('1GiB'),
+  /** Snapshot uploads one API process receives at once; more get RESOURCE_EXHAUSTED. */
+  IMGBUILDER_MAX_CONCURRENT_UPLOADS: int(16, 1),
+  /** Temp-file bytes all uploads in progress on one API process may hold together. */
+  IMGBUILDER_UPLOAD_DISK_BYTES: byteSize('4GiB'),
+  /** An upload (receiving and storing) ends within this long, however slowly the client sends. */
+  IMGBUILDER_UPLOAD_TIMEOUT: duration('30m'),
   /** Worker disk hygiene: images and build cache unused this long are pruned. */
   IMGBUILDER_PRUNE_AFTER: duration('24h'),
   IMGBUILDER_PRUNE_INTERVAL: duration('10m'),
@@ -221,6 +221,17 @@ export const EnvSchema = z.object({
     .optional(),
   /** Listen address of the supervisor endpoint (HTTP, WebSocket) with IMGBUILDER_LOG_INFO=supervisor. */
   IMGBUILDER_SUPERVISOR_ADDR: hostPort('0.0.0.0:8081'),
+  /**
+   * How long a finished build's event stream stays in Redis once its log object is complete (for readers still
+   * catching up; a reader it expires under continues from the object).
+   */
+  IMGBUILDER_LOG_STREAM_TTL: duration('5m'),
+  /** How often the reaper ends builds whose job is gone or that outlived their deadline (one process at a time). */
+  IMGBUILDER_REAPER_INTERVAL: duration('15s'),
+  /** How long a build may wait in the queue before the reaper ends it; added to IMGBUILDER_BUILD_TIMEOUT. */
+  IMGBUILDER_MAX_QUEUE_WAIT: duration('6h'),
+  /** Test only: the API exits right before queueing a build it created (the enqueue window of the orphan test). */
+  IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: bool(false),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
 });

@@ -2,6 +2,7 @@ import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, PutObjectComm
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Readable } from 'node:stream';
 import type { Env } from './config.js';
+import { ImgbuilderError } from './errors.js';
 
 /**
  * The S3-compatible store holding build logs and snapshots. One client for AWS S3, MinIO, R2 or s3rver.
@@ -13,7 +14,11 @@ export class ObjectStore {
   readonly bucket: string;
   private bucketReady?: Promise<void>;
 
-  constructor(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IMGBUILDER_S3_BUCKET' | 'IMGBUILDER_S3_REGION' | 'IMGBUILDER_S3_FORCE_PATH_STYLE' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY'>) {
+  /** Every call to the store ends within this long, answered or not: a store that hangs fails like one that is down. */
+  readonly timeoutMs: number;
+
+  constructor(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IMGBUILDER_S3_BUCKET' | 'IMGBUILDER_S3_REGION' | 'IMGBUILDER_S3_FORCE_PATH_STYLE' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY'> & Partial<Pick<Env, 'IMGBUILDER_S3_TIMEOUT'>>) {
+    this.timeoutMs = env.IMGBUILDER_S3_TIMEOUT ?? 10_000;
     const endpoint = env.IMGBUILDER_S3_ENDPOINT || undefined;
     let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
     if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) credentials = { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY };
@@ -26,6 +31,8 @@ export class ObjectStore {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 2,
+      // The socket timeouts catch a store that accepts connections but never answers; `send` adds an overall deadline.
+      requestHandler: { connectionTimeout: this.timeoutMs, requestTimeout: this.timeoutMs },
     });
     this.bucket = env.IMGBUILDER_S3_BUCKET;
   }
@@ -34,11 +41,11 @@ export class ObjectStore {
   ensureBucket(): Promise<void> {
     this.bucketReady ??= (async () => {
       try {
-        await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+        await this.withDeadline((o) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), o));
       } catch (err) {
         const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
         if (status !== 404 && (err as Error).name !== 'NotFound' && (err as Error).name !== 'NoSuchBucket') throw err;
-        await this.client.send(new CreateBucketCommand({ Bucket: this.bucket })).catch((e: Error) => {
+        await this.withDeadline((o) => this.client.send(new CreateBucketCommand({ Bucket: this.bucket }), o)).catch((e: Error) => {
           if (e.name !== 'BucketAlreadyOwnedByYou' && e.name !== 'BucketAlreadyExists') throw e;
         });
       }
@@ -52,12 +59,48 @@ export class ObjectStore {
   async put(key: string, body: Buffer | string, contentType = 'text/plain; charset=utf-8', bucket = this.bucket): Promise<void> {
     await this.ensureBucket();
     // A known length keeps the SDK from streaming with unknown size (and warning about it).
-    await this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: Buffer.byteLength(body) }));
+    const length = Buffer.byteLength(body);
+    // Room for the body at a slow 1 MiB/s on top of the usual deadline: a 64 MiB log is not a hung store.
+    await this.withDeadline((o) => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: length }), o), this.timeoutMs * 2 + Math.ceil(length / 1024));
   }
 
+  /** The object's body; the deadline covers the response headers, the body then streams at the reader's pace. */
   async getStream(key: string, bucket = this.bucket): Promise<Readable> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const res = await this.withDeadline((o) => this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), o));
     return res.Body as Readable;
+  }
+
+  /** Bytes [from, to) of an object (fewer when it is shorter), and its whole length. */
+  async getRange(key: string, from: number, to: number): Promise<{ bytes: Buffer; total: number }> {
+    if (to <= from) return { bytes: Buffer.alloc(0), total: -1 };
+    try {
+      const res = await this.withDeadline((o) => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${from}-${to - 1}` }), o));
+      const bytes = Buffer.from(await res.Body!.transformToByteArray());
+      const total = Number(/\/(\d+)$/.exec(res.ContentRange ?? '')?.[1] ?? from + bytes.length);
+      return { bytes, total };
+    } catch (err) {
+      // 416: the object is shorter than `from`.
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return { bytes: Buffer.alloc(0), total: 0 };
+      throw err;
+    }
+  }
+
+  /**
+   * Runs one SDK call with a deadline: aborted after `deadlineMs` (default twice the socket timeout, room for the
+   * SDK's one retry). Uploads of large files pass their own.
+   */
+  async withDeadline<T>(call: (opts: { abortSignal: AbortSignal }) => Promise<T>, deadlineMs = this.timeoutMs * 2): Promise<T> {
+    // Cleared once the call resolves: a GET's body then streams at the reader's pace (the socket timeout still holds).
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), deadlineMs);
+    try {
+      return await call({ abortSignal: ctl.signal });
+    } catch (err) {
+      if (ctl.signal.aborted) throw new ImgbuilderError('UNAVAILABLE', `the object store did not answer within ${deadlineMs} ms (IMGBUILDER_S3_TIMEOUT); retry later`);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** A GET URL anyone holding it can use until it expires. */

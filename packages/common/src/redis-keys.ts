@@ -25,6 +25,8 @@ export const redisKeys = {
   live: `${HASH_TAG}:builds:live`,
   /** Hash: counters of builds started / deduplicated / done (metrics that must survive process restarts). */
   counters: `${HASH_TAG}:counters`,
+  /** String: held by the one process whose reaper runs this interval. */
+  reaperLock: `${HASH_TAG}:reaper:lock`,
 } as const;
 
 export const redisChannels = {

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+import type { Queue } from 'bullmq';
+import type { BuildRecord, BuildStore } from '@imgbuilder/common/build-store';
+import { formatDuration } from '@imgbuilder/common/duration';
+import type { Logger } from '@imgbuilder/common/logger';
+import type { RedisClient } from '@imgbuilder/common/redis';
+import { redisKeys } from '@imgbuilder/common/redis-keys';
+
+export interface ReaperOptions {
+  intervalMs: number;
+  /** A build this young may still be between its record and `queue.add` (the API creating its log object). */
+  enqueueGraceMs: number;
+  /** The dedupe lock of every live build is pushed this far ahead at each pass. */
+  lockTtlMs: number;
+  buildTimeoutMs: number;
+  maxQueueWaitMs: number;
+}
+
+/** A build to end: `token` is the fencing token it was judged under, so a build that moved on meanwhile is left alone. */
+export type ReapReason = { buildId: string; ref: string; message: string; token: number };
+
+/**
+ * Ends builds nothing else will end: those whose job is gone from the queue (the API died between creating the
+ * record and queueing the job; Redis lost the job) and those past their deadline (queue wait granted plus build
+ * timeout). Runs in every worker; a Redis lock lets one pass run per interval. Each pass also keeps the dedupe lock
+ * of every live build alive, however long it waits in the queue.
+ */
+export class Reaper {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private readonly me = randomUUID();
+  private passes = 0;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly store: BuildStore,
+    private readonly queue: Queue,
+    private readonly end: (r: ReapReason) => Promise<boolean>,
+    private readonly opts: ReaperOptions,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.pass()
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'reaper pass failed'))
+        .finally(() => (this.running = undefined));
+    }, this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the timer; resolves once a pass in progress (ending builds) is over. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One pass, if this process holds the lock for the interval. */
+  async pass(): Promise<void> {
+    // Held for most of an interval: the next pass, on whichever process, starts once it lapses.
+    const got = await this.redis.set(redisKeys.reaperLock, this.me, 'PX', Math.max(1, this.opts.intervalMs - 200), 'NX');
+    if (got !== 'OK') return;
+    const live = await this.store.listLive();
+    let ended = 0;
+    for (const rec of live) {
+      const why = await this.verdict(rec);
+      if (!why) {
+        await this.store.extendLock(rec.ref, rec.id, this.opts.lockTtlMs);
+        continue;
+      }
+      ended++;
+      this.log.warn({ build_id: rec.id, ref: rec.ref, why }, 'reaper ends build');
+      await this.end({ buildId: rec.id, ref: rec.ref, message: why, token: rec.attempt });
+      // A queued job of a build ended for its deadline would only be picked up to find it over.
+      await this.queue.remove(rec.id).catch(() => undefined);
+    }
+    this.log.debug({ pass: ++this.passes, live: live.length, ended }, 'reaper pass');
+  }
+
+  private async verdict(rec: BuildRecord): Promise<string | undefined> {
+    const now = Date.now();
+    const state = await this.queue.getJobState(rec.id);
+    if (state === 'unknown' || state === 'completed' || state === 'failed') {
+      if (now - rec.startedAt * 1000 < this.opts.enqueueGraceMs) return undefined;
+      // Re-read: the job may have just ended the build the normal way.
+      const fresh = await this.store.get(rec.id);
+      if (!fresh || fresh.state === 'done_success' || fresh.state === 'done_failure') return undefined;
+      return 'build failed: its job is gone from the build queue (the API that queued it stopped at the wrong moment, or Redis lost it); call Build again';
+    }
+    if (rec.deadlineAt !== undefined && now > rec.deadlineAt) {
+      return rec.state === 'queued'
+        ? `build failed: it waited in the queue longer than IMGBUILDER_MAX_QUEUE_WAIT (${formatDuration(this.opts.maxQueueWaitMs)}); call Build again`
+        : `build failed: it ran past IMGBUILDER_BUILD_TIMEOUT (${formatDuration(this.opts.buildTimeoutMs)}) and its worker did not end it`;
+    }
+    return undefined;
+  }
+}
