@@ -43,6 +43,7 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_REDIS_TLS_CA: 'rediss:// with a private CA is an opt-in that also needs a file mounted',
   IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE: "the worker makes its probe image from the service image's busybox",
   IMGBUILDER_BUILD_CGROUP_ROOT: "the worker does not share the engine's host in a pod",
+  IMGBUILDER_CACHE_REPOSITORY: 'unset, the base repository holds the cache refs, with the credentials that push there already',
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: 'a fault point for tests only',
 };
 

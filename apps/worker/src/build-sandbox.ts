@@ -108,6 +108,11 @@ export class BuildSandbox {
     }
   }
 
+  /** Whether BuildKit steps are moved into their build's cgroup (the worker sees the engine's host). */
+  get limitsBuildkit(): boolean {
+    return Boolean(this.buildkit);
+  }
+
   /** @internal */
   register(marker: string, run: SandboxRun | undefined): void {
     if (run) this.runs.set(marker, run);

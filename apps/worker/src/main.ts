@@ -46,6 +46,7 @@ async function main(): Promise<void> {
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
   const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
+  if (builder.kind === 'buildkit' && !sandbox.limitsBuildkit) log.warn('build limits: BuildKit ignores the build API\'s per-step memory and CPU limits, and BuildKit steps cannot be put in their build\'s cgroup from here: only the engine\'s own limits bound them (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
   const logs = new LogStore(redis, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache(registry, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
