@@ -1,12 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, gitSource } from '../support/requests.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { ROOT, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf } from '../support/streams.js';
 import { PrivateRegistry } from '../support/private-registry.js';
 import { cacheRecords, forgetBuilds } from '../support/engine-cache.js';
@@ -56,6 +57,34 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(log).toContain(`#${step![1]} CACHED`);
     expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
     expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} last-${nonce}-two$`, 'm'));
+  });
+});
+
+/** `imgbuilder build DIR` with the real CLI; resolves with its stderr (the build log) once it exits 0. */
+function cliBuild(dir: string): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), 'build', dir], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: stack.apiAddrs[0] }, timeout: 120_000 }, (err, _out, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stderr),
+    ),
+  );
+}
+
+describe('layer cache of CLI uploads', () => {
+  it('a changed upload of the same directory name by the same caller imports the previous upload\'s cache', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const dir = join(mkdtempSync(join(tmpdir(), 'imgbuilder-cache-cli-')), `app-${nonce}`);
+    mkdirSync(dir);
+    const write = (v: string) => writeFileSync(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN echo cli-expensive-${nonce}\nRUN echo cli-last-${v}\n`);
+    write('one');
+    expect(await cliBuild(dir)).toMatch(/build cache: none yet for this source/);
+    write('two');
+    const log = await cliBuild(dir);
+    expect(log).toMatch(/build cache: importing \S+:cache-[0-9a-f]{40}/);
+    // Another directory name is another source, even with the same content.
+    const other = join(dirname(dir), `other-${nonce}`);
+    mkdirSync(other);
+    writeFileSync(join(other, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN echo cli-expensive-${nonce}\nRUN echo cli-last-three\n`);
+    expect(await cliBuild(other)).toMatch(/build cache: none yet for this source/);
   });
 });
 

@@ -146,7 +146,7 @@ describe('resource limits per build', () => {
       disk: dockerfile('dd if=/dev/zero of=/fill bs=1M count=160 && sleep 60'),
       // BuildKit steps start in a cgroup of the engine's and are moved into the build's as they start: wait for it, bounded.
       plain: dockerfile(
-        'for i in $(seq 1 100); do grep -q /imgbuilder/ /proc/self/cgroup && break; sleep 0.05; done; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; cat /proc/self/cgroup',
+        'for i in $(seq 1 100); do grep -q memory:/imgbuilder/ /proc/self/cgroup && grep -q pids:/imgbuilder/ /proc/self/cgroup && break; sleep 0.05; done; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; cat /proc/self/cgroup',
         'echo plain-build-done',
       ),
     };

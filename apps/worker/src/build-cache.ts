@@ -4,6 +4,8 @@ import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import { pushCredentials, type CredentialTable, type RegistryAuthPolicy } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { DockerEngine } from './docker-engine.js';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { ObjectStore } from '@imgbuilder/common/object-store';
 
 /** A Dockerfile build source: where its context comes from and which Dockerfile in it is built. */
 export interface CacheSource {
@@ -16,13 +18,16 @@ export interface CacheSource {
  * What makes two builds "the same source" for the layer cache, or undefined when a source has nothing stable to
  * name it by. The rule: the same git remotes (credentials, letter case of the host, a trailing `.git` and the branch
  * or commit ignored) checked out at the same places, or the same download URLs (query strings ignored), plus the same
- * Dockerfile path and context path. Each build of an identity reuses what the previous one left in the registry.
+ * Dockerfile path and context path. A CLI upload (a snapshot of ours) counts by the directory name it was uploaded
+ * from and the caller (the request's triggered_by). Each build of an identity reuses what the previous one left in
+ * the registry.
  */
-export function sourceIdentity(s: CacheSource): string | undefined {
+export function sourceIdentity(s: CacheSource, uploads: { names: ReadonlyMap<string, string>; caller: string } = { names: new Map(), caller: '' }): string | undefined {
   const parts: string[] = [];
   const visit = (i: WorkspaceInitializer | undefined): void => {
     const spec = i?.spec;
     if (spec?.$case === 'git') parts.push(`git ${normaliseRemote(spec.git.remoteUri)} ${spec.git.checkoutLocation}`);
+    else if (spec?.$case === 'snapshot' && uploads.names.has(spec.snapshot.snapshot)) parts.push(`upload ${uploads.names.get(spec.snapshot.snapshot)} by ${uploads.caller}`);
     else if (spec?.$case === 'download') for (const f of spec.download.files) parts.push(`download ${withoutQuery(f.url)} ${f.filePath}`);
     else if (spec?.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
   };
@@ -69,14 +74,26 @@ export function cacheRefOf(identity: string, repository: string): string {
 export class BuildCache {
   constructor(
     private readonly registry: RegistryClient,
+    private readonly objects: ObjectStore,
     private readonly engine: DockerEngine,
     private readonly installation: CredentialTable,
     /** IMGBUILDER_CACHE_REPOSITORY, else the base repository. */
     private readonly repository: string,
   ) {}
 
-  refFor(s: CacheSource): string | undefined {
-    const identity = sourceIdentity(s);
+  async refFor(s: CacheSource, caller: string): Promise<string | undefined> {
+    const names = new Map<string, string>();
+    const visit = async (i: WorkspaceInitializer | undefined): Promise<void> => {
+      const spec = i?.spec;
+      if (spec?.$case === 'composite') for (const c of spec.composite.initializer) await visit(c);
+      // Uploads land under snapshots/ of our bucket, named by their content; the directory name rides along.
+      if (spec?.$case !== 'snapshot' || !/^snapshots\/[0-9a-f]{64}\.tar(\.gz)?$/.test(spec.snapshot.snapshot)) return;
+      const head = await this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: spec.snapshot.snapshot })).catch(() => undefined);
+      const name = head?.Metadata?.['upload-name'];
+      if (name) names.set(spec.snapshot.snapshot, decodeURIComponent(name));
+    };
+    await visit(s.source);
+    const identity = sourceIdentity(s, { names, caller });
     return identity ? cacheRefOf(identity, this.repository) : undefined;
   }
 

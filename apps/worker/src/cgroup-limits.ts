@@ -126,24 +126,21 @@ export class CgroupLimits {
   async adopt(buildId: string, step: string, source: string, deadlineMs = 3_000): Promise<boolean> {
     const target = (c?: string) => (this.version === 2 ? join(this.root, PARENT, buildId, step) : join(this.root, c!, PARENT, buildId, step));
     const from = (c?: string) => (this.version === 2 ? join(this.root, source) : join(this.root, c!, source));
-    const controllers = this.version === 2 ? [undefined] : ['pids', 'memory', 'cpu'];
+    const controllers = this.version === 2 ? [undefined] : ['memory', 'cpu', 'pids'];
     for (const c of controllers) await mkdir(target(c), { recursive: true });
     // v1 moves a task's memory charge only when the destination asks for it.
     if (this.version === 1) await writeFile(join(target('memory'), 'memory.move_charge_at_immigrate'), '3').catch(() => undefined);
     const end = Date.now() + deadlineMs;
     let seen = false;
     let emptyReads = 0;
+    // v1 hierarchies are independent: a process forked between two of its parent's moves starts in the source of
+    // the hierarchies not moved yet. Each hierarchy's source is emptied on its own until all stay empty.
     while (Date.now() < end && emptyReads < 3) {
-      const procs = (await readFile(join(from(controllers[0]), 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
-      if (!procs.length) {
-        if (seen) emptyReads++;
-        await new Promise((r) => setTimeout(r, 2));
-        continue;
-      }
-      seen = true;
-      emptyReads = 0;
-      for (const pid of procs) {
-        for (const c of controllers) {
+      let moved = 0;
+      for (const c of controllers) {
+        const procs = (await readFile(join(from(c), 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+        for (const pid of procs) {
+          moved++;
           try {
             await writeFile(join(target(c), 'cgroup.procs'), pid);
           } catch (err) {
@@ -154,6 +151,13 @@ export class CgroupLimits {
           }
         }
       }
+      if (moved) {
+        seen = true;
+        emptyReads = 0;
+        continue;
+      }
+      if (seen) emptyReads++;
+      await new Promise((r) => setTimeout(r, 2));
     }
     return true;
   }
