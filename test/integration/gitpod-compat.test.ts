@@ -98,7 +98,7 @@ describe('failures caused by the source or Dockerfile start "build failed: " (Gi
     return last(msgs).message;
   };
 
-  // Classic names steps "Step 3/4 : RUN …" ("non-zero code: 7"), BuildKit "[3/4] RUN …" ("exit code: 7"); a base
+  // Classic names steps "Step 3/4 : RUN …" ("non-zero code: 7"), BuildKit "[3/3] RUN …" ("exit code: 7"); a base
   // image BuildKit cannot resolve fails before steps are numbered, as "FROM …".
   it('a failing step names the step and the exit code after the prefix', async () => {
     git.commit('step-fails', { Dockerfile: dockerfile('echo about-to-fail && exit 7') });
