@@ -220,8 +220,13 @@ export class BuildRunner {
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
-    if (cacheRef) await this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup);
-    await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
+    // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
+    const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
+    try {
+      await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
+    } finally {
+      await cached?.catch(() => undefined);
+    }
   }
 
   /**
