@@ -48,7 +48,7 @@ export const cacheScenario: Scenario = {
       ctx.progress('Build: cold, warm, emptied engine');
       const svcCold = await timed(bkClient, cacheDockerfile(n, 'cold'));
       const svcWarm = await timed(bkClient, cacheDockerfile(n, 'warm'));
-      forgetBuilds(dockerHost, n, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
+      await forgetBuilds(dockerHost, n, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
       const svcEmpty = await timed(bkClient, cacheDockerfile(n, 'empty'));
 
       ctx.progress('by hand: cold, warm, emptied engine with --cache-from');
@@ -60,9 +60,9 @@ export const cacheScenario: Scenario = {
       };
       const handCold = await hand('cold');
       const handWarm = await hand('warm');
-      forgetBuilds(dockerHost, m, [handRepo]);
+      await forgetBuilds(dockerHost, m, [handRepo]);
       const handEmpty = await hand('empty', `${handRepo}:warm`);
-      forgetBuilds(dockerHost, m, [handRepo]);
+      await forgetBuilds(dockerHost, m, [handRepo]);
 
       ctx.progress('parallel stages: BuildKit worker vs classic worker');
       const stages = (k: string) =>

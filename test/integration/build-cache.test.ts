@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
+import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, gitSource } from '../support/requests.js';
@@ -28,9 +28,9 @@ afterAll(async () => {
 });
 
 /** The engine as another worker's would be: none of `marker`'s build cache, none of this stack's images. */
-function forget(marker: string): void {
+async function forget(marker: string): Promise<void> {
   expect(cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
-  forgetBuilds(stack.env.DOCKER_HOST, marker, [stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
+  await forgetBuilds(stack.env.DOCKER_HOST, marker, [stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
 }
 
 describe('layer cache shared through the registry (BuildKit)', () => {
@@ -45,7 +45,7 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(firstLog).toMatch(/^\[imgbuilder\] build cache: pushed .+:cache-[0-9a-f]{40}$/m);
     expect(firstLog).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
 
-    forget(nonce);
+    await forget(nonce);
     git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-two\n` });
     const second = await build(client, { source: gitSource(git.url('cached')) });
     expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
@@ -122,5 +122,25 @@ describe('a cache repository the build cannot read (htpasswd registry)', () => {
     const head = (authz?: string) => fetch(`http://${registry.host}/v2/${repo}/manifests/${tag}`, { method: 'HEAD', headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json', ...(authz ? { Authorization: authz } : {}) } });
     expect((await head()).status).toBe(401);
     expect((await head(`Basic ${registry.additional}`)).status).toBe(200);
+  });
+
+  it('with pull credentials for the cache registry, the next build imports the cache ref (BuildKit alone could not authenticate)', async () => {
+    const auth = { additional: { [registry.host]: registry.additional } };
+    const nonce = Math.random().toString(36).slice(2);
+    const df = (last: string) => `FROM ${BASE_IMAGE}\nRUN echo private-expensive-${nonce}\nRUN echo private-last-${last}\n`;
+    // Pinned commits: the API remembers what a branch resolved to for a few seconds.
+    const pinned = (commit: string) => gitSource(git.url('private-cache'), { mode: CloneTargetMode.REMOTE_COMMIT, target: commit });
+    const first = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('one') })), auth });
+    expect(first.at(-1)?.status, first.at(-1)?.message).toBe(BuildStatus.done_success);
+    const second = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('two') })), auth });
+    expect(second.at(-1)?.status, second.at(-1)?.message).toBe(BuildStatus.done_success);
+    const log = await logs(api, { buildId: buildIdOf(second)! });
+    const ref = new RegExp(`^\\[imgbuilder\\] build cache: importing (${registry.host}/cache:cache-[0-9a-f]{40})$`, 'm').exec(log)?.[1];
+    expect(ref, log).toBeDefined();
+    // BuildKit's import step ends DONE: without the worker's pull it gets 401 and says "cache not imported".
+    const step = new RegExp(`^#(\\d+) importing cache manifest from ${ref!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(log);
+    expect(step, log).not.toBeNull();
+    expect(log).toMatch(new RegExp(`^#${step![1]} DONE `, 'm'));
+    expect(log).not.toContain('cache not imported');
   });
 });

@@ -97,19 +97,30 @@ export class BuildCache {
     return identity ? cacheRefOf(identity, this.repository) : undefined;
   }
 
-  /** Whether `ref` can be imported with the pull credentials this build has; writes one line when it cannot. */
-  async importable(ref: string, policy: RegistryAuthPolicy, line: (t: string) => void): Promise<boolean> {
+  /**
+   * Whether `ref` can be imported with the pull credentials this build has; writes one line when it cannot. Where
+   * those credentials are needed, the image is pulled into the engine first: dockerd's BuildKit takes registry
+   * credentials from a client session only, and imports inline cache from a local image before it asks a registry.
+   */
+  async importable(ref: string, policy: RegistryAuthPolicy, line: (t: string) => void, signal: AbortSignal, cleanup: string[]): Promise<boolean> {
     const parsed = parseImageRef(ref);
+    const credentials = policy.credentialsFor(parsed.domain);
     try {
-      if (await this.registry.exists(parsed, { credentials: policy.credentialsFor(parsed.domain) })) {
-        line(`build cache: importing ${ref}`);
-        return true;
+      if (!(await this.registry.exists(parsed, { credentials }))) {
+        line(`build cache: none yet for this source (${ref}); building without it`);
+        return false;
       }
-      line(`build cache: none yet for this source (${ref}); building without it`);
+      if (credentials) {
+        await this.engine.pull(ref, credentials, signal, () => undefined);
+        cleanup.push(ref);
+      }
+      line(`build cache: importing ${ref}`);
+      return true;
     } catch (err) {
+      if (signal.aborted) throw err;
       line(`build cache: ${ref} cannot be read (${(err as Error).message}); building without it`);
+      return false;
     }
-    return false;
   }
 
   /** Publishes a successful build's image as the cache of its identity; a failure costs the next build time only. */

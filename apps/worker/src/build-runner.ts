@@ -210,7 +210,7 @@ export class BuildRunner {
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
     const cacheRef = await this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath }, job.triggeredBy);
-    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l))) ? [cacheRef] : undefined;
+    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup)) ? [cacheRef] : undefined;
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
