@@ -19,21 +19,24 @@ import { cacheHitScenario } from './scenarios/cache-hit.js';
 import { logLatencyScenario } from './scenarios/log-latency.js';
 import { throughputScenario } from './scenarios/throughput.js';
 import { redisMemoryScenario } from './scenarios/redis-memory.js';
+import { cacheScenario } from './scenarios/cache.js';
 import { renderTable, type ScenarioResult } from './support/report.js';
 import { closeAllStacks } from './support/stack.js';
 
-const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario];
+const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario, cacheScenario];
 
 function parseArgs(argv: string[]) {
-  const opts = { quick: false, out: join(ROOT, 'bench/results/latest.json'), only: undefined as string[] | undefined, cpuProf: false };
+  const opts = { quick: false, out: join(ROOT, 'bench/results/latest.json'), only: undefined as string[] | undefined, cpuProf: false, up: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') opts.quick = true;
     else if (a === '--cpu-prof') opts.cpuProf = true;
+    // The local stack is already up and shared with others (re-running up.sh would rotate its Redis password).
+    else if (a === '--no-up') opts.up = false;
     else if (a === '--out') opts.out = resolve(argv[++i] ?? '');
     else if (a === '--only') opts.only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory] [--cpu-prof]');
+      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory,cache] [--no-up] [--cpu-prof]');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -56,8 +59,10 @@ async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const started = Date.now();
   const log = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
-  log('starting the local stack (idempotent)');
-  execFileSync('bash', [join(ROOT, 'infra/local/up.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (opts.up) {
+    log('starting the local stack (idempotent)');
+    execFileSync('bash', [join(ROOT, 'infra/local/up.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
   const git = await GitServer.start();
   let stopping = false;
   const interrupted = (signal: string) => {

@@ -127,7 +127,8 @@ describe('imgbuilder build DIR', () => {
     expect(res.code, res.stderr).toBe(1);
     expect(res.stdout).toBe('');
     expect(res.stderr).toContain('about-to-fail');
-    expect(errorLines(res.stderr)).toEqual([expect.stringMatching(/^imgbuilder: build failed: .*non-zero code: 3/)]);
+    // Classic: "returned a non-zero code: 3"; BuildKit: "exit code: 3".
+    expect(errorLines(res.stderr)).toEqual([expect.stringMatching(/^imgbuilder: build failed: .*(non-zero|exit) code: 3$/)]);
     noStackTrace(res.stderr);
   });
 

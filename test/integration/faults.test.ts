@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
@@ -360,9 +361,21 @@ describe('build timeout', () => {
       execFileSync('docker', ['ps', '-a', '--no-trunc', '--format', '{{.ID}} {{.Command}}'], { env: { ...process.env, DOCKER_HOST: stack.env.DOCKER_HOST }, encoding: 'utf8' })
         .split('\n')
         .filter((l) => l.includes(marker));
+    // BuildKit steps are no containers: their processes show on the engine's host (this machine) by command line.
+    const processes = () =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker);
+          } catch {
+            return false;
+          }
+        });
     // The engine removes the aborted step's container asynchronously: wait for it, bounded.
     const deadline = Date.now() + 20_000;
-    while (containers().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+    while ((containers().length || processes().length) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
     expect(containers()).toEqual([]);
+    expect(processes()).toEqual([]);
   });
 });

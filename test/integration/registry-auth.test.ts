@@ -109,7 +109,8 @@ describe('Build with a private FROM image', () => {
     const msgs = await runBuild(privateFromSource('from-private-denied'));
     expect(last(msgs).status).toBe(BuildStatus.done_failure);
     expect(last(msgs).message).toContain(`FROM ${privateImage}`);
-    expect(last(msgs).message).toMatch(/no basic auth credentials.*the registry refused access: pass credentials for its host in BuildRegistryAuth\.additional/);
+    // Classic: "no basic auth credentials"; BuildKit: "… 401 Unauthorized".
+    expect(last(msgs).message).toMatch(/(no basic auth credentials|401 Unauthorized).*the registry refused access: pass credentials for its host in BuildRegistryAuth\.additional/);
   });
 
   it('succeeds with additional credentials (and none of them reach Redis while it runs)', async () => {

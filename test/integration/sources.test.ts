@@ -432,6 +432,7 @@ describe('base_image_name_resolved', () => {
     const log = await buildLog(msgs);
     expect(log).toMatch(/pulling 127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}/);
     expect(log).not.toContain('Step 1/');
+    expect(log).not.toMatch(/^#\d+ \[1\/\d+\] FROM /m);
     const again = await build(api, { source, baseImageNameResolved: BASE_IMAGE });
     expect(again).toHaveLength(1);
     expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref: last(msgs).ref });

@@ -6,6 +6,8 @@ import { parseDuration } from '@imgbuilder/common/duration';
 describe('configuration', () => {
   it('defaults describe the local stack', () => {
     const env = loadEnv({});
+    expect(env.IMGBUILDER_BUILDER).toBe('buildkit');
+    expect(env.IMGBUILDER_CACHE_REPOSITORY).toBeUndefined();
     expect(env.IMGBUILDER_GRPC_ADDR).toBe('0.0.0.0:8080');
     expect(env.IMGBUILDER_BUILD_TIMEOUT).toBe(60 * 60_000);
     expect(env.IMGBUILDER_LOG_URL_TTL).toBe(3_600_000);
@@ -31,6 +33,8 @@ describe('configuration', () => {
     // Gitpod replaces log_info.url's path: only an origin can be honoured.
     expect(() => loadEnv({ IMGBUILDER_PUBLIC_URL: 'https://gitpod.example.com/imgbuilder' })).toThrow(/IMGBUILDER_PUBLIC_URL/);
     expect(() => loadEnv({ IMGBUILDER_LOG_INFO: 'websocket' })).toThrow(/IMGBUILDER_LOG_INFO/);
+    expect(() => loadEnv({ IMGBUILDER_BUILDER: 'kaniko' })).toThrow(/IMGBUILDER_BUILDER/);
+    expect(() => loadEnv({ IMGBUILDER_CACHE_REPOSITORY: 'not a repository' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY/);
   });
 });
 

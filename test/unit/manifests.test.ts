@@ -46,6 +46,7 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_TOKENS_FILE: 'access tokens are an opt-in that needs a file mounted (Gitpod reaches the API over mTLS)',
   IMGBUILDER_HTTP_ADDR: "the dashboard's default :8081 is shared with the supervisor endpoint; it stays off without tokens",
   IMGBUILDER_DASHBOARD_TOKEN: 'a secret, and the dashboard an opt-in: set it in an overlay Secret',
+  IMGBUILDER_CACHE_REPOSITORY: 'unset, the base repository holds the cache refs, with the credentials that push there already',
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: 'a fault point for tests only',
 };
 

@@ -134,10 +134,14 @@ describe('registryAuthHint', () => {
       /BuildRegistryAuth\.additional/,
     );
     expect(registryAuthHint('pull of r.example.com/p@sha256:ab failed: unauthorized: authentication required')).toMatch(/selective\.any_of/);
+    // BuildKit: the FROM's metadata load, or the FROM step itself.
+    expect(registryAuthHint('step "FROM 127.0.0.1:1/p/b:latest": failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized')).toMatch(/BuildRegistryAuth/);
+    expect(registryAuthHint('step "[base 1/2] FROM 127.0.0.1:1/p/b:latest": pull access denied')).toMatch(/BuildRegistryAuth/);
   });
 
   it('stays silent for other failures, RUN steps that print the same words included', () => {
     expect(registryAuthHint('step "Step 2/3 : RUN echo unauthorized && exit 1": returned a non-zero code: 1')).toBeUndefined();
     expect(registryAuthHint('pull of x failed: manifest unknown')).toBeUndefined();
+    expect(registryAuthHint('step "[2/3] RUN echo unauthorized && exit 1": executor failed running [/bin/sh -c echo unauthorized && exit 1]: exit code: 1')).toBeUndefined();
   });
 });

@@ -157,7 +157,15 @@ export class UploadService {
       await this.objects.withDeadline(
         (o) =>
           this.objects.client.send(
-            new PutObjectCommand({ Bucket: this.objects.bucket, Key: key, Body: createReadStream(path), ContentLength: bytes, ContentType: gzip ? 'application/gzip' : 'application/x-tar' }),
+            new PutObjectCommand({
+          Bucket: this.objects.bucket,
+          Key: key,
+          Body: createReadStream(path),
+          ContentLength: bytes,
+          ContentType: gzip ? 'application/gzip' : 'application/x-tar',
+          // The directory name the CLI uploaded: with the caller, the source identity of the build layer cache.
+          ...(name ? { Metadata: { 'upload-name': encodeURIComponent(name) } } : {}),
+        }),
             o,
           ),
         this.objects.timeoutMs * 2 + Math.ceil(bytes / 1024),

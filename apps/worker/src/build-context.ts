@@ -15,6 +15,8 @@ export interface PreparedContext {
   tar: () => Readable;
   /** Dockerfile path inside the tar. */
   dockerfile: string;
+  /** The Dockerfile's text. */
+  dockerfileText: string;
   files: number;
   bytes: number;
 }
@@ -79,11 +81,12 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   const dfInContext = relative(realContext, realDockerfile).split(sep).join('/');
   // Outside the context directory, or excluded by .dockerignore (the Docker CLI sends it anyway): added privately.
   const outside = dfInContext.startsWith('../') || !entries.includes(dfInContext);
-  const dockerfileText = outside ? await readFile(realDockerfile) : undefined;
+  const dockerfileText = await readFile(realDockerfile);
   return {
     files: entries.length,
     bytes,
     dockerfile: outside ? EXTRA_DOCKERFILE : dfInContext,
+    dockerfileText: dockerfileText.toString('utf8'),
     tar: () =>
       (tar.pack as unknown as (dir: string, o: object) => Readable)(realContext, {
         entries,

@@ -24,6 +24,8 @@ import { runInitializer, SourceError } from './initializers.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
+import type { ImageBuilder } from './image-builder.js';
+import type { BuildCache } from './build-cache.js';
 
 export interface RunnerDeps {
   env: Env;
@@ -32,6 +34,9 @@ export interface RunnerDeps {
   logs: LogStore;
   registry: RegistryClient;
   engine: DockerEngine;
+  builder: ImageBuilder;
+  /** The registry-shared layer cache; absent with the classic builder, which cannot import it. */
+  cache?: BuildCache;
   secrets: SecretBox;
   installation: CredentialTable;
   metrics: WorkerMetrics;
@@ -204,18 +209,26 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
+    const cacheRef = await this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath }, job.triggeredBy);
+    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup)) ? [cacheRef] : undefined;
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
-    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer) =>
-      this.engineCall(() => this.d.engine.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, registryconfig, signal: buildSignal, limits, onStepContainer }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
-    await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
+    // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
+    const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
+    try {
+      await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
+    } finally {
+      await cached?.catch(() => undefined);
+    }
   }
 
   /**
@@ -225,14 +238,14 @@ export class BuildRunner {
   private async buildLimited(
     buildId: string,
     signal: AbortSignal,
-    build: (limits: object | undefined, signal: AbortSignal, onStepContainer: (id: string) => void) => Promise<string>,
+    build: (limits: object | undefined, signal: AbortSignal, onStepContainer: (id: string) => void, stepMarker?: string) => Promise<string>,
   ): Promise<string> {
     const run = await this.d.sandbox?.open(buildId);
     if (!run) return build(undefined, signal, () => undefined);
     let imageId: string | undefined;
     try {
       try {
-        imageId = await build(run.buildOptions(), AbortSignal.any([signal, run.signal]), (id) => run.stepContainer(id));
+        imageId = await build(run.buildOptions(), AbortSignal.any([signal, run.signal]), (id) => run.stepContainer(id), run.stepMarker);
       } catch (err) {
         throw (await run.verdict(err)) ?? err;
       }

@@ -2,6 +2,9 @@ import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
 import { UserBuildError } from './docker-engine.js';
 import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
+import { BuildkitExecutions, type BuildkitExecution } from './buildkit-executions.js';
+import { readdir, readFile, lstat } from 'node:fs/promises';
+import { join } from 'node:path';
 
 /** A build crossed one of its resource limits; the message names the setting and its value. */
 export class BuildLimitError extends UserBuildError {
@@ -38,6 +41,9 @@ export class BuildSandbox {
   private readonly destroyed = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
   private events?: NodeJS.ReadableStream;
+  private buildkit?: BuildkitExecutions;
+  /** Runs by the marker their BuildKit steps carry in their environment (see stepMarker). */
+  private readonly runs = new Map<string, SandboxRun>();
 
   private constructor(
     private readonly docker: Docker,
@@ -52,6 +58,7 @@ export class BuildSandbox {
     else log.warn({ cgroupRoot }, 'build limits: the engine\'s cgroup filesystem is not writable here, so memory and CPU are limited per step and IMGBUILDER_BUILD_PIDS is not enforced (run the worker on the engine\'s host)');
     const sandbox = new BuildSandbox(docker, limits, cgroups, log);
     await sandbox.watchEngine();
+    if (cgroups) await sandbox.watchBuildkit();
     return sandbox;
   }
 
@@ -83,6 +90,35 @@ export class BuildSandbox {
     await connect();
   }
 
+  /**
+   * dockerd's BuildKit runs steps in cgroups of its own, ignoring the build's cgroup parent: each step process of a
+   * build in this sandbox is moved into the build's cgroup as soon as BuildKit writes its bundle.
+   */
+  private async watchBuildkit(): Promise<void> {
+    const info = (await this.docker.info().catch(() => undefined)) as { DockerRootDir?: string } | undefined;
+    const dir = join(info?.DockerRootDir ?? '/var/lib/docker', 'buildkit', 'executor');
+    this.buildkit = await BuildkitExecutions.watch(dir, (e) => this.onExecution(e));
+    if (!this.buildkit) this.log.warn({ dir }, 'build limits: BuildKit\'s executor directory is not readable here, so BuildKit steps run outside their build\'s cgroup (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
+  }
+
+  private onExecution(e: BuildkitExecution): void {
+    for (const v of e.env) {
+      const run = this.runs.get(v.slice(v.indexOf('=') + 1));
+      if (run && /^no_proxy=/i.test(v)) return void run.adopt(e);
+    }
+  }
+
+  /** Whether BuildKit steps are moved into their build's cgroup (the worker sees the engine's host). */
+  get limitsBuildkit(): boolean {
+    return Boolean(this.buildkit);
+  }
+
+  /** @internal */
+  register(marker: string, run: SandboxRun | undefined): void {
+    if (run) this.runs.set(marker, run);
+    else this.runs.delete(marker);
+  }
+
   private onEvent(line: string): void {
     let e: { Action?: string; status?: string; id?: string; Actor?: { ID?: string } };
     try {
@@ -101,6 +137,7 @@ export class BuildSandbox {
   }
 
   close(): void {
+    this.buildkit?.close();
     const s = this.events as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
     this.events = undefined;
     s?.destroy?.();
@@ -158,6 +195,10 @@ export class BuildSandbox {
 /** One build inside the sandbox: its options for the engine, the watch while it runs, the verdict at the end. */
 export class SandboxRun {
   private readonly steps: string[] = [];
+  /** BuildKit steps moved into this build's cgroup: executor id → the directory their writes land in. */
+  private readonly buildkitSteps = new Map<string, string | undefined>();
+  /** Value of `no_proxy` in this build's BuildKit steps: how the sandbox tells them from other builds' steps. */
+  readonly stepMarker: string;
   /** Bytes the finished steps added (their containers' writable layers, last measured). */
   private readonly stepBytes = new Map<string, number>();
   private readonly ctl = new AbortController();
@@ -173,6 +214,24 @@ export class SandboxRun {
   ) {
     this.timer = setInterval(() => void this.poll(), POLL_MS);
     this.timer.unref();
+    this.stepMarker = `imgbuilder-build-${buildId}.invalid`;
+    if (parent) sandbox.register(this.stepMarker, this);
+  }
+
+  /** A BuildKit step of this build started: bring it under the build's limits. */
+  async adopt(e: BuildkitExecution): Promise<void> {
+    const cg = this.sandbox.cgroup;
+    if (!cg) return;
+    this.buildkitSteps.set(e.id, undefined);
+    try {
+      if (!(await cg.adopt(this.buildId, e.id, e.cgroupsPath))) {
+        this.trip(new BuildLimitError('memory', 'IMGBUILDER_BUILD_MEMORY', this.sandbox.limits.memory.text));
+        return;
+      }
+    } catch (err) {
+      this.sandbox.logger.warn({ err: (err as Error).message, build_id: this.buildId }, 'could not move a BuildKit step into its build\'s cgroup');
+    }
+    this.buildkitSteps.set(e.id, await upperDirOf(e.rootfs));
   }
 
   /** Aborted when the build crosses a limit while it runs. */
@@ -209,6 +268,7 @@ export class SandboxRun {
         this.trip(new BuildLimitError('process', 'IMGBUILDER_BUILD_PIDS', String(limits.pids)));
         return;
       }
+      for (const [id, upper] of this.buildkitSteps) if (upper) this.stepBytes.set(id, await dirBytes(upper));
       const current = this.steps.at(-1);
       if (current) {
         const info = (await this.sandbox.engine.getContainer(current).inspect({ size: true } as object).catch(() => undefined)) as { SizeRw?: number } | undefined;
@@ -234,7 +294,7 @@ export class SandboxRun {
     const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
     const memory = new BuildLimitError('memory', 'IMGBUILDER_BUILD_MEMORY', limits.memory.text);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
-    const killed = failure instanceof Error && /non-zero code: 137\b|\bKilled\b/.test(failure.message);
+    const killed = failure instanceof Error && /(non-zero|exit) code: 137\b|\bKilled\b/.test(failure.message);
     if (killed && cg?.memoryReached) return (this.breach = memory);
     if (cg?.pidsExceeded) return (this.breach = new BuildLimitError('process', 'IMGBUILDER_BUILD_PIDS', String(limits.pids)));
     if (imageId) {
@@ -254,6 +314,7 @@ export class SandboxRun {
   /** Removes what a build that crossed a limit wrote (its image and the layers only it used), then its cgroup. */
   async release(imageId?: string): Promise<void> {
     clearInterval(this.timer);
+    this.sandbox.register(this.stepMarker, undefined);
     if (this.breach && imageId) {
       await this.sandbox.engine
         .getImage(imageId)
@@ -265,4 +326,28 @@ export class SandboxRun {
       await this.sandbox.cgroup.remove(this.buildId);
     }
   }
+}
+
+/** The upper (writable) directory of the overlay mounted at `mountPoint`, from this process's mount table. */
+async function upperDirOf(mountPoint: string): Promise<string | undefined> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  for (const line of table.split('\n')) {
+    const f = line.split(' ');
+    if (f[4] !== mountPoint) continue;
+    const upper = /(?:^|,)upperdir=([^,]+)/.exec(line)?.[1];
+    if (upper) return upper;
+  }
+  return undefined;
+}
+
+/** Bytes of the regular files below `dir` (what a step wrote into its writable layer so far). */
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) total += await dirBytes(p);
+    else if (e.isFile()) total += (await lstat(p).catch(() => undefined))?.size ?? 0;
+  }
+  return total;
 }

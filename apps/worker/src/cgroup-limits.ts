@@ -116,6 +116,52 @@ export class CgroupLimits {
     };
   }
 
+  /**
+   * Moves the processes of a step that the engine started in a cgroup of its own (`source`, a cgroup path like
+   * `/docker/buildkit/<id>`: dockerd's BuildKit ignores the build API's cgroup parent) into a child of the build's
+   * cgroup, charges included, so the build's limits hold for it. Keeps moving until `source` stays empty (a process
+   * forking while it moves leaves its child behind). Returns false when the step was already over the build's memory
+   * limit (the kernel refuses to move a charge past it).
+   */
+  async adopt(buildId: string, step: string, source: string, deadlineMs = 3_000): Promise<boolean> {
+    const target = (c?: string) => (this.version === 2 ? join(this.root, PARENT, buildId, step) : join(this.root, c!, PARENT, buildId, step));
+    const from = (c?: string) => (this.version === 2 ? join(this.root, source) : join(this.root, c!, source));
+    const controllers = this.version === 2 ? [undefined] : ['memory', 'cpu', 'pids'];
+    for (const c of controllers) await mkdir(target(c), { recursive: true });
+    // v1 moves a task's memory charge only when the destination asks for it.
+    if (this.version === 1) await writeFile(join(target('memory'), 'memory.move_charge_at_immigrate'), '3').catch(() => undefined);
+    const end = Date.now() + deadlineMs;
+    let seen = false;
+    let emptyReads = 0;
+    // v1 hierarchies are independent: a process forked between two of its parent's moves starts in the source of
+    // the hierarchies not moved yet. Each hierarchy's source is emptied on its own until all stay empty.
+    while (Date.now() < end && emptyReads < 3) {
+      let moved = 0;
+      for (const c of controllers) {
+        const procs = (await readFile(join(from(c), 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+        for (const pid of procs) {
+          moved++;
+          try {
+            await writeFile(join(target(c), 'cgroup.procs'), pid);
+          } catch (err) {
+            const code = (err as NodeJS.ErrnoException).code;
+            if (code === 'ENOMEM') return false;
+            // ESRCH: the process ended meanwhile.
+            if (code !== 'ESRCH') throw err;
+          }
+        }
+      }
+      if (moved) {
+        seen = true;
+        emptyReads = 0;
+        continue;
+      }
+      if (seen) emptyReads++;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    return true;
+  }
+
   /** Removes the build's cgroups in every hierarchy the engine created them in (they must be empty by now). */
   async remove(buildId: string): Promise<void> {
     const dirs = this.version === 2 ? [join(this.root, PARENT, buildId)] : (await readdir(this.root).catch(() => [] as string[])).map((c) => join(this.root, c, PARENT, buildId));

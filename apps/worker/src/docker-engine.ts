@@ -3,14 +3,15 @@ import { isConnectionError } from '@imgbuilder/common/errors';
 import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
 
 /** Engine progress message (JSON lines of /build, /images/create, /images/push). */
-interface Progress {
+export interface Progress {
   stream?: string;
   status?: string;
   progress?: string;
   id?: string;
   error?: string;
   errorDetail?: { message?: string };
-  aux?: { ID?: string; Digest?: string };
+  /** BuildKit builds send their progress here as a base64 string (id `moby.buildkit.trace`). */
+  aux?: { ID?: string; Digest?: string } | string;
 }
 
 export class EngineError extends Error {
@@ -51,7 +52,7 @@ export class DockerEngine {
     readonly docker: Docker,
     private readonly describeHost: string,
     /** Labels put on every image this engine builds (disk hygiene prunes by them). */
-    private readonly labels: Record<string, string> = {},
+    readonly labels: Record<string, string> = {},
   ) {}
 
   async ping(): Promise<void> {
@@ -62,13 +63,15 @@ export class DockerEngine {
     }
   }
 
-  private wrap(err: unknown): Error {
+  /** The engine error for a failed call: EngineUnavailableError when the engine could not be reached at all. */
+  wrap(err: unknown): Error {
     if (err instanceof EngineError) return err;
     if (isConnectionError(err)) return new EngineUnavailableError(`Docker engine at ${this.describeHost} is unreachable (${(err as { code?: string }).code})`);
     return new EngineError((err as Error)?.message ?? String(err));
   }
 
-  private async follow(stream: NodeJS.ReadableStream, onProgress: (p: Progress) => void): Promise<Progress[]> {
+  /** Follows a progress stream to its end; in-stream errors are left in the result for the caller to judge. */
+  async follow(stream: NodeJS.ReadableStream, onProgress: (p: Progress) => void): Promise<Progress[]> {
     return new Promise((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
@@ -81,64 +84,6 @@ export class DockerEngine {
     });
   }
 
-  /** Builds a context tar; returns the image id. `lastStep` tracks "Step N/M : …" for failure messages. */
-  async build(
-    context: NodeJS.ReadableStream,
-    opts: {
-      tag: string;
-      dockerfile: string;
-      registryconfig: Record<string, Record<string, string>>;
-      signal: AbortSignal;
-      /** Resource limits for the step containers (cgroup parent, memory, CPU). */
-      limits?: object;
-      /** Called with the (short) id of each step container the engine starts. */
-      onStepContainer?: (id: string) => void;
-    },
-    write: (text: string) => void,
-  ): Promise<string> {
-    let lastStep = '';
-    let id = '';
-    let failure: string | undefined;
-    let stream: NodeJS.ReadableStream;
-    try {
-      stream = await this.docker.buildImage(context, {
-        t: opts.tag,
-        dockerfile: opts.dockerfile,
-        rm: true,
-        forcerm: true,
-        registryconfig: opts.registryconfig,
-        abortSignal: opts.signal,
-        labels: this.labels,
-        ...opts.limits,
-        version: '1',
-      } as Docker.ImageBuildOptions);
-    } catch (err) {
-      throw this.wrap(err);
-    }
-    const out = await this.follow(stream, (p) => {
-      if (p.stream) {
-        const step = /^Step \d+\/\d+ : .*/m.exec(p.stream);
-        if (step) lastStep = step[0].trim();
-        const container = /^ ---> Running in ([0-9a-f]{12,64})/m.exec(p.stream);
-        if (container) opts.onStepContainer?.(container[1]);
-        write(p.stream);
-      } else if (p.status) write(`${p.status}${p.id ? ` ${p.id}` : ''}${p.progress ? ` ${p.progress}` : ''}\n`);
-      if (p.aux?.ID) id = p.aux.ID;
-    });
-    for (const p of out) {
-      if (p.errorDetail || p.error) failure = (p.errorDetail?.message ?? p.error ?? '').trim();
-    }
-    if (failure) {
-      write(`${failure}\n`);
-      throw new UserBuildError(lastStep ? `step "${lastStep}": ${failure}` : failure);
-    }
-    if (!id) {
-      const m = out.map((p) => p.stream ?? '').join('').match(/Successfully built ([0-9a-f]+)/);
-      id = m?.[1] ?? '';
-    }
-    return id;
-  }
-
   /** Pushes `repository:tag`; returns the manifest digest. */
   async push(repository: string, tag: string, creds: RegistryCredentials | undefined, signal: AbortSignal, write: (t: string) => void): Promise<string> {
     let digest = '';
@@ -146,7 +91,7 @@ export class DockerEngine {
     try {
       const stream = await this.docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: authconfig(creds, repository.split('/')[0]), abortSignal: signal } as object);
       out = await this.follow(stream, (p) => {
-        if (p.aux?.Digest) digest = p.aux.Digest;
+        if (typeof p.aux === 'object' && p.aux.Digest) digest = p.aux.Digest;
         if (p.status && !p.progress) write(`${p.id ? `${p.id}: ` : ''}${p.status}\n`);
       });
     } catch (err) {

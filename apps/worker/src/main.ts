@@ -20,6 +20,8 @@ import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
 import { BuildSandbox } from './build-sandbox.js';
 import { EgressGate } from './egress-check.js';
+import { createImageBuilder } from './image-builder.js';
+import { BuildCache } from './build-cache.js';
 
 const log = createLogger('imgbuilder-worker');
 /** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */
@@ -39,11 +41,16 @@ async function main(): Promise<void> {
   const objects = new ObjectStore(env);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
   const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
+  const builder = await createImageBuilder(env.IMGBUILDER_BUILDER, engine);
+  log.info({ builder: builder.kind }, 'builder selected');
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
   const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
+  if (builder.kind === 'buildkit' && !sandbox.limitsBuildkit) log.warn('build limits: BuildKit ignores the build API\'s per-step memory and CPU limits, and BuildKit steps cannot be put in their build\'s cgroup from here: only the engine\'s own limits bound them (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
   const logs = new LogStore(redis, objects);
-  const runner = new BuildRunner({ env, store, objects, logs, registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }), engine, secrets, installation, metrics, log, sandbox });
+  const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
+  const cache = builder.kind === 'buildkit' ? new BuildCache(registry, objects, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
+  const runner = new BuildRunner({ env, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
   const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {

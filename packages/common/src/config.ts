@@ -86,6 +86,16 @@ export const EnvSchema = z.object({
   IMGBUILDER_BASE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/base'),
   /** Where workspace images are pushed (what clients run). */
   IMGBUILDER_WORKSPACE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/workspace'),
+  /** Which of the engine's builders runs Dockerfiles: `buildkit` (parallel stages, registry cache) or `classic`. */
+  IMGBUILDER_BUILDER: z.enum(['buildkit', 'classic']).default('buildkit'),
+  /**
+   * Repository for build cache images (BuildKit): each build's inline cache is pushed there under its source
+   * identity too. Empty: the previous base image of the same source identity is the cache.
+   */
+  IMGBUILDER_CACHE_REPOSITORY: z
+    .string()
+    .optional()
+    .refine((s) => !s || /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/cache'),
   /** Docker engine the worker builds with. */
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */

@@ -137,8 +137,9 @@ export function secretsOf(c: RegistryCredentials | undefined): string[] {
  * ("no basic auth credentials", "pull access denied") do not say that imgbuilder only sends what the request allows.
  */
 export function registryAuthHint(message: string): string | undefined {
-  // Only pulls: a failing RUN step may print these words for reasons of its own.
-  if (!/^(step "Step \d+\/\d+ : FROM |pull of )/i.test(message)) return undefined;
+  // Only pulls: a failing RUN step may print these words for reasons of its own. Classic names the step
+  // "Step 1/3 : FROM …", BuildKit "[1/3] FROM …" (or "[stage 1/3] FROM …"), or "FROM …" when metadata failed.
+  if (!/^(step "(Step \d+\/\d+ : |\[[^\]]*\d+\/\d+\] )?FROM |pull of )/i.test(message)) return undefined;
   if (!/no basic auth credentials|unauthorized|authentication required|pull access denied|denied: requested access|incorrect username or password/i.test(message)) return undefined;
   return 'the registry refused access: pass credentials for its host in BuildRegistryAuth.additional (base64 of user:password), or allow the installation credentials for it (selective.any_of or total.allow_all)';
 }

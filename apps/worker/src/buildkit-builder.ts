@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+import type Docker from 'dockerode';
+import { UserBuildError, type DockerEngine, type Progress } from './docker-engine.js';
+import { BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
+import type { BuildOptions, ImageBuilder } from './image-builder.js';
+import { baseImagesOf } from './dockerfile-bases.js';
+import { parseImageRef } from '@imgbuilder/common/image-ref';
+
+/**
+ * The engine's BuildKit (`/build?version=2`): independent stages run at once, and every image carries inline cache
+ * metadata, so a later build on any engine can reuse its layers through `cacheFrom`. Progress arrives as BuildKit
+ * StatusResponse messages, which the log shows as `docker build --progress=plain` does.
+ */
+export class BuildkitBuilder implements ImageBuilder {
+  readonly kind = 'buildkit';
+
+  constructor(private readonly engine: DockerEngine) {}
+
+  async build(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string> {
+    const progress = new BuildkitProgress();
+    const buildid = randomUUID();
+    let id = '';
+    let stream: NodeJS.ReadableStream;
+    // Closing the request is not enough to stop a BuildKit solve in every engine version: cancel it by id too, so
+    // nothing keeps running in the engine after a timeout or a limit.
+    const cancel = () => void this.cancel(buildid);
+    opts.signal.addEventListener('abort', cancel, { once: true });
+    const pulled = await this.pullPrivateBases(opts, write);
+    try {
+      try {
+        stream = await this.engine.docker.buildImage(context, {
+          t: opts.tag,
+          dockerfile: opts.dockerfile,
+          registryconfig: opts.registryconfig,
+          abortSignal: opts.signal,
+          labels: this.engine.labels,
+          // The engine's BuildKit ignores the build API's cgroup parent and memory/CPU options: the sandbox moves
+          // the steps into the build's cgroup instead, finding them by the marker.
+          buildargs: { BUILDKIT_INLINE_CACHE: '1', ...(opts.stepMarker ? { no_proxy: opts.stepMarker } : {}) },
+          ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify(opts.cacheFrom) } : {}),
+          buildid,
+          version: '2',
+        } as unknown as Docker.ImageBuildOptions);
+      } catch (err) {
+        throw this.engine.wrap(err);
+      }
+      const out: Progress[] = await this.engine.follow(stream, (p) => {
+        if (p.id === BUILDKIT_TRACE_ID) {
+          const status = BuildkitProgress.decode(p.aux);
+          if (status) write(progress.feed(status));
+        } else if (typeof p.aux === 'object' && p.aux.ID) id = p.aux.ID;
+        else if (p.stream) write(p.stream);
+      });
+      const rest = progress.flush();
+      if (rest) write(rest);
+      const failed = out.find((p) => p.errorDetail || p.error);
+      if (failed) {
+        const message = (failed.errorDetail?.message ?? failed.error ?? '').trim();
+        const step = progress.failure;
+        if (!step) write(`ERROR: ${message}\n`);
+        throw new UserBuildError(step ? `step "${step.step}": ${step.error}` : message);
+      }
+      return id;
+    } finally {
+      opts.signal.removeEventListener('abort', cancel);
+      // Another build on this engine must not find a private image here that its own credentials cannot pull.
+      for (const image of pulled) await this.engine.untag(image);
+    }
+  }
+
+  /**
+   * The engine's BuildKit pulls with credentials from a client session only, never from the build request's
+   * X-Registry-Config, and it prefers an image already in the engine. So each FROM image on a registry this build
+   * holds credentials for is pulled first, by the engine's image API, with those credentials. A pull that fails is
+   * left for BuildKit to report, as the step it fails.
+   */
+  private async pullPrivateBases(opts: BuildOptions, write: (text: string) => void): Promise<string[]> {
+    const pulled: string[] = [];
+    for (const image of baseImagesOf(opts.dockerfileText ?? '')) {
+      let ref;
+      try {
+        ref = parseImageRef(image);
+      } catch {
+        continue;
+      }
+      const key = ref.domain === 'docker.io' ? 'https://index.docker.io/v1/' : ref.domain;
+      const c = opts.registryconfig[key];
+      if (!c) continue;
+      write(`pulling ${image} with this build's credentials for ${ref.domain}\n`);
+      try {
+        await this.engine.pull(image, { username: c.username, password: c.password, auth: c.auth }, opts.signal, () => undefined);
+        pulled.push(image);
+      } catch (err) {
+        if (opts.signal.aborted) throw err;
+        write(`${(err as Error).message}\n`);
+      }
+    }
+    return pulled;
+  }
+
+  private async cancel(buildid: string): Promise<void> {
+    await new Promise<void>((resolve) =>
+      this.engine.docker.modem.dial({ path: '/build/cancel?', method: 'POST', options: { id: buildid }, statusCodes: { 200: true, 404: true } }, () => resolve()),
+    );
+  }
+}

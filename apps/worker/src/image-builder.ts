@@ -1,0 +1,40 @@
+import type { DockerEngine } from './docker-engine.js';
+
+/** Which of the engine's builders runs Dockerfiles (IMGBUILDER_BUILDER). */
+export type BuilderKind = 'buildkit' | 'classic';
+
+export interface BuildOptions {
+  tag: string;
+  dockerfile: string;
+  /** The Dockerfile's text (BuildKit reads its FROM lines to pull private bases with the build's credentials). */
+  dockerfileText?: string;
+  /** Pull credentials per registry host (the X-Registry-Config header). */
+  registryconfig: Record<string, Record<string, string>>;
+  signal: AbortSignal;
+  /** Resource limits for the steps (cgroup parent, memory, CPU), from the build sandbox. */
+  limits?: object;
+  /**
+   * Put into every BuildKit step's environment as `no_proxy` (BuildKit leaves proxy variables out of its cache
+   * keys), so the build sandbox can tell this build's step processes from others' on the same engine.
+   */
+  stepMarker?: string;
+  /** Called with the (short) id of each step container the engine starts, where the builder has them. */
+  onStepContainer?: (id: string) => void;
+  /** Images whose cache metadata the build may reuse (BuildKit: inline cache). */
+  cacheFrom?: string[];
+}
+
+/**
+ * Builds a context tar into an image on the engine and forwards the build's log as plain text. A failing step
+ * throws UserBuildError naming the step and the engine's message (its exit code included).
+ */
+export interface ImageBuilder {
+  readonly kind: BuilderKind;
+  /** Returns the built image's id. */
+  build(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string>;
+}
+
+export async function createImageBuilder(kind: BuilderKind, engine: DockerEngine): Promise<ImageBuilder> {
+  if (kind === 'classic') return new (await import('./classic-builder.js')).ClassicBuilder(engine);
+  return new (await import('./buildkit-builder.js')).BuildkitBuilder(engine);
+}

@@ -1,0 +1,100 @@
+import { BASE_IMAGE } from '../../test/support/requests.js';
+import { forgetBuilds } from '../../test/support/engine-cache.js';
+import { buildOk, ownClient, waitReady } from '../support/grpc.js';
+import { manualBuildkit } from '../support/manual-buildkit.js';
+import { ratio, target, targetText, type Row } from '../support/report.js';
+import { benchStack, type BenchStack } from '../support/stack.js';
+import { commitSource, nonce } from '../support/workloads.js';
+import type { Scenario } from './context.js';
+
+const BY_HAND_BRANCH = 'by-hand-cache';
+
+/**
+ * Scenario 6. The registry-shared layer cache, and independent stages.
+ * - cache: a Dockerfile whose first step is expensive (sleep 8) and whose last step changes between builds, built
+ *   cold (fresh nonce), warm (last step changed, same engine), and on an emptied engine (that source's BuildKit
+ *   cache records and images removed, as on a worker that never built it; last step changed again). Through
+ *   `Build` (BuildKit worker: it imports the previous build's inline cache from the registry by itself) and by hand
+ *   (clone, BuildKit build with BUILDKIT_INLINE_CACHE=1, push; `cache-from` the previous push on the emptied engine),
+ *   each with its own nonce so neither sees the other's layers.
+ * - parallel stages: two independent 4 s stages copied into a final one, cold, through a BuildKit worker and through
+ *   a classic worker on the same engine.
+ */
+export const cacheScenario: Scenario = {
+  name: 'cache',
+  title: 'Registry layer cache (cold, warm, emptied engine) and parallel stages',
+  async run(ctx) {
+    const expensiveS = ctx.quick ? 1 : 8;
+    const stageS = ctx.quick ? 1 : 4;
+    const dockerHost = ctx.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
+    const bk = await benchStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit' } });
+    let classic: BenchStack | undefined;
+    try {
+      classic = await benchStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'classic' } });
+      const bkClient = ownClient(bk.apiAddrs[0]);
+      const classicClient = ownClient(classic.apiAddrs[0]);
+      await Promise.all([waitReady(bkClient), waitReady(classicClient)]);
+      const repo = `cache-${bk.namespace}`;
+      const url = ctx.git.url(repo);
+      ctx.git.commit(repo, { 'README.md': 'imgbuilder cache benchmark\n' });
+      const timed = async (c: typeof bkClient, dockerfile: string) => (await buildOk(c, { source: commitSource(url, ctx.git.commit(repo, { Dockerfile: dockerfile })) })).ms;
+
+      ctx.progress('warm-up (untimed)');
+      await timed(bkClient, `FROM ${BASE_IMAGE}\nRUN echo warm-up-${nonce()}\n`);
+      await timed(classicClient, `FROM ${BASE_IMAGE}\nRUN echo warm-up-${nonce()}\n`);
+
+      const cacheDockerfile = (n: string, last: string) => `FROM ${BASE_IMAGE}\nRUN echo expensive-${n} && sleep ${expensiveS}\nRUN echo last-${n}-${last}\n`;
+      const n = nonce();
+      ctx.progress('Build: cold, warm, emptied engine');
+      const svcCold = await timed(bkClient, cacheDockerfile(n, 'cold'));
+      const svcWarm = await timed(bkClient, cacheDockerfile(n, 'warm'));
+      await forgetBuilds(dockerHost, n, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
+      const svcEmpty = await timed(bkClient, cacheDockerfile(n, 'empty'));
+
+      ctx.progress('by hand: cold, warm, emptied engine with --cache-from');
+      const m = nonce();
+      const handRepo = `127.0.0.1:5000/${bk.namespace}/hand-cache`;
+      const hand = (last: string, cacheFrom?: string) => {
+        ctx.git.commit(repo, { Dockerfile: cacheDockerfile(m, last) }, BY_HAND_BRANCH);
+        return manualBuildkit({ remote: url, branch: BY_HAND_BRANCH, tag: `${handRepo}:${last}`, cacheFrom, push: true, dockerHost });
+      };
+      const handCold = await hand('cold');
+      const handWarm = await hand('warm');
+      await forgetBuilds(dockerHost, m, [handRepo]);
+      const handEmpty = await hand('empty', `${handRepo}:warm`);
+      await forgetBuilds(dockerHost, m, [handRepo]);
+
+      ctx.progress('parallel stages: BuildKit worker vs classic worker');
+      const stages = (k: string) =>
+        [`FROM ${BASE_IMAGE} AS one`, `RUN sleep ${stageS} && echo one-${k} > /one`, `FROM ${BASE_IMAGE} AS two`, `RUN sleep ${stageS} && echo two-${k} > /two`, `FROM ${BASE_IMAGE}`, 'COPY --from=one /one /one', 'COPY --from=two /two /two', ''].join('\n');
+      const parBk = await timed(bkClient, stages(nonce()));
+      const parClassic = await timed(classicClient, stages(nonce()));
+      bkClient.close();
+      classicClient.close();
+
+      const emptyRatio = svcEmpty / svcCold;
+      const parRatio = parBk / parClassic;
+      const targets = [target('emptiedOverCold', emptyRatio, '<=', 0.3), target('parallelBuildkitOverClassic', parRatio, '<', 0.65)];
+      const rows: Row[] = [
+        { figure: `cold (expensive step ${expensiveS} s): Build → terminal`, value: svcCold, unit: 'ms', baseline: { label: 'by hand', value: handCold }, compare: ratio(svcCold, handCold) },
+        { figure: 'warm, same engine (last step changed)', value: svcWarm, unit: 'ms', baseline: { label: 'by hand', value: handWarm }, compare: ratio(svcWarm, handWarm) },
+        { figure: 'emptied engine, cache from the registry', value: svcEmpty, unit: 'ms', baseline: { label: 'by hand --cache-from', value: handEmpty }, compare: ratio(svcEmpty, handEmpty) },
+        { figure: 'emptied engine ÷ cold (Build)', value: emptyRatio, unit: '', compare: `by hand ${ratio(handEmpty, handCold)}`, target: targetText(targets[0]) },
+        { figure: `two independent ${stageS} s stages: BuildKit worker`, value: parBk, unit: 'ms', baseline: { label: 'classic worker', value: parClassic }, compare: ratio(parBk, parClassic), target: targetText(targets[1]) },
+      ];
+      return {
+        params: { expensiveSeconds: expensiveS, stageSeconds: stageS },
+        metrics: { svcCold, svcWarm, svcEmpty, handCold, handWarm, handEmpty, emptiedOverCold: emptyRatio, parallelBuildkit: parBk, parallelClassic: parClassic, parallelBuildkitOverClassic: parRatio },
+        rows,
+        targets,
+        notes: [
+          'Build times run from the call to the terminal status: clone, build, push of the base image and of the workspace image, and (BuildKit) the cache-ref check and push. By hand: clone, build, push of the image.',
+          'Emptied engine: only the BuildKit cache records of that source and its images are removed (the engine is shared): the base image stays, as on any worker that has built before.',
+        ],
+      };
+    } finally {
+      await classic?.close();
+      await bk.close();
+    }
+  },
+};

@@ -1,0 +1,146 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
+import { build, connect, logs } from '../support/client.js';
+import { GitServer } from '../support/git-server.js';
+import { BASE_IMAGE, gitSource } from '../support/requests.js';
+import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { buildIdOf } from '../support/streams.js';
+import { PrivateRegistry } from '../support/private-registry.js';
+import { cacheRecords, forgetBuilds } from '../support/engine-cache.js';
+
+let stack: Stack;
+let git: GitServer;
+let client: ImageBuilderClient;
+
+beforeAll(async () => {
+  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit' } }), GitServer.start()]);
+  client = connect(stack.apiAddrs[0]);
+});
+
+afterAll(async () => {
+  client?.close();
+  git?.stop();
+  await stack?.stop();
+});
+
+/** The engine as another worker's would be: none of `marker`'s build cache, none of this stack's images. */
+async function forget(marker: string): Promise<void> {
+  expect(cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
+  await forgetBuilds(stack.env.DOCKER_HOST, marker, [stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
+}
+
+describe('layer cache shared through the registry (BuildKit)', () => {
+  it('a rebuild of the same git remote and Dockerfile on an engine that forgot it imports the cache: the expensive step is CACHED', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const expensive = `RUN echo expensive-${nonce} && sleep 3`;
+    git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-one\n` });
+    const first = await build(client, { source: gitSource(git.url('cached')) });
+    expect(first.at(-1)?.status).toBe(BuildStatus.done_success);
+    const firstLog = await logs(client, { buildId: buildIdOf(first)! });
+    expect(firstLog).toMatch(/^\[imgbuilder\] build cache: none yet for this source \(.+:cache-[0-9a-f]{40}\); building without it$/m);
+    expect(firstLog).toMatch(/^\[imgbuilder\] build cache: pushed .+:cache-[0-9a-f]{40}$/m);
+    expect(firstLog).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
+
+    await forget(nonce);
+    git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-two\n` });
+    const second = await build(client, { source: gitSource(git.url('cached')) });
+    expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(second)! });
+    expect(log).toMatch(/^\[imgbuilder\] build cache: importing .+:cache-[0-9a-f]{40}$/m);
+    // The expensive step did not run again (no output), the changed one did.
+    const step = new RegExp(`^#(\\d+) \\[2/3\\] ${expensive.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(log);
+    expect(step, log).not.toBeNull();
+    expect(log).toContain(`#${step![1]} CACHED`);
+    expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
+    expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} last-${nonce}-two$`, 'm'));
+  });
+});
+
+/** `imgbuilder build DIR` with the real CLI; resolves with its stderr (the build log) once it exits 0. */
+function cliBuild(dir: string): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), 'build', dir], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: stack.apiAddrs[0] }, timeout: 120_000 }, (err, _out, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stderr),
+    ),
+  );
+}
+
+describe('layer cache of CLI uploads', () => {
+  it('a changed upload of the same directory name by the same caller imports the previous upload\'s cache', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const dir = join(mkdtempSync(join(tmpdir(), 'imgbuilder-cache-cli-')), `app-${nonce}`);
+    mkdirSync(dir);
+    const write = (v: string) => writeFileSync(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN echo cli-expensive-${nonce}\nRUN echo cli-last-${v}\n`);
+    write('one');
+    expect(await cliBuild(dir)).toMatch(/build cache: none yet for this source/);
+    write('two');
+    const log = await cliBuild(dir);
+    expect(log).toMatch(/build cache: importing \S+:cache-[0-9a-f]{40}/);
+    // Another directory name is another source, even with the same content.
+    const other = join(dirname(dir), `other-${nonce}`);
+    mkdirSync(other);
+    writeFileSync(join(other, 'Dockerfile'), `FROM ${BASE_IMAGE}\nRUN echo cli-expensive-${nonce}\nRUN echo cli-last-three\n`);
+    expect(await cliBuild(other)).toMatch(/build cache: none yet for this source/);
+  });
+});
+
+describe('a cache repository the build cannot read (htpasswd registry)', () => {
+  let registry: PrivateRegistry;
+  let other: Stack;
+  let api: ImageBuilderClient;
+  beforeAll(async () => {
+    registry = await PrivateRegistry.start('cacheuser', `cachepw-${Math.random().toString(36).slice(2)}`);
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-cache-auth-'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ auths: { [registry.host]: { auth: registry.additional } } }));
+    other = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit', IMGBUILDER_CACHE_REPOSITORY: `${registry.host}/cache`, IMGBUILDER_REGISTRY_AUTH_FILE: join(dir, 'config.json') } });
+    api = connect(other.apiAddrs[0]);
+  });
+  afterAll(async () => {
+    api?.close();
+    await other?.stop();
+    registry?.stop();
+  });
+
+  it('never fails a build: one line says the cache cannot be read; the cache ref is pushed with the installation credentials, not the caller\'s', async () => {
+    // The caller's own credentials for the cache registry are wrong; the installation's are right.
+    const auth = { additional: { [registry.host]: Buffer.from(`${registry.user}:wrong-password`).toString('base64') } };
+    const nonce = Math.random().toString(36).slice(2);
+    git.commit('unreadable-cache', { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo unreadable-${nonce}\n` });
+    const first = await build(api, { source: gitSource(git.url('unreadable-cache')), auth });
+    expect(first.at(-1)?.status, first.at(-1)?.message).toBe(BuildStatus.done_success);
+    const log = await logs(api, { buildId: buildIdOf(first)! });
+    const cacheLines = log.split('\n').filter((l) => l.includes('build cache: '));
+    expect(cacheLines).toHaveLength(2);
+    expect(cacheLines[0]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: ${registry.host}/cache:cache-[0-9a-f]{40} cannot be read \\(.+\\); building without it$`));
+    expect(cacheLines[1]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: pushed ${registry.host}/cache:cache-[0-9a-f]{40}$`));
+    const ref = /pushed (\S+)$/.exec(cacheLines[1])![1];
+    const [, repo, tag] = /^[^/]+\/(.+):([^:]+)$/.exec(ref)!;
+    const head = (authz?: string) => fetch(`http://${registry.host}/v2/${repo}/manifests/${tag}`, { method: 'HEAD', headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json', ...(authz ? { Authorization: authz } : {}) } });
+    expect((await head()).status).toBe(401);
+    expect((await head(`Basic ${registry.additional}`)).status).toBe(200);
+  });
+
+  it('with pull credentials for the cache registry, the next build imports the cache ref (BuildKit alone could not authenticate)', async () => {
+    const auth = { additional: { [registry.host]: registry.additional } };
+    const nonce = Math.random().toString(36).slice(2);
+    const df = (last: string) => `FROM ${BASE_IMAGE}\nRUN echo private-expensive-${nonce}\nRUN echo private-last-${last}\n`;
+    // Pinned commits: the API remembers what a branch resolved to for a few seconds.
+    const pinned = (commit: string) => gitSource(git.url('private-cache'), { mode: CloneTargetMode.REMOTE_COMMIT, target: commit });
+    const first = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('one') })), auth });
+    expect(first.at(-1)?.status, first.at(-1)?.message).toBe(BuildStatus.done_success);
+    const second = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('two') })), auth });
+    expect(second.at(-1)?.status, second.at(-1)?.message).toBe(BuildStatus.done_success);
+    const log = await logs(api, { buildId: buildIdOf(second)! });
+    const ref = new RegExp(`^\\[imgbuilder\\] build cache: importing (${registry.host}/cache:cache-[0-9a-f]{40})$`, 'm').exec(log)?.[1];
+    expect(ref, log).toBeDefined();
+    // BuildKit's import step ends DONE: without the worker's pull it gets 401 and says "cache not imported".
+    const step = new RegExp(`^#(\\d+) importing cache manifest from ${ref!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(log);
+    expect(step, log).not.toBeNull();
+    expect(log).toMatch(new RegExp(`^#${step![1]} DONE `, 'm'));
+    expect(log).not.toContain('cache not imported');
+  });
+});
