@@ -58,7 +58,7 @@ export const redisMemoryScenario: Scenario = {
 
 async function phase(ctx: BenchContext, label: string, builds: number, logBytes: number, env: Record<string, string>) {
   const redis = await RedisServer.start();
-  // Classic builder: BuildKit clips each step's output at 2 MiB, and this scenario needs 64 MiB logs.
+  // Classic builder, as the figures in the README were measured (and the tests of the same limits run).
   const stack = await benchStack({ apis: 1, workers: 2, env: { REDIS_URL: redis.url, IMGBUILDER_WORKER_CONCURRENCY: '4', IMGBUILDER_BUILDER: 'classic', ...env } });
   const probe = new Redis(redis.url);
   try {

@@ -22,8 +22,8 @@ describe('a log larger than the Redis tail', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
-    // The classic builder passes a step's output through whole; BuildKit clips a step's log at 2 MiB, and these
-    // tests need builds that print more than that.
+    // Pinned to the classic builder: these tests time their reads against its line-by-line output stream (BuildKit's
+    // progress arrives in batches, so "the log so far" is not what they expect mid-build).
     stack = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_LOG_REDIS_TAIL: String(TAIL), IMGBUILDER_BUILDER: 'classic' } });
     client = connect(stack.apiAddrs[0]);
   });
