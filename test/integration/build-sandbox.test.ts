@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
@@ -11,7 +12,7 @@ import { GitServer } from '../support/git-server.js';
 import { httpGet } from '../support/http.js';
 import { NetnsHost } from '../support/netns-host.js';
 import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, startStack, type Stack } from '../support/stack.js';
+import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf } from '../support/streams.js';
 
 const TOKEN = `egress-token-${randomBytes(4).toString('hex')}`;
@@ -117,6 +118,43 @@ describe('the worker proves the egress policy at start', () => {
 
     await applyEgressPolicy();
     const checked = await stack.startWorker();
+    expect(await checked.waitForLine(/egress check passed/)).toBeTruthy();
+  });
+});
+
+describe('an engine the worker does not share a network with', () => {
+  let stack: Stack;
+  let engine: ChildProcess | undefined;
+  let dir: string;
+  beforeAll(async () => {
+    stack = await startStack({ apis: 1, workers: 0 });
+    // A second dockerd in a network namespace of its own (it must not touch the shared engine's docker0), with no
+    // egress policy: the worker's port is out of its reach either way, so only a probe inside that engine tells.
+    dir = mkdtempSync(join(tmpdir(), 'imgbuilder-netns-engine-'));
+    engine = spawn('unshare', ['-n', '/bin/sh', '-c', 'ip link set lo up && exec dockerd "$@"', 'sh', `--host=unix://${dir}/docker.sock`, `--data-root=${dir}/data`, `--exec-root=${dir}/exec`, `--pidfile=${dir}/docker.pid`, '--storage-driver=vfs'], { stdio: 'ignore' });
+    const deadline = Date.now() + 60_000;
+    while (spawnSync('docker', ['-H', `unix://${dir}/docker.sock`, 'info'], { stdio: 'ignore', timeout: 10_000 }).status !== 0) {
+      if (Date.now() > deadline || engine.exitCode !== null) throw new Error('the namespaced dockerd did not start');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  });
+  afterAll(async () => {
+    await stack?.stop();
+    if (engine && engine.exitCode === null) {
+      engine.kill('SIGTERM');
+      await new Promise((r) => engine!.once('exit', r));
+    }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is refused while its bridge lets one container reach another, and accepted once the policy is installed there', async () => {
+    const env = { DOCKER_HOST: `unix://${dir}/docker.sock` };
+    const refusing = await stack.startWorker(env, /worker not ready, taking no builds/);
+    expect(await refusing.waitForLine(/worker not ready/)).toContain(':7777');
+    await refusing.kill();
+    const policy = spawnSync('nsenter', ['-t', String(engine!.pid), '-n', 'sh', join(ROOT, 'infra/engine/egress-policy.sh'), 'docker0'], { encoding: 'utf8', timeout: 30_000 });
+    expect(policy.status, policy.stderr).toBe(0);
+    const checked = await stack.startWorker(env);
     expect(await checked.waitForLine(/egress check passed/)).toBeTruthy();
   });
 });

@@ -10,6 +10,8 @@ import { EngineError } from './docker-engine.js';
 const BUSYBOX_PATHS = ['/bin/busybox', '/usr/bin/busybox'];
 const PROBE_REPOSITORY = 'imgbuilder/egress-probe';
 const GREETING = 'imgbuilder-egress-probe';
+/** Port the listener container answers on, inside its own network namespace. */
+const LISTENER_PORT = 7777;
 /** Bound on one probe run: image import, container start, the connection attempts, removal. */
 const PROBE_TIMEOUT_MS = 60_000;
 
@@ -40,23 +42,32 @@ export async function checkEgress(docker: Docker, opts: EgressProbeOptions): Pro
     server.listen(0, '0.0.0.0', () => resolve());
   });
   const port = (server.address() as { port: number }).port;
-  const targets = await probeTargets(docker);
+  const targets = (await probeTargets(docker)).map((t) => `${t}:${port}`);
+  let listener: { container: Docker.Container; address?: string } | undefined;
   try {
     const { image, shell } = opts.probeImage ? { image: opts.probeImage, shell: ['sh'] } : { image: await ensureProbeImage(docker), shell: ['/busybox', 'sh'] };
-    const nc = shell[0] === '/busybox' ? '/busybox nc' : 'nc';
-    const grep = shell[0] === '/busybox' ? '/busybox grep' : 'grep';
-    const script = `for t in ${targets.join(' ')}; do if ${nc} -w 2 "$t" ${port} </dev/null 2>/dev/null | ${grep} -q ${GREETING}; then echo "reached $t"; fi; done; echo probe-done`;
+    const bin = (tool: string) => (shell[0] === '/busybox' ? `/busybox ${tool}` : tool);
+    // A second container on the same bridge: reaching it proves the private ranges are open there, wherever this
+    // worker runs relative to the engine (another host, another network namespace).
+    const started = await startListener(docker, image, [...shell, '-c', `while true; do echo ${GREETING} | ${bin('nc')} -l -p ${LISTENER_PORT}; done`], opts.labels ?? {});
+    listener = started;
+    // Probing before it listens would pass for the wrong reason: wait until it answers inside its own container.
+    await untilListening(started.container, [...shell, '-c', `${bin('nc')} -w 1 127.0.0.1 ${LISTENER_PORT} </dev/null`]);
+    if (started.address) targets.push(`${started.address}:${LISTENER_PORT}`);
+    const script = `for t in ${targets.join(' ')}; do if ${bin('nc')} -w 2 "\${t%:*}" "\${t##*:}" </dev/null 2>/dev/null | ${bin('grep')} -q ${GREETING}; then echo "reached $t"; fi; done; echo probe-done`;
     const output = await runProbe(docker, image, [...shell, '-c', script], opts.labels ?? {});
     const reached = [...output.matchAll(/^reached (\S+)$/gm)].map((m) => m[1]);
     if (!output.includes('probe-done')) return { ok: false, reason: `the egress probe did not complete (output: ${output.trim().slice(0, 200) || 'none'})`, targets };
     if (reached.length || seen.length) {
-      return { ok: false, reason: `a build step reached this worker's port ${port} at ${[...new Set(reached.length ? reached : seen)].join(', ')}: the egress policy for build steps is not installed on the engine (run infra/engine/egress-policy.sh where the engine runs)`, targets };
+      const where = reached.length ? reached : seen.map((a) => `${a} (seen by this worker)`);
+      return { ok: false, reason: `a build step reached ${[...new Set(where)].join(', ')}: the egress policy for build steps is not installed on the engine (run infra/engine/egress-policy.sh where the engine runs)`, targets };
     }
     return { ok: true, targets };
   } catch (err) {
     return { ok: false, reason: `the egress probe could not run: ${(err as Error).message}`, targets };
   } finally {
     server.close();
+    await listener?.container.remove({ force: true }).catch(() => undefined);
   }
 }
 
@@ -156,6 +167,43 @@ async function ensureProbeImage(docker: Docker): Promise<string> {
   const stream = (await docker.importImage(tar as unknown as NodeJS.ReadableStream, { repo: PROBE_REPOSITORY, tag } as object)) as NodeJS.ReadableStream;
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
   return name;
+}
+
+/** Starts a container answering GREETING on LISTENER_PORT; its bridge address, once the engine has given it one. */
+async function startListener(docker: Docker, image: string, cmd: string[], labels: Record<string, string>): Promise<{ container: Docker.Container; address?: string }> {
+  const container = await docker.createContainer({
+    name: `imgbuilder-egress-listener-${randomBytes(4).toString('hex')}`,
+    Image: image,
+    Cmd: cmd,
+    Labels: labels,
+    HostConfig: { NetworkMode: 'bridge' },
+  });
+  try {
+    await container.start();
+    const info = (await container.inspect()) as { NetworkSettings?: { IPAddress?: string } };
+    const address = info.NetworkSettings?.IPAddress;
+    return { container, address: address && /^\d+(\.\d+){3}$/.test(address) ? address : undefined };
+  } catch (err) {
+    await container.remove({ force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function untilListening(container: Docker.Container, cmd: string[]): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const exec = await container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    const chunks: Buffer[] = [];
+    await new Promise<void>((resolve) => {
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => resolve());
+      stream.on('error', () => resolve());
+    });
+    if (demux(Buffer.concat(chunks)).includes(GREETING)) return;
+    if (Date.now() > deadline) throw new Error('the probe\'s listener container did not answer within 10 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 async function runProbe(docker: Docker, image: string, cmd: string[], labels: Record<string, string>): Promise<string> {
