@@ -126,6 +126,22 @@ describe('Redis over TLS', () => {
     try {
       const msgs = await build(client, { source: gitSource(git.url('over-tls')) });
       expect(msgs.at(-1)?.status).toBe(BuildStatus.done_success);
+      // Every connection of both processes is up over TLS, not just the ones the build needed.
+      const names = ['imgbuilder-api', 'imgbuilder-api-sub', 'imgbuilder-api-queue', 'imgbuilder-worker', 'imgbuilder-worker-queue'];
+      const probe = new Redis(url, { tls: { ca: pki.read(pki.caCert) }, maxRetriesPerRequest: 1 });
+      try {
+        const connected = async () => String(await probe.client('LIST')).split('\n').map((l) => /(?:^| )name=(\S*)/.exec(l)?.[1] ?? '');
+        const deadline = Date.now() + 15_000;
+        let seen = await connected();
+        while (!names.every((n) => seen.includes(n)) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200));
+          seen = await connected();
+        }
+        console.info(`connections over TLS: ${seen.filter(Boolean).sort().join(', ')}`);
+        expect(names.filter((n) => !seen.includes(n))).toEqual([]);
+      } finally {
+        probe.disconnect();
+      }
     } finally {
       client.close();
     }

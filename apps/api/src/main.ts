@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { createLogger } from '@imgbuilder/common/logger';
-import { createRedis, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
+import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
@@ -32,15 +32,16 @@ const log = createLogger('imgbuilder-api');
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
   const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
   const creds = serverCredentials(env);
 
-  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-api', tlsCa: env.IMGBUILDER_REDIS_TLS_CA });
-  const sub = createRedis(env.REDIS_URL, { name: 'imgbuilder-api-sub', blocking: true, tlsCa: env.IMGBUILDER_REDIS_TLS_CA });
+  const redis = connectRedis('imgbuilder-api');
+  const sub = connectRedis('imgbuilder-api-sub', { blocking: true });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
-  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-api-queue', tlsCa: env.IMGBUILDER_REDIS_TLS_CA }), prefix: QUEUE_PREFIX });
+  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: connectRedis('imgbuilder-api-queue'), prefix: QUEUE_PREFIX });
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
 
   const store = new BuildStore(redis);

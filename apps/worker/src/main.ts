@@ -2,7 +2,7 @@ import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
-import { createRedis, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
+import { redisConnector, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
 import { HASH_TAG, QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
@@ -31,10 +31,11 @@ const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
   const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
   // Waits through a Redis restart instead of failing a build's bookkeeping; the watchdog below bounds the wait.
-  const redis = createRedis(env.REDIS_URL, { name: 'imgbuilder-worker', blocking: true, tlsCa: env.IMGBUILDER_REDIS_TLS_CA });
+  const redis = connectRedis('imgbuilder-worker', { blocking: true });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const outage = watchOutage(redis);
   const store = new BuildStore(redis);
@@ -78,7 +79,7 @@ async function main(): Promise<void> {
   };
 
   const worker = new Worker<BuildJobData>(QUEUE_NAME, process_, {
-    connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-bull', blocking: true, tlsCa: env.IMGBUILDER_REDIS_TLS_CA }),
+    connection: connectRedis('imgbuilder-worker-bull', { blocking: true }),
     prefix: QUEUE_PREFIX,
     concurrency: env.IMGBUILDER_WORKER_CONCURRENCY,
     // A killed worker stops renewing its lock; once it expires the next stalled check queues the job again, so a
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
     endings.add(p);
     void p.finally(() => endings.delete(p));
   };
-  const queue = new Queue(QUEUE_NAME, { connection: createRedis(env.REDIS_URL, { name: 'imgbuilder-worker-queue' }), prefix: QUEUE_PREFIX });
+  const queue = new Queue(QUEUE_NAME, { connection: connectRedis('imgbuilder-worker-queue'), prefix: QUEUE_PREFIX });
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
   worker.on('failed', (job, err) => {
     if (!job) return;

@@ -62,3 +62,11 @@ export function watchOutage(client: RedisClient): RedisOutage {
     },
   };
 }
+
+/**
+ * Opens every connection of a process with the same settings, so none of them can miss the CA of a `rediss://` URL
+ * (IMGBUILDER_REDIS_TLS_CA) or any setting added later.
+ */
+export function redisConnector(url: string, tlsCa?: string): (name: string, opts?: { blocking?: boolean }) => RedisClient {
+  return (name, opts = {}) => createRedis(url, { ...opts, name, tlsCa });
+}
