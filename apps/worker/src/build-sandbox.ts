@@ -9,7 +9,9 @@ import { join } from 'node:path';
 /** A build crossed one of its resource limits; the message names the setting and its value. */
 export class BuildLimitError extends UserBuildError {
   override name = 'BuildLimitError';
-  constructor(kind: 'memory' | 'process' | 'disk', setting: string, value: string) {
+  constructor(kind: 'memory' | 'process' | 'disk', limits: BuildLimits) {
+    const [setting, value] =
+      kind === 'memory' ? ['IMGBUILDER_BUILD_MEMORY', limits.memory.text] : kind === 'process' ? ['IMGBUILDER_BUILD_PIDS', String(limits.pids)] : ['IMGBUILDER_BUILD_DISK', limits.disk.text];
     super(`build exceeded its ${kind} limit (${setting}=${value})`);
   }
 }
@@ -225,7 +227,7 @@ export class SandboxRun {
     this.buildkitSteps.set(e.id, undefined);
     try {
       if (!(await cg.adopt(this.buildId, e.id, e.cgroupsPath))) {
-        this.trip(new BuildLimitError('memory', 'IMGBUILDER_BUILD_MEMORY', this.sandbox.limits.memory.text));
+        this.trip(new BuildLimitError('memory', this.sandbox.limits));
         return;
       }
     } catch (err) {
@@ -237,10 +239,6 @@ export class SandboxRun {
   /** Aborted when the build crosses a limit while it runs. */
   get signal(): AbortSignal {
     return this.ctl.signal;
-  }
-
-  get exceeded(): BuildLimitError | undefined {
-    return this.breach;
   }
 
   buildOptions(): SandboxBuildOptions {
@@ -265,7 +263,7 @@ export class SandboxRun {
       const { limits } = this.sandbox;
       const cg = this.sandbox.cgroup;
       if (cg && (await cg.verdict(this.buildId, limits)).pidsExceeded) {
-        this.trip(new BuildLimitError('process', 'IMGBUILDER_BUILD_PIDS', String(limits.pids)));
+        this.trip(new BuildLimitError('process', limits));
         return;
       }
       for (const [id, upper] of this.buildkitSteps) if (upper) this.stepBytes.set(id, await dirBytes(upper));
@@ -276,7 +274,7 @@ export class SandboxRun {
       }
       let total = 0;
       for (const n of this.stepBytes.values()) total += n;
-      if (total > limits.disk.bytes) this.trip(new BuildLimitError('disk', 'IMGBUILDER_BUILD_DISK', limits.disk.text));
+      if (total > limits.disk.bytes) this.trip(new BuildLimitError('disk', limits));
     } finally {
       this.polling = false;
     }
@@ -292,14 +290,14 @@ export class SandboxRun {
     const { limits } = this.sandbox;
     await this.sandbox.settle(this.steps);
     const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
-    const memory = new BuildLimitError('memory', 'IMGBUILDER_BUILD_MEMORY', limits.memory.text);
+    const memory = new BuildLimitError('memory', limits);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
     const killed = failure instanceof Error && /(non-zero|exit) code: 137\b|\bKilled\b/.test(failure.message);
     if (killed && cg?.memoryReached) return (this.breach = memory);
-    if (cg?.pidsExceeded) return (this.breach = new BuildLimitError('process', 'IMGBUILDER_BUILD_PIDS', String(limits.pids)));
+    if (cg?.pidsExceeded) return (this.breach = new BuildLimitError('process', limits));
     if (imageId) {
       const added = await this.addedBytes(imageId);
-      if (added > limits.disk.bytes) return (this.breach = new BuildLimitError('disk', 'IMGBUILDER_BUILD_DISK', limits.disk.text));
+      if (added > limits.disk.bytes) return (this.breach = new BuildLimitError('disk', limits));
     }
     return undefined;
   }
