@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { bearerToken, roleAtLeast, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
 import { isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
@@ -8,6 +7,7 @@ import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
 import { toRow, type DashboardData } from './dashboard-data.js';
+import { listenOn } from '@imgbuilder/common/listen';
 
 /** The session cookie the login page sets: the token itself, HttpOnly and SameSite=Strict. */
 const COOKIE = 'imgbuilder_token';
@@ -70,15 +70,7 @@ export class DashboardServer {
   }
 
   listen(addr: string): Promise<number> {
-    const i = addr.lastIndexOf(':');
-    const host = addr.slice(0, i).replace(/^\[(.*)\]$/, '$1');
-    return new Promise((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(Number(addr.slice(i + 1)), host, () => {
-        this.http.off('error', reject);
-        resolve((this.http.address() as AddressInfo).port);
-      });
-    });
+    return listenOn(this.http, addr);
   }
 
   close(): void {

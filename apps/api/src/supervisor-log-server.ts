@@ -1,5 +1,4 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import statusGrpc from '@gitpod/supervisor-api-grpc/lib/status_grpc_pb.js';
@@ -12,6 +11,7 @@ import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
 import { toServiceError } from './grpc-status.js';
 import type { LogTokens } from './log-token.js';
+import { listenOn } from '@imgbuilder/common/listen';
 
 /** Gitpod's server replaces log_info.url's path with this (HeadlessLogService.SUPERVISOR_API_PATH). */
 export const SUPERVISOR_API_PATH = '/_supervisor/v1';
@@ -136,15 +136,7 @@ export class SupervisorLogServer {
 
   /** Listens on `host:port`; resolves with the port. */
   listen(addr: string): Promise<number> {
-    const i = addr.lastIndexOf(':');
-    const host = addr.slice(0, i).replace(/^\[(.*)\]$/, '$1');
-    return new Promise((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(Number(addr.slice(i + 1)), host, () => {
-        this.http.off('error', reject);
-        resolve((this.http.address() as AddressInfo).port);
-      });
-    });
+    return listenOn(this.http, addr);
   }
 
   close(): void {

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { listenOn } from './listen.js';
 import { Gauge, type Registry } from 'prom-client';
 
 export interface HealthServerOptions {
@@ -46,11 +47,6 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Serv
       res.writeHead(404).end();
     }
   });
-  const i = opts.addr.lastIndexOf(':');
-  const host = opts.addr.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0';
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(Number(opts.addr.slice(i + 1)), host, () => resolve());
-  });
+  await listenOn(server, opts.addr);
   return server;
 }
