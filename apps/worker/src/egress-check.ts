@@ -169,15 +169,20 @@ async function ensureProbeImage(docker: Docker): Promise<string> {
   return name;
 }
 
-/** Starts a container answering GREETING on LISTENER_PORT; its bridge address, once the engine has given it one. */
-async function startListener(docker: Docker, image: string, cmd: string[], labels: Record<string, string>): Promise<{ container: Docker.Container; address?: string }> {
-  const container = await docker.createContainer({
-    name: `imgbuilder-egress-listener-${randomBytes(4).toString('hex')}`,
+/** A container of the egress check on the engine's default bridge, where build steps run. */
+function createProbeContainer(docker: Docker, role: 'probe' | 'listener', image: string, cmd: string[], labels: Record<string, string>): Promise<Docker.Container> {
+  return docker.createContainer({
+    name: `imgbuilder-egress-${role}-${randomBytes(4).toString('hex')}`,
     Image: image,
     Cmd: cmd,
     Labels: labels,
     HostConfig: { NetworkMode: 'bridge' },
   });
+}
+
+/** Starts a container answering GREETING on LISTENER_PORT; its bridge address, once the engine has given it one. */
+async function startListener(docker: Docker, image: string, cmd: string[], labels: Record<string, string>): Promise<{ container: Docker.Container; address?: string }> {
+  const container = await createProbeContainer(docker, 'listener', image, cmd, labels);
   try {
     await container.start();
     const info = (await container.inspect()) as { NetworkSettings?: { IPAddress?: string } };
@@ -207,13 +212,7 @@ async function untilListening(container: Docker.Container, cmd: string[]): Promi
 }
 
 async function runProbe(docker: Docker, image: string, cmd: string[], labels: Record<string, string>): Promise<string> {
-  const container = await docker.createContainer({
-    name: `imgbuilder-egress-probe-${randomBytes(4).toString('hex')}`,
-    Image: image,
-    Cmd: cmd,
-    Labels: labels,
-    HostConfig: { NetworkMode: 'bridge' },
-  });
+  const container = await createProbeContainer(docker, 'probe', image, cmd, labels);
   try {
     await container.start();
     const waited = container.wait();
