@@ -6,7 +6,7 @@ import { limitStatusMessage, quote, STATUS_MESSAGE_MAX_BYTES } from '@imgbuilder
 import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
 import { LruMap } from '@imgbuilder/common/lru-map';
 import { checkSnapshotSource, hasGitPart } from '@imgbuilder/common/source-policy';
-import { mkdirInside, openInside } from '../../apps/worker/src/context-fs.js';
+import { mkdirInside, openInside } from '../../apps/worker/src/sources/context-fs.js';
 
 describe('client values in messages', () => {
   it('quotes short values whole and long ones cut, with their full length', () => {

@@ -1,10 +1,10 @@
 import { createReadStream, type Stats } from 'node:fs';
-import { lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { lstat, readlink } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import dockerignore from '@balena/dockerignore';
+import { ContextSymlinkEscape, walkContext } from '@imgbuilder/common/context-walker';
 import { usageError } from './cli-error.js';
 
 /** Where a Dockerfile outside the directory goes in the archive (the directory's files then go under `context/`). */
@@ -29,10 +29,10 @@ export interface ContextPlan {
 }
 
 /**
- * Lists what a local build sends, as `docker build DIR` would: DIR's files minus those its `.dockerignore` excludes
- * (the Dockerfile and `.dockerignore` are always sent), `.git` skipped as the worker would skip it anyway. Symlinks
- * stay links and must not leave DIR. `dockerfile` is relative to DIR (or absolute); outside DIR it is added to the
- * archive beside a `context/` directory holding DIR.
+ * Lists what a local build sends, as `docker build DIR` would, through the walk the worker uses too (context-walker:
+ * `.dockerignore` applies, the Dockerfile and `.dockerignore` are always sent, `.git` is skipped, symlinks stay links
+ * and must not leave DIR). `dockerfile` is relative to DIR (or absolute); outside DIR it is added to the archive
+ * beside a `context/` directory holding DIR.
  */
 export async function planContext(dir: string, dockerfile = 'Dockerfile'): Promise<ContextPlan> {
   const root = resolve(dir);
@@ -45,38 +45,12 @@ export async function planContext(dir: string, dockerfile = 'Dockerfile'): Promi
   const outside = dfRel === '' || dfRel.startsWith('../') || isAbsolute(dfRel);
   const prefix = outside ? `${OUTSIDE_CONTEXT}/` : '';
 
-  const realRoot = await realpath(root);
-  const ignoreText = await readFile(join(root, '.dockerignore'), 'utf8').catch(() => '');
-  const ig = dockerignore({ ignorecase: false }).add(ignoreText);
-  const negations = /^\s*!/m.test(ignoreText);
-  const entries: ArchiveEntry[] = [];
-  let bytes = 0;
-  const walk = async (abs: string): Promise<void> => {
-    for (const name of (await readdir(abs)).sort()) {
-      const child = join(abs, name);
-      const rel = relative(root, child).split(sep).join('/');
-      const st = await lstat(child);
-      if (rel === '.git' && st.isDirectory()) continue;
-      if (st.isDirectory()) {
-        // An ignored directory is skipped whole (node_modules!) unless a negated pattern may keep a child.
-        if (!negations && ig.ignores(rel) && (outside || !dfRel.startsWith(`${rel}/`))) continue;
-        await walk(child);
-        continue;
-      }
-      const alwaysSent = rel === '.dockerignore' || (!outside && rel === dfRel);
-      if (!alwaysSent && ig.ignores(rel)) continue;
-      if (st.isSymbolicLink()) {
-        const link = await readlink(child);
-        const target = resolve(dirname(child), link);
-        if (target !== root && target !== realRoot && !target.startsWith(root + sep) && !target.startsWith(realRoot + sep)) {
-          throw usageError(`symlink ${rel} points outside ${dir} (${link}); add it to .dockerignore`);
-        }
-      } else if (!st.isFile()) continue;
-      entries.push({ abs: child, name: prefix + rel, stat: st });
-      bytes += st.isFile() ? st.size : 0;
-    }
-  };
-  await walk(root);
+  const listing = await walkContext(root, { keep: outside ? [] : [dfRel] }).catch((err: unknown) => {
+    if (err instanceof ContextSymlinkEscape) throw usageError(`symlink ${err.path} points outside ${dir} (${err.link}); add it to .dockerignore`);
+    throw err;
+  });
+  const entries: ArchiveEntry[] = listing.entries.map((e) => ({ abs: join(root, e.path), name: prefix + e.path, stat: e.stat }));
+  let bytes = listing.bytes;
   if (outside) {
     if (!dfStat.isFile()) throw usageError(`${dfAbs} is not a file`);
     entries.unshift({ abs: dfAbs, name: OUTSIDE_DOCKERFILE, stat: dfStat });

@@ -1,14 +1,10 @@
-import { lstat, readFile, readdir, readlink, realpath, stat } from 'node:fs/promises';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { lstat, readFile, realpath, stat } from 'node:fs/promises';
+import { dirname, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-fs';
-import dockerignore from '@balena/dockerignore';
-import { SourceError, inside } from './initializers.js';
-
-export interface ContextLimits {
-  maxBytes: number;
-  maxFiles: number;
-}
+import { ContextLimitExceeded, ContextSymlinkEscape, walkContext, type ContextLimits } from '@imgbuilder/common/context-walker';
+import { inside } from './sources/context-fs.js';
+import { SourceError } from './sources/source-error.js';
 
 export interface PreparedContext {
   /** Tar stream of the context, .dockerignore applied. */
@@ -44,46 +40,17 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   const realContext = await realpath(context);
   if (realContext !== realRoot && !realContext.startsWith(realRoot + sep)) throw new SourceError('context_path points outside the build context through a symlink');
 
-  const ignoreText = await readDockerignore(realContext);
-  const ig = dockerignore({ ignorecase: false }).add(ignoreText);
-  const entries: string[] = [];
-  let bytes = 0;
-  const walk = async (dir: string): Promise<void> => {
-    for (const name of await readdir(dir)) {
-      const abs = join(dir, name);
-      const rel = relative(realContext, abs).split(sep).join('/');
-      const st = await lstat(abs);
-      if (rel === '.git' && st.isDirectory()) continue;
-      const ignored = ig.ignores(st.isDirectory() ? `${rel}/` : rel) && rel !== '.dockerignore';
-      if (st.isSymbolicLink()) {
-        const link = await readlink(abs);
-        const target = resolve(dirname(abs), link);
-        if (target !== realContext && !target.startsWith(realContext + sep)) {
-          if (ignored) continue;
-          throw new SourceError(`symlink ${rel} points outside the build context (${link})`);
-        }
-      }
-      if (st.isDirectory()) {
-        // A directory may be ignored while a negated pattern keeps a child; walk it and filter files.
-        // tar-fs would walk a listed directory again, so only files and links are listed.
-        await walk(abs);
-        continue;
-      }
-      if (ignored) continue;
-      entries.push(rel);
-      bytes += st.size;
-      if (entries.length > limits.maxFiles) throw new SourceError(`build context has more than ${limits.maxFiles} files (IMGBUILDER_MAX_CONTEXT_FILES)`);
-      if (bytes > limits.maxBytes) throw new SourceError(`build context is larger than ${limits.maxBytes} bytes (IMGBUILDER_MAX_CONTEXT_BYTES)`);
-    }
-  };
-  await walk(realContext);
+  const { entries: listed, files, bytes } = await walkContext(realContext, { limits }).catch((err: unknown) => {
+    throw asSourceError(err);
+  });
+  const entries = listed.map((e) => e.path);
 
   const dfInContext = relative(realContext, realDockerfile).split(sep).join('/');
   // Outside the context directory, or excluded by .dockerignore (the Docker CLI sends it anyway): added privately.
   const outside = dfInContext.startsWith('../') || !entries.includes(dfInContext);
   const dockerfileText = await readFile(realDockerfile);
   return {
-    files: entries.length,
+    files,
     bytes,
     dockerfile: outside ? EXTRA_DOCKERFILE : dfInContext,
     dockerfileText: dockerfileText.toString('utf8'),
@@ -102,11 +69,9 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   };
 }
 
-/** `.dockerignore` of the context; a symlink is followed only while it stays inside the context. */
-async function readDockerignore(realContext: string): Promise<string> {
-  const path = join(realContext, '.dockerignore');
-  const real = await realpath(path).catch(() => undefined);
-  if (!real) return '';
-  if (!real.startsWith(realContext + sep)) throw new SourceError('.dockerignore is a symlink pointing outside the build context');
-  return readFile(real, 'utf8');
+/** The walker's refusals in the worker's words. */
+function asSourceError(err: unknown): unknown {
+  if (err instanceof ContextSymlinkEscape) return new SourceError(err.message);
+  if (err instanceof ContextLimitExceeded) return new SourceError(`${err.message} (${err.limit === 'files' ? 'IMGBUILDER_MAX_CONTEXT_FILES' : 'IMGBUILDER_MAX_CONTEXT_BYTES'})`);
+  return err;
 }

@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises';
-import { dirname, relative, sep } from 'node:path';
+import { dirname, relative, resolve, sep } from 'node:path';
+import { SourceError } from './source-error.js';
 
 /**
  * Writes into the build context that cannot leave it. A path check on strings (`inside()`) is not enough: an
@@ -46,4 +47,16 @@ export async function openInside(root: string, file: string, what: string): Prom
     if (code === 'EISDIR') throw new ContextWriteError(`${what}: ${rel} is a directory`);
     throw err;
   }
+}
+
+/** Resolves a request path inside `base`; refuses escapes. */
+export function inside(base: string, rel: string, what: string): string {
+  const p = resolve(base, rel || '.');
+  if (p !== base && !p.startsWith(base + sep)) throw new SourceError(`${what} "${rel}" points outside the build context`);
+  return p;
+}
+
+/** A refused context write as the build's failure. */
+export function asWriteError(err: unknown): Error {
+  return err instanceof ContextWriteError ? new SourceError(err.message) : (err as Error);
 }
