@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1
 # The imgbuilder service image: `docker run IMAGE api`, `… worker`, `… cli --help`.
-# The services run TypeScript through tsx at run time (no build step), so tsx is a production dependency.
+# A build stage compiles the services and the CLI (`npm run build`, apps/*/dist/main.js); the image runs those
+# with production dependencies only (tsx and the compilers are development dependencies).
 # Build: docker build -t imgbuilder .
+# The code also runs on Node 20.19+ (package.json "engines"); the image uses a supported LTS.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # Dependencies first, from the manifests only, so this layer is rebuilt when dependencies change, not when code
 # does. Every workspace's package.json must be here, or npm ci does not link it into node_modules.
-# Production dependencies only: tsx is one, because the services run through it.
+# Production dependencies only.
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -17,6 +19,19 @@ COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
 COPY apps/cli/package.json apps/cli/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+# All dependencies (esbuild), then the sources, compiled into apps/{api,worker,cli}/dist/main.js.
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY packages/common/package.json packages/common/
+COPY packages/proto/package.json packages/proto/
+COPY apps/api/package.json apps/api/
+COPY apps/worker/package.json apps/worker/
+COPY apps/cli/package.json apps/cli/
+RUN npm ci --no-audit --no-fund
+COPY . .
+RUN npm run build
 
 FROM ${NODE_IMAGE} AS runtime
 # git: workers clone build sources. tini: PID 1 that forwards signals and reaps git's child processes.
@@ -28,8 +43,18 @@ RUN apt-get update \
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=deps /app/node_modules ./node_modules
-# .dockerignore lets through only what runs: package manifests, apps/, packages/, bin/, cli/, infra/docker/.
-COPY . .
+# What runs: the bundles, the manifests that make them ES modules, the dashboard's static files (read beside the
+# API's bundle), the CLI's launcher and the entry point. No TypeScript sources.
+COPY package.json ./
+COPY bin/ bin/
+COPY infra/docker/ infra/docker/
+COPY apps/api/package.json apps/api/
+COPY apps/api/dashboard/ apps/api/dashboard/
+COPY apps/worker/package.json apps/worker/
+COPY apps/cli/package.json apps/cli/
+COPY --from=build /app/apps/api/dist/ apps/api/dist/
+COPY --from=build /app/apps/worker/dist/ apps/worker/dist/
+COPY --from=build /app/apps/cli/dist/ apps/cli/dist/
 USER node
 # gRPC, API metrics/health, worker metrics/health.
 EXPOSE 8080 9090 9091

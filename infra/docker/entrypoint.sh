@@ -18,11 +18,10 @@ fi
 target="$1"
 shift
 case "$target" in
-  # The services are TypeScript run through tsx's loader (no build step); see package.json scripts api/worker.
-  api) exec node --import tsx apps/api/src/main.ts "$@" ;;
-  worker) exec node --import tsx apps/worker/src/main.ts "$@" ;;
-  # package.json "bin".
-  cli) exec node bin/imgbuilder.mjs "$@" ;;
+  # The compiled bundles of `npm run build` (scripts/build.mjs); source maps point stack traces at the TypeScript.
+  api) exec node --enable-source-maps apps/api/dist/main.js "$@" ;;
+  worker) exec node --enable-source-maps apps/worker/dist/main.js "$@" ;;
+  cli) exec node --enable-source-maps apps/cli/dist/main.js "$@" ;;
   -h | --help | help)
     usage
     exit 0

@@ -7,12 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, credentials } from '@grpc/grpc-js';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { buildDist } from '../support/dist.js';
 import { freePort, localEnv, ROOT, ServiceProcess } from '../support/stack.js';
 
 /**
  * What the Kubernetes manifests and the compose file rely on, checked on processes started exactly as the image
  * starts them (infra/docker/entrypoint.sh): the gRPC health service the kubelet's `grpc:` probe calls, the HTTP
- * probes, and the queue gauge KEDA scales the workers on.
+ * probes, and the queue gauge KEDA scales the workers on. The entry point runs the compiled bundles, so this also
+ * proves that what `npm run build` produces runs.
  */
 
 const namespace = `deploy${randomBytes(3).toString('hex')}`;
@@ -54,6 +56,7 @@ const gauge = (metrics: string, name: string) => {
 };
 
 beforeAll(() => {
+  buildDist();
   env = {
     ...localEnv(),
     NODE_ENV: 'production',
@@ -74,13 +77,26 @@ afterAll(async () => {
 describe('API started by the image entry point', () => {
   let grpcAddr: string;
   let metrics: string;
+  let dashboard: string;
 
   beforeAll(async () => {
-    const [grpcPort, metricsPort] = [await freePort(), await freePort()];
+    const [grpcPort, metricsPort, httpPort] = [await freePort(), await freePort(), await freePort()];
     grpcAddr = `127.0.0.1:${grpcPort}`;
     metrics = `http://127.0.0.1:${metricsPort}`;
-    const api = startFromImageEntrypoint('api', { IMGBUILDER_GRPC_ADDR: grpcAddr, IMGBUILDER_METRICS_ADDR: `127.0.0.1:${metricsPort}` });
+    dashboard = `http://127.0.0.1:${httpPort}`;
+    const api = startFromImageEntrypoint('api', {
+      IMGBUILDER_GRPC_ADDR: grpcAddr,
+      IMGBUILDER_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
+      IMGBUILDER_HTTP_ADDR: `127.0.0.1:${httpPort}`,
+      IMGBUILDER_DASHBOARD_TOKEN: randomBytes(16).toString('hex'),
+    });
     await api.waitForLine(/API listening/, 60_000);
+  });
+
+  it('serves the dashboard pages, read from apps/api/dashboard beside the compiled bundle', async () => {
+    const res = await get(`${dashboard}/login`);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('<form');
   });
 
   it('answers the gRPC health check SERVING (the readiness and startup probes) and /livez, /readyz', async () => {

@@ -2,12 +2,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
 import { EnvSchema, loadEnv } from '@imgbuilder/common/config';
 import { parseByteSize } from '@imgbuilder/common/byte-size';
 import { parseDuration } from '@imgbuilder/common/duration';
 import { SecretBox } from '@imgbuilder/common/secret-box';
+import { buildDist } from '../support/dist.js';
 import {
   containers,
   dataOf,
@@ -649,8 +650,8 @@ describe('service image (Dockerfile)', () => {
   const stage = (name: string) => stages.find((s) => s.name === name)!;
   const runtime = stages.at(-1)!;
 
-  it('final stage: node:20-bookworm-slim with git and the static busybox the egress probe is made of, running as the node user', () => {
-    expect(runtime.from).toBe('node:20-bookworm-slim');
+  it('final stage: node:24-bookworm-slim with git and the static busybox the egress probe is made of, running as the node user', () => {
+    expect(runtime.from).toBe('node:24-bookworm-slim');
     const install = runtime.steps.find((s) => s.startsWith('RUN') && s.includes('apt-get install'));
     expect(install).toMatch(/\bgit\b/);
     expect(install).toMatch(/\bbusybox-static\b/);
@@ -658,11 +659,26 @@ describe('service image (Dockerfile)', () => {
     expect(users.at(-1)).toBe('USER node');
   });
 
-  it('final stage gets production dependencies only, and tsx is one because the services run through it', () => {
+  it('final stage gets production dependencies only; tsx is a development dependency', () => {
     const copy = runtime.steps.find((s) => s.includes('node_modules'))!;
     const from = /--from=(\S+)/.exec(copy)![1];
     expect(stage(from).steps).toContain('RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force');
-    expect(Object.keys(pkg.dependencies)).toContain('tsx');
+    expect(Object.keys(pkg.dependencies)).not.toContain('tsx');
+    expect(Object.keys(pkg.devDependencies)).toContain('tsx');
+  });
+
+  it('final stage runs what the build stage compiled, not TypeScript sources', () => {
+    expect(stage('build').steps).toContain('RUN npm run build');
+    const fromBuild = runtime.steps.filter((s) => s.startsWith('COPY --from=build '));
+    expect(fromBuild.map((s) => s.split(/\s+/)[2])).toEqual(['/app/apps/api/dist/', '/app/apps/worker/dist/', '/app/apps/cli/dist/']);
+    const copied = runtime.steps.filter((s) => s.startsWith('COPY ') && !s.startsWith('COPY --from=')).flatMap((s) => s.split(/\s+/).slice(1, -1));
+    expect(copied.filter((p) => p === '.' || p.includes('src'))).toEqual([]);
+    // The API's bundle reads the dashboard's files beside it (apps/api/dashboard).
+    expect(copied).toContain('apps/api/dashboard/');
+  });
+
+  it('engines admits both the Node of development machines (20) and that of the image (24)', () => {
+    expect(pkg.engines.node).toBe('^20.19.0 || >=22');
   });
 
   it('the dependency stages see every workspace, so npm ci links each one', () => {
@@ -670,16 +686,18 @@ describe('service image (Dockerfile)', () => {
       const dir = glob.replace(/\/\*$/, '');
       return readdirSync(repoPath(dir)).filter((d) => statSync(repoPath(dir, d, 'package.json'), { throwIfNoEntry: false })).map((d) => `${dir}/${d}/package.json`);
     });
-    const copied = stage('deps').steps.filter((s) => s.startsWith('COPY ')).flatMap((s) => s.split(/\s+/).slice(1, -1));
-    expect(workspaces.filter((w) => !copied.includes(w))).toEqual([]);
-    expect(copied).toEqual(expect.arrayContaining(['package.json', 'package-lock.json']));
+    for (const name of ['deps', 'build']) {
+      const copied = stage(name).steps.filter((s) => s.startsWith('COPY ')).flatMap((s) => s.split(/\s+/).slice(1, -1));
+      expect(workspaces.filter((w) => !copied.includes(w))).toEqual([]);
+      expect(copied).toEqual(expect.arrayContaining(['package.json', 'package-lock.json']));
+    }
   });
 
   it('.dockerignore lets in what the entry point runs and keeps out dependencies, tests and env files', () => {
     const rules = readFileSync(repoPath('.dockerignore'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
     expect(rules[0]).toBe('*');
-    for (const p of ['!package.json', '!package-lock.json', '!apps/', '!packages/', '!bin/', '!infra/docker/']) expect(rules).toContain(p);
-    for (const p of ['**/node_modules', '**/.env']) expect(rules).toContain(p);
+    for (const p of ['!package.json', '!package-lock.json', '!apps/', '!packages/', '!bin/', '!infra/docker/', '!scripts/build.mjs']) expect(rules).toContain(p);
+    for (const p of ['**/node_modules', '**/dist', '**/.env']) expect(rules).toContain(p);
   });
 
   it('entry point: api, worker and cli are what the image runs; the script is executable', () => {
@@ -688,21 +706,30 @@ describe('service image (Dockerfile)', () => {
     const script = repoPath('infra/docker/entrypoint.sh');
     expect(statSync(script).mode & 0o111).not.toBe(0);
     const text = readFileSync(script, 'utf8');
-    expect(text).toContain('exec node --import tsx apps/api/src/main.ts');
-    expect(text).toContain('exec node --import tsx apps/worker/src/main.ts');
-    expect(text).toContain(`exec node ${pkg.bin.imgbuilder}`);
+    for (const app of ['api', 'worker', 'cli']) expect(text).toContain(`exec node --enable-source-maps apps/${app}/dist/main.js`);
+    expect(text).not.toContain('tsx');
   });
 
-  it.each(['api', 'worker'])('entry point starts the %s, which validates its configuration', (target) => {
-    // A bad setting makes the service exit at once: proves the script reached the right program through tsx.
-    const res = spawnSync(repoPath('infra/docker/entrypoint.sh'), [target], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_GRPC_ADDR: 'not-an-address' },
-      encoding: 'utf8',
-      timeout: 60_000,
+  describe('entry point, with the bundles of npm run build', () => {
+    beforeAll(() => buildDist());
+
+    it.each(['api', 'worker'])('starts the %s, which validates its configuration', (target) => {
+      // A bad setting makes the service exit at once: proves the script reached the right compiled program.
+      const res = spawnSync(repoPath('infra/docker/entrypoint.sh'), [target], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_GRPC_ADDR: 'not-an-address' },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(res.status).toBe(1);
+      expect(res.stdout + res.stderr).toContain('IMGBUILDER_GRPC_ADDR: expected HOST:PORT');
+      expect(res.stdout + res.stderr).toContain(target === 'api' ? 'imgbuilder-api' : 'imgbuilder-worker');
     });
-    expect(res.status).toBe(1);
-    expect(res.stdout + res.stderr).toContain('IMGBUILDER_GRPC_ADDR: expected HOST:PORT');
-    expect(res.stdout + res.stderr).toContain(target === 'api' ? 'imgbuilder-api' : 'imgbuilder-worker');
+
+    it('runs the CLI', () => {
+      const res = spawnSync(repoPath('infra/docker/entrypoint.sh'), ['cli', '--help'], { env: { PATH: process.env.PATH, HOME: process.env.HOME }, encoding: 'utf8', timeout: 60_000 });
+      expect(res.status).toBe(0);
+      expect(res.stdout).toContain('Usage: imgbuilder');
+    });
   });
 
   it('entry point without a target prints usage and exits 64', () => {

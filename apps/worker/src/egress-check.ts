@@ -164,7 +164,7 @@ async function ensureProbeImage(docker: Docker): Promise<string> {
   const tar = pack();
   tar.entry({ name: 'busybox', mode: 0o755 }, binary);
   tar.finalize();
-  const stream = (await docker.importImage(tar as unknown as NodeJS.ReadableStream, { repo: PROBE_REPOSITORY, tag } as object)) as NodeJS.ReadableStream;
+  const stream = await docker.importImage(tar as unknown as NodeJS.ReadableStream, { repo: PROBE_REPOSITORY, tag });
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
   return name;
 }
