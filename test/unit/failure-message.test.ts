@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ImgbuilderError } from '@imgbuilder/common/errors';
+import { RegistryUnavailable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { EngineError, EngineUnavailableError, UserBuildError } from '../../apps/worker/src/docker-engine.js';
 import { failureLogLine, failureMessage } from '../../apps/worker/src/failure-message.js';
 import { SourceError } from '../../apps/worker/src/sources/source-error.js';
@@ -17,7 +17,8 @@ describe('failureMessage: only what the user caused starts "build failed: " (Git
       new EngineError('push of r/base:1 failed: registry r is unreachable (connection refused)'),
       new UserBuildError('step "Step 2/3 : COPY . /src": write /var/lib/docker/tmp/x: no space left on device'),
       new SourceError('snapshot s cannot be read: connect ECONNREFUSED 127.0.0.1:4568', true),
-      new ImgbuilderError('INTERNAL', 'image build did not produce a workspace image'),
+      new WorkspaceImageMissing('r/workspace:1'),
+      new RegistryUnavailable('r', 'cannot resolve image r/a:1: registry r is unreachable (ECONNREFUSED)'),
       new Error('boom'),
     ];
     for (const err of infra) expect(failureMessage(err)).not.toMatch(/^build failed:/);

@@ -1,6 +1,7 @@
-import { Metadata, status, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Metadata, status, ServiceDefinition, ServiceError, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { bearerToken, roleAtLeast, type AccessTokens, type Caller, type Role } from '@imgbuilder/common/access-tokens';
-import { limitStatusMessage } from '@imgbuilder/common/client-text';
+import { AccessTokenRejected, RoleInsufficient } from '@imgbuilder/common/errors';
+import { domainServiceError } from './grpc-status.js';
 
 /** The role each rpc needs (IMGBUILDER_TOKENS_FILE). Handler names as in the generated service definitions. */
 export const REQUIRED_ROLE: Record<string, Role> = {
@@ -13,14 +14,14 @@ export const REQUIRED_ROLE: Record<string, Role> = {
 };
 
 /** Outcome of checking one request's credentials. */
-export type AuthResult = { ok: true; caller: Caller } | { ok: false; code: status.UNAUTHENTICATED | status.PERMISSION_DENIED; message: string };
+export type AuthResult = { ok: true; caller: Caller } | { ok: false; error: AccessTokenRejected | RoleInsufficient };
 
 /** Checks a presented token against the tokens file and the role `what` needs. The token itself is never echoed. */
 export function authorize(tokens: AccessTokens, token: string | undefined, need: Role, what: string): AuthResult {
-  if (!token) return { ok: false, code: status.UNAUTHENTICATED, message: 'this API requires an access token: send "authorization: Bearer <token>" (CLI: --token or IMGBUILDER_TOKEN)' };
+  if (!token) return { ok: false, error: new AccessTokenRejected('this API requires an access token: send "authorization: Bearer <token>" (CLI: --token or IMGBUILDER_TOKEN)') };
   const caller = tokens.identify(token);
-  if (!caller) return { ok: false, code: status.UNAUTHENTICATED, message: 'the access token is not valid (not in the service\'s tokens file)' };
-  if (!roleAtLeast(caller.role, need)) return { ok: false, code: status.PERMISSION_DENIED, message: `token "${caller.name}" has role ${caller.role}; ${what} needs role ${need} or above` };
+  if (!caller) return { ok: false, error: new AccessTokenRejected('the access token is not valid (not in the service\'s tokens file)') };
+  if (!roleAtLeast(caller.role, need)) return { ok: false, error: new RoleInsufficient(caller.name, need, `token "${caller.name}" has role ${caller.role}; ${what} needs role ${need} or above`) };
   return { ok: true, caller };
 }
 
@@ -47,8 +48,8 @@ export function guardService(definition: ServiceDefinition, impl: UntypedService
       const header = call.metadata.get('authorization')[0];
       const result = authorize(tokens, bearerToken(typeof header === 'string' ? header : header?.toString('utf8')), need, rpc);
       if (!result.ok) {
-        hooks.refused?.(rpc, result.code);
-        const e = serviceError(result.code, result.message);
+        const e = domainServiceError(result.error);
+        hooks.refused?.(rpc, e.code);
         // Unary and client-streaming calls answer through their callback, server streams by an error event.
         if (!method.responseStream && cb) cb(e);
         else call.emit('error', e);
@@ -59,13 +60,4 @@ export function guardService(definition: ServiceDefinition, impl: UntypedService
     }) as UntypedServiceImplementation[string];
   }
   return out;
-}
-
-function serviceError(code: status, message: string): ServiceError {
-  const details = limitStatusMessage(message);
-  const e = new Error(details) as ServiceError;
-  e.code = code;
-  e.details = details;
-  e.metadata = new Metadata();
-  return e;
 }

@@ -1,5 +1,5 @@
 import { isTerminal, type BuildEvent, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-store';
-import { notFound } from '@imgbuilder/common/errors';
+import { BuildLogExpired } from '@imgbuilder/common/errors';
 import { missingLine, type LogStore } from '@imgbuilder/common/log-store';
 import type { EventHub } from './event-hub.js';
 
@@ -30,7 +30,7 @@ export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal
       yield* objectFrom(body, 0, signal);
       return;
     }
-    if (!(await d.store.eventsExist(record.id))) throw notFound('build log not found in object storage (it may have expired under the bucket lifecycle policy)');
+    if (!(await d.store.eventsExist(record.id))) throw new BuildLogExpired(record.id, 'build log not found in object storage (it may have expired under the bucket lifecycle policy)');
   }
   let sent = 0;
   for await (const e of d.hub.events(record.id, signal)) {

@@ -1,7 +1,7 @@
 import { posix } from 'node:path';
 import type { BuildRegistryAuth, BuildSource, WorkspaceInitializer, GitInitializer } from '@imgbuilder/proto';
 import { CloneTargetMode, GitAuthMethod } from '@imgbuilder/proto';
-import { invalidArgument } from '@imgbuilder/common/errors';
+import { InvalidRequest } from '@imgbuilder/common/errors';
 import { formatImageRef, parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/refs';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
@@ -58,14 +58,14 @@ export class BuildPlanner {
   async plan(source: BuildSource | undefined, auth: BuildRegistryAuth | undefined, retry: boolean): Promise<BuildPlan> {
     const policy = this.policyFor(auth);
     const from = source?.from;
-    if (!from) throw invalidArgument('build source is missing');
+    if (!from) throw new InvalidRequest('build source is missing');
     if (from.$case === 'ref') {
-      if (!from.ref.ref.trim()) throw invalidArgument('build source is missing: the ref source names no image');
+      if (!from.ref.ref.trim()) throw new InvalidRequest('build source is missing: the ref source names no image');
       const baseRef = await this.resolveImage(from.ref.ref, policy, retry);
       return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', copyFrom: baseRef, policy };
     }
     const file = from.file;
-    if (!file.source?.spec) throw invalidArgument('build source is missing: the Dockerfile source has no initializer');
+    if (!file.source?.spec) throw new InvalidRequest('build source is missing: the Dockerfile source has no initializer');
     checkRelativePath('dockerfile_path', file.dockerfilePath);
     checkRelativePath('context_path', file.contextPath);
     this.checkShape(file.source);
@@ -112,18 +112,18 @@ export class BuildPlanner {
     let count = 0;
     const counted = (n: number) => {
       count += n;
-      if (count > maxInitializers) throw invalidArgument(`build source has more than ${maxInitializers} initializers (IMGBUILDER_MAX_INITIALIZERS=${maxInitializers})`);
+      if (count > maxInitializers) throw new InvalidRequest(`build source has more than ${maxInitializers} initializers (IMGBUILDER_MAX_INITIALIZERS=${maxInitializers})`);
     };
     const visit = (init: WorkspaceInitializer, depth: number): void => {
       counted(1);
       const spec = init.spec;
       if (spec?.$case === 'composite') {
-        if (depth >= maxCompositeDepth) throw invalidArgument(`composite initializers nest more than ${maxCompositeDepth} levels deep (IMGBUILDER_MAX_COMPOSITE_DEPTH=${maxCompositeDepth})`);
+        if (depth >= maxCompositeDepth) throw new InvalidRequest(`composite initializers nest more than ${maxCompositeDepth} levels deep (IMGBUILDER_MAX_COMPOSITE_DEPTH=${maxCompositeDepth})`);
         for (const c of spec.composite.initializer) visit(c, depth + 1);
       } else if (spec?.$case === 'prebuild') {
         counted(spec.prebuild.git.length);
       } else if (spec?.$case === 'download' && spec.download.files.length > maxDownloadFiles) {
-        throw invalidArgument(`a download initializer lists ${spec.download.files.length} files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=${maxDownloadFiles}`);
+        throw new InvalidRequest(`a download initializer lists ${spec.download.files.length} files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=${maxDownloadFiles}`);
       }
     };
     visit(root, 0);
@@ -131,10 +131,10 @@ export class BuildPlanner {
 
   private checkInitializer(init: WorkspaceInitializer): void {
     const spec = init.spec;
-    if (!spec) throw invalidArgument('build source is missing: an initializer is empty');
+    if (!spec) throw new InvalidRequest('build source is missing: an initializer is empty');
     switch (spec.$case) {
       case 'backup':
-        throw invalidArgument('the backup initializer is not supported: imgbuilder has no workspace backups; use git, download, snapshot or composite');
+        throw new InvalidRequest('the backup initializer is not supported: imgbuilder has no workspace backups; use git, download, snapshot or composite');
       case 'git':
         checkGit(spec.git, this.cfg.allowLocalSources);
         return;
@@ -144,10 +144,10 @@ export class BuildPlanner {
         for (const [i, f] of spec.download.files.entries()) {
           checkDownloadUrl(f.url, 'download url', this.cfg.allowLocalSources);
           // Messages name files, not URLs: download URLs often carry tokens.
-          if (!f.filePath) throw invalidArgument(`download #${i + 1}: file_path is empty`);
+          if (!f.filePath) throw new InvalidRequest(`download #${i + 1}: file_path is empty`);
           checkRelativePath('download file_path', posix.join(spec.download.targetLocation || '.', f.filePath));
           checkNoGitPart('download file_path', f.filePath);
-          if (!/^sha256:[a-f0-9]{64}$/.test(f.digest)) throw invalidArgument(`download of ${f.filePath}: digest must be sha256:<64 hex digits>`);
+          if (!/^sha256:[a-f0-9]{64}$/.test(f.digest)) throw new InvalidRequest(`download of ${f.filePath}: digest must be sha256:<64 hex digits>`);
         }
         return;
       case 'composite':
@@ -168,31 +168,31 @@ export class BuildPlanner {
 }
 
 function checkGit(git: GitInitializer, allowLocal: boolean): void {
-  if (!git.remoteUri) throw invalidArgument('git initializer has no remote_uri');
+  if (!git.remoteUri) throw new InvalidRequest('git initializer has no remote_uri');
   checkSourceUrl(git.remoteUri, 'git remote_uri', allowLocal);
   if (git.upstreamRemoteUri) checkSourceUrl(git.upstreamRemoteUri, 'git upstream_Remote_uri', allowLocal);
   if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) {
-    if (!git.config.authOts) throw invalidArgument('git authentication BASIC_AUTH_OTS needs auth_ots');
+    if (!git.config.authOts) throw new InvalidRequest('git authentication BASIC_AUTH_OTS needs auth_ots');
     checkHttpUrl(git.config.authOts, 'git auth_ots');
   }
   checkGitConfig(git.config?.customConfig);
   checkRelativePath('git checkout_location', git.checkoutLocation);
   if ((git.targetMode === CloneTargetMode.REMOTE_COMMIT || git.targetMode === CloneTargetMode.REMOTE_BRANCH || git.targetMode === CloneTargetMode.LOCAL_BRANCH) && !git.cloneTaget) {
-    throw invalidArgument(`git initializer: clone_taget is required for target mode ${CloneTargetMode[git.targetMode]}`);
+    throw new InvalidRequest(`git initializer: clone_taget is required for target mode ${CloneTargetMode[git.targetMode]}`);
   }
-  if (git.cloneTaget.startsWith('-')) throw invalidArgument('git initializer: clone_taget must not start with "-"');
+  if (git.cloneTaget.startsWith('-')) throw new InvalidRequest('git initializer: clone_taget must not start with "-"');
 }
 
 /** Snapshots are tars in object storage: `s3://bucket/key` or a key of the default bucket, never a build log. */
 function checkSnapshot(name: string, fromVolume: boolean, policy: SnapshotPolicy): void {
-  if (!name) throw invalidArgument('snapshot initializer names no snapshot');
-  if (fromVolume) throw invalidArgument('volume snapshots are not supported: imgbuilder restores tar snapshots from object storage (s3://bucket/key or a key in the default bucket)');
+  if (!name) throw new InvalidRequest('snapshot initializer names no snapshot');
+  if (fromVolume) throw new InvalidRequest('volume snapshots are not supported: imgbuilder restores tar snapshots from object storage (s3://bucket/key or a key in the default bucket)');
   checkSnapshotSource(name, policy);
 }
 
 /** `.git` comes from git initializers only (see hasGitPart). */
 function checkNoGitPart(what: string, p: string): void {
-  if (hasGitPart(p)) throw invalidArgument(`${what} ${quote(p)} has a .git part: git metadata may only come from a git initializer`);
+  if (hasGitPart(p)) throw new InvalidRequest(`${what} ${quote(p)} has a .git part: git metadata may only come from a git initializer`);
 }
 
 /**
@@ -208,7 +208,7 @@ function checkCheckoutsGoIntoNewDirectories(root: WorkspaceInitializer): void {
     const dir = norm(g.checkoutLocation);
     const clash = written.find((w) => under(w, dir));
     if (clash !== undefined) {
-      throw invalidArgument(
+      throw new InvalidRequest(
         `git checkout_location ${quote(g.checkoutLocation || '.')} is not empty: an earlier initializer writes ${quote(clash)}; a git checkout must go into an empty or new directory`,
       );
     }
@@ -227,8 +227,8 @@ function checkCheckoutsGoIntoNewDirectories(root: WorkspaceInitializer): void {
 /** Paths from the request must stay inside the build context. Empty is fine (it means the default). */
 export function checkRelativePath(what: string, p: string): void {
   if (!p) return;
-  if (p.includes('\0')) throw invalidArgument(`${what} contains a NUL byte`);
-  if (posix.isAbsolute(p) || /^[a-zA-Z]:[\\/]/.test(p)) throw invalidArgument(`${what} ${quote(p)} must be relative to the build context, not absolute`);
+  if (p.includes('\0')) throw new InvalidRequest(`${what} contains a NUL byte`);
+  if (posix.isAbsolute(p) || /^[a-zA-Z]:[\\/]/.test(p)) throw new InvalidRequest(`${what} ${quote(p)} must be relative to the build context, not absolute`);
   const n = posix.normalize(p.replace(/\\/g, '/'));
-  if (n === '..' || n.startsWith('../')) throw invalidArgument(`${what} ${quote(p)} points outside the build context`);
+  if (n === '..' || n.startsWith('../')) throw new InvalidRequest(`${what} ${quote(p)} points outside the build context`);
 }

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
 import { BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
 import { redisChannels } from '@imgbuilder/common/redis-keys';
-import { unavailable } from '@imgbuilder/common/errors';
+import { BuildStateUnavailable } from '@imgbuilder/common/errors';
 
 const PAGE = 500;
 /** Safety net for notifications lost while Redis pub/sub reconnects. */
@@ -56,14 +56,14 @@ export class EventHub {
     signal.addEventListener('abort', onAbort);
     try {
       while (!signal.aborted) {
-        if (sub.error) throw unavailable(sub.error);
+        if (sub.error) throw new BuildStateUnavailable(sub.error);
         if (sub.mode === 'catchup') {
           const batch = await this.store.readEvents(buildId, sub.cursor, PAGE);
           if (batch.length === 0 && !(await this.store.eventsExist(buildId))) {
             // The stream expired under a slow reader (it outlives the build only briefly): end with the record's
             // terminal status; the caller continues the log from the object.
             const rec = await this.store.get(buildId);
-            if (!rec) throw unavailable('the build record is gone from Redis (restarted without persistence?); call Build again');
+            if (!rec) throw new BuildStateUnavailable('the build record is gone from Redis (restarted without persistence?); call Build again');
             if (isTerminal(rec.state)) {
               yield { id: sub.cursor, kind: 'state', state: rec.state, message: rec.message, streamGone: true };
               return;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
-import { ImgbuilderError } from '@imgbuilder/common/errors';
+import { GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
 import { GitError, lsRemote, splitUrlCredentials } from '@imgbuilder/common/git';
 import { checkResolvedHost, type LookupAll } from '@imgbuilder/common/source-policy';
 import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
@@ -67,17 +67,17 @@ export class GitRemoteResolver {
     if (hit && Date.now() - hit.at < this.cacheMs) return hit.commit;
     const commit = this.limiter.run(() => lsRemote(url, target, { credentials: creds, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs })).then(
       (c) => {
-        if (!c) throw new ImgbuilderError('INVALID_ARGUMENT', `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);
+        if (!c) throw new GitTargetMissing(target, `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);
         return c;
       },
       (err: unknown) => {
         if (err instanceof LimiterBusyError) {
-          throw new ImgbuilderError('UNAVAILABLE', `too many git remotes are being resolved at once (IMGBUILDER_LS_REMOTE_CONCURRENCY=${this.concurrency}); retry shortly`);
+          throw new GitResolverBusy(this.concurrency, `too many git remotes are being resolved at once (IMGBUILDER_LS_REMOTE_CONCURRENCY=${this.concurrency}); retry shortly`);
         }
         const msg = err instanceof GitError ? err.message : String(err);
-        if (/Authentication failed|could not read Username|403|401/i.test(msg)) throw new ImgbuilderError('UNAUTHENTICATED', `cannot read git remote: ${msg}`);
-        if (/not found|does not appear to be a git repository|Repository not found/i.test(msg)) throw new ImgbuilderError('NOT_FOUND', `cannot read git remote: ${msg}`);
-        throw new ImgbuilderError('UNAVAILABLE', `cannot reach git remote: ${msg}`);
+        if (/Authentication failed|could not read Username|403|401/i.test(msg)) throw new GitRemoteAuthFailed(`cannot read git remote: ${msg}`);
+        if (/not found|does not appear to be a git repository|Repository not found/i.test(msg)) throw new GitRemoteNotFound(`cannot read git remote: ${msg}`);
+        throw new GitRemoteUnavailable(`cannot reach git remote: ${msg}`);
       },
     );
     this.cache.set(key, { at: Date.now(), commit });

@@ -1,28 +1,119 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { ImgbuilderError, isConnectionError } from '@imgbuilder/common/errors';
+import {
+  AccessTokenRejected,
+  AddressRefused,
+  BuildLogExpired,
+  BuildNotFound,
+  BuildStateUnavailable,
+  GitRemoteAuthFailed,
+  GitRemoteNotFound,
+  GitRemoteUnavailable,
+  GitResolverBusy,
+  GitTargetMissing,
+  ImageNotFound,
+  type ImgbuilderError,
+  ImageRefInvalid,
+  InvalidRequest,
+  isConnectionError,
+  QueueFull,
+  RegistryAuthFailed,
+  RegistryFailed,
+  RegistryMisconfigured,
+  RegistryUnavailable,
+  RoleInsufficient,
+  SecretsUnsealable,
+  SourceRefused,
+  StorageFull,
+  StorageUnavailable,
+  TerminalNotFound,
+  UnknownService,
+  UploadCancelled,
+  UploadCapacityReached,
+  UploadTimedOut,
+  UploadTooLarge,
+  WorkspaceImageMissing,
+} from '@imgbuilder/common/errors';
 import { ConfigError } from '@imgbuilder/common/config';
 import { limitStatusMessage } from '@imgbuilder/common/client-text';
 import type { Logger } from '@imgbuilder/common/logger';
+import { SlowClientError } from './stream-writer.js';
 
-/** The one place where errors become gRPC statuses. Unknown errors are logged and answered INTERNAL. */
-export function toServiceError(err: unknown, log: Logger, method: string): ServiceError {
-  let code: status;
-  let details: string;
-  if (err instanceof ImgbuilderError) {
-    code = status[err.code];
-    details = err.message;
-  } else if (isRedisUnavailable(err)) {
-    code = status.UNAVAILABLE;
-    details = 'the build queue (Redis) is unreachable; retry shortly';
-  } else if (err instanceof ConfigError) {
-    code = status.FAILED_PRECONDITION;
-    details = err.message;
-  } else {
-    code = status.INTERNAL;
-    details = 'internal error; see the API server log';
-    log.error({ err, method }, 'unexpected error');
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/**
+ * The one table from imgbuilder's errors to gRPC statuses, for every service this API serves. The caller sees the
+ * error's own message with its status. A class not listed here (nor any class it extends) answers INTERNAL.
+ */
+export const GRPC_STATUS: ReadonlyMap<ErrorClass, status> = new Map<ErrorClass, status>([
+  // The caller's request
+  [InvalidRequest, status.INVALID_ARGUMENT],
+  [ImageRefInvalid, status.INVALID_ARGUMENT],
+  [SourceRefused, status.INVALID_ARGUMENT],
+  [GitTargetMissing, status.INVALID_ARGUMENT],
+  [AddressRefused, status.FAILED_PRECONDITION],
+  [AccessTokenRejected, status.UNAUTHENTICATED],
+  [RoleInsufficient, status.PERMISSION_DENIED],
+  [UnknownService, status.NOT_FOUND],
+  // Images, registries and git remotes (REFERENCE.md "ResolveBaseImage")
+  [ImageNotFound, status.NOT_FOUND],
+  [RegistryAuthFailed, status.UNAUTHENTICATED],
+  [RegistryUnavailable, status.UNAVAILABLE],
+  [RegistryFailed, status.INTERNAL],
+  [RegistryMisconfigured, status.FAILED_PRECONDITION],
+  [GitRemoteNotFound, status.NOT_FOUND],
+  [GitRemoteAuthFailed, status.UNAUTHENTICATED],
+  [GitRemoteUnavailable, status.UNAVAILABLE],
+  [GitResolverBusy, status.UNAVAILABLE],
+  // Builds
+  [BuildNotFound, status.NOT_FOUND],
+  [BuildLogExpired, status.NOT_FOUND],
+  [TerminalNotFound, status.NOT_FOUND],
+  [QueueFull, status.RESOURCE_EXHAUSTED],
+  [BuildStateUnavailable, status.UNAVAILABLE],
+  [SlowClientError, status.RESOURCE_EXHAUSTED],
+  // Raised by the worker, where they end a build rather than a call; listed so the table stays complete.
+  [WorkspaceImageMissing, status.INTERNAL],
+  [SecretsUnsealable, status.FAILED_PRECONDITION],
+  // Storage and uploads
+  [StorageUnavailable, status.UNAVAILABLE],
+  [StorageFull, status.RESOURCE_EXHAUSTED],
+  [UploadTooLarge, status.RESOURCE_EXHAUSTED],
+  [UploadCapacityReached, status.RESOURCE_EXHAUSTED],
+  [UploadTimedOut, status.DEADLINE_EXCEEDED],
+  [UploadCancelled, status.CANCELLED],
+  // The operator's configuration (a tokens file that stopped parsing, …)
+  [ConfigError, status.FAILED_PRECONDITION],
+]);
+
+/** The status of `err` by its class, or the nearest listed class it extends; undefined for errors not ours. */
+export function grpcStatusOf(err: unknown): status | undefined {
+  if (!(err instanceof Error)) return undefined;
+  for (let proto: unknown = Object.getPrototypeOf(err); proto && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
+    const found = GRPC_STATUS.get((proto as { constructor: ErrorClass }).constructor);
+    if (found !== undefined) return found;
   }
-  details = limitStatusMessage(details);
+  return undefined;
+}
+
+/** Turns any error into the status a caller gets. Unknown errors are logged and answered INTERNAL, without their message. */
+export function toServiceError(err: unknown, log: Logger, method: string): ServiceError {
+  const known = grpcStatusOf(err);
+  if (known !== undefined) return serviceError(known, (err as Error).message);
+  if (isRedisUnavailable(err)) return serviceError(status.UNAVAILABLE, 'the build queue (Redis) is unreachable; retry shortly');
+  log.error({ err, method }, 'unexpected error');
+  return INTERNAL();
+}
+
+/** For code with no logger at hand that holds one of imgbuilder's own errors (the access guard). */
+export function domainServiceError(err: ImgbuilderError): ServiceError {
+  const known = grpcStatusOf(err);
+  return known === undefined ? INTERNAL() : serviceError(known, err.message);
+}
+
+const INTERNAL = () => serviceError(status.INTERNAL, 'internal error; see the API server log');
+
+function serviceError(code: status, message: string): ServiceError {
+  const details = limitStatusMessage(message);
   const e = new Error(details) as ServiceError;
   e.code = code;
   e.details = details;
@@ -30,6 +121,10 @@ export function toServiceError(err: unknown, log: Logger, method: string): Servi
   return e;
 }
 
+/**
+ * ioredis raises plain Errors when it cannot reach Redis: only their errno code or wording tells them apart from a
+ * bug, so this is where a foreign library's message text is read (never our own errors' text).
+ */
 function isRedisUnavailable(err: unknown): boolean {
   const msg = (err as Error)?.message ?? '';
   return (

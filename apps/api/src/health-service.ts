@@ -1,7 +1,9 @@
-import { status, type Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import type { Server, ServerUnaryCall, ServerWritableStream, sendUnaryData } from '@grpc/grpc-js';
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 import { probe } from '@imgbuilder/common/health-server';
 import { quote } from '@imgbuilder/common/client-text';
+import { UnknownService } from '@imgbuilder/common/errors';
+import { domainServiceError } from './grpc-status.js';
 
 /** grpc.health.v1 serving status values. */
 const SERVING = 1;
@@ -58,7 +60,7 @@ export class HealthService {
       {
         Check: (call: ServerUnaryCall<CheckRequest, number>, cb: sendUnaryData<number>) => {
           if (call.request.service && !this.services.includes(call.request.service)) {
-            cb({ code: status.NOT_FOUND, details: `unknown service ${quote(call.request.service)}` });
+            cb(domainServiceError(new UnknownService(call.request.service, `unknown service ${quote(call.request.service)}`)));
             return;
           }
           probe(this.probe).then((ok) => cb(null, ok ? SERVING : NOT_SERVING));

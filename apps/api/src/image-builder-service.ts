@@ -25,7 +25,7 @@ import {
 import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
-import { ImgbuilderError, invalidArgument, notFound } from '@imgbuilder/common/errors';
+import { BuildNotFound, BuildStateUnavailable, ImageNotFound, ImageRefInvalid, InvalidRequest, QueueFull, RegistryAuthFailed, SourceRefused } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
@@ -160,7 +160,7 @@ export class ImageBuilderService {
     let plan: BuildPlan;
     if (fromResolvedBase) {
       // The fast path builds from the given base, not the source; a request without one is still malformed.
-      if (!req.source?.from) throw invalidArgument('build source is missing');
+      if (!req.source?.from) throw new InvalidRequest('build source is missing');
       plan = await this.planner.planFromResolvedBase(req.baseImageNameResolved, this.planner.policyFor(req.auth)).catch((err: unknown) => this.planFromSourceInstead(req, err));
     } else {
       plan = await this.planner.plan(req.source, req.auth, req.useRetryClient);
@@ -189,7 +189,7 @@ export class ImageBuilderService {
 
     const buildId = await this.startOrJoin(plan, req, log);
     const record = await this.store.get(buildId);
-    if (!record) throw new ImgbuilderError('UNAVAILABLE', 'the build record vanished; retry');
+    if (!record) throw new BuildStateUnavailable('the build record vanished; retry');
     const running = async (r: BuildRecord) =>
       this.write(call, { ref: r.ref, baseRef: r.baseRef, status: BuildStatus.running, message: '', info: await this.buildInfo(r, BuildStatus.running) }, signal);
     const terminal = async (r: BuildRecord, state: 'done_success' | 'done_failure', message: string) => {
@@ -220,10 +220,11 @@ export class ImageBuilderService {
   /**
    * base_image_name_resolved could not be used (`err`): plan the build from the request's source instead. A base
    * that is merely unreachable (registry down, rate-limited) is not "gone": that error stands, as it does when the
-   * source itself cannot be planned.
+   * source itself cannot be planned. Gone means: its name does not parse or is refused, the image is not there, or
+   * the registry will not let us read it.
    */
   private async planFromSourceInstead(req: BuildRequest, err: unknown): Promise<BuildPlan> {
-    const gone = err instanceof ImgbuilderError && (err.code === 'NOT_FOUND' || err.code === 'UNAUTHENTICATED' || err.code === 'INVALID_ARGUMENT');
+    const gone = err instanceof ImageRefInvalid || err instanceof SourceRefused || err instanceof ImageNotFound || err instanceof RegistryAuthFailed;
     if (!gone) throw err;
     const plan = await this.planner.plan(req.source, req.auth, req.useRetryClient).catch((sourceErr: unknown) => {
       this.log.debug({ err: (sourceErr as Error).message }, 'the source cannot replace base_image_name_resolved');
@@ -238,13 +239,13 @@ export class ImageBuilderService {
   private async startOrJoin(plan: BuildPlan, req: BuildRequest, log: Logger): Promise<string> {
     const jobBytes = Buffer.byteLength(JSON.stringify(this.jobData('00000000-0000-0000-0000-000000000000', plan, req)));
     if (jobBytes > MAX_JOB_BYTES) {
-      throw invalidArgument(`build request is too large: ${jobBytes} bytes of source, auth and secrets, more than the ${MAX_JOB_BYTES} bytes a queued build may carry; send less (large files belong in the build context)`);
+      throw new InvalidRequest(`build request is too large: ${jobBytes} bytes of source, auth and secrets, more than the ${MAX_JOB_BYTES} bytes a queued build may carry; send less (large files belong in the build context)`);
     }
     const existing = await this.store.activeIdForRef(plan.ref);
     if (!existing) {
       const queued = await this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed');
       if (queued >= this.cfg.maxQueued) {
-        throw new ImgbuilderError('RESOURCE_EXHAUSTED', `build queue is full (${queued} builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=${this.cfg.maxQueued}); retry later`);
+        throw new QueueFull(queued, this.cfg.maxQueued, `build queue is full (${queued} builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=${this.cfg.maxQueued}); retry later`);
       }
     }
     const { created, id } = await this.store.createOrJoin({
@@ -319,16 +320,16 @@ export class ImageBuilderService {
       try {
         parseImageRef(req.buildRef);
       } catch {
-        throw notFound('build not found');
+        throw new BuildNotFound();
       }
       buildId = (await this.store.latestIdForRef(req.buildRef)) ?? '';
     }
     if (!buildId) {
-      if (!req.buildRef) throw invalidArgument('give build_id or build_ref');
-      throw notFound('build not found');
+      if (!req.buildRef) throw new InvalidRequest('give build_id or build_ref');
+      throw new BuildNotFound();
     }
     const record = await this.store.get(buildId);
-    if (!record) throw notFound('build not found');
+    if (!record) throw new BuildNotFound(buildId);
     // Censoring holds back a ref's length of text so a ref split across chunks is still caught; flushed at the end.
     const censor = req.censored ? new RefCensor([record.ref, record.baseRef, this.cfg.baseRepository, this.cfg.workspaceRepository]) : undefined;
     const decoder = new StringDecoder('utf8');

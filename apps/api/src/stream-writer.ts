@@ -5,9 +5,11 @@ import { ImgbuilderError } from '@imgbuilder/common/errors';
 
 /** The client stopped reading; it is dropped rather than buffered for without bound. */
 export class SlowClientError extends ImgbuilderError {
-  override name = 'SlowClientError';
-  constructor(message: string) {
-    super('RESOURCE_EXHAUSTED', message);
+  constructor(
+    readonly drainTimeoutMs: number,
+    message: string,
+  ) {
+    super(message);
   }
 }
 
@@ -23,7 +25,7 @@ export async function writeMessage<T>(call: ServerWritableStream<unknown, T>, me
   try {
     await once(call, 'drain', { signal: AbortSignal.any([signal, timeout]) });
   } catch (err) {
-    if (timeout.aborted) throw new SlowClientError(`client read nothing for ${drainTimeoutMs / 1000}s; stream dropped (reconnect to resume: Logs replays from the start)`);
+    if (timeout.aborted) throw new SlowClientError(drainTimeoutMs, `client read nothing for ${drainTimeoutMs / 1000}s; stream dropped (reconnect to resume: Logs replays from the start)`);
     if (!signal.aborted) throw err;
   }
 }

@@ -6,10 +6,10 @@ import statusPb from '@gitpod/supervisor-api-grpc/lib/status_pb.js';
 import terminalGrpc from '@gitpod/supervisor-api-grpc/lib/terminal_grpc_pb.js';
 import terminalPb from '@gitpod/supervisor-api-grpc/lib/terminal_pb.js';
 import { isTerminal } from '@imgbuilder/common/build-store';
-import { notFound } from '@imgbuilder/common/errors';
+import { AccessTokenRejected, BuildNotFound, TerminalNotFound } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
-import { toServiceError } from './grpc-status.js';
+import { domainServiceError, toServiceError } from './grpc-status.js';
 import type { LogTokens } from './log-token.js';
 import { listenOn } from '@imgbuilder/common/listen';
 
@@ -178,7 +178,10 @@ export class SupervisorLogServer {
   private async serve(route: Route | undefined, payload: Buffer, headers: Record<string, string>, call: WebSocketCall): Promise<void> {
     if (!route) return call.end(GrpcStatus.UNIMPLEMENTED, `only ${[...this.routes.values()].map((r) => r.method).join(' and ')} are served here`);
     const buildId = this.tokens.verify(headers[LOG_TOKEN_HEADER]);
-    if (!buildId) return call.end(GrpcStatus.UNAUTHENTICATED, `the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`);
+    if (!buildId) {
+      const e = domainServiceError(new AccessTokenRejected(`the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`));
+      return call.end(e.code, e.details);
+    }
     try {
       await route.run(route.deserialize(payload), buildId, call);
       call.end(GrpcStatus.OK);
@@ -191,7 +194,7 @@ export class SupervisorLogServer {
 
   private async tasksStatus(req: statusPb.TasksStatusRequest, buildId: string, call: WebSocketCall, encode: (r: statusPb.TasksStatusResponse) => Buffer): Promise<void> {
     const record = await this.deps.store.get(buildId);
-    if (!record) throw notFound('build not found');
+    if (!record) throw new BuildNotFound(buildId);
     const response = (closed: boolean) => {
       const task = new statusPb.TaskStatus();
       task.setId(TASK_ID);
@@ -213,9 +216,9 @@ export class SupervisorLogServer {
   }
 
   private async listenTerminal(req: terminalPb.ListenTerminalRequest, buildId: string, call: WebSocketCall, encode: (r: terminalPb.ListenTerminalResponse) => Buffer): Promise<void> {
-    if (req.getAlias() !== buildId) throw notFound(`terminal ${req.getAlias()} not found: the token grants build ${buildId}'s terminal`);
+    if (req.getAlias() !== buildId) throw new TerminalNotFound(req.getAlias(), `terminal ${req.getAlias()} not found: the token grants build ${buildId}'s terminal`);
     const record = await this.deps.store.get(buildId);
-    if (!record) throw notFound('build not found');
+    if (!record) throw new BuildNotFound(buildId);
     for await (const piece of readBuildLog(record, this.deps, call.signal)) {
       const res = new terminalPb.ListenTerminalResponse();
       res.setData(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));

@@ -5,12 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { Metadata, status, type sendUnaryData, type Server, type ServerReadableStream, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { type sendUnaryData, type Server, type ServerReadableStream, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '@imgbuilder/proto';
-import { ImgbuilderError, type ErrorCode } from '@imgbuilder/common/errors';
+import { InvalidRequest, StorageFull, StorageUnavailable, UploadCancelled, UploadCapacityReached, UploadTimedOut, UploadTooLarge } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
-import { limitStatusMessage } from '@imgbuilder/common/client-text';
 import { toServiceError } from './grpc-status.js';
 import type { Guard } from './server.js';
 
@@ -54,7 +53,7 @@ export class UploadService {
   private async upload(call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>): Promise<void> {
     if (this.active >= this.limits.maxConcurrent) {
       call.pause();
-      cb(serviceError('RESOURCE_EXHAUSTED', `the server is receiving ${this.active} uploads, its limit (IMGBUILDER_MAX_CONCURRENT_UPLOADS); retry shortly`));
+      cb(toServiceError(new UploadCapacityReached('IMGBUILDER_MAX_CONCURRENT_UPLOADS', `the server is receiving ${this.active} uploads, its limit (IMGBUILDER_MAX_CONCURRENT_UPLOADS); retry shortly`), this.log, 'Upload'));
       return;
     }
     this.active++;
@@ -69,7 +68,7 @@ export class UploadService {
       call.pause();
       if (call.cancelled || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
         this.log.debug('snapshot upload cancelled by the client');
-        outcome = { err: serviceError('CANCELLED', 'upload cancelled') };
+        outcome = { err: toServiceError(new UploadCancelled('upload cancelled'), this.log, 'Upload') };
       } else {
         outcome = { err: toUploadError(err, this.log) };
       }
@@ -109,18 +108,18 @@ export class UploadService {
         const p = msg.payload;
         if (first) {
           first = false;
-          if (p?.$case !== 'metadata') throw new ImgbuilderError('INVALID_ARGUMENT', 'the first upload message must carry metadata');
+          if (p?.$case !== 'metadata') throw new InvalidRequest('the first upload message must carry metadata');
           name = p.metadata.name.slice(0, 200);
           expected = Number(p.metadata.size);
           if (expected > this.maxBytes) throw tooLarge(this.maxBytes, `announced ${expected} bytes`);
           continue;
         }
-        if (p?.$case !== 'chunk') throw new ImgbuilderError('INVALID_ARGUMENT', 'only the first upload message may carry metadata');
+        if (p?.$case !== 'chunk') throw new InvalidRequest('only the first upload message may carry metadata');
         if (bytes === 0) gzip = p.chunk[0] === 0x1f && p.chunk[1] === 0x8b;
         bytes += p.chunk.length;
         if (bytes > this.maxBytes) throw tooLarge(this.maxBytes);
         if (this.diskBytes + p.chunk.length > this.limits.maxDiskBytes) {
-          throw new ImgbuilderError('RESOURCE_EXHAUSTED', `the server's space for uploads in progress is full (IMGBUILDER_UPLOAD_DISK_BYTES=${formatBytes(this.limits.maxDiskBytes)}); retry later`);
+          throw new UploadCapacityReached('IMGBUILDER_UPLOAD_DISK_BYTES', `the server's space for uploads in progress is full (IMGBUILDER_UPLOAD_DISK_BYTES=${formatBytes(this.limits.maxDiskBytes)}); retry later`);
         }
         this.diskBytes += p.chunk.length;
         held.bytes += p.chunk.length;
@@ -129,11 +128,11 @@ export class UploadService {
         if (fileError) break;
       }
       if (fileError) throw diskError(fileError);
-      if (stop.signal.reason === 'deadline') throw new ImgbuilderError('DEADLINE_EXCEEDED', `upload took longer than ${this.limits.timeoutMs / 1000}s (IMGBUILDER_UPLOAD_TIMEOUT)`);
-      if (stop.signal.aborted) throw new ImgbuilderError('DEADLINE_EXCEEDED', `upload sent nothing for ${IDLE_TIMEOUT_MS / 1000}s`);
-      if (first) throw new ImgbuilderError('INVALID_ARGUMENT', 'empty upload: no metadata and no data');
-      if (expected && bytes !== expected) throw new ImgbuilderError('INVALID_ARGUMENT', `upload announced ${expected} bytes but sent ${bytes}`);
-      if (bytes === 0) throw new ImgbuilderError('INVALID_ARGUMENT', 'empty upload: no data');
+      if (stop.signal.reason === 'deadline') throw new UploadTimedOut(`upload took longer than ${this.limits.timeoutMs / 1000}s (IMGBUILDER_UPLOAD_TIMEOUT)`);
+      if (stop.signal.aborted) throw new UploadTimedOut(`upload sent nothing for ${IDLE_TIMEOUT_MS / 1000}s`);
+      if (first) throw new InvalidRequest('empty upload: no metadata and no data');
+      if (expected && bytes !== expected) throw new InvalidRequest(`upload announced ${expected} bytes but sent ${bytes}`);
+      if (bytes === 0) throw new InvalidRequest('empty upload: no data');
       file.end();
       await once(file, 'close').catch(() => undefined);
       if (fileError) throw diskError(fileError);
@@ -185,16 +184,16 @@ export class UploadService {
   }
 }
 
-function tooLarge(max: number, detail?: string): ImgbuilderError {
-  return new ImgbuilderError(
-    'RESOURCE_EXHAUSTED',
+function tooLarge(max: number, detail?: string): UploadTooLarge {
+  return new UploadTooLarge(
+    max,
     `upload is larger than the server's limit of ${formatBytes(max)} (IMGBUILDER_MAX_UPLOAD_BYTES${detail ? `; ${detail}` : ''}); shrink the context with .dockerignore`,
   );
 }
 
 /** A temp-file write failed: a full disk is the server's resource running out, not a bug. */
 function diskError(err: NodeJS.ErrnoException): Error {
-  if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return new ImgbuilderError('RESOURCE_EXHAUSTED', 'the server ran out of disk space for uploads; retry later');
+  if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return new StorageFull('the server ran out of disk space for uploads; retry later');
   return err;
 }
 
@@ -210,22 +209,12 @@ function formatBytes(n: number): string {
 }
 
 function toUploadError(err: unknown, log: Logger): ServiceError {
-  if (err instanceof ImgbuilderError) return serviceError(err.code, err.message);
   // Storage failures are the operator's to see; the client gets a retryable status without internals.
   if ((err as { $metadata?: unknown }).$metadata !== undefined) {
     log.error({ err }, 'snapshot could not be stored');
-    return serviceError('UNAVAILABLE', 'the object store did not accept the snapshot; retry later');
+    return toServiceError(new StorageUnavailable('the object store did not accept the snapshot; retry later', err), log, 'Upload');
   }
   return toServiceError(err, log, 'Upload');
-}
-
-function serviceError(code: ErrorCode | 'CANCELLED', message: string): ServiceError {
-  const details = limitStatusMessage(message);
-  const e = new Error(details) as ServiceError;
-  e.code = status[code];
-  e.details = details;
-  e.metadata = new Metadata();
-  return e;
 }
 
 function drained(file: WriteStream): Promise<void> {

@@ -7,7 +7,7 @@ import { BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import type { Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
-import { ImgbuilderError } from '@imgbuilder/common/errors';
+import { ImgbuilderError, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -127,7 +127,7 @@ export class BuildRunner {
     let outcome: { state: 'done_success' | 'done_failure'; message: string };
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
-      if (sealRefused) throw new ImgbuilderError('FAILED_PRECONDITION', sealRefused);
+      if (sealRefused) throw new SecretsUnsealable(sealRefused);
       for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
       await this.egress?.ensure();
@@ -137,7 +137,7 @@ export class BuildRunner {
         await this.buildDockerfile(job, sealed, workdir, policy, reporter, signal, cleanupTags);
       }
       const exists = await this.d.registry.exists(parseImageRef(job.ref), { credentials: pushCredentials(this.d.installation, env.IMGBUILDER_WORKSPACE_REPOSITORY), retry: true });
-      if (!exists) throw new ImgbuilderError('INTERNAL', 'image build did not produce a workspace image');
+      if (!exists) throw new WorkspaceImageMissing(job.ref);
       reporter.line(`done: ${job.ref}`);
       outcome = { state: 'done_success', message: '' };
     } catch (err) {

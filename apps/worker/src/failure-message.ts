@@ -14,7 +14,9 @@ const HOST_TROUBLE = /no space left on device|input\/output error|read-only file
 /**
  * The done_failure message for an error that ended a build. Failures of the user's source or Dockerfile (a
  * failing step, a missing Dockerfile, a bad context, a source that cannot be fetched, an image the engine cannot
- * pull for it) carry USER_FAILURE_PREFIX; the engine, the registry and storage keep their own wording.
+ * pull for it) carry USER_FAILURE_PREFIX; the engine, the registry and storage keep their own wording. The class
+ * decides: imgbuilder's own errors (ImgbuilderError) that reach here unwrapped come from the registry, storage or
+ * the service itself, while the source stage wraps the source policy's refusals in SourceError first.
  */
 export function failureMessage(err: unknown): string {
   if (isUserCaused(err)) return `${USER_FAILURE_PREFIX}${(err as Error).message}`;

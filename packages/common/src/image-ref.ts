@@ -1,4 +1,4 @@
-import { invalidArgument } from './errors.js';
+import { ImageRefInvalid } from './errors.js';
 import { quote } from './client-text.js';
 
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
@@ -19,7 +19,7 @@ export interface ImageRef {
 /** Parses and normalises an image reference the way Docker does (`alpine` → `docker.io/library/alpine`). */
 export function parseImageRef(input: string): ImageRef {
   const text = input.trim();
-  const bad = (why: string) => invalidArgument(`cannot parse image ref ${quote(input)}: ${why}`);
+  const bad = (why: string) => new ImageRefInvalid(input, why, `cannot parse image ref ${quote(input)}: ${why}`);
   if (!text) throw bad('it is empty');
   if (text.length > 1024) throw bad('it is too long');
   let rest = text;

@@ -2,7 +2,7 @@ import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCom
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Readable } from 'node:stream';
 import type { Env } from './config.js';
-import { ImgbuilderError } from './errors.js';
+import { StorageUnavailable } from './errors.js';
 
 /**
  * The S3-compatible store holding build logs and snapshots. One client for AWS S3, MinIO, R2 or s3rver.
@@ -107,7 +107,7 @@ export class ObjectStore {
     try {
       return await call({ abortSignal: ctl.signal });
     } catch (err) {
-      if (ctl.signal.aborted) throw new ImgbuilderError('UNAVAILABLE', `the object store did not answer within ${deadlineMs} ms (IMGBUILDER_S3_TIMEOUT); retry later`);
+      if (ctl.signal.aborted) throw new StorageUnavailable(`the object store did not answer within ${deadlineMs} ms (IMGBUILDER_S3_TIMEOUT); retry later`, err);
       throw err;
     } finally {
       clearTimeout(timer);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BuildSourceDockerfile, GitInitializer, WorkspaceInitializer } from '@imgbuilder/proto';
-import { invalidArgument } from './errors.js';
+import { InvalidRequest } from './errors.js';
 
 /** Version of the build process; part of every workspace ref so a process change yields new images. */
 export const BUILD_PROCESS_VERSION = '2';
@@ -34,7 +34,7 @@ function withoutCredentials(url: string): string {
 /** Base ref of a Dockerfile source: `<baseRepository>:<sha256 of the source manifest>`. */
 export function dockerfileBaseRef(file: BuildSourceDockerfile, baseRepository: string, opts: DockerfileRefOptions = {}): string {
   const init = file.source;
-  if (!init?.spec) throw invalidArgument('build source is missing: the Dockerfile source has no initializer');
+  if (!init?.spec) throw new InvalidRequest('build source is missing: the Dockerfile source has no initializer');
   const entries: Record<string, string> = {
     ContextPath: file.contextPath,
     DockerfilePath: file.dockerfilePath,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ImgbuilderError, isConnectionError } from './errors.js';
+import { ImageNotFound, ImgbuilderError, isConnectionError, RegistryAuthFailed, RegistryFailed, RegistryMisconfigured, RegistryUnavailable } from './errors.js';
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
 import { registryFetch } from './registry-http.js';
@@ -65,8 +65,8 @@ export class RegistryClient {
 
   /**
    * Digest of `ref` (tag or digest). A manifest list / OCI index resolves to its first linux/amd64 entry.
-   * Errors follow Gitpod's resolver: NOT_FOUND / UNAUTHENTICATED "cannot resolve image", UNAVAILABLE for
-   * 429 and unreachable registries, INTERNAL otherwise.
+   * Errors follow Gitpod's resolver, all saying "cannot resolve image": ImageNotFound, RegistryAuthFailed,
+   * RegistryUnavailable for 429 and unreachable registries, RegistryFailed otherwise.
    */
   async resolveDigest(ref: ImageRef, opts: RequestOptions = {}): Promise<string> {
     try {
@@ -83,11 +83,11 @@ export class RegistryClient {
           if (LIST_TYPES.has(type) || /"manifests"\s*:/.test(body)) {
             const list = JSON.parse(body) as { manifests?: { digest: string; platform?: { os?: string; architecture?: string } }[] };
             const entry = list.manifests?.find((m) => m.platform?.os === 'linux' && m.platform?.architecture === 'amd64');
-            if (!entry) throw new ImgbuilderError('NOT_FOUND', `cannot resolve image ${describe(ref)}: no linux/amd64 image in its manifest list`);
+            if (!entry) throw new ImageNotFound(describe(ref), `cannot resolve image ${describe(ref)}: no linux/amd64 image in its manifest list`);
             return entry.digest;
           }
         }
-        if (!digest) throw new ImgbuilderError('INTERNAL', `cannot resolve image ${describe(ref)}: the registry sent no digest`);
+        if (!digest) throw new RegistryFailed(ref.domain, `cannot resolve image ${describe(ref)}: the registry sent no digest`);
         return digest;
       });
     } catch (err) {
@@ -110,15 +110,15 @@ export class RegistryClient {
     if (err instanceof ImgbuilderError) return err;
     const what = `cannot resolve image ${describe(ref)}`;
     if (err instanceof RegistryHttpError) {
-      if (err.status === 404) return new ImgbuilderError('NOT_FOUND', `${what}: not found`);
-      if (err.status === 401 || err.status === 403) return new ImgbuilderError('UNAUTHENTICATED', `${what}: the registry refused the credentials (${err.status})`);
-      if (err.status === 429) return new ImgbuilderError('UNAVAILABLE', `${what}: the registry is rate-limiting requests (429)`);
-      return new ImgbuilderError('INTERNAL', `${what}: ${err.message}`);
+      if (err.status === 404) return new ImageNotFound(describe(ref), `${what}: not found`);
+      if (err.status === 401 || err.status === 403) return new RegistryAuthFailed(ref.domain, err.status, `${what}: the registry refused the credentials (${err.status})`);
+      if (err.status === 429) return new RegistryUnavailable(ref.domain, `${what}: the registry is rate-limiting requests (429)`);
+      return new RegistryFailed(ref.domain, `${what}: ${err.message}`);
     }
     if (isConnectionError(err) || (err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError') {
-      return new ImgbuilderError('UNAVAILABLE', `${what}: registry ${ref.domain} is unreachable (${connectionReason(err)})`, { cause: err });
+      return new RegistryUnavailable(ref.domain, `${what}: registry ${ref.domain} is unreachable (${connectionReason(err)})`, err);
     }
-    return new ImgbuilderError('INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`);
+    return new RegistryFailed(ref.domain, `${what}: ${(err as Error)?.message ?? String(err)}`);
   }
 
   private withRetry<T>(enabled: boolean, fn: () => Promise<T>): Promise<T> {
@@ -175,7 +175,7 @@ export class RegistryClient {
     try {
       tokenUrl = new URL(params.realm);
     } catch {
-      throw new ImgbuilderError('FAILED_PRECONDITION', `registry ${ref.domain} names a token service that is not a URL`);
+      throw new RegistryMisconfigured(ref.domain, `registry ${ref.domain} names a token service that is not a URL`);
     }
     if (params.service) tokenUrl.searchParams.set('service', params.service);
     tokenUrl.searchParams.set('scope', params.scope ?? scope);
@@ -185,7 +185,8 @@ export class RegistryClient {
       timeoutMs: this.timeoutMs,
       policy: `token service of registry ${ref.domain}`,
     }).catch((err: unknown) => {
-      if (err instanceof ImgbuilderError) throw new ImgbuilderError('FAILED_PRECONDITION', err.message);
+      // Refused by the source policy: the registry's doing, not the caller's argument.
+      if (err instanceof ImgbuilderError) throw new RegistryMisconfigured(ref.domain, err.message);
       throw err;
     });
     if (!res.ok) {

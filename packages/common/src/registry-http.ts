@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import { ImgbuilderError } from './errors.js';
+import { AddressRefused } from './errors.js';
 import { checkHttpUrl, guardedLookup } from './source-policy.js';
 
 /**
@@ -53,7 +53,7 @@ export async function registryFetch(url: string | URL, init: HttpInit, redirects
     });
     req.setTimeout(init.timeoutMs, () => req.destroy(Object.assign(new Error(`registry request timed out after ${init.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EREFUSEDADDRESS') reject(new ImgbuilderError('FAILED_PRECONDITION', `${init.policy ?? 'registry'}: ${err.message}`));
+      if (err.code === 'EREFUSEDADDRESS') reject(new AddressRefused(init.policy ?? 'registry', u.hostname, undefined, `${init.policy ?? 'registry'}: ${err.message}`));
       else reject(err);
     });
     req.end();

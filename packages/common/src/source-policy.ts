@@ -1,6 +1,6 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
-import { invalidArgument, ImgbuilderError } from './errors.js';
+import { AddressRefused, SourceRefused } from './errors.js';
 import { quote } from './client-text.js';
 
 const ALLOWED_SCHEMES = new Set(['https:', 'http:', 'ssh:', 'git:']);
@@ -67,26 +67,26 @@ export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): 
   try {
     parsed = parseSourceUrl(raw);
   } catch {
-    throw invalidArgument(`${what} is not a valid URL`);
+    throw new SourceRefused(what, `${what} is not a valid URL`);
   }
-  if (parsed.kind === 'helper') throw invalidArgument(`${what}: git transport helpers ("<transport>::<address>") are refused`);
+  if (parsed.kind === 'helper') throw new SourceRefused(what, `${what}: git transport helpers ("<transport>::<address>") are refused`);
   if (parsed.kind === 'local') {
     if (allowLocal) return;
-    throw invalidArgument(`${what}: local paths and file:// URLs are refused (set IMGBUILDER_ALLOW_LOCAL_SOURCES=true on a trusted single-user setup)`);
+    throw new SourceRefused(what, `${what}: local paths and file:// URLs are refused (set IMGBUILDER_ALLOW_LOCAL_SOURCES=true on a trusted single-user setup)`);
   }
   if (parsed.kind === 'url') {
     const scheme = new URL(raw).protocol;
-    if (!ALLOWED_SCHEMES.has(scheme)) throw invalidArgument(`${what}: scheme ${quote(scheme.slice(0, -1))} is not allowed (use https, http, ssh or git)`);
+    if (!ALLOWED_SCHEMES.has(scheme)) throw new SourceRefused(what, `${what}: scheme ${quote(scheme.slice(0, -1))} is not allowed (use https, http, ssh or git)`);
   }
-  if (!parsed.host) throw invalidArgument(`${what} names no host`);
-  if (parsed.host.startsWith('-')) throw invalidArgument(`${what}: host ${quote(parsed.host)} looks like a command-line option and is refused`);
-  if (isForbiddenAddress(parsed.host)) throw invalidArgument(`${what}: address ${parsed.host} is link-local or a cloud metadata endpoint and is refused`);
+  if (!parsed.host) throw new SourceRefused(what, `${what} names no host`);
+  if (parsed.host.startsWith('-')) throw new SourceRefused(what, `${what}: host ${quote(parsed.host)} looks like a command-line option and is refused`, parsed.host);
+  if (isForbiddenAddress(parsed.host)) throw new SourceRefused(what, `${what}: address ${parsed.host} is link-local or a cloud metadata endpoint and is refused`, parsed.host);
 }
 
 /** An HTTP(S) URL for a download or an OTS secret: the only schemes fetch() itself speaks. */
 export function checkHttpUrl(raw: string, what: string): void {
   checkSourceUrl(raw, what, false);
-  if (!/^https?:\/\//i.test(raw)) throw invalidArgument(`${what}: only http and https URLs can be fetched`);
+  if (!/^https?:\/\//i.test(raw)) throw new SourceRefused(what, `${what}: only http and https URLs can be fetched`);
 }
 
 /** A download URL: http(s), or with IMGBUILDER_ALLOW_LOCAL_SOURCES a file:// URL / local path read from disk. */
@@ -99,13 +99,6 @@ export type LookupAll = (host: string) => Promise<{ address: string }[]>;
 
 const systemLookup: LookupAll = (host) => dnsLookup(host, { all: true });
 
-/** The error for a host name that resolves to a refused address; the build ends done_failure with it. */
-export class RefusedAddressError extends ImgbuilderError {
-  constructor(what: string, host: string, address: string) {
-    super('FAILED_PRECONDITION', `${what}: host ${host} resolves to ${address}, a link-local or cloud metadata address; refused`);
-  }
-}
-
 /** After DNS: a host name that resolves to a refused address is refused. `lookup` is injectable for tests. */
 export async function checkResolvedHost(raw: string, what: string, lookup: LookupAll = systemLookup): Promise<void> {
   const parsed = parseSourceUrl(raw);
@@ -117,7 +110,7 @@ export async function checkResolvedHost(raw: string, what: string, lookup: Looku
     return; // Unresolvable: the fetch itself fails with a clearer error.
   }
   const bad = addresses.find((a) => isForbiddenAddress(a.address));
-  if (bad) throw new RefusedAddressError(what, parsed.host, bad.address);
+  if (bad) throw new AddressRefused(what, parsed.host, bad.address, `${what}: host ${parsed.host} resolves to ${bad.address}, a link-local or cloud metadata address; refused`);
 }
 
 /**
@@ -197,15 +190,15 @@ export const SECRET_GIT_CONFIG = /^http\.(.*\.)?extraheader$/i;
 export function checkGitConfig(config: Record<string, string> | undefined): void {
   for (const [key, value] of Object.entries(config ?? {})) {
     const m = /^([A-Za-z][A-Za-z0-9-]*)(?:\.(.+))?\.([A-Za-z][A-Za-z0-9-]*)$/s.exec(key);
-    if (!m) throw invalidArgument(`git custom_config key ${quote(key)} is not a valid git config key`);
-    if (value.includes('\0')) throw invalidArgument(`git custom_config value of ${quote(key)} contains a NUL byte`);
+    if (!m) throw new SourceRefused('git custom_config', `git custom_config key ${quote(key)} is not a valid git config key`);
+    if (value.includes('\0')) throw new SourceRefused('git custom_config', `git custom_config value of ${quote(key)} contains a NUL byte`);
     const [, section, sub, name] = m;
     const s = section.toLowerCase();
     // `http.<url>.<key>` scopes a setting to one URL; the setting decides.
     const plain = `${s}.${name.toLowerCase()}`;
     const ok = (sub === undefined || s === 'http') && (GIT_CONFIG_ALLOWED.has(plain) || GIT_CONFIG_ALLOWED_SECTIONS.has(s));
     if (!ok) {
-      throw invalidArgument(
+      throw new SourceRefused('git custom_config',
         `git custom_config key ${quote(key)} is not allowed: settings that run programs, read local files or redirect the fetch are refused on a shared builder (allowed: ${[...GIT_CONFIG_ALLOWED].join(', ')}, advice.*, color.*, i18n.*)`,
       );
     }
@@ -244,10 +237,10 @@ export function snapshotLocation(name: string, defaultBucket: string): { bucket:
  * worker can read (build logs of others included).
  */
 export function checkSnapshotSource(name: string, policy: SnapshotPolicy): { bucket: string; key: string } {
-  if (/^s3:/i.test(name) && !/^s3:\/\/[^/]+\/.+$/.test(name)) throw invalidArgument(`snapshot ${quote(name)} must be s3://bucket/key or a key in the default bucket`);
+  if (/^s3:/i.test(name) && !/^s3:\/\/[^/]+\/.+$/.test(name)) throw new SourceRefused('snapshot', `snapshot ${quote(name)} must be s3://bucket/key or a key in the default bucket`);
   const loc = snapshotLocation(name, policy.ownBucket);
   // Stores that map keys to files (s3rver, some gateways) would resolve `..`; no key needs such parts.
-  if (loc.key.split('/').some((p) => p === '' || p === '.' || p === '..')) throw invalidArgument(`snapshot ${quote(name)}: empty, "." and ".." parts are refused in snapshot keys`);
+  if (loc.key.split('/').some((p) => p === '' || p === '.' || p === '..')) throw new SourceRefused('snapshot', `snapshot ${quote(name)}: empty, "." and ".." parts are refused in snapshot keys`);
   if (loc.bucket === policy.ownBucket && loc.key.startsWith(OWN_SNAPSHOT_PREFIX)) return loc;
   const listed = policy.sources.some((entry) => {
     const i = entry.indexOf('/');
@@ -256,7 +249,7 @@ export function checkSnapshotSource(name: string, policy: SnapshotPolicy): { buc
     return entry.slice(0, i) === loc.bucket && (prefix === '/' || loc.key.startsWith(prefix));
   });
   if (listed) return loc;
-  throw invalidArgument(
+  throw new SourceRefused('snapshot',
     `snapshot ${quote(name)} is refused: snapshots are read from ${OWN_SNAPSHOT_PREFIX} in the service's own bucket (where uploads go) or from buckets the operator lists in IMGBUILDER_SNAPSHOT_SOURCES`,
   );
 }

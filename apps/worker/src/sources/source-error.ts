@@ -1,4 +1,4 @@
-import { ImgbuilderError } from '@imgbuilder/common/errors';
+import { SourceRefused } from '@imgbuilder/common/errors';
 
 /**
  * A build-source failure; it becomes the build's done_failure message. The user's to fix unless `infrastructure`
@@ -14,12 +14,12 @@ export class SourceError extends Error {
   }
 }
 
-/** Policy errors raised in the worker end the build; their message is already user-facing. */
+/** A source-policy refusal ends the build; their message is already user-facing. */
 export function asSource<T>(fn: () => T): T {
   try {
     return fn();
   } catch (err) {
-    if (err instanceof ImgbuilderError) throw new SourceError(err.message);
+    if (err instanceof SourceRefused) throw new SourceError(err.message);
     throw err;
   }
 }

@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+import { status } from '@grpc/grpc-js';
+import { pino } from 'pino';
+import * as errors from '@imgbuilder/common/errors';
+import { ConfigError } from '@imgbuilder/common/config';
+import { GRPC_STATUS, toServiceError } from '../../apps/api/src/grpc-status.js';
+import { SlowClientError } from '../../apps/api/src/stream-writer.js';
+
+const {
+  AccessTokenRejected,
+  AddressRefused,
+  BuildLogExpired,
+  BuildNotFound,
+  BuildStateUnavailable,
+  GitRemoteAuthFailed,
+  GitRemoteNotFound,
+  GitRemoteUnavailable,
+  GitResolverBusy,
+  GitTargetMissing,
+  ImageNotFound,
+  ImageRefInvalid,
+  ImgbuilderError,
+  InvalidRequest,
+  QueueFull,
+  RegistryAuthFailed,
+  RegistryFailed,
+  RegistryMisconfigured,
+  RegistryUnavailable,
+  RoleInsufficient,
+  SecretsUnsealable,
+  SourceRefused,
+  StorageFull,
+  StorageUnavailable,
+  TerminalNotFound,
+  UnknownService,
+  UploadCancelled,
+  UploadCapacityReached,
+  UploadTimedOut,
+  UploadTooLarge,
+  WorkspaceImageMissing,
+} = errors;
+
+/** Records what the mapper logs, so a test can see the unexpected error went to the log and not to the caller. */
+function capturingLogger() {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  return { log, lines };
+}
+
+// One instance of each error, as the code raises it, with the status callers have always seen for it.
+const cases: [Error, status][] = [
+  [new InvalidRequest('build source is missing'), status.INVALID_ARGUMENT],
+  [new ImageRefInvalid('Not A Ref', 'invalid reference format', 'cannot parse image ref "Not A Ref": invalid reference format'), status.INVALID_ARGUMENT],
+  [new SourceRefused('git remote_uri', 'git remote_uri: host "-x" looks like a command-line option and is refused', '-x'), status.INVALID_ARGUMENT],
+  [new GitTargetMissing('main', 'git remote has no branch or tag "main"'), status.INVALID_ARGUMENT],
+  [new AddressRefused('registry 169.254.169.254.nip.io', 'metadata.test', '169.254.169.254', 'registry x: host metadata.test resolves to 169.254.169.254, a link-local or cloud metadata address; refused'), status.FAILED_PRECONDITION],
+  [new AccessTokenRejected('the access token is not valid (not in the service\'s tokens file)'), status.UNAUTHENTICATED],
+  [new RoleInsufficient('ci', 'builder', 'token "ci" has role viewer; Build needs role builder or above'), status.PERMISSION_DENIED],
+  [new UnknownService('no.such.Service', 'unknown service "no.such.Service"'), status.NOT_FOUND],
+  [new ImageNotFound('127.0.0.1:5000/a:1', 'cannot resolve image 127.0.0.1:5000/a:1: not found'), status.NOT_FOUND],
+  [new RegistryAuthFailed('127.0.0.1:5000', 401, 'cannot resolve image 127.0.0.1:5000/a:1: the registry refused the credentials (401)'), status.UNAUTHENTICATED],
+  [new RegistryUnavailable('127.0.0.1:1', 'cannot resolve image 127.0.0.1:1/a:1: registry 127.0.0.1:1 is unreachable (ECONNREFUSED)'), status.UNAVAILABLE],
+  [new RegistryFailed('127.0.0.1:5000', 'cannot resolve image 127.0.0.1:5000/a:1: registry answered 500'), status.INTERNAL],
+  [new RegistryMisconfigured('r.test', 'registry r.test names a token service that is not a URL'), status.FAILED_PRECONDITION],
+  [new GitRemoteNotFound('cannot read git remote: Repository not found'), status.NOT_FOUND],
+  [new GitRemoteAuthFailed('cannot read git remote: Authentication failed'), status.UNAUTHENTICATED],
+  [new GitRemoteUnavailable('cannot reach git remote: timed out'), status.UNAVAILABLE],
+  [new GitResolverBusy(4, 'too many git remotes are being resolved at once (IMGBUILDER_LS_REMOTE_CONCURRENCY=4); retry shortly'), status.UNAVAILABLE],
+  [new BuildNotFound(), status.NOT_FOUND],
+  [new BuildLogExpired('b1', 'build log not found in object storage (it may have expired under the bucket lifecycle policy)'), status.NOT_FOUND],
+  [new TerminalNotFound('x', "terminal x not found: the token grants build b1's terminal"), status.NOT_FOUND],
+  [new QueueFull(3, 3, 'build queue is full (3 builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=3); retry later'), status.RESOURCE_EXHAUSTED],
+  [new BuildStateUnavailable('the build record vanished; retry'), status.UNAVAILABLE],
+  [new SlowClientError(5000, 'client read nothing for 5s; stream dropped (reconnect to resume: Logs replays from the start)'), status.RESOURCE_EXHAUSTED],
+  [new WorkspaceImageMissing('r/ws:1'), status.INTERNAL],
+  [new SecretsUnsealable('sealed secrets do not belong to this job'), status.FAILED_PRECONDITION],
+  [new StorageUnavailable('the object store did not answer within 10 ms (IMGBUILDER_S3_TIMEOUT); retry later'), status.UNAVAILABLE],
+  [new StorageFull('the server ran out of disk space for uploads; retry later'), status.RESOURCE_EXHAUSTED],
+  [new UploadTooLarge(1024, "upload is larger than the server's limit of 1 KiB (IMGBUILDER_MAX_UPLOAD_BYTES); shrink the context with .dockerignore"), status.RESOURCE_EXHAUSTED],
+  [new UploadCapacityReached('IMGBUILDER_MAX_CONCURRENT_UPLOADS', 'the server is receiving 2 uploads, its limit (IMGBUILDER_MAX_CONCURRENT_UPLOADS); retry shortly'), status.RESOURCE_EXHAUSTED],
+  [new UploadTimedOut('upload sent nothing for 120s'), status.DEADLINE_EXCEEDED],
+  [new UploadCancelled('upload cancelled'), status.CANCELLED],
+  [new ConfigError('invalid configuration:\n  IMGBUILDER_TOKENS_FILE: cannot read /x as JSON: ENOENT'), status.FAILED_PRECONDITION],
+];
+
+describe('grpc-status: the one table from imgbuilder errors to gRPC statuses', () => {
+  it('answers each error with its status and its own message', () => {
+    const { log, lines } = capturingLogger();
+    for (const [err, code] of cases) {
+      const e = toServiceError(err, log, 'Test');
+      expect({ name: err.constructor.name, code: status[e.code], details: e.details }).toEqual({ name: err.constructor.name, code: status[code], details: err.message });
+    }
+    expect(lines).toEqual([]);
+  });
+
+  it('lists every error class the common package exports, and covers each in this test', () => {
+    const exported = (Object.values(errors) as unknown[]).filter((v): v is typeof ImgbuilderError => typeof v === 'function' && v.prototype instanceof ImgbuilderError);
+    expect(exported.length).toBeGreaterThan(20);
+    for (const cls of exported) expect(GRPC_STATUS.has(cls), cls.name).toBe(true);
+    expect(new Set(cases.map(([e]) => e.constructor))).toEqual(new Set(GRPC_STATUS.keys()));
+  });
+
+  it('answers INTERNAL for errors that are not imgbuilder\'s, logging them but not sending their message', () => {
+    const { log, lines } = capturingLogger();
+    const secret = 'TypeError at /srv/app/x.ts: token=hunter2';
+    for (const err of [new TypeError(secret), new Error(secret), secret, { message: secret }, undefined]) {
+      const e = toServiceError(err, log, 'Build');
+      expect(e.code).toBe(status.INTERNAL);
+      expect(e.details).toBe('internal error; see the API server log');
+      expect(e.message).not.toContain('hunter2');
+    }
+    expect(lines).toHaveLength(5);
+    expect(lines[0]).toMatchObject({ method: 'Build', msg: 'unexpected error' });
+  });
+
+  it('an unlisted subclass of ImgbuilderError is not leaked either', () => {
+    class Unlisted extends ImgbuilderError {}
+    const { log } = capturingLogger();
+    expect(toServiceError(new Unlisted('details only the server should see'), log, 'Build')).toMatchObject({ code: status.INTERNAL, details: 'internal error; see the API server log' });
+  });
+
+  it('cuts long messages to what a status trailer can carry', () => {
+    const { log } = capturingLogger();
+    const e = toServiceError(new InvalidRequest(`x${'y'.repeat(5000)}`), log, 'Build');
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(Buffer.byteLength(e.details)).toBeLessThanOrEqual(1024);
+  });
+});
