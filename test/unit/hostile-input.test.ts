@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { limitStatusMessage, quote, STATUS_MESSAGE_MAX_BYTES } from '@imgbuilder/common/client-text';
 import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
-import { LruMap } from '@imgbuilder/common/lru-map';
 import { checkSnapshotSource, hasGitPart } from '@imgbuilder/common/source-policy';
 import { SourceRefused } from '@imgbuilder/common/errors';
 import { mkdirInside, openInside } from '../../apps/worker/src/sources/context-fs.js';
@@ -97,19 +96,6 @@ describe('Limiter', () => {
     const limiter = new Limiter(1);
     await expect(limiter.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
     await expect(limiter.run(async () => 'next')).resolves.toBe('next');
-  });
-});
-
-describe('LruMap', () => {
-  it('keeps at most max entries, dropping the least recently used', () => {
-    const m = new LruMap<string, number>(2);
-    m.set('a', 1);
-    m.set('b', 2);
-    expect(m.get('a')).toBe(1);
-    m.set('c', 3);
-    expect(m.has('b')).toBe(false);
-    expect(m.get('a')).toBe(1);
-    expect(m.get('c')).toBe(3);
   });
 });
 

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
 import { GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
-import { GitError, lsRemote, splitUrlCredentials } from '@imgbuilder/common/git';
+import { GitError, lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
 import { checkResolvedHost, type LookupAll } from '@imgbuilder/common/source-policy';
 import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
+import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';
 
 export interface GitRemoteResolverOptions {
@@ -16,16 +17,29 @@ export interface GitRemoteResolverOptions {
   concurrency?: number;
   /** IMGBUILDER_LS_REMOTE_TIMEOUT: one ls-remote taking longer is killed. */
   timeoutMs?: number;
+  /** Milliseconds on a monotonic clock for the cache's expiry; tests pass their own. */
+  now?: () => number;
 }
+
+/** What one ls-remote needs; the cache key hashes the credentials instead of holding them. */
+interface LsRemoteQuery {
+  url: string;
+  target: string;
+  credentials?: GitCredentials;
+  config: Record<string, string>;
+}
+
+/** Answers one process remembers; the least recently used are forgotten first. */
+const MAX_CACHED = 10_000;
 
 /**
  * Resolves mutable git targets (head, branch) to the commit they point at now, with `git ls-remote`, so the base
  * ref names content. Answers are cached briefly per remote and target: a burst of identical requests asks once.
  */
 export class GitRemoteResolver {
-  private readonly cache = new Map<string, { at: number; commit: Promise<string | undefined> }>();
+  /** Commits by remote, target and credentials. Concurrent asks share one ls-remote; failures are not kept. */
+  private readonly cache: LRUCache<string, string, LsRemoteQuery>;
   private readonly allowLocal: boolean;
-  private readonly cacheMs: number;
   private readonly lookup?: LookupAll;
   private readonly timeoutMs: number;
   private readonly concurrency: number;
@@ -35,13 +49,22 @@ export class GitRemoteResolver {
   constructor(opts: GitRemoteResolverOptions | boolean) {
     const o = typeof opts === 'boolean' ? { allowLocal: opts } : opts;
     this.allowLocal = o.allowLocal;
-    this.cacheMs = o.cacheMs ?? 5_000;
     this.lookup = o.lookup;
     this.timeoutMs = o.timeoutMs ?? 30_000;
     this.concurrency = o.concurrency ?? 8;
     // A call waits for a slot at most as long as one run may take: under a flood of hanging remotes, requests fail
     // fast with UNAVAILABLE instead of queueing behind hours of backlog.
     this.limiter = new Limiter(this.concurrency, this.timeoutMs);
+    const now = o.now ?? (() => performance.now());
+    this.cache = new LRUCache<string, string, LsRemoteQuery>({
+      max: MAX_CACHED,
+      ttl: o.cacheMs ?? 5_000,
+      ttlResolution: 0,
+      perf: { now },
+      // An entry evicted while its ls-remote runs still answers the callers waiting on it.
+      ignoreFetchAbort: true,
+      fetchMethod: (_key, _stale, { context }) => this.lsRemote(context),
+    });
   }
 
   /** The commit, or undefined when the target is hashed as given (REMOTE_COMMIT, one-time secrets, refused hosts). */
@@ -63,9 +86,11 @@ export class GitRemoteResolver {
     // Keyed by the credentials too: a caller without access must not learn a private commit from the cache.
     const secret = createHash('sha256').update(JSON.stringify([creds?.username ?? '', creds?.password ?? '', Object.entries(config).sort()])).digest('hex');
     const key = `${url}\n${target}\n${secret}`;
-    const hit = this.cache.get(key);
-    if (hit && Date.now() - hit.at < this.cacheMs) return hit.commit;
-    const commit = this.limiter.run(() => lsRemote(url, target, { credentials: creds, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs })).then(
+    return this.cache.fetch(key, { context: { url, target, credentials: creds, config } });
+  }
+
+  private lsRemote({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
+    return this.limiter.run(() => lsRemote(url, target, { credentials, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs })).then(
       (c) => {
         if (!c) throw new GitTargetMissing(target, `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);
         return c;
@@ -80,9 +105,5 @@ export class GitRemoteResolver {
         throw new GitRemoteUnavailable(`cannot reach git remote: ${msg}`);
       },
     );
-    this.cache.set(key, { at: Date.now(), commit });
-    commit.catch(() => this.cache.delete(key));
-    if (this.cache.size > 10_000) this.cache.clear();
-    return commit;
   }
 }

@@ -1,34 +1,36 @@
+import { LRUCache } from 'lru-cache';
+
+/** Refs whose "yes" one process remembers; the least recently asked are forgotten first. */
+const MAX_KNOWN = 50_000;
+
 /**
  * Answers "does this workspace image exist?" for the API's hot path. Concurrent questions about one ref share one
  * registry request, and a "yes" is remembered for a few seconds: workspace refs name content, so an image that
  * exists keeps existing (short of someone deleting it from the registry, which a client then sees for at most
- * `positiveTtlMs`). A "no" is never remembered: a build that just finished must be seen at once.
+ * `positiveTtlMs`). A "no" is never remembered: a build that just finished must be seen at once. Nor is an error.
  */
 export class ImageExistence {
-  private readonly inFlight = new Map<string, Promise<boolean>>();
-  private readonly known = new Map<string, number>();
+  private readonly known: LRUCache<string, true>;
 
   constructor(
-    private readonly check: (ref: string) => Promise<boolean>,
-    private readonly positiveTtlMs: number,
-  ) {}
+    check: (ref: string) => Promise<boolean>,
+    positiveTtlMs: number,
+    /** Milliseconds on a monotonic clock; tests pass their own. */
+    now: () => number = () => performance.now(),
+  ) {
+    this.known = new LRUCache<string, true>({
+      max: MAX_KNOWN,
+      ttl: positiveTtlMs,
+      ttlResolution: 0,
+      perf: { now },
+      // An entry evicted while its check runs still answers the callers waiting on it.
+      ignoreFetchAbort: true,
+      // Undefined leaves nothing cached: a "no", or any answer when remembering is off.
+      fetchMethod: async (ref) => ((await check(ref)) && positiveTtlMs > 0 ? true : undefined),
+    });
+  }
 
   async exists(ref: string): Promise<boolean> {
-    const until = this.known.get(ref);
-    if (until !== undefined) {
-      if (until > Date.now()) return true;
-      this.known.delete(ref);
-    }
-    let pending = this.inFlight.get(ref);
-    if (!pending) {
-      pending = this.check(ref).finally(() => this.inFlight.delete(ref));
-      this.inFlight.set(ref, pending);
-    }
-    const yes = await pending;
-    if (yes && this.positiveTtlMs > 0) {
-      if (this.known.size > 50_000) this.known.clear();
-      this.known.set(ref, Date.now() + this.positiveTtlMs);
-    }
-    return yes;
+    return (await this.known.fetch(ref)) === true;
   }
 }

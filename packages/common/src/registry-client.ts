@@ -3,7 +3,7 @@ import { ImageNotFound, ImgbuilderError, isConnectionError, RegistryAuthFailed, 
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
 import { registryFetch } from './registry-http.js';
-import { LruMap } from './lru-map.js';
+import { LRUCache } from 'lru-cache';
 import { retry } from './retry.js';
 
 const MANIFEST_TYPES = [
@@ -49,7 +49,7 @@ export class RegistryClient {
    * Bearer tokens by host, scope and a hash of the whole credential: a caller naming another's user name with any
    * password must not get that user's token. Short-lived, reused while valid; the least recently used are dropped.
    */
-  private readonly tokens = new LruMap<string, { token: string; expires: number }>(MAX_CACHED_TOKENS);
+  private readonly tokens = new LRUCache<string, string>({ max: MAX_CACHED_TOKENS });
 
   constructor(opts: RegistryClientOptions = {}) {
     this.insecure = new Set(opts.insecureHosts ?? []);
@@ -137,7 +137,7 @@ export class RegistryClient {
     const scope = `repository:${ref.path}:pull`;
     const tokenKey = cacheKey(ref.domain, scope, credentials);
     const cached = this.tokens.get(tokenKey);
-    if (cached && cached.expires > Date.now()) headers.Authorization = `Bearer ${cached.token}`;
+    if (cached) headers.Authorization = `Bearer ${cached}`;
     else if (credentials && this.basicKnown.has(ref.domain)) headers.Authorization = basic(credentials);
     // The registry host comes from the caller's image ref: it gets the source URL policy, so a ref cannot make this
     // service (API or worker) talk to a link-local or cloud-metadata address.
@@ -160,7 +160,7 @@ export class RegistryClient {
   }
 
   /** Hosts that answered with a Basic challenge: later requests send credentials at once. Bounded like the tokens. */
-  private readonly basicKnown = new LruMap<string, true>(MAX_CACHED_TOKENS);
+  private readonly basicKnown = new LRUCache<string, true>({ max: MAX_CACHED_TOKENS });
 
   private async answerChallenge(challenge: string, ref: ImageRef, scope: string, tokenKey: string, credentials?: RegistryCredentials): Promise<string | undefined> {
     if (/^basic/i.test(challenge)) {
@@ -196,7 +196,7 @@ export class RegistryClient {
     const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
     if (!token) return undefined;
-    this.tokens.set(tokenKey, { token, expires: Date.now() + Math.max(30, (body.expires_in ?? 60) - 10) * 1000 });
+    this.tokens.set(tokenKey, token, { ttl: Math.max(30, (body.expires_in ?? 60) - 10) * 1000 });
     return `Bearer ${token}`;
   }
 }
