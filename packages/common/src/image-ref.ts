@@ -3,7 +3,10 @@ import { quote } from './client-text.js';
 
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
-const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$/;
+// Docker validates digests with go-digest: a registered algorithm and its exact length of lower-case hex.
+const DIGEST = /^(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
+/** Docker's limit on `domain/path` (distribution/reference NameTotalLengthMax). */
+const NAME_MAX = 255;
 const DOMAIN = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?$|^\[[0-9a-fA-F:.]+\](?::\d+)?$/;
 
 /** A parsed, normalised image reference: `domain/path[:tag][@digest]`. */
@@ -47,7 +50,9 @@ export function parseImageRef(input: string): ImageRef {
   if (domain === 'index.docker.io' || domain === 'registry-1.docker.io') domain = 'docker.io';
   if (domain === 'docker.io' && parts.length === 1) parts.unshift('library');
   if (parts.length === 0 || parts.some((p) => !COMPONENT.test(p))) throw bad('repository names are lower-case letters, digits and separators');
-  return { domain, path: parts.join('/'), tag, digest };
+  const path = parts.join('/');
+  if (domain.length + 1 + path.length > NAME_MAX) throw bad(`the repository name is longer than ${NAME_MAX} characters`);
+  return { domain, path, tag, digest };
 }
 
 /** `domain/path`, the repository name. */
