@@ -163,13 +163,14 @@ export class RegistryClient {
   private readonly basicKnown = new LRUCache<string, true>({ max: MAX_CACHED_TOKENS });
 
   private async answerChallenge(challenge: string, ref: ImageRef, scope: string, tokenKey: string, credentials?: RegistryCredentials): Promise<string | undefined> {
-    if (/^basic/i.test(challenge)) {
+    const parsed = parseChallenge(challenge);
+    if (parsed?.scheme === 'basic') {
       if (!credentials) return undefined;
       this.basicKnown.set(ref.domain, true);
       return basic(credentials);
     }
-    if (!/^bearer/i.test(challenge)) return undefined;
-    const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1].toLowerCase(), m[2]]));
+    if (parsed?.scheme !== 'bearer') return undefined;
+    const params = parsed.params;
     if (!params.realm) return undefined;
     let tokenUrl: URL;
     try {
@@ -199,6 +200,25 @@ export class RegistryClient {
     this.tokens.set(tokenKey, token, { ttl: Math.max(30, (body.expires_in ?? 60) - 10) * 1000 });
     return `Bearer ${token}`;
   }
+}
+
+/** A registry's `WWW-Authenticate` challenge: the schemes this client answers, with Bearer's parameters. */
+export type Challenge = { scheme: 'basic' } | { scheme: 'bearer'; params: Record<string, string> };
+
+/**
+ * Parses the first challenge of a `WWW-Authenticate` header (RFC 7235, as Docker's registry client reads it):
+ * parameter names case-insensitive, values quoted (commas and escaped quotes inside) or bare tokens; the first of a
+ * repeated name wins, so a second challenge in the header cannot replace Bearer's realm. Other schemes: undefined.
+ */
+export function parseChallenge(header: string): Challenge | undefined {
+  const scheme = /^\s*([A-Za-z][\w-]*)(?=\s|$)/.exec(header)?.[1].toLowerCase();
+  if (scheme === 'basic') return { scheme };
+  if (scheme !== 'bearer') return undefined;
+  const params: Record<string, string> = {};
+  for (const m of header.matchAll(/([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))/g)) {
+    params[m[1].toLowerCase()] ??= m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3];
+  }
+  return { scheme, params };
 }
 
 /** Tokens (and Basic-challenge hosts) one process remembers. */
