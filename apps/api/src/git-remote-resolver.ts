@@ -9,7 +9,7 @@ import { quote } from '@imgbuilder/common/client-text';
 
 export interface GitRemoteResolverOptions {
   allowLocal: boolean;
-  /** How long an answer is reused per remote and target. */
+  /** How long an answer is reused per remote and target; positive (lru-cache reads 0 as for ever). */
   cacheMs?: number;
   /** DNS lookup used for the refused-address check (tests inject one). */
   lookup?: LookupAll;

@@ -14,6 +14,7 @@ export class ImageExistence {
 
   constructor(
     check: (ref: string) => Promise<boolean>,
+    /** How long a "yes" is reused; positive (lru-cache reads 0 as for ever). */
     positiveTtlMs: number,
     /** Milliseconds on a monotonic clock; tests pass their own. */
     now: () => number = () => performance.now(),
@@ -25,8 +26,8 @@ export class ImageExistence {
       perf: { now },
       // An entry evicted while its check runs still answers the callers waiting on it.
       ignoreFetchAbort: true,
-      // Undefined leaves nothing cached: a "no", or any answer when remembering is off.
-      fetchMethod: async (ref) => ((await check(ref)) && positiveTtlMs > 0 ? true : undefined),
+      // Undefined leaves nothing cached: that is how a "no" is answered.
+      fetchMethod: async (ref) => ((await check(ref)) ? true : undefined),
     });
   }
 

@@ -1,0 +1,213 @@
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CloneTargetMode, type GitInitializer } from '@imgbuilder/proto';
+import { ImageExistence } from '../../apps/api/src/image-existence.js';
+import { GitRemoteResolver } from '../../apps/api/src/git-remote-resolver.js';
+import { GitServer } from '../support/git-server.js';
+
+/** A clock the test moves by hand. */
+function manualClock() {
+  let t = 1_000_000;
+  return { now: () => t, advance: (ms: number) => void (t += ms) };
+}
+
+/** A promise the test settles by hand. */
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+/** Bounds a wait: a cache that never answers fails the test instead of hanging it. */
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  return Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref())]);
+}
+
+describe('ImageExistence (the API’s workspace-image existence cache)', () => {
+  /** The registry check, answered by the test; `calls` counts registry requests. */
+  function registry() {
+    const pending: { ref: string; answer: ReturnType<typeof deferred<boolean>> }[] = [];
+    return {
+      pending,
+      check: (ref: string) => {
+        const answer = deferred<boolean>();
+        pending.push({ ref, answer });
+        return answer.promise;
+      },
+    };
+  }
+
+  it('concurrent questions about one ref share one registry request', async () => {
+    const r = registry();
+    const cache = new ImageExistence(r.check, 5_000, manualClock().now);
+    const asks = [cache.exists('reg/ws:a'), cache.exists('reg/ws:a'), cache.exists('reg/ws:a')];
+    expect(r.pending).toHaveLength(1);
+    r.pending[0].answer.resolve(true);
+    expect(await within(Promise.all(asks))).toEqual([true, true, true]);
+  });
+
+  it('remembers a yes until its ttl ends, then asks again', async () => {
+    const r = registry();
+    const clock = manualClock();
+    const cache = new ImageExistence(r.check, 5_000, clock.now);
+    const first = cache.exists('reg/ws:a');
+    r.pending[0].answer.resolve(true);
+    expect(await within(first)).toBe(true);
+    clock.advance(4_999);
+    expect(await within(cache.exists('reg/ws:a'))).toBe(true);
+    expect(r.pending).toHaveLength(1);
+    clock.advance(2);
+    const again = cache.exists('reg/ws:a');
+    expect(r.pending).toHaveLength(2);
+    r.pending[1].answer.resolve(false);
+    expect(await within(again)).toBe(false);
+  });
+
+  it('never remembers a no, nor an error', async () => {
+    const r = registry();
+    const cache = new ImageExistence(r.check, 5_000, manualClock().now);
+    const no = cache.exists('reg/ws:a');
+    r.pending[0].answer.resolve(false);
+    expect(await within(no)).toBe(false);
+    const failing = cache.exists('reg/ws:a');
+    expect(r.pending).toHaveLength(2);
+    r.pending[1].answer.reject(new Error('registry answered 503'));
+    await expect(within(failing)).rejects.toThrow('registry answered 503');
+    const yes = cache.exists('reg/ws:a');
+    expect(r.pending).toHaveLength(3);
+    r.pending[2].answer.resolve(true);
+    expect(await within(yes)).toBe(true);
+  });
+
+  it('keys by ref: another ref is its own request', async () => {
+    const r = registry();
+    const cache = new ImageExistence(r.check, 5_000, manualClock().now);
+    const a = cache.exists('reg/ws:a');
+    const b = cache.exists('reg/ws:b');
+    expect(r.pending.map((p) => p.ref)).toEqual(['reg/ws:a', 'reg/ws:b']);
+    r.pending[0].answer.resolve(true);
+    r.pending[1].answer.resolve(false);
+    expect(await within(Promise.all([a, b]))).toEqual([true, false]);
+  });
+});
+
+/**
+ * A TCP proxy in front of the git daemon: counts connections (one per ls-remote) and, while closed, holds them, so a
+ * test can keep an ls-remote in flight for as long as it needs.
+ */
+class GitProxy {
+  connections = 0;
+  private gate = Promise.resolve();
+  private openGate = () => undefined as void;
+  private readonly sockets = new Set<Socket>();
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<GitProxy> {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const proxy = new GitProxy(server, (server.address() as { port: number }).port);
+    server.on('connection', (client) => {
+      proxy.connections++;
+      proxy.sockets.add(client);
+      server.emit('counted');
+      void proxy.gate.then(() => {
+        const upstream = connect(targetPort, '127.0.0.1');
+        proxy.sockets.add(upstream);
+        for (const s of [client, upstream]) s.on('error', () => undefined);
+        client.pipe(upstream).pipe(client);
+      });
+    });
+    return proxy;
+  }
+
+  close(): void {
+    this.gate = new Promise((resolve) => (this.openGate = resolve));
+  }
+
+  open(): void {
+    this.openGate();
+    this.gate = Promise.resolve();
+  }
+
+  /** Resolves once `n` connections have arrived (bounded by the caller). */
+  async connected(n: number): Promise<void> {
+    while (this.connections < n) await once(this.server, 'counted');
+  }
+
+  stop(): void {
+    for (const s of this.sockets) s.destroy();
+    this.server.close();
+  }
+}
+
+describe('GitRemoteResolver (the ls-remote cache)', () => {
+  let git: GitServer;
+  let proxy: GitProxy;
+
+  beforeAll(async () => {
+    git = await GitServer.start();
+    proxy = await GitProxy.start(git.port);
+  });
+
+  afterAll(() => {
+    proxy?.stop();
+    git?.stop();
+  });
+
+  const branch = (repo: string, name = 'main'): GitInitializer =>
+    ({ remoteUri: `git://127.0.0.1:${proxy.port}/${repo}`, targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: name, config: undefined }) as unknown as GitInitializer;
+
+  it('two concurrent lookups of one branch run one ls-remote', async () => {
+    const first = git.commit('inflight', { a: '1' });
+    const resolver = new GitRemoteResolver({ allowLocal: false, now: manualClock().now });
+    proxy.close();
+    const before = proxy.connections;
+    const asks = [resolver.resolve(branch('inflight')), resolver.resolve(branch('inflight'))];
+    await within(proxy.connected(before + 1));
+    proxy.open();
+    expect(await within(Promise.all(asks))).toEqual([first, first]);
+    expect(proxy.connections).toBe(before + 1);
+  });
+
+  it('reuses an answer until its ttl ends, then asks the remote again', async () => {
+    const first = git.commit('ttl', { a: '1' });
+    const clock = manualClock();
+    const resolver = new GitRemoteResolver({ allowLocal: false, cacheMs: 5_000, now: clock.now });
+    const before = proxy.connections;
+    expect(await within(resolver.resolve(branch('ttl')))).toBe(first);
+    const second = git.commit('ttl', { a: '2' });
+    clock.advance(4_999);
+    expect(await within(resolver.resolve(branch('ttl')))).toBe(first);
+    expect(proxy.connections).toBe(before + 1);
+    clock.advance(2);
+    expect(await within(resolver.resolve(branch('ttl')))).toBe(second);
+    expect(proxy.connections).toBe(before + 2);
+  });
+
+  it('keys by credentials: another caller’s answer is not reused', async () => {
+    const commit = git.commit('creds', { a: '1' });
+    const resolver = new GitRemoteResolver({ allowLocal: false, now: manualClock().now });
+    const before = proxy.connections;
+    const withUser = { ...branch('creds'), config: { authentication: 1, authUser: 'u', authPassword: 'p', customConfig: {} } } as unknown as GitInitializer;
+    expect(await within(resolver.resolve(branch('creds')))).toBe(commit);
+    expect(await within(resolver.resolve(withUser))).toBe(commit);
+    expect(proxy.connections).toBe(before + 2);
+  });
+
+  it('does not remember a failure: the next lookup asks again', async () => {
+    git.commit('late', { a: '1' });
+    const resolver = new GitRemoteResolver({ allowLocal: false, now: manualClock().now });
+    const before = proxy.connections;
+    // Asserts the message only: the error's class and code belong to the errors refactor.
+    await expect(within(resolver.resolve(branch('late', 'feature')))).rejects.toThrow(/no branch or tag "feature"/);
+    const made = git.commit('late', { b: '1' }, 'feature');
+    expect(await within(resolver.resolve(branch('late', 'feature')))).toBe(made);
+    expect(proxy.connections).toBe(before + 2);
+  });
+});
