@@ -1,0 +1,156 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BuildStore, type CreateBuildInput } from '@imgbuilder/common/build-store';
+import { redisKeys } from '@imgbuilder/common/redis-keys';
+import { RedisServer } from '../support/redis-server.js';
+
+// The build state machine's Lua scripts against a real, private redis-server: no engine, no worker.
+let server: RedisServer;
+const clients: Redis[] = [];
+let redis: Redis;
+let store: BuildStore;
+
+beforeAll(async () => {
+  server = await RedisServer.start();
+  redis = client();
+  store = new BuildStore(redis);
+});
+
+afterAll(async () => {
+  for (const c of clients) c.disconnect();
+  await server?.stop();
+});
+
+function client(): Redis {
+  const c = new Redis(server.url, { maxRetriesPerRequest: 1 });
+  clients.push(c);
+  return c;
+}
+
+let refs = 0;
+const input = (over: Partial<CreateBuildInput> = {}): CreateBuildInput => ({
+  ref: `reg.example.com/ws:${++refs}`,
+  baseRef: 'reg.example.com/base:1',
+  triggeredBy: 'test',
+  lockTtlMs: 600_000,
+  retentionMs: 3_600_000,
+  deadlineAt: Date.now() + 600_000,
+  ...over,
+});
+
+describe('create-or-join', () => {
+  it('concurrent calls for one ref, from separate connections, yield one build', async () => {
+    const inp = input();
+    const stores = Array.from({ length: 8 }, () => new BuildStore(client()));
+    const results = await Promise.all(stores.flatMap((s) => [s.createOrJoin(inp), s.createOrJoin(inp)]));
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect(new Set(results.map((r) => r.id)).size).toBe(1);
+    const id = results[0].id;
+    expect(await store.activeIdForRef(inp.ref)).toBe(id);
+    expect(await redis.zscore(redisKeys.live, id)).not.toBeNull();
+    expect(await store.get(id)).toMatchObject({ id, ref: inp.ref, state: 'queued', attempt: 0, deadlineAt: inp.deadlineAt, logPending: false });
+  });
+
+  it('sets the dedupe lock and the last-build pointer to expire as asked', async () => {
+    const inp = input({ lockTtlMs: 50_000, retentionMs: 70_000 });
+    const { id } = await store.createOrJoin(inp);
+    const lockTtl = await redis.pttl(redisKeys.activeByRef(inp.ref));
+    const lastTtl = await redis.pttl(redisKeys.lastByRef(inp.ref));
+    expect(lockTtl).toBeGreaterThan(0);
+    expect(lockTtl).toBeLessThanOrEqual(50_000);
+    expect(lastTtl).toBeGreaterThan(50_000);
+    expect(lastTtl).toBeLessThanOrEqual(70_000);
+    // The record itself lives until the build ends: the retention clock starts then.
+    expect(await redis.pttl(redisKeys.build(id))).toBe(-1);
+  });
+
+  it('starts a new build when the lock names a build whose record is gone', async () => {
+    const inp = input();
+    const first = await store.createOrJoin(inp);
+    await redis.del(redisKeys.build(first.id));
+    const second = await store.createOrJoin(inp);
+    expect(second.created).toBe(true);
+    expect(second.id).not.toBe(first.id);
+  });
+
+  it('starts a new build once the previous one ended', async () => {
+    const inp = input();
+    const first = await store.createOrJoin(inp);
+    expect(await store.finish(first.id, inp.ref, 'done_failure', 'boom', 60_000, 60_000)).toBeGreaterThan(0);
+    const second = await store.createOrJoin(inp);
+    expect(second).toMatchObject({ created: true });
+    expect(second.id).not.toBe(first.id);
+  });
+});
+
+describe('finish', () => {
+  it('ends a build exactly once: a second finish changes nothing and returns 0', async () => {
+    const inp = input();
+    const { id } = await store.createOrJoin(inp);
+    const before = await store.counters();
+    const results = await Promise.all([
+      new BuildStore(client()).finish(id, inp.ref, 'done_success', 'ok', 60_000, 30_000),
+      new BuildStore(client()).finish(id, inp.ref, 'done_failure', 'late', 60_000, 30_000),
+    ]);
+    expect(results.filter((t) => t > 0)).toHaveLength(1);
+    const rec = await store.get(id);
+    const won = results[0] > 0 ? { state: 'done_success', message: 'ok' } : { state: 'done_failure', message: 'late' };
+    expect(rec).toMatchObject(won);
+    expect(await store.finish(id, inp.ref, 'done_failure', 'again', 60_000, 30_000)).toBe(0);
+    expect(await store.get(id)).toMatchObject(won);
+    const terminal = (await store.readEvents(id, '0-0', 100)).filter((e) => e.kind === 'state' && e.state.startsWith('done_'));
+    expect(terminal).toHaveLength(1);
+    const after = await store.counters();
+    expect((after.done_success ?? 0) + (after.done_failure ?? 0) - (before.done_success ?? 0) - (before.done_failure ?? 0)).toBe(1);
+  });
+
+  it('is fenced by the attempt token: a stale attempt cannot end the build, the current one can', async () => {
+    const inp = input();
+    const { id } = await store.createOrJoin(inp);
+    const stale = await store.claim(id, Date.now() + 60_000);
+    const current = await store.claim(id, Date.now() + 60_000);
+    expect(current).toBeGreaterThan(stale);
+    expect(await store.finish(id, inp.ref, 'done_failure', 'stale', 60_000, 30_000, false, stale)).toBe(0);
+    expect(await store.get(id)).toMatchObject({ state: 'running', attempt: current });
+    const ended = await store.finish(id, inp.ref, 'done_success', '', 60_000, 30_000, false, current);
+    expect(ended).toBe(current + 1);
+    // The end bumps the token: the attempt that ended it cannot write as a running attempt any more.
+    expect(await store.claim(id, Date.now())).toBe(0);
+    expect(await store.get(id)).toMatchObject({ state: 'done_success', attempt: ended });
+  });
+
+  it('releases the lock, leaves the live set and starts the retention clocks', async () => {
+    const inp = input();
+    const { id } = await store.createOrJoin(inp);
+    await store.finish(id, inp.ref, 'done_success', '', 40_000, 20_000, true);
+    expect(await redis.exists(redisKeys.activeByRef(inp.ref))).toBe(0);
+    expect(await redis.zscore(redisKeys.live, id)).toBeNull();
+    expect(await store.latestIdForRef(inp.ref)).toBe(id);
+    const [recordTtl, eventsTtl, lastTtl] = await Promise.all([redis.pttl(redisKeys.build(id)), redis.pttl(redisKeys.events(id)), redis.pttl(redisKeys.lastByRef(inp.ref))]);
+    expect(recordTtl).toBeGreaterThan(20_000);
+    expect(recordTtl).toBeLessThanOrEqual(40_000);
+    expect(eventsTtl).toBeGreaterThan(0);
+    expect(eventsTtl).toBeLessThanOrEqual(20_000);
+    expect(lastTtl).toBeGreaterThan(20_000);
+    expect(lastTtl).toBeLessThanOrEqual(40_000);
+    const rec = await store.get(id);
+    expect(rec).toMatchObject({ state: 'done_success', logPending: true });
+    expect(rec?.finishedAt).toBeGreaterThan(0);
+  });
+
+  it('leaves a newer build’s lock alone', async () => {
+    const inp = input();
+    const old = await store.createOrJoin(inp);
+    // The old build's lock expired and a new build of the ref took it.
+    await redis.del(redisKeys.activeByRef(inp.ref));
+    const fresh = await store.createOrJoin(inp);
+    expect(fresh.created).toBe(true);
+    await store.finish(old.id, inp.ref, 'done_failure', 'late end', 60_000, 30_000);
+    expect(await store.activeIdForRef(inp.ref)).toBe(fresh.id);
+  });
+
+  it('of a build that does not exist does nothing', async () => {
+    expect(await store.finish('no-such-build', 'reg.example.com/ws:none', 'done_success', '', 60_000, 30_000)).toBe(0);
+    expect(await redis.exists(redisKeys.build('no-such-build'), redisKeys.events('no-such-build'))).toBe(0);
+  });
+});
