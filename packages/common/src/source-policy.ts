@@ -140,7 +140,9 @@ export function guardedLookup(
 
 /** Removes `user:password@` from URLs in free text (log lines, error messages). */
 export function stripUrlCredentials(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^@/\s]+@/gi, '$1***@');
+  // A scheme is tried only from the first letter of a run of scheme characters (the leftmost start, where a match
+  // would begin anyway): trying every letter made a long run of letters (a base64 line in a build log) quadratic.
+  return text.replace(/(?=[a-z])(?<![a-z][a-z0-9+.-]*?)([a-z][a-z0-9+.-]*:\/\/)[^@/\s]+@/gi, '$1***@');
 }
 
 /**
