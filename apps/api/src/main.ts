@@ -32,9 +32,11 @@ const log = createLogger('imgbuilder-api');
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  // Child loggers made from here on inherit it.
+  log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
-  const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
+  const secrets = SecretBox.fromKey(env.IMGBUILDER_SECRET_KEY);
   const creds = serverCredentials(env);
 
   const redis = connectRedis('imgbuilder-api');

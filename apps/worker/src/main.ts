@@ -31,9 +31,11 @@ const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  // Child loggers made from here on inherit it.
+  log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
-  const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
+  const secrets = SecretBox.fromKey(env.IMGBUILDER_SECRET_KEY);
   // Waits through a Redis restart instead of failing a build's bookkeeping; the watchdog below bounds the wait.
   const redis = connectRedis('imgbuilder-worker', { blocking: true });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
