@@ -98,15 +98,7 @@ async function main(): Promise<void> {
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
       supervisorLogs,
     },
-    planner,
-    registry,
-    store,
-    hub,
-    queue,
-    logStore,
-    secrets,
-    metrics,
-    log,
+    { planner, registry, store, hub, queue, logStore, secrets, metrics, log },
   );
 
   const ready = async () => (await redis.ping()) === 'PONG';

@@ -117,6 +117,24 @@ export interface CreateBuildInput {
   deadlineAt: number;
 }
 
+/** How a build ends (BuildStore.finish). */
+export interface BuildFinish {
+  buildId: string;
+  /** The workspace ref whose dedupe lock the build releases. */
+  ref: string;
+  state: 'done_success' | 'done_failure';
+  /** The terminal message clients see. */
+  message: string;
+  /** How long the record (and the ref's last build) stays in Redis. */
+  retentionMs: number;
+  /** How long the Redis copy of the log stays once the object store holds it. */
+  eventsTtlMs: number;
+  /** The log object is not complete yet: Logs keeps reading Redis until markLogUploaded. Default false. */
+  logPending?: boolean;
+  /** The attempt's fencing token: with it, nothing happens when a newer attempt holds the build. Default: none. */
+  token?: number;
+}
+
 /** The build state machine in Redis: every transition is one atomic script. */
 export class BuildStore {
   constructor(
@@ -201,7 +219,7 @@ export class BuildStore {
    * Call it through the one ending path (the worker's `endBuild`); the API uses it only to undo a build it failed
    * to queue.
    */
-  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number, logPending = false, token?: number): Promise<number> {
+  async finish({ buildId, ref, state, message, retentionMs, eventsTtlMs, logPending = false, token }: BuildFinish): Promise<number> {
     const res = await this.redis.eval(
       FINISH,
       7,
