@@ -11,6 +11,7 @@ import { ImgbuilderError, type ErrorCode } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { limitStatusMessage } from '@imgbuilder/common/client-text';
+import { formatBytes } from '@imgbuilder/common/byte-size';
 import { toServiceError } from './grpc-status.js';
 import type { Guard } from './server.js';
 
@@ -196,17 +197,6 @@ function tooLarge(max: number, detail?: string): ImgbuilderError {
 function diskError(err: NodeJS.ErrnoException): Error {
   if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return new ImgbuilderError('RESOURCE_EXHAUSTED', 'the server ran out of disk space for uploads; retry later');
   return err;
-}
-
-function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1 && Number.isInteger(v / 1024)) {
-    v /= 1024;
-    i++;
-  }
-  return `${v} ${units[i]}`;
 }
 
 function toUploadError(err: unknown, log: Logger): ServiceError {

@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   const runner = new BuildRunner({ env, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
-  const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
+  const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     }
   };
 
-  const worker = new Worker<BuildJobData>(QUEUE_NAME, process_, {
+  const worker = new Worker<BuildJobData>(QUEUE_NAME, runJob, {
     connection: connectRedis('imgbuilder-worker-bull', { blocking: true }),
     prefix: keys.queuePrefix,
     concurrency: env.IMGBUILDER_WORKER_CONCURRENCY,
