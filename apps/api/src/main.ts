@@ -7,7 +7,7 @@ import { QUEUE_NAME, redisKeys, type RedisKeys } from '@imgbuilder/common/redis-
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
   const secrets = SecretBox.fromKey(env.IMGBUILDER_SECRET_KEY);
-  const creds = serverCredentials(env);
+  const creds = serverCredentials({ cert: env.IMGBUILDER_TLS_CERT, key: env.IMGBUILDER_TLS_KEY, ca: env.IMGBUILDER_TLS_CA });
   const keys = redisKeys(env.IMGBUILDER_REDIS_NAMESPACE);
 
   const redis = connectRedis('imgbuilder-api');
@@ -57,7 +57,7 @@ async function main(): Promise<void> {
       outage.downForMs() > env.IMGBUILDER_REDIS_GIVE_UP ? `the build queue (Redis) has been unreachable for over ${formatDuration(env.IMGBUILDER_REDIS_GIVE_UP)}; retry` : undefined,
   });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
-  const objects = new ObjectStore(env);
+  const objects = new ObjectStore(objectStoreOptions(env));
   const logStore = new LogStore(redis, keys, objects);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
   const planner = new BuildPlanner(
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   );
 
   const ready = async () => (await redis.ping()) === 'PONG';
-  const server = createGrpcServer(env);
+  const server = createGrpcServer({ maxMessageBytes: env.IMGBUILDER_MAX_MESSAGE_BYTES, maxConcurrentStreams: env.IMGBUILDER_MAX_CONCURRENT_STREAMS });
   // With a tokens file every rpc but health needs a token of the right role; without one gRPC stays open (mTLS).
   const tokens = env.IMGBUILDER_TOKENS_FILE ? AccessTokens.load(env.IMGBUILDER_TOKENS_FILE) : undefined;
   const guard: Guard | undefined = tokens

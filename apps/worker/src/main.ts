@@ -8,11 +8,11 @@ import { BuildStore } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
-import { BuildRunner } from './build-runner.js';
+import { BuildRunner, type RunnerSettings } from './build-runner.js';
 import { endBuild } from './build-ending.js';
 import { Reaper } from './reaper.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const outage = watchOutage(redis);
   const store = new BuildStore(redis, keys);
-  const objects = new ObjectStore(env);
+  const objects = new ObjectStore(objectStoreOptions(env));
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
   const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
   const builder = await createImageBuilder(env.IMGBUILDER_BUILDER, engine);
@@ -54,7 +54,21 @@ async function main(): Promise<void> {
   const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache(registry, objects, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
-  const runner = new BuildRunner({ env, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
+  const settings: RunnerSettings = {
+    baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
+    workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
+    buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+    redisGiveUpMs: env.IMGBUILDER_REDIS_GIVE_UP,
+    retentionMs: env.IMGBUILDER_LOG_RETENTION,
+    streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL,
+    maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES,
+    redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL,
+    maxContextBytes: env.IMGBUILDER_MAX_CONTEXT_BYTES,
+    maxContextFiles: env.IMGBUILDER_MAX_CONTEXT_FILES,
+    allowLocalSources: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+    snapshotSources: env.IMGBUILDER_SNAPSHOT_SOURCES,
+  };
+  const runner = new BuildRunner({ settings, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
   const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
