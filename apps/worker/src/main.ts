@@ -31,7 +31,7 @@ const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
 async function main(): Promise<void> {
   const env = loadEnv();
-  // Child loggers made from here on inherit it.
+  // The configured level; child loggers made from here on inherit it.
   log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
