@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { freePort, ROOT, ServiceProcess, startStack, type Stack, type StackOptions } from '../../test/support/stack.js';
 
 export interface BenchStack extends Stack {
@@ -74,8 +75,8 @@ async function deleteNamespace(redis: Redis, namespace: string): Promise<void> {
   } while (cursor !== '0');
 }
 
-/** Redis key of a build's event stream; mirrors `redisKeys.events` (packages/common/src/redis-keys.ts) for any namespace. */
-export const eventsKey = (namespace: string, buildId: string) => `{${namespace}}:build:${buildId}:events`;
+/** Redis key of a build's event stream in a namespace. */
+export const eventsKey = (namespace: string, buildId: string) => redisKeys(namespace).events(buildId);
 
 export interface StreamEntry {
   /** Milliseconds part of the stream id: when Redis appended the entry (Redis server clock). */

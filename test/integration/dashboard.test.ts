@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { BuildStatus } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { loadEnv } from '@imgbuilder/common/config';
 import { build, connectAs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
@@ -272,7 +272,7 @@ describe('dashboard in a browser', () => {
       size += l.length;
     }
     const lastLine = `step ${String(lines.length - 1).padStart(8, '0')}`;
-    await new ObjectStore(loadEnv({ ...stack.env })).put(`logs/${bigId}.log`, lines.join(''));
+    await new ObjectStore(objectStoreOptions(loadEnv({ ...stack.env }))).put(`logs/${bigId}.log`, lines.join(''));
 
     const page = await newPage(`Bearer ${TOKENS.viewer}`);
     let t0 = Date.now();

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, LogsRequest, LogsResponse, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
+import { loadEnv } from '@imgbuilder/common/config';
 import { build, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
@@ -23,7 +24,7 @@ afterAll(() => git?.stop());
 const lastOf = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
 async function objectText(stack: Stack, key: string): Promise<string> {
-  const objects = new ObjectStore({ ...stack.env, IMGBUILDER_S3_FORCE_PATH_STYLE: true } as never);
+  const objects = new ObjectStore(objectStoreOptions(loadEnv(stack.env)));
   const body = await objects.getStream(key);
   const parts: Buffer[] = [];
   for await (const c of body as AsyncIterable<Buffer>) parts.push(c);

@@ -185,7 +185,7 @@ describe('IMGBUILDER_LOG_INFO=supervisor: Gitpod streams the live log from log_i
       expect((err as CallFailed).end.code).toBe(status.UNAUTHENTICATED);
     }
     // Sealed with the installation's key, but expired.
-    const expired = new LogTokens(SecretBox.fromEnv(stack.env.IMGBUILDER_SECRET_KEY, undefined), 1000, () => Date.now() - 60_000).issue(info.buildId);
+    const expired = new LogTokens(SecretBox.fromKey(stack.env.IMGBUILDER_SECRET_KEY), 1000, () => Date.now() - 60_000).issue(info.buildId);
     const err = await refusal({ 'x-gitpod-owner-token': expired });
     expect((err as CallFailed).end).toMatchObject({ code: status.UNAUTHENTICATED, message: expect.stringMatching(/missing, invalid or expired/) });
 

@@ -20,7 +20,8 @@ import {
   type ImageBuilderClient,
   type WorkspaceInitializer,
 } from '@imgbuilder/proto';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
+import { loadEnv } from '@imgbuilder/common/config';
 import { build, collect, connect, listBuilds, resolveBase, resolveWorkspace } from '../support/client.js';
 import { FakeRegistry } from '../support/fake-registry.js';
 import { GitServer } from '../support/git-server.js';
@@ -59,14 +60,7 @@ beforeAll(async () => {
   ]);
   src = await SourceServer.start(git.root, 'user', 'password');
   api = connect(stack.apiAddrs[0]);
-  objects = new ObjectStore({
-    IMGBUILDER_S3_ENDPOINT: stack.env.IMGBUILDER_S3_ENDPOINT,
-    IMGBUILDER_S3_BUCKET: stack.env.IMGBUILDER_S3_BUCKET,
-    IMGBUILDER_S3_REGION: stack.env.IMGBUILDER_S3_REGION,
-    IMGBUILDER_S3_FORCE_PATH_STYLE: true,
-    AWS_ACCESS_KEY_ID: stack.env.AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY: stack.env.AWS_SECRET_ACCESS_KEY,
-  });
+  objects = new ObjectStore(objectStoreOptions(loadEnv(stack.env)));
 });
 
 afterAll(async () => {

@@ -22,7 +22,8 @@ import {
   type ResolveWorkspaceImageResponse,
   type WorkspaceInitializer,
 } from '@imgbuilder/proto';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
+import { loadEnv } from '@imgbuilder/common/config';
 import { workspaceRef } from '@imgbuilder/common/refs';
 import { build, collect, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
@@ -44,14 +45,7 @@ beforeAll(async () => {
   [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1 }), GitServer.start()]);
   src = await SourceServer.start(git.root, USER, PASSWORD);
   api = connect(stack.apiAddrs[0]);
-  objects = new ObjectStore({
-    IMGBUILDER_S3_ENDPOINT: stack.env.IMGBUILDER_S3_ENDPOINT,
-    IMGBUILDER_S3_BUCKET: stack.env.IMGBUILDER_S3_BUCKET,
-    IMGBUILDER_S3_REGION: stack.env.IMGBUILDER_S3_REGION,
-    IMGBUILDER_S3_FORCE_PATH_STYLE: true,
-    AWS_ACCESS_KEY_ID: stack.env.AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY: stack.env.AWS_SECRET_ACCESS_KEY,
-  });
+  objects = new ObjectStore(objectStoreOptions(loadEnv(stack.env)));
 });
 
 afterAll(async () => {

@@ -5,10 +5,12 @@ import { BuildStore } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { ObjectStore } from '@imgbuilder/common/object-store';
 import { BuildReporter, type ReporterOptions } from '../../apps/worker/src/build-reporter.js';
+import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 import { S3Server } from '../support/s3-server.js';
 
 // The reporter against a private redis-server and a private s3rver: what reaches the event stream and the log object.
+const keys = redisKeys('imgb');
 let redisServer: RedisServer;
 let s3: S3Server;
 let redis: Redis;
@@ -20,17 +22,15 @@ const quiet = pino({ level: 'silent' });
 beforeAll(async () => {
   [redisServer, s3] = await Promise.all([RedisServer.start(), S3Server.start()]);
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
-  store = new BuildStore(redis);
-  // Note: the config refactor may give ObjectStore typed options instead of these Env names.
+  store = new BuildStore(redis, keys);
   objects = new ObjectStore({
-    IMGBUILDER_S3_ENDPOINT: s3.endpoint,
-    IMGBUILDER_S3_BUCKET: 'logs',
-    IMGBUILDER_S3_REGION: 'us-east-1',
-    IMGBUILDER_S3_FORCE_PATH_STYLE: true,
-    AWS_ACCESS_KEY_ID: 'S3RVER',
-    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    endpoint: s3.endpoint,
+    bucket: 'logs',
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
   });
-  logs = new LogStore(redis, objects);
+  logs = new LogStore(redis, keys, objects);
 });
 
 afterAll(async () => {

@@ -5,7 +5,7 @@ import { parseDuration } from '@imgbuilder/common/duration';
 
 describe('configuration', () => {
   it('defaults describe the local stack', () => {
-    const env = loadEnv({});
+    const env = loadEnv({ NODE_ENV: 'development' });
     expect(env.IMGBUILDER_BUILDER).toBe('buildkit');
     expect(env.IMGBUILDER_CACHE_REPOSITORY).toBeUndefined();
     expect(env.IMGBUILDER_GRPC_ADDR).toBe('0.0.0.0:8080');
@@ -35,6 +35,18 @@ describe('configuration', () => {
     expect(() => loadEnv({ IMGBUILDER_LOG_INFO: 'websocket' })).toThrow(/IMGBUILDER_LOG_INFO/);
     expect(() => loadEnv({ IMGBUILDER_BUILDER: 'kaniko' })).toThrow(/IMGBUILDER_BUILDER/);
     expect(() => loadEnv({ IMGBUILDER_CACHE_REPOSITORY: 'not a repository' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY/);
+    expect(() => loadEnv({ NODE_ENV: 'development', LOG_LEVEL: 'verbose' })).toThrow(/LOG_LEVEL/);
+  });
+
+  it('the secret key is required outside development, and must be 32 bytes of base64', () => {
+    expect(() => loadEnv({})).toThrow(ConfigError);
+    expect(() => loadEnv({})).toThrow('IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one');
+    expect(() => loadEnv({ NODE_ENV: 'production', IMGBUILDER_SECRET_KEY: Buffer.alloc(16).toString('base64') })).toThrow(
+      'IMGBUILDER_SECRET_KEY must be 32 bytes, base64-encoded (`openssl rand -base64 32`)',
+    );
+    const key = Buffer.alloc(32, 1).toString('base64');
+    expect(loadEnv({ IMGBUILDER_SECRET_KEY: key }).IMGBUILDER_SECRET_KEY).toBe(key);
+    expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_SECRET_KEY).toBeUndefined();
   });
 });
 
@@ -66,6 +78,20 @@ describe('starting without required settings', () => {
     const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_BUILD_TIMEOUT: 'whenever' });
     expect(res.code).toBe(1);
     expect(res.out).toContain('IMGBUILDER_BUILD_TIMEOUT');
+  });
+
+  it('LOG_LEVEL is validated with the other settings and sets what the processes log', async () => {
+    const bad = await start('worker', { NODE_ENV: 'development', LOG_LEVEL: 'verbose' });
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/invalid configuration:.*\\n\s+LOG_LEVEL: /);
+    // The same refusal, raised once the configuration is read, is logged at fatal and so hidden by `silent`.
+    const refuse = { NODE_ENV: 'development', IMGBUILDER_LOG_INFO: 'supervisor', IMGBUILDER_SUPERVISOR_ADDR: '127.0.0.1:0' };
+    const fatal = await start('api', { ...refuse, LOG_LEVEL: 'fatal' });
+    expect(fatal.code).toBe(1);
+    expect(fatal.out).toContain('IMGBUILDER_PUBLIC_URL');
+    const silent = await start('api', { ...refuse, LOG_LEVEL: 'silent' });
+    expect(silent.code).toBe(1);
+    expect(silent.out).toBe('');
   });
 
   it('the API refuses IMGBUILDER_LOG_INFO=supervisor without IMGBUILDER_PUBLIC_URL', async () => {

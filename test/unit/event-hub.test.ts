@@ -3,9 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStore, type BuildEvent } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { EventHub } from '../../apps/api/src/event-hub.js';
+import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 
 // EventHub against a private redis-server: subscribers join while a writer appends, the way the worker does.
+const keys = redisKeys('imgb');
 let server: RedisServer;
 let redis: Redis;
 let sub: Redis;
@@ -17,9 +19,9 @@ beforeAll(async () => {
   server = await RedisServer.start();
   redis = new Redis(server.url, { maxRetriesPerRequest: 1 });
   sub = new Redis(server.url, { maxRetriesPerRequest: 1 });
-  store = new BuildStore(redis);
+  store = new BuildStore(redis, keys);
   // Appending touches Redis only: the object store is never reached in this test.
-  logs = new LogStore(redis, undefined as never);
+  logs = new LogStore(redis, keys, undefined as never);
   hub = new EventHub(store, sub);
 });
 
@@ -64,7 +66,7 @@ describe('EventHub catch-up to live', () => {
       offset += text.length;
     }
     readers.push(collect(id));
-    expect(await store.finish(id, ref, 'done_success', 'fine', 60_000, 60_000)).toBeGreaterThan(0);
+    expect(await store.finish({ buildId: id, ref, state: 'done_success', message: 'fine', retentionMs: 60_000, eventsTtlMs: 60_000 })).toBeGreaterThan(0);
     // A reader after the end, and one resuming from a cursor in the middle, catch up only.
     readers.push(collect(id));
     const all = await wholeStream(id);
@@ -92,7 +94,7 @@ describe('EventHub catch-up to live', () => {
       offset += text.length;
       if (i % 3 === 0) await new Promise((r) => setImmediate(r));
     }
-    await store.finish(id, ref, 'done_failure', 'end', 60_000, 60_000);
+    await store.finish({ buildId: id, ref, state: 'done_failure', message: 'end', retentionMs: 60_000, eventsTtlMs: 60_000 });
     const ids = (await wholeStream(id)).map((e) => e.id);
     expect(ids).toHaveLength(1 + 60 + 1);
     for (const [n, got] of (await Promise.all(readers)).entries()) expect(got.map((e) => e.id), `reader ${n}`).toEqual(ids);

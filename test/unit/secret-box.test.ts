@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { SecretBox, SealedForOtherUse } from '@imgbuilder/common/secret-box';
 
 describe('SecretBox', () => {
-  const box = SecretBox.fromEnv(randomBytes(32).toString('base64'), undefined);
+  const box = SecretBox.fromKey(randomBytes(32).toString('base64'));
 
   it('opens a blob only for the context it was sealed for, and never echoes its content', () => {
     const sealed = box.seal({ password: 'hunter2-secret' }, 'build-a');
@@ -22,7 +22,7 @@ describe('SecretBox', () => {
     const sealed = Buffer.from(box.seal({ a: 1 }, 'ctx'), 'base64');
     sealed[sealed.length - 1] ^= 1;
     expect(() => box.open(sealed.toString('base64'), 'ctx')).toThrow(SealedForOtherUse);
-    const other = SecretBox.fromEnv(randomBytes(32).toString('base64'), undefined);
+    const other = SecretBox.fromKey(randomBytes(32).toString('base64'));
     expect(() => other.open(box.seal({ a: 1 }, 'ctx'), 'ctx')).toThrow(SealedForOtherUse);
   });
 });

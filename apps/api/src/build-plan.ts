@@ -14,7 +14,8 @@ import { quote } from '@imgbuilder/common/client-text';
 export interface BuildPlan {
   ref: string;
   baseRef: string;
-  plan: 'dockerfile' | 'copy';
+  /** `dockerfile`: build the base image from its source first; `copy`: the base image exists, only copy it. */
+  kind: 'dockerfile' | 'copy';
   /** For `copy`: the digest-form image the workspace image is copied from. */
   copyFrom?: string;
   /** Commits of mutable git targets used in the base-ref hash, by initializer position. */
@@ -62,7 +63,7 @@ export class BuildPlanner {
     if (from.$case === 'ref') {
       if (!from.ref.ref.trim()) throw new InvalidRequest('build source is missing: the ref source names no image');
       const baseRef = await this.resolveImage(from.ref.ref, policy, retry);
-      return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', copyFrom: baseRef, policy };
+      return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'copy', copyFrom: baseRef, policy };
     }
     const file = from.file;
     if (!file.source?.spec) throw new InvalidRequest('build source is missing: the Dockerfile source has no initializer');
@@ -73,7 +74,7 @@ export class BuildPlanner {
     checkCheckoutsGoIntoNewDirectories(file.source);
     const resolvedCommits = file.dockerfileVersion ? {} : await this.resolveMutableTargets(file.source);
     const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommits });
-    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'dockerfile', resolvedCommits, policy };
+    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'dockerfile', resolvedCommits, policy };
   }
 
   /**
@@ -84,7 +85,7 @@ export class BuildPlanner {
   async planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy): Promise<BuildPlan> {
     const parsed = parseImageRef(baseImage);
     const baseRef = formatImageRef(parsed);
-    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, plan: 'copy', policy };
+    return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'copy', policy };
   }
 
   /** Commits of every mutable git target in the source, by depth-first position (REFERENCE.md "Refs", README). */

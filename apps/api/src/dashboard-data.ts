@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { Queue } from 'bullmq';
 import { isTerminal, toRecord, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { RedisClient } from '@imgbuilder/common/redis';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
+import type { RedisKeys } from '@imgbuilder/common/redis-keys';
 import type { Logger } from '@imgbuilder/common/logger';
 
 const HOUR_MS = 3_600_000;
@@ -68,6 +68,7 @@ export class DashboardData {
 
   constructor(
     private readonly redis: RedisClient,
+    private readonly keys: RedisKeys,
     private readonly queue: Queue,
     /** IMGBUILDER_LOG_RETENTION: a finished record kept in memory goes when Redis lets it expire. */
     private readonly retentionMs: number,
@@ -92,8 +93,8 @@ export class DashboardData {
     const queued = (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
     await this.redis
       .pipeline()
-      .zadd(redisKeys.queueSamples, now, `${now}:${queued}:${c.active ?? 0}:${this.pod}`)
-      .zremrangebyscore(redisKeys.queueSamples, '-inf', now - HOUR_MS)
+      .zadd(this.keys.queueSamples, now, `${now}:${queued}:${c.active ?? 0}:${this.pod}`)
+      .zremrangebyscore(this.keys.queueSamples, '-inf', now - HOUR_MS)
       .exec();
   }
 
@@ -109,7 +110,7 @@ export class DashboardData {
   }
 
   private async readRows(): Promise<BuildRow[]> {
-    const ids = await this.redis.zrevrange(redisKeys.recent, 0, -1);
+    const ids = await this.redis.zrevrange(this.keys.recent, 0, -1);
     const now = Date.now();
     for (const [id, row] of this.finished) if ((row.finishedAt ?? now) + this.retentionMs <= now) this.finished.delete(id);
     const missing = ids.filter((id) => !this.finished.has(id));
@@ -118,7 +119,7 @@ export class DashboardData {
     for (let i = 0; i < missing.length; i += PIPELINE_BATCH) {
       const batch = missing.slice(i, i + PIPELINE_BATCH);
       const pipe = this.redis.pipeline();
-      for (const id of batch) pipe.hgetall(redisKeys.build(id));
+      for (const id of batch) pipe.hgetall(this.keys.build(id));
       const res = (await pipe.exec()) ?? [];
       res.forEach(([, h], j) => {
         const rec = h as Record<string, string> | null;
@@ -129,7 +130,7 @@ export class DashboardData {
       });
     }
     // Records past their retention leave the index too, so it holds only builds that still exist.
-    if (expired.length) await this.redis.zrem(redisKeys.recent, ...expired).catch(() => undefined);
+    if (expired.length) await this.redis.zrem(this.keys.recent, ...expired).catch(() => undefined);
     const listed = new Set(ids);
     for (const id of this.finished.keys()) if (!listed.has(id)) this.finished.delete(id);
     return ids.map((id) => this.finished.get(id) ?? fetched.get(id)).filter((r): r is BuildRow => Boolean(r));
@@ -161,7 +162,7 @@ export class DashboardData {
       if (i >= 0 && i < 60) minutes[i][r.state === 'done_success' ? 'success' : 'failure']++;
     }
     // Pods sample independently: a minute shows the deepest queue any of them saw; null when none was running.
-    for (const m of await this.redis.zrangebyscore(redisKeys.queueSamples, first, '+inf')) {
+    for (const m of await this.redis.zrangebyscore(this.keys.queueSamples, first, '+inf')) {
       const [t, queued, running] = m.split(':').map(Number);
       const i = slot(t);
       if (i < 0 || i >= 60) continue;

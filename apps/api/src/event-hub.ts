@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
 import { BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
-import { redisChannels } from '@imgbuilder/common/redis-keys';
 import { BuildStateUnavailable } from '@imgbuilder/common/errors';
 
 const PAGE = 500;
@@ -34,10 +33,10 @@ export class EventHub {
 
   constructor(
     private readonly store: BuildStore,
-    private readonly sub: RedisClient,
+    private readonly pubsub: RedisClient,
     private readonly opts: EventHubOptions = {},
   ) {
-    sub.on('message', (channel: string) => {
+    pubsub.on('message', (channel: string) => {
       const id = channel.slice(channel.lastIndexOf(':') + 1);
       this.tails.get(id)?.wake();
     });
@@ -47,7 +46,7 @@ export class EventHub {
   async *events(buildId: string, signal: AbortSignal, afterId = '0-0'): AsyncGenerator<BuildEvent> {
     let tail = this.tails.get(buildId);
     if (!tail) {
-      tail = new Tail(buildId, this.store, this.sub as Redis, () => this.tails.delete(buildId), this.opts.unavailable, this.opts.onLive);
+      tail = new Tail(buildId, this.store, this.pubsub as Redis, () => this.tails.delete(buildId), this.opts.unavailable, this.opts.onLive);
       this.tails.set(buildId, tail);
     }
     const sub = new Subscriber(afterId);
@@ -94,10 +93,6 @@ export class EventHub {
       signal.removeEventListener('abort', onAbort);
       tail.remove(sub);
     }
-  }
-
-  get watchedBuilds(): number {
-    return this.tails.size;
   }
 }
 
@@ -154,14 +149,14 @@ class Tail {
   constructor(
     private readonly buildId: string,
     private readonly store: BuildStore,
-    private readonly sub: Redis,
+    private readonly pubsub: Redis,
     private readonly onClose: () => void,
     private readonly unavailable?: () => string | undefined,
     private readonly onLive?: (batch: BuildEvent[]) => void,
   ) {
     let waited = false;
     const subscribed = (async () => {
-      await this.sub.subscribe(redisChannels.events(buildId));
+      await this.pubsub.subscribe(this.store.keys.eventsNotify(buildId));
       const last = await this.store.lastEventId(buildId);
       // After the wait ran out, fetches already move lastId; a later read must not skip past what they delivered.
       if (!waited) this.lastId = last;
@@ -192,7 +187,7 @@ class Tail {
       this.closed = true;
       clearInterval(this.timer);
       this.onClose();
-      this.sub.unsubscribe(redisChannels.events(this.buildId)).catch(() => undefined);
+      this.pubsub.unsubscribe(this.store.keys.eventsNotify(this.buildId)).catch(() => undefined);
     }
   }
 

@@ -74,20 +74,38 @@ export interface ServiceConfig {
   supervisorLogs?: { publicUrl: string; tokens: LogTokens };
 }
 
+/** What the service works with, made once per process (main.ts). */
+export interface ServiceDeps {
+  planner: BuildPlanner;
+  registry: RegistryClient;
+  store: BuildStore;
+  hub: EventHub;
+  queue: Queue<BuildJobData>;
+  logStore: LogStore;
+  /** Seals the credentials a job carries. */
+  secrets: SecretBox;
+  metrics: ApiMetrics;
+  log: Logger;
+}
+
 /** The `builder.ImageBuilder` rpcs. Holds no build state: everything lives in Redis. */
 export class ImageBuilderService {
+  private readonly planner: BuildPlanner;
+  private readonly registry: RegistryClient;
+  private readonly store: BuildStore;
+  private readonly hub: EventHub;
+  private readonly queue: Queue<BuildJobData>;
+  private readonly logStore: LogStore;
+  private readonly secrets: SecretBox;
+  private readonly metrics: ApiMetrics;
+  private readonly log: Logger;
+
   constructor(
     private readonly cfg: ServiceConfig,
-    private readonly planner: BuildPlanner,
-    private readonly registry: RegistryClient,
-    private readonly store: BuildStore,
-    private readonly hub: EventHub,
-    private readonly queue: Queue<BuildJobData>,
-    private readonly logStore: LogStore,
-    private readonly secrets: SecretBox,
-    private readonly metrics: ApiMetrics,
-    private readonly log: Logger,
-  ) {}
+    deps: ServiceDeps,
+  ) {
+    ({ planner: this.planner, registry: this.registry, store: this.store, hub: this.hub, queue: this.queue, logStore: this.logStore, secrets: this.secrets, metrics: this.metrics, log: this.log } = deps);
+  }
 
   handlers(): ImageBuilderServer {
     return {
@@ -174,7 +192,7 @@ export class ImageBuilderService {
     };
 
     if (await answerIfBuilt(plan)) return;
-    if (plan.plan === 'copy' && !plan.copyFrom) {
+    if (plan.kind === 'copy' && !plan.copyFrom) {
       // base_image_name_resolved names its image by tag or digest, and it may be gone since: pin it to a digest
       // that exists, or build from the source as Gitpod's builder does (its server's restart path relies on it).
       try {
@@ -277,11 +295,11 @@ export class ImageBuilderService {
       ]);
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
-      await this.store.finish(id, plan.ref, 'done_failure', 'build could not be queued', this.cfg.retentionMs, this.cfg.retentionMs).catch(() => undefined);
+      await this.store.finish({ buildId: id, ref: plan.ref, state: 'done_failure', message: 'build could not be queued', retentionMs: this.cfg.retentionMs, eventsTtlMs: this.cfg.retentionMs }).catch(() => undefined);
       throw err;
     }
     this.metrics.started.inc();
-    log.info({ build_id: id, plan: plan.plan }, 'build queued');
+    log.info({ build_id: id, plan: plan.kind }, 'build queued');
     return id;
   }
 
@@ -303,7 +321,7 @@ export class ImageBuilderService {
       ref: plan.ref,
       baseRef: plan.baseRef,
       source: BuildSource.toJSON(source),
-      plan: plan.plan,
+      plan: plan.kind,
       copyFrom: plan.copyFrom,
       auth: BuildRegistryAuth.toJSON(auth),
       triggeredBy: req.triggeredBy,

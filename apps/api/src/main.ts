@@ -3,11 +3,11 @@ import { status as GrpcStatus } from '@grpc/grpc-js';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
-import { QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
+import { QUEUE_NAME, redisKeys, type RedisKeys } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
@@ -32,30 +32,33 @@ const log = createLogger('imgbuilder-api');
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  // The configured level; child loggers made from here on inherit it.
+  log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
-  const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
-  const creds = serverCredentials(env);
+  const secrets = SecretBox.fromKey(env.IMGBUILDER_SECRET_KEY);
+  const creds = serverCredentials({ cert: env.IMGBUILDER_TLS_CERT, key: env.IMGBUILDER_TLS_KEY, ca: env.IMGBUILDER_TLS_CA });
+  const keys = redisKeys(env.IMGBUILDER_REDIS_NAMESPACE);
 
   const redis = connectRedis('imgbuilder-api');
-  const sub = connectRedis('imgbuilder-api-sub', { blocking: true });
+  const pubsub = connectRedis('imgbuilder-api-sub', { blocking: true });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
-  sub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
-  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: connectRedis('imgbuilder-api-queue'), prefix: QUEUE_PREFIX });
+  pubsub.on('error', (err) => log.warn({ err: err.message }, 'redis subscriber error'));
+  const queue = new Queue<BuildJobData>(QUEUE_NAME, { connection: connectRedis('imgbuilder-api-queue'), prefix: keys.queuePrefix });
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
 
-  const store = new BuildStore(redis);
+  const store = new BuildStore(redis, keys);
   const outage = watchOutage(redis);
   // Open streams wait through a Redis restart, but not for ever: past the give-up they end UNAVAILABLE (retryable).
   const metrics = new ApiMetrics(queue);
-  const hub = new EventHub(store, sub, {
+  const hub = new EventHub(store, pubsub, {
     onLive: (batch) => metrics.logsRead(batch),
     unavailable: () =>
       outage.downForMs() > env.IMGBUILDER_REDIS_GIVE_UP ? `the build queue (Redis) has been unreachable for over ${formatDuration(env.IMGBUILDER_REDIS_GIVE_UP)}; retry` : undefined,
   });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
-  const objects = new ObjectStore(env);
-  const logStore = new LogStore(redis, objects);
+  const objects = new ObjectStore(objectStoreOptions(env));
+  const logStore = new LogStore(redis, keys, objects);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
   const planner = new BuildPlanner(
     {
@@ -95,19 +98,11 @@ async function main(): Promise<void> {
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
       supervisorLogs,
     },
-    planner,
-    registry,
-    store,
-    hub,
-    queue,
-    logStore,
-    secrets,
-    metrics,
-    log,
+    { planner, registry, store, hub, queue, logStore, secrets, metrics, log },
   );
 
   const ready = async () => (await redis.ping()) === 'PONG';
-  const server = createGrpcServer(env);
+  const server = createGrpcServer({ maxMessageBytes: env.IMGBUILDER_MAX_MESSAGE_BYTES, maxConcurrentStreams: env.IMGBUILDER_MAX_CONCURRENT_STREAMS });
   // With a tokens file every rpc but health needs a token of the right role; without one gRPC stays open (mTLS).
   const tokens = env.IMGBUILDER_TOKENS_FILE ? AccessTokens.load(env.IMGBUILDER_TOKENS_FILE) : undefined;
   const guard: Guard | undefined = tokens
@@ -136,7 +131,7 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  const dashboard = await startDashboard(env, tokens, { store, logStore, hub }, objects, redis, queue);
+  const dashboard = await startDashboard(env, tokens, { store, logStore, hub }, objects, redis, keys, queue);
   // Both default to :8081: one address means one HTTP server, the dashboard's, also taking the supervisor's upgrades.
   const shared = dashboard && env.IMGBUILDER_SUPERVISOR_ADDR === env.IMGBUILDER_HTTP_ADDR ? dashboard.server.http : undefined;
   const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log, shared) : undefined;
@@ -162,7 +157,7 @@ async function main(): Promise<void> {
       dashboard?.data.stop();
       await queue.close().catch(() => undefined);
       redis.disconnect();
-      sub.disconnect();
+      pubsub.disconnect();
       process.exit(0);
     });
   };
@@ -175,14 +170,14 @@ async function main(): Promise<void> {
  * IMGBUILDER_DASHBOARD_TOKEN (role viewer); with neither it stays off. Like metrics, a port taken by another process
  * on the host is logged, not fatal.
  */
-async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: BuildLogDeps, objects: ObjectStore, redis: RedisClient, queue: Queue) {
+async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: BuildLogDeps, objects: ObjectStore, redis: RedisClient, keys: RedisKeys, queue: Queue) {
   if (!env.IMGBUILDER_HTTP_ADDR) return undefined;
   const viewers = tokens ?? (env.IMGBUILDER_DASHBOARD_TOKEN ? AccessTokens.fromEntries([{ name: 'dashboard', role: 'viewer', sha256: hashToken(env.IMGBUILDER_DASHBOARD_TOKEN) }]) : undefined);
   if (!viewers) {
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData(redis, queue, env.IMGBUILDER_LOG_RETENTION, log);
+  const data = new DashboardData(redis, keys, queue, env.IMGBUILDER_LOG_RETENTION, log);
   const server = new DashboardServer(deps, objects, data, { tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false }, log);
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);

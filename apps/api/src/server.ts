@@ -2,15 +2,31 @@ import { readFileSync } from 'node:fs';
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { ImageBuilderServer } from '@imgbuilder/proto';
 import { imageBuilderDefinition } from './log-encoding.js';
-import type { Env } from '@imgbuilder/common/config';
 import { HealthService } from './health-service.js';
 
+export interface TransportLimits {
+  /** Largest message accepted or sent (IMGBUILDER_MAX_MESSAGE_BYTES, 16MiB). */
+  maxMessageBytes: number;
+  /** Concurrent streams one connection may open (IMGBUILDER_MAX_CONCURRENT_STREAMS, 4096). */
+  maxConcurrentStreams: number;
+}
+
+/** Files (paths) of the gRPC port's TLS; with a CA, clients must present a certificate it signed. */
+export interface TlsFiles {
+  /** IMGBUILDER_TLS_CERT */
+  cert?: string;
+  /** IMGBUILDER_TLS_KEY */
+  key?: string;
+  /** IMGBUILDER_TLS_CA */
+  ca?: string;
+}
+
 /** Creates the gRPC server with transport limits and keepalives; services are added by the caller. */
-export function createGrpcServer(env: Env): Server {
+export function createGrpcServer(limits: TransportLimits): Server {
   return new Server({
-    'grpc.max_receive_message_length': env.IMGBUILDER_MAX_MESSAGE_BYTES,
-    'grpc.max_send_message_length': env.IMGBUILDER_MAX_MESSAGE_BYTES,
-    'grpc.max_concurrent_streams': env.IMGBUILDER_MAX_CONCURRENT_STREAMS,
+    'grpc.max_receive_message_length': limits.maxMessageBytes,
+    'grpc.max_send_message_length': limits.maxMessageBytes,
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
     // HTTP/2 pings keep idle streams (quiet build steps) alive through proxies and detect dead peers.
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
@@ -20,9 +36,9 @@ export function createGrpcServer(env: Env): Server {
 }
 
 /** Plaintext, TLS, or mutual TLS (a CA makes client certificates mandatory). */
-export function serverCredentials(env: Env): ServerCredentials {
-  if (!env.IMGBUILDER_TLS_CERT && !env.IMGBUILDER_TLS_KEY) return ServerCredentials.createInsecure();
-  if (!env.IMGBUILDER_TLS_CERT || !env.IMGBUILDER_TLS_KEY) throw new Error('IMGBUILDER_TLS_CERT and IMGBUILDER_TLS_KEY must be set together');
+export function serverCredentials(tls: TlsFiles): ServerCredentials {
+  if (!tls.cert && !tls.key) return ServerCredentials.createInsecure();
+  if (!tls.cert || !tls.key) throw new Error('IMGBUILDER_TLS_CERT and IMGBUILDER_TLS_KEY must be set together');
   const read = (name: string, path: string) => {
     try {
       return readFileSync(path);
@@ -30,8 +46,8 @@ export function serverCredentials(env: Env): ServerCredentials {
       throw new Error(`${name}: cannot read ${path}: ${(err as Error).message}`);
     }
   };
-  const ca = env.IMGBUILDER_TLS_CA ? read('IMGBUILDER_TLS_CA', env.IMGBUILDER_TLS_CA) : null;
-  return ServerCredentials.createSsl(ca, [{ cert_chain: read('IMGBUILDER_TLS_CERT', env.IMGBUILDER_TLS_CERT), private_key: read('IMGBUILDER_TLS_KEY', env.IMGBUILDER_TLS_KEY) }], ca !== null);
+  const ca = tls.ca ? read('IMGBUILDER_TLS_CA', tls.ca) : null;
+  return ServerCredentials.createSsl(ca, [{ cert_chain: read('IMGBUILDER_TLS_CERT', tls.cert), private_key: read('IMGBUILDER_TLS_KEY', tls.key) }], ca !== null);
 }
 
 /** A gRPC service implementation, possibly wrapped by access-token checks (auth.ts). */

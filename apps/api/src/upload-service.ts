@@ -10,6 +10,7 @@ import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '
 import { InvalidRequest, StorageFull, StorageUnavailable, UploadCancelled, UploadCapacityReached, UploadTimedOut, UploadTooLarge } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
+import { formatBytes } from '@imgbuilder/common/byte-size';
 import { toServiceError } from './grpc-status.js';
 import type { Guard } from './server.js';
 
@@ -195,17 +196,6 @@ function tooLarge(max: number, detail?: string): UploadTooLarge {
 function diskError(err: NodeJS.ErrnoException): Error {
   if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return new StorageFull('the server ran out of disk space for uploads; retry later');
   return err;
-}
-
-function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1 && Number.isInteger(v / 1024)) {
-    v /= 1024;
-    i++;
-  }
-  return `${v} ${units[i]}`;
 }
 
 function toUploadError(err: unknown, log: Logger): ServiceError {

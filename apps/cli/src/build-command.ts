@@ -4,7 +4,9 @@ import { gitBuildSource, snapshotBuildSource } from './build-source.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
 import type { Connection } from './connection.js';
 import { archiveStream, planContext } from './context-archive.js';
-import { formatBytes, formatDuration, Output } from './output.js';
+import { formatBytes } from '@imgbuilder/common/byte-size';
+import { formatDuration } from '@imgbuilder/common/duration';
+import { Output } from './output.js';
 import { uploadSnapshot } from './snapshot-upload.js';
 
 export interface BuildOptions {
@@ -60,10 +62,10 @@ export async function buildCommand(dir: string | undefined, opts: BuildOptions, 
 async function uploadDirectory(dir: string, dockerfile: string | undefined, conn: Connection, out: Output, signal: AbortSignal): Promise<BuildSource> {
   const t0 = Date.now();
   const plan = await planContext(dir, dockerfile);
-  out.progress(`uploading ${dir}: ${plan.files} files, ${formatBytes(plan.bytes)}`);
+  out.progress(`uploading ${dir}: ${plan.files} files, ${formatBytes(plan.bytes, 'rounded')}`);
   const res = await uploadSnapshot(conn.uploads, archiveStream(plan), basename(resolve(dir)), signal);
   const elapsed = Date.now() - t0;
-  out.progress(`uploaded ${formatBytes(Number(res.size))} compressed as ${res.snapshot} (${formatDuration(elapsed)})`);
+  out.progress(`uploaded ${formatBytes(Number(res.size), 'rounded')} compressed as ${res.snapshot} (${formatDuration(elapsed, 'elapsed')})`);
   out.event('upload', { snapshot: res.snapshot, files: plan.files, bytes: plan.bytes, compressed_bytes: Number(res.size), elapsed_ms: elapsed });
   return snapshotBuildSource(res.snapshot, plan.dockerfilePath, plan.contextPath);
 }
@@ -87,7 +89,7 @@ function followBuild(conn: Connection, source: BuildSource, force: boolean, out:
       if (m.status === BuildStatus.running) {
         const quiet = Date.now() - lastOutput >= QUIET_NOTICE_MS;
         if (!announced || quiet) {
-          out.progress(`build ${state.buildId} ${announced ? 'still running' : 'running'} (${formatDuration(elapsed())}) → ${m.ref}`);
+          out.progress(`build ${state.buildId} ${announced ? 'still running' : 'running'} (${formatDuration(elapsed(), 'elapsed')}) → ${m.ref}`);
           out.event('status', { status: 'running', build_id: state.buildId, ref: m.ref, base_ref: m.baseRef, elapsed_ms: elapsed() });
           announced = true;
           lastOutput = Date.now();
@@ -107,7 +109,7 @@ function followBuild(conn: Connection, source: BuildSource, force: boolean, out:
         const t = terminal;
         const ok = t.status === BuildStatus.done_success;
         const cached = !state.buildId && ok;
-        const took = formatDuration(elapsed());
+        const took = formatDuration(elapsed(), 'elapsed');
         if (cached) out.progress(`image is up to date: it was built before (${took})`);
         else if (ok) out.progress(`build ${state.buildId} succeeded in ${took}`);
         else out.progress(`build ${state.buildId} failed after ${took}`);

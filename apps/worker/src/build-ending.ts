@@ -59,7 +59,7 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
   if (writer.redisRefused && uploaded) await d.logs.dropStreamLog(e.buildId).catch((err: Error) => log.warn({ err: err.message }, 'could not drop the log from Redis'));
   const message = uploaded ? e.message : `${e.message ? `${e.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
   const token = await retry(
-    () => d.store.finish(e.buildId, e.ref, e.state, message, d.retentionMs, uploaded ? d.streamTtlMs : d.retentionMs, !uploaded, e.token),
+    () => d.store.finish({ buildId: e.buildId, ref: e.ref, state: e.state, message, retentionMs: d.retentionMs, eventsTtlMs: uploaded ? d.streamTtlMs : d.retentionMs, logPending: !uploaded, token: e.token }),
     {
       deadlineMs: FINISH_RETRY_MS,
       delayMs: (attempt) => Math.min(250 * 2 ** (attempt - 1), 5_000),

@@ -5,7 +5,6 @@ import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
 import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
-import type { Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { ImgbuilderError, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
@@ -28,8 +27,36 @@ import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './image-builder.js';
 import type { BuildCache } from './build-cache.js';
 
+/** What builds run under, from the configuration (the variable and its default in brackets). */
+export interface RunnerSettings {
+  /** Where Dockerfile builds are pushed (IMGBUILDER_BASE_REPOSITORY). */
+  baseRepository: string;
+  /** Where workspace images are pushed (IMGBUILDER_WORKSPACE_REPOSITORY). */
+  workspaceRepository: string;
+  /** A build running longer is stopped and fails (IMGBUILDER_BUILD_TIMEOUT, 60m). */
+  buildTimeoutMs: number;
+  /** How long Redis may stay unreachable before the worker gives up (IMGBUILDER_REDIS_GIVE_UP, 60s). */
+  redisGiveUpMs: number;
+  /** How long finished builds stay in Redis (IMGBUILDER_LOG_RETENTION, 7d). */
+  retentionMs: number;
+  /** How long a finished build's event stream stays once its log object is complete (IMGBUILDER_LOG_STREAM_TTL, 5m). */
+  streamTtlMs: number;
+  /** A build's log is cut beyond this size (IMGBUILDER_LOG_MAX_BYTES, 64MiB). */
+  maxLogBytes: number;
+  /** How much of the end of a log Redis keeps (IMGBUILDER_LOG_REDIS_TAIL, 1MiB). */
+  redisTailBytes: number;
+  /** Larger build contexts fail (IMGBUILDER_MAX_CONTEXT_BYTES, 1GiB). */
+  maxContextBytes: number;
+  /** Build contexts with more files fail (IMGBUILDER_MAX_CONTEXT_FILES, 200000). */
+  maxContextFiles: number;
+  /** git remotes and downloads may use file:// URLs and local paths (IMGBUILDER_ALLOW_LOCAL_SOURCES, false). */
+  allowLocalSources: boolean;
+  /** Buckets (`bucket` or `bucket/prefix`) snapshots may come from besides the own one (IMGBUILDER_SNAPSHOT_SOURCES, none). */
+  snapshotSources: string[];
+}
+
 export interface RunnerDeps {
-  env: Env;
+  settings: RunnerSettings;
   store: BuildStore;
   objects: ObjectStore;
   logs: LogStore;
@@ -68,15 +95,15 @@ export class BuildRunner {
   }
 
   get ending(): EndingDeps {
-    const { env, store, logs, metrics, log } = this.d;
-    return { store, logs, metrics, log, retentionMs: env.IMGBUILDER_LOG_RETENTION, streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL, maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES, redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL };
+    const { settings, store, logs, metrics, log } = this.d;
+    return { store, logs, metrics, log, retentionMs: settings.retentionMs, streamTtlMs: settings.streamTtlMs, maxLogBytes: settings.maxLogBytes, redisTailBytes: settings.redisTailBytes };
   }
 
   async run(job: BuildJobData, external: AbortSignal, attempt: { restarted: boolean }): Promise<void> {
-    const { env, store } = this.d;
+    const { settings, store } = this.d;
     const log = this.d.log.child({ build_id: job.buildId, ref: job.ref });
     // The fencing token: a newer pick-up (this attempt frozen past its lock) or the end makes every write of ours a no-op.
-    const token = await store.claim(job.buildId, Date.now() + env.IMGBUILDER_BUILD_TIMEOUT + END_GRACE_MS);
+    const token = await store.claim(job.buildId, Date.now() + settings.buildTimeoutMs + END_GRACE_MS);
     if (!token) {
       log.info('build already ended; nothing to do');
       return;
@@ -91,7 +118,7 @@ export class BuildRunner {
       log.error({ err: sealRefused }, 'sealed credentials refused');
     }
     const auth = BuildRegistryAuth.fromJSON({ ...(job.auth as object), additional: sealed.additional });
-    const policy = new RegistryAuthPolicy(auth, this.d.installation, { baseRepository: env.IMGBUILDER_BASE_REPOSITORY, workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY });
+    const policy = new RegistryAuthPolicy(auth, this.d.installation, { baseRepository: settings.baseRepository, workspaceRepository: settings.workspaceRepository });
     const allSecrets = [
       ...sealed.git.flatMap((g) => [g.password, g.ots]),
       ...Object.values(sealed.additional),
@@ -104,13 +131,13 @@ export class BuildRunner {
       {
         buildId: job.buildId,
         token,
-        maxBytes: env.IMGBUILDER_LOG_MAX_BYTES,
-        redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL,
+        maxBytes: settings.maxLogBytes,
+        redisTailBytes: settings.redisTailBytes,
         secrets: allSecrets,
         onBytes: (n) => this.d.metrics.logBytes.inc(n),
         onLost: (why) => lost.abort(why),
         onRedisRefused: (why) => refused.abort(why),
-        redisGiveUpMs: env.IMGBUILDER_REDIS_GIVE_UP / 2,
+        redisGiveUpMs: settings.redisGiveUpMs / 2,
       },
       this.d.logs,
       log,
@@ -120,7 +147,7 @@ export class BuildRunner {
       reporter.line('build restarted: the worker running it stopped (killed, unresponsive or shut down); building again from scratch');
     }
     const started = Date.now();
-    const timeout = AbortSignal.timeout(env.IMGBUILDER_BUILD_TIMEOUT);
+    const timeout = AbortSignal.timeout(settings.buildTimeoutMs);
     const signal = AbortSignal.any([timeout, external, lost.signal, refused.signal]);
     const workdir = await mkdtemp(join(tmpdir(), `imgbuilder-${job.buildId}-`));
     const cleanupTags: string[] = [];
@@ -136,7 +163,7 @@ export class BuildRunner {
       } else {
         await this.buildDockerfile(job, sealed, workdir, policy, reporter, signal, cleanupTags);
       }
-      const exists = await this.d.registry.exists(parseImageRef(job.ref), { credentials: pushCredentials(this.d.installation, env.IMGBUILDER_WORKSPACE_REPOSITORY), retry: true });
+      const exists = await this.d.registry.exists(parseImageRef(job.ref), { credentials: pushCredentials(this.d.installation, settings.workspaceRepository), retry: true });
       if (!exists) throw new WorkspaceImageMissing(job.ref);
       reporter.line(`done: ${job.ref}`);
       outcome = { state: 'done_success', message: '' };
@@ -156,7 +183,7 @@ export class BuildRunner {
       const message = refused.signal.aborted
         ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
         : timeout.aborted
-          ? `build timed out after ${formatDuration(env.IMGBUILDER_BUILD_TIMEOUT)}` : failureMessage(err);
+          ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
       if (!(err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
     } finally {
@@ -182,18 +209,18 @@ export class BuildRunner {
   }
 
   private async buildDockerfile(job: BuildJobData, sealed: JobSecrets, workdir: string, policy: RegistryAuthPolicy, reporter: BuildReporter, signal: AbortSignal, cleanup: string[]): Promise<void> {
-    const { env } = this.d;
+    const { settings } = this.d;
     const source = BuildSource.fromJSON(job.source);
     if (source.from?.$case !== 'file' || !source.from.file.source) throw new SourceError('build source is missing');
     const file = source.from.file;
     const root = join(workdir, 'context');
     const { mkdir } = await import('node:fs/promises');
     await mkdir(root);
-    const limits = { maxBytes: env.IMGBUILDER_MAX_CONTEXT_BYTES, maxFiles: env.IMGBUILDER_MAX_CONTEXT_FILES };
+    const limits = { maxBytes: settings.maxContextBytes, maxFiles: settings.maxContextFiles };
     await runInitializer(file.source!, {
       root,
       gitSecrets: sealed.git,
-      allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+      allowLocal: settings.allowLocalSources,
       objects: this.d.objects,
       signal,
       log: (l) => reporter.line(l),
@@ -201,7 +228,7 @@ export class BuildRunner {
       resolvedCommits: job.resolvedCommits ?? {},
       limits,
       downloadUrls: sealed.downloads,
-      snapshotSources: env.IMGBUILDER_SNAPSHOT_SOURCES,
+      snapshotSources: settings.snapshotSources,
     });
     const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
     reporter.line(`build context: ${ctx.files} files, ${ctx.bytes} bytes; Dockerfile ${ctx.dockerfile}`);
@@ -221,7 +248,7 @@ export class BuildRunner {
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
-    const pushBase = pushCredentials(this.d.installation, env.IMGBUILDER_BASE_REPOSITORY);
+    const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
     // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
     const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
@@ -275,7 +302,7 @@ export class BuildRunner {
     cleanup.push(job.ref);
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.ref}`);
-    const creds = pushCredentials(this.d.installation, this.d.env.IMGBUILDER_WORKSPACE_REPOSITORY);
+    const creds = pushCredentials(this.d.installation, this.d.settings.workspaceRepository);
     await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
   }
 }

@@ -3,16 +3,16 @@ import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
-import { HASH_TAG, QUEUE_NAME, QUEUE_PREFIX } from '@imgbuilder/common/redis-keys';
+import { QUEUE_NAME, redisKeys } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
-import { ObjectStore } from '@imgbuilder/common/object-store';
+import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
-import { BuildRunner } from './build-runner.js';
+import { BuildRunner, type RunnerSettings } from './build-runner.js';
 import { endBuild } from './build-ending.js';
 import { Reaper } from './reaper.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
@@ -31,15 +31,18 @@ const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  // The configured level; child loggers made from here on inherit it.
+  log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
-  const secrets = SecretBox.fromEnv(env.IMGBUILDER_SECRET_KEY, env.NODE_ENV);
+  const secrets = SecretBox.fromKey(env.IMGBUILDER_SECRET_KEY);
+  const keys = redisKeys(env.IMGBUILDER_REDIS_NAMESPACE);
   // Waits through a Redis restart instead of failing a build's bookkeeping; the watchdog below bounds the wait.
   const redis = connectRedis('imgbuilder-worker', { blocking: true });
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const outage = watchOutage(redis);
-  const store = new BuildStore(redis);
-  const objects = new ObjectStore(env);
+  const store = new BuildStore(redis, keys);
+  const objects = new ObjectStore(objectStoreOptions(env));
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
   const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
   const builder = await createImageBuilder(env.IMGBUILDER_BUILDER, engine);
@@ -48,13 +51,27 @@ async function main(): Promise<void> {
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
   const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
   if (builder.kind === 'buildkit' && !sandbox.limitsBuildkit) log.warn('build limits: BuildKit ignores the build API\'s per-step memory and CPU limits, and BuildKit steps cannot be put in their build\'s cgroup from here: only the engine\'s own limits bound them (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
-  const logs = new LogStore(redis, objects);
+  const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache(registry, objects, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
-  const runner = new BuildRunner({ env, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
+  const settings: RunnerSettings = {
+    baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
+    workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
+    buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+    redisGiveUpMs: env.IMGBUILDER_REDIS_GIVE_UP,
+    retentionMs: env.IMGBUILDER_LOG_RETENTION,
+    streamTtlMs: env.IMGBUILDER_LOG_STREAM_TTL,
+    maxLogBytes: env.IMGBUILDER_LOG_MAX_BYTES,
+    redisTailBytes: env.IMGBUILDER_LOG_REDIS_TAIL,
+    maxContextBytes: env.IMGBUILDER_MAX_CONTEXT_BYTES,
+    maxContextFiles: env.IMGBUILDER_MAX_CONTEXT_FILES,
+    allowLocalSources: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
+    snapshotSources: env.IMGBUILDER_SNAPSHOT_SOURCES,
+  };
+  const runner = new BuildRunner({ settings, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
-  const process_ = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
+  const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
@@ -78,9 +95,9 @@ async function main(): Promise<void> {
     }
   };
 
-  const worker = new Worker<BuildJobData>(QUEUE_NAME, process_, {
+  const worker = new Worker<BuildJobData>(QUEUE_NAME, runJob, {
     connection: connectRedis('imgbuilder-worker-bull', { blocking: true }),
-    prefix: QUEUE_PREFIX,
+    prefix: keys.queuePrefix,
     concurrency: env.IMGBUILDER_WORKER_CONCURRENCY,
     // A killed worker stops renewing its lock; once it expires the next stalled check queues the job again, so a
     // build is picked up again within lockDuration + stalledInterval.
@@ -105,7 +122,7 @@ async function main(): Promise<void> {
     endings.add(p);
     void p.finally(() => endings.delete(p));
   };
-  const queue = new Queue(QUEUE_NAME, { connection: connectRedis('imgbuilder-worker-queue'), prefix: QUEUE_PREFIX });
+  const queue = new Queue(QUEUE_NAME, { connection: connectRedis('imgbuilder-worker-queue'), prefix: keys.queuePrefix });
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'));
   worker.on('failed', (job, err) => {
     if (!job) return;
@@ -179,7 +196,7 @@ async function main(): Promise<void> {
   const startTakingBuilds = () => {
     void worker.run().catch((err: Error) => log.error({ err: err.message }, 'worker stopped taking builds'));
     log.info(
-      { concurrency: env.IMGBUILDER_WORKER_CONCURRENCY, redis: describeRedisUrl(env.REDIS_URL), namespace: HASH_TAG, docker: env.DOCKER_HOST, metrics: metricsAddr || 'off', limits: describeLimits(env) },
+      { concurrency: env.IMGBUILDER_WORKER_CONCURRENCY, redis: describeRedisUrl(env.REDIS_URL), namespace: keys.hashTag, docker: env.DOCKER_HOST, metrics: metricsAddr || 'off', limits: describeLimits(env) },
       'imgbuilder worker started',
     );
   };

@@ -4,7 +4,6 @@ import type { BuildRecord, BuildStore } from '@imgbuilder/common/build-store';
 import { formatDuration } from '@imgbuilder/common/duration';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { RedisClient } from '@imgbuilder/common/redis';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
 
 export interface ReaperOptions {
   intervalMs: number;
@@ -58,7 +57,7 @@ export class Reaper {
   /** One pass, if this process holds the lock for the interval. */
   async pass(): Promise<void> {
     // Held for most of an interval: the next pass, on whichever process, starts once it lapses.
-    const got = await this.redis.set(redisKeys.reaperLock, this.me, 'PX', Math.max(1, this.opts.intervalMs - 200), 'NX');
+    const got = await this.redis.set(this.store.keys.reaperLock, this.me, 'PX', Math.max(1, this.opts.intervalMs - 200), 'NX');
     if (got !== 'OK') return;
     const live = await this.store.listLive();
     let ended = 0;

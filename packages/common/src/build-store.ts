@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from './redis.js';
 import { LogStore } from './log-store.js';
-import { redisChannels, redisKeys } from './redis-keys.js';
+import type { RedisKeys } from './redis-keys.js';
 
 /** Lifecycle of a build as stored in Redis. `queued` is reported to clients as `running`. */
 export type BuildState = 'queued' | 'running' | 'done_success' | 'done_failure';
@@ -117,9 +117,30 @@ export interface CreateBuildInput {
   deadlineAt: number;
 }
 
+/** How a build ends (BuildStore.finish). */
+export interface BuildFinish {
+  buildId: string;
+  /** The workspace ref whose dedupe lock the build releases. */
+  ref: string;
+  state: 'done_success' | 'done_failure';
+  /** The terminal message clients see. */
+  message: string;
+  /** How long the record (and the ref's last build) stays in Redis. */
+  retentionMs: number;
+  /** How long the Redis copy of the log stays once the object store holds it. */
+  eventsTtlMs: number;
+  /** The log object is not complete yet: Logs keeps reading Redis until markLogUploaded. Default false. */
+  logPending?: boolean;
+  /** The attempt's fencing token: with it, nothing happens when a newer attempt holds the build. Default: none. */
+  token?: number;
+}
+
 /** The build state machine in Redis: every transition is one atomic script. */
 export class BuildStore {
-  constructor(private readonly redis: RedisClient) {}
+  constructor(
+    private readonly redis: RedisClient,
+    readonly keys: RedisKeys,
+  ) {}
 
   /** Starts a build of `ref`, or joins the one already queued or running. */
   async createOrJoin(input: CreateBuildInput): Promise<{ created: boolean; id: string }> {
@@ -127,12 +148,12 @@ export class BuildStore {
     const res = (await this.redis.eval(
       CREATE_OR_JOIN,
       6,
-      redisKeys.activeByRef(input.ref),
-      redisKeys.build(id),
-      redisKeys.lastByRef(input.ref),
-      redisKeys.live,
-      redisKeys.counters,
-      redisKeys.recent,
+      this.keys.activeByRef(input.ref),
+      this.keys.build(id),
+      this.keys.lastByRef(input.ref),
+      this.keys.live,
+      this.keys.counters,
+      this.keys.recent,
       id,
       input.ref,
       input.baseRef,
@@ -142,7 +163,7 @@ export class BuildStore {
       String(input.lockTtlMs),
       String(input.retentionMs),
       // The joined build's hash shares the hash tag, so it lives in the same Cluster slot as the declared keys.
-      redisKeys.build(''),
+      this.keys.build(''),
       String(input.deadlineAt),
       String(RECENT_BUILDS_CAP),
     )) as [number, string];
@@ -150,25 +171,25 @@ export class BuildStore {
   }
 
   async get(buildId: string): Promise<BuildRecord | undefined> {
-    const h = await this.redis.hgetall(redisKeys.build(buildId));
+    const h = await this.redis.hgetall(this.keys.build(buildId));
     return h.id ? toRecord(h) : undefined;
   }
 
   /** The build queued or running for a ref, if any. */
   async activeIdForRef(ref: string): Promise<string | undefined> {
-    return (await this.redis.get(redisKeys.activeByRef(ref))) ?? undefined;
+    return (await this.redis.get(this.keys.activeByRef(ref))) ?? undefined;
   }
 
   /** The current or most recent build of a ref. */
   async latestIdForRef(ref: string): Promise<string | undefined> {
-    return (await this.redis.get(redisKeys.activeByRef(ref))) ?? (await this.redis.get(redisKeys.lastByRef(ref))) ?? undefined;
+    return (await this.redis.get(this.keys.activeByRef(ref))) ?? (await this.redis.get(this.keys.lastByRef(ref))) ?? undefined;
   }
 
   async listLive(): Promise<BuildRecord[]> {
-    const ids = await this.redis.zrange(redisKeys.live, 0, -1);
+    const ids = await this.redis.zrange(this.keys.live, 0, -1);
     if (ids.length === 0) return [];
     const pipe = this.redis.pipeline();
-    for (const id of ids) pipe.hgetall(redisKeys.build(id));
+    for (const id of ids) pipe.hgetall(this.keys.build(id));
     const rows = (await pipe.exec()) ?? [];
     return rows.map(([, h]) => h as Record<string, string>).filter((h) => h && h.id && !isTerminal(h.state)).map(toRecord);
   }
@@ -178,18 +199,18 @@ export class BuildStore {
    * Returns the attempt's fencing token, or 0 when there is nothing to build.
    */
   async claim(buildId: string, deadlineAt: number): Promise<number> {
-    return Number(await this.redis.eval(CLAIM, 3, redisKeys.build(buildId), redisKeys.events(buildId), redisChannels.events(buildId), String(deadlineAt), String(Date.now())));
+    return Number(await this.redis.eval(CLAIM, 3, this.keys.build(buildId), this.keys.events(buildId), this.keys.eventsNotify(buildId), String(deadlineAt), String(Date.now())));
   }
 
   /** Makes the dedupe lock last `ttlMs` longer, if it is still this build's (refreshed while the build lives). */
   async extendLock(ref: string, buildId: string, ttlMs: number): Promise<void> {
-    await this.redis.eval(EXTEND_LOCK, 1, redisKeys.activeByRef(ref), buildId, String(ttlMs));
+    await this.redis.eval(EXTEND_LOCK, 1, this.keys.activeByRef(ref), buildId, String(ttlMs));
   }
 
   /** Notes when a stage began (the dashboard's stage timings); the first mark of an attempt wins. */
   async markStage(buildId: string, stage: 'build' | 'push'): Promise<void> {
     // Never recreates a record that is gone (expired or lost): that hash would have no TTL.
-    await this.redis.eval(MARK_STAGE, 1, redisKeys.build(buildId), `${stage}At`, String(Date.now()));
+    await this.redis.eval(MARK_STAGE, 1, this.keys.build(buildId), `${stage}At`, String(Date.now()));
   }
 
   /**
@@ -198,17 +219,17 @@ export class BuildStore {
    * Call it through the one ending path (the worker's `endBuild`); the API uses it only to undo a build it failed
    * to queue.
    */
-  async finish(buildId: string, ref: string, state: 'done_success' | 'done_failure', message: string, retentionMs: number, eventsTtlMs: number, logPending = false, token?: number): Promise<number> {
+  async finish({ buildId, ref, state, message, retentionMs, eventsTtlMs, logPending = false, token }: BuildFinish): Promise<number> {
     const res = await this.redis.eval(
       FINISH,
       7,
-      redisKeys.build(buildId),
-      redisKeys.events(buildId),
-      redisKeys.activeByRef(ref),
-      redisKeys.live,
-      redisKeys.lastByRef(ref),
-      redisKeys.counters,
-      redisChannels.events(buildId),
+      this.keys.build(buildId),
+      this.keys.events(buildId),
+      this.keys.activeByRef(ref),
+      this.keys.live,
+      this.keys.lastByRef(ref),
+      this.keys.counters,
+      this.keys.eventsNotify(buildId),
       buildId,
       state,
       message,
@@ -223,27 +244,27 @@ export class BuildStore {
 
   /** The pending log upload succeeded: Logs may read the object now, and Redis may drop its copy soon. */
   async markLogUploaded(buildId: string, eventsTtlMs: number): Promise<void> {
-    await this.redis.pipeline().hset(redisKeys.build(buildId), 'logPending', '0').pexpire(redisKeys.events(buildId), eventsTtlMs).exec();
+    await this.redis.pipeline().hset(this.keys.build(buildId), 'logPending', '0').pexpire(this.keys.events(buildId), eventsTtlMs).exec();
   }
 
   /** Reads up to `count` events after `afterId` (exclusive). */
   async readEvents(buildId: string, afterId: string, count: number): Promise<BuildEvent[]> {
-    const rows = await this.redis.xrange(redisKeys.events(buildId), `(${afterId}`, '+', 'COUNT', count);
+    const rows = await this.redis.xrange(this.keys.events(buildId), `(${afterId}`, '+', 'COUNT', count);
     return rows.map(([id, fields]) => parseEvent(id, fields));
   }
 
   /** Id of the newest event, or `0-0` when the stream is empty. */
   async lastEventId(buildId: string): Promise<string> {
-    const rows = await this.redis.xrevrange(redisKeys.events(buildId), '+', '-', 'COUNT', 1);
+    const rows = await this.redis.xrevrange(this.keys.events(buildId), '+', '-', 'COUNT', 1);
     return rows[0]?.[0] ?? '0-0';
   }
 
   async eventsExist(buildId: string): Promise<boolean> {
-    return (await this.redis.exists(redisKeys.events(buildId))) === 1;
+    return (await this.redis.exists(this.keys.events(buildId))) === 1;
   }
 
   async counters(): Promise<Record<string, number>> {
-    const h = await this.redis.hgetall(redisKeys.counters);
+    const h = await this.redis.hgetall(this.keys.counters);
     return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
   }
 }

@@ -246,6 +246,13 @@ export const EnvSchema = z.object({
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: bool(false),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
+}).superRefine((env, ctx) => {
+  // One key for API and workers; only development may fall back to the fixed key (SecretBox.fromKey).
+  if (!env.IMGBUILDER_SECRET_KEY) {
+    if (env.NODE_ENV !== 'development') ctx.addIssue({ code: 'custom', path: [], message: 'IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one' });
+  } else if (Buffer.from(env.IMGBUILDER_SECRET_KEY, 'base64').length !== 32) {
+    ctx.addIssue({ code: 'custom', path: [], message: 'IMGBUILDER_SECRET_KEY must be 32 bytes, base64-encoded (`openssl rand -base64 32`)' });
+  }
 });
 
 export type Env = z.output<typeof EnvSchema>;
@@ -266,7 +273,8 @@ export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
   }
   const result = EnvSchema.safeParse(cleaned);
   if (!result.success) {
-    const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    // Rules spanning several variables name them in their message.
+    const lines = result.error.issues.map((i) => (i.path.length ? `  ${i.path.join('.')}: ${i.message}` : `  ${i.message}`));
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return result.data;

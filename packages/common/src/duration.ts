@@ -11,8 +11,16 @@ export function parseDuration(text: string): number | undefined {
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
 }
 
-/** Human form used in messages: `1h`, `90s`, `250ms`. */
-export function formatDuration(ms: number): string {
+/**
+ * A duration for people. `exact` (the default) writes settings and limits as one would set them: `1h`, `90s`, `250ms`.
+ * `elapsed` writes measured time, rounded: `3.2s`, `1m05s` (the CLI's progress lines).
+ */
+export function formatDuration(ms: number, style: 'exact' | 'elapsed' = 'exact'): string {
+  if (style === 'elapsed') {
+    if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
+    const s = Math.round(ms / 1000);
+    return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  }
   for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1_000]] as const) {
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   }

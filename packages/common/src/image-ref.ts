@@ -72,8 +72,3 @@ export function formatImageRef(ref: ImageRef): string {
 export function registryHost(domain: string): string {
   return domain === 'docker.io' ? 'registry-1.docker.io' : domain;
 }
-
-/** Splits `host:port/path:tag` (repository + tag) as used for our own repositories. */
-export function withTag(repository: string, tag: string): string {
-  return `${repository}:${tag}`;
-}

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { ObjectStore } from './object-store.js';
 import type { RedisClient } from './redis.js';
-import { redisChannels, redisKeys } from './redis-keys.js';
+import type { RedisKeys } from './redis-keys.js';
 
 // Appends a log chunk starting at byte ARGV[3] of the log, for the attempt holding the fencing token ARGV[1] (''
 // for an unfenced writer such as the reaper), and trims the stream's older entries below id ARGV[4] ('*': all
@@ -37,6 +37,7 @@ return 1
 export class LogStore {
   constructor(
     private readonly redis: RedisClient,
+    private readonly keys: RedisKeys,
     private readonly objects: ObjectStore,
   ) {}
 
@@ -56,7 +57,7 @@ export class LogStore {
    * ended.
    */
   async append(buildId: string, text: string, token: string, offset: number, trimBelow = ''): Promise<string | undefined> {
-    const res = await this.redis.eval(APPEND, 3, redisKeys.build(buildId), redisKeys.events(buildId), redisChannels.events(buildId), token, text, String(offset), trimBelow);
+    const res = await this.redis.eval(APPEND, 3, this.keys.build(buildId), this.keys.events(buildId), this.keys.eventsNotify(buildId), token, text, String(offset), trimBelow);
     return typeof res === 'string' ? res : undefined;
   }
 
@@ -66,7 +67,7 @@ export class LogStore {
    * PUT, which is as far as a store without conditional writes allows.
    */
   async rewrite(buildId: string, body: Buffer, token = ''): Promise<boolean> {
-    if ((await this.redis.eval(MAY_REWRITE, 1, redisKeys.build(buildId), token)) !== 1) return false;
+    if ((await this.redis.eval(MAY_REWRITE, 1, this.keys.build(buildId), token)) !== 1) return false;
     await this.objects.put(LogStore.objectKey(buildId), body);
     return true;
   }
@@ -80,7 +81,7 @@ export class LogStore {
     let first: number | undefined;
     let after = '-';
     for (;;) {
-      const rows = await this.redis.xrange(redisKeys.events(buildId), after, '+', 'COUNT', 1000);
+      const rows = await this.redis.xrange(this.keys.events(buildId), after, '+', 'COUNT', 1000);
       for (const [id, fields] of rows) {
         const f = fieldsOf(fields);
         if (f.l !== undefined) {
@@ -122,7 +123,7 @@ export class LogStore {
    * refused, so it can still end. The object holds the whole log by then.
    */
   async dropStreamLog(buildId: string): Promise<void> {
-    await this.redis.xtrim(redisKeys.events(buildId), 'MAXLEN', 0);
+    await this.redis.xtrim(this.keys.events(buildId), 'MAXLEN', 0);
   }
 
   /** The object's body (the complete log of a finished build). */

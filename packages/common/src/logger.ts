@@ -1,9 +1,12 @@
-import { pino, type Logger } from 'pino';
+import { pino, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger };
 
-/** Structured JSON logs. Secrets never reach a log call; `redact` is a second line of defence. */
-export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
+/**
+ * Structured JSON logs. Secrets never reach a log call; `redact` is a second line of defence. A process logs at `info`
+ * until its configuration is parsed (so a bad one is still reported), then at the configured LOG_LEVEL (main sets `log.level`).
+ */
+export function createLogger(name: string, level: LevelWithSilent = 'info'): Logger {
   return pino({
     name,
     level,

@@ -4,6 +4,36 @@ import type { Readable } from 'node:stream';
 import type { Env } from './config.js';
 import { StorageUnavailable } from './errors.js';
 
+export interface ObjectStoreOptions {
+  /** S3-compatible endpoint (IMGBUILDER_S3_ENDPOINT); empty or absent: AWS S3. */
+  endpoint?: string;
+  /** IMGBUILDER_S3_BUCKET */
+  bucket: string;
+  /** IMGBUILDER_S3_REGION */
+  region: string;
+  /** Path-style addressing (IMGBUILDER_S3_FORCE_PATH_STYLE); default: true when an endpoint is set. */
+  forcePathStyle?: boolean;
+  /**
+   * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Default: s3rver's on a loopback endpoint, else the SDK's own chain
+   * (instance roles and the like).
+   */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** Every call ends within this long, answered or not (IMGBUILDER_S3_TIMEOUT); default 10s. */
+  timeoutMs?: number;
+}
+
+/** The object store's settings from the parsed configuration. */
+export function objectStoreOptions(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IMGBUILDER_S3_BUCKET' | 'IMGBUILDER_S3_REGION' | 'IMGBUILDER_S3_FORCE_PATH_STYLE' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY' | 'IMGBUILDER_S3_TIMEOUT'>): ObjectStoreOptions {
+  return {
+    endpoint: env.IMGBUILDER_S3_ENDPOINT,
+    bucket: env.IMGBUILDER_S3_BUCKET,
+    region: env.IMGBUILDER_S3_REGION,
+    forcePathStyle: env.IMGBUILDER_S3_FORCE_PATH_STYLE,
+    credentials: env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } : undefined,
+    timeoutMs: env.IMGBUILDER_S3_TIMEOUT,
+  };
+}
+
 /**
  * The S3-compatible store holding build logs and snapshots. One client for AWS S3, MinIO, R2 or s3rver.
  * Checksums are computed only when required: with the SDK's newer default, some stores keep the aws-chunked
@@ -17,16 +47,15 @@ export class ObjectStore {
   /** Every call to the store ends within this long, answered or not: a store that hangs fails like one that is down. */
   readonly timeoutMs: number;
 
-  constructor(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IMGBUILDER_S3_BUCKET' | 'IMGBUILDER_S3_REGION' | 'IMGBUILDER_S3_FORCE_PATH_STYLE' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY'> & Partial<Pick<Env, 'IMGBUILDER_S3_TIMEOUT'>>) {
-    this.timeoutMs = env.IMGBUILDER_S3_TIMEOUT ?? 10_000;
-    const endpoint = env.IMGBUILDER_S3_ENDPOINT || undefined;
-    let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
-    if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) credentials = { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY };
-    else if (endpoint && isLoopback(endpoint)) credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+  constructor(opts: ObjectStoreOptions) {
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    const endpoint = opts.endpoint || undefined;
+    let credentials = opts.credentials;
+    if (!credentials && endpoint && isLoopback(endpoint)) credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
     this.client = new S3Client({
       endpoint,
-      region: env.IMGBUILDER_S3_REGION,
-      forcePathStyle: env.IMGBUILDER_S3_FORCE_PATH_STYLE ?? Boolean(endpoint),
+      region: opts.region,
+      forcePathStyle: opts.forcePathStyle ?? Boolean(endpoint),
       credentials,
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -34,7 +63,7 @@ export class ObjectStore {
       // The socket timeouts catch a store that accepts connections but never answers; `send` adds an overall deadline.
       requestHandler: { connectionTimeout: this.timeoutMs, requestTimeout: this.timeoutMs },
     });
-    this.bucket = env.IMGBUILDER_S3_BUCKET;
+    this.bucket = opts.bucket;
   }
 
   /** Creates the bucket if missing; retried on the next call after a failure. */

@@ -1,39 +1,40 @@
-/**
- * Every Redis key and channel imgbuilder uses. All carry one hash tag (`{imgb}`, or `{<IMGBUILDER_REDIS_NAMESPACE>}`
- * for several installations sharing one Redis) so that, on Redis Cluster, BullMQ's keys
- * and every key of a build land in the same slot (Lua scripts and MULTI need that).
- */
-// Read at load time (not through the config schema) so every module agrees without passing it around; the schema
-// validates the same variable at start.
-const NAMESPACE = process.env.IMGBUILDER_REDIS_NAMESPACE || 'imgb';
-export const HASH_TAG = `{${NAMESPACE}}`;
-
-/** BullMQ `prefix` option: BullMQ keys become `{imgb}:builds:*`. */
-export const QUEUE_PREFIX = HASH_TAG;
+/** BullMQ queue name; its keys carry the installation's prefix (RedisKeys.queuePrefix). */
 export const QUEUE_NAME = 'builds';
 
-export const redisKeys = {
-  /** Hash: the build record (see BuildRecord). */
-  build: (buildId: string) => `${HASH_TAG}:build:${buildId}`,
-  /** Stream: the build's log chunks and status changes, in order. */
-  events: (buildId: string) => `${HASH_TAG}:build:${buildId}:events`,
-  /** String: the build id queued or running for a workspace ref; the dedupe lock. */
-  activeByRef: (ref: string) => `${HASH_TAG}:ref:${ref}:active`,
-  /** String: the most recent build id of a workspace ref (Logs by ref after the build). */
-  lastByRef: (ref: string) => `${HASH_TAG}:ref:${ref}:last`,
-  /** Sorted set: ids of queued and running builds, scored by start time. */
-  live: `${HASH_TAG}:builds:live`,
-  /** Sorted set: ids of the most recent builds (any state), scored by queue time; capped (RECENT_BUILDS_CAP). */
-  recent: `${HASH_TAG}:builds:recent`,
-  /** Sorted set: queue-depth samples of the last hour (`<ms>:<queued>:<running>:<pod>`, scored by time). */
-  queueSamples: `${HASH_TAG}:stats:queue`,
-  /** Hash: counters of builds started / deduplicated / done (metrics that must survive process restarts). */
-  counters: `${HASH_TAG}:counters`,
-  /** String: held by the one process whose reaper runs this interval. */
-  reaperLock: `${HASH_TAG}:reaper:lock`,
-} as const;
+/**
+ * Every Redis key and channel of one installation. All carry one hash tag (`{imgb}`, or
+ * `{<IMGBUILDER_REDIS_NAMESPACE>}` for several installations sharing one Redis) so that, on Redis Cluster, BullMQ's keys
+ * and every key of a build land in the same slot (Lua scripts and MULTI need that). Made once at start from the
+ * parsed configuration and handed to whatever touches Redis.
+ */
+export function redisKeys(namespace: string) {
+  const tag = `{${namespace}}`;
+  return {
+    /** The hash tag every key starts with. */
+    hashTag: tag,
+    /** BullMQ `prefix` option: BullMQ keys become `{imgb}:builds:*`. */
+    queuePrefix: tag,
+    /** Hash: the build record (see BuildRecord). */
+    build: (buildId: string) => `${tag}:build:${buildId}`,
+    /** Stream: the build's log chunks and status changes, in order. */
+    events: (buildId: string) => `${tag}:build:${buildId}:events`,
+    /** Channel: published after each append to a build's event stream; wakes every API pod tailing it. */
+    eventsNotify: (buildId: string) => `${tag}:notify:${buildId}`,
+    /** String: the build id queued or running for a workspace ref; the dedupe lock. */
+    activeByRef: (ref: string) => `${tag}:ref:${ref}:active`,
+    /** String: the most recent build id of a workspace ref (Logs by ref after the build). */
+    lastByRef: (ref: string) => `${tag}:ref:${ref}:last`,
+    /** Sorted set: ids of queued and running builds, scored by start time. */
+    live: `${tag}:builds:live`,
+    /** Sorted set: ids of the most recent builds (any state), scored by queue time; capped (RECENT_BUILDS_CAP). */
+    recent: `${tag}:builds:recent`,
+    /** Sorted set: queue-depth samples of the last hour (`<ms>:<queued>:<running>:<pod>`, scored by time). */
+    queueSamples: `${tag}:stats:queue`,
+    /** Hash: counters of builds started / deduplicated / done (metrics that must survive process restarts). */
+    counters: `${tag}:counters`,
+    /** String: held by the one process whose reaper runs this interval. */
+    reaperLock: `${tag}:reaper:lock`,
+  } as const;
+}
 
-export const redisChannels = {
-  /** Published after each append to a build's event stream: wakes every API pod tailing it. */
-  events: (buildId: string) => `${HASH_TAG}:notify:${buildId}`,
-} as const;
+export type RedisKeys = ReturnType<typeof redisKeys>;

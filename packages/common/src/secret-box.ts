@@ -1,19 +1,16 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { ConfigError } from './config.js';
 
 /** Seals credentials that travel in jobs (AES-256-GCM), so Redis never holds them in plain text. */
 export class SecretBox {
   private constructor(private readonly key: Buffer) {}
 
-  /** From IMGBUILDER_SECRET_KEY. In development without one, a fixed key is used: API and workers must agree, and a random key per process could not. */
-  static fromEnv(secretKey: string | undefined, nodeEnv: string | undefined): SecretBox {
-    if (!secretKey) {
-      if (nodeEnv === 'development') return new SecretBox(Buffer.alloc(32, 'imgbuilder-development-only-key!'));
-      throw new ConfigError('IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one');
-    }
-    const key = Buffer.from(secretKey, 'base64');
-    if (key.length !== 32) throw new ConfigError('IMGBUILDER_SECRET_KEY must be 32 bytes, base64-encoded (`openssl rand -base64 32`)');
-    return new SecretBox(key);
+  /**
+   * From IMGBUILDER_SECRET_KEY, as the config schema (config.ts) validated it: 32 bytes, base64, and absent only with
+   * NODE_ENV=development. Without one a fixed key is used: API and workers must agree, and a random key per process
+   * could not.
+   */
+  static fromKey(secretKey: string | undefined): SecretBox {
+    return new SecretBox(secretKey ? Buffer.from(secretKey, 'base64') : Buffer.alloc(32, 'imgbuilder-development-only-key!'));
   }
 
   /**
