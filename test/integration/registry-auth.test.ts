@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import type Docker from 'dockerode';
 import {
-  BuildRegistryAuth,
+  type BuildRegistryAuth,
   BuildRequest,
   BuildStatus,
   ResolveBaseImageRequest,

@@ -15,7 +15,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBu
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 
 /** A parsed Kubernetes object; fields are read loosely because tests assert on them. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+ 
 export type Doc = Record<string, any>;
 
 /** The schema of every kind imgbuilder's manifests use; a kind missing here fails the validation test. */

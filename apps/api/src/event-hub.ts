@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
-import { BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
+import { type BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
 import { BuildStateUnavailable } from '@imgbuilder/common/errors';
 
 const PAGE = 500;

@@ -63,7 +63,8 @@ export class HealthService {
             cb(domainServiceError(new UnknownService(call.request.service, `unknown service ${quote(call.request.service)}`)));
             return;
           }
-          probe(this.probe).then((ok) => cb(null, ok ? SERVING : NOT_SERVING));
+          // probe() never rejects: a failing or slow check answers NOT_SERVING.
+          void probe(this.probe).then((ok) => cb(null, ok ? SERVING : NOT_SERVING));
         },
         Watch: (call: ServerWritableStream<CheckRequest, number>) => {
           if (call.request.service && !this.services.includes(call.request.service)) {

@@ -22,7 +22,7 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import { type BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { BuildNotFound, BuildStateUnavailable, ImageNotFound, ImageRefInvalid, InvalidRequest, QueueFull, RegistryAuthFailed, SourceRefused } from '@imgbuilder/common/errors';

@@ -37,7 +37,8 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Serv
     if (path === '/livez') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
-      probe(opts.ready, opts.probeTimeoutMs).then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
+      // probe() never rejects: a failing or slow check answers 503.
+      void probe(opts.ready, opts.probeTimeoutMs).then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
     } else if (path === '/metrics') {
       opts.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': opts.registry.contentType }).end(text),
