@@ -76,6 +76,21 @@ describe('BuildReporter redaction', () => {
   });
 });
 
+describe('BuildReporter redaction across chunks', () => {
+  it('redacts a secret the output splits across chunks, and releases a held-back end that was no secret', async () => {
+    const { r, id } = await reporter({ secrets: ['hunter2-password'] });
+    r.write('login with hun');
+    r.write('ter2-pass');
+    r.write('word ok\n');
+    r.write('the last word is hunter');
+    await r.drain();
+    const want = 'login with *** ok\nthe last word is hunter';
+    expect((await entries(id)).map((e) => e.text).join('')).toBe(want);
+    expect(await r.close()).toBe(true);
+    expect(await object(id)).toBe(want);
+  });
+});
+
 describe('BuildReporter caps', () => {
   it('truncates at maxBytes with one notice, drops what follows, and counts only what was kept', async () => {
     let counted = 0;

@@ -1,6 +1,6 @@
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { retry } from '@imgbuilder/common/retry';
-import { redactSecrets } from '@imgbuilder/common/censor';
+import { SecretCensor } from '@imgbuilder/common/censor';
 import { stripUrlCredentials } from '@imgbuilder/common/source-policy';
 import type { Logger } from '@imgbuilder/common/logger';
 
@@ -44,7 +44,7 @@ export class BuildReporter {
   private dirty = false;
   private uploading?: Promise<void>;
   private readonly timer: NodeJS.Timeout;
-  private secrets: string[];
+  private readonly censor: SecretCensor;
   /** Why this attempt stopped writing, once it has. */
   lost?: string;
   /** Why Redis no longer gets this log (it refused writes), once so. */
@@ -59,7 +59,7 @@ export class BuildReporter {
     private readonly logs: LogStore,
     private readonly log: Logger,
   ) {
-    this.secrets = opts.secrets;
+    this.censor = new SecretCensor(opts.secrets);
     this.timer = setInterval(() => void this.upload().catch(() => undefined), UPLOAD_INTERVAL_MS);
     this.timer.unref();
   }
@@ -83,13 +83,17 @@ export class BuildReporter {
   }
 
   addSecrets(more: string[]): void {
-    this.secrets = [...this.secrets, ...more];
+    this.censor.add(more);
   }
 
-  /** Appends text to the log (any chunking; the caller need not split lines). */
+  /** Appends text to the log (any chunking; the caller need not split lines, nor keep a secret in one chunk). */
   write(text: string): void {
     if (this.truncated || this.lost || !text) return;
-    let clean = redactSecrets(stripUrlCredentials(text), this.secrets);
+    this.append(this.censor.push(stripUrlCredentials(text)));
+  }
+
+  private append(clean: string): void {
+    if (this.truncated || this.lost || !clean) return;
     const room = this.opts.maxBytes - this.bytes;
     if (Buffer.byteLength(clean) > room) {
       clean = Buffer.from(clean).subarray(0, Math.max(0, room)).toString('utf8').replace(/\uFFFD$/, '');
@@ -152,8 +156,9 @@ export class BuildReporter {
     this.redisFlush = undefined;
   }
 
-  /** Waits until everything written so far is in Redis. */
+  /** Waits until everything written so far is in Redis, including an end held back as a possible secret's start. */
   async drain(): Promise<void> {
+    this.append(this.censor.end());
     while (this.redisFlush) await this.redisFlush;
   }
 
