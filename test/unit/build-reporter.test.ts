@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { ObjectStore } from '@imgbuilder/common/object-store';
-import { BuildReporter, type ReporterOptions } from '../../apps/worker/src/build-reporter.js';
+import { BuildReporter, type ReporterOptions } from '../../apps/worker/src/report/build-reporter.js';
 import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 import { S3Server } from '../support/s3-server.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { BUILDKIT_TRACE_ID, BuildkitProgress } from '../../apps/worker/src/buildkit-progress.js';
+import { BUILDKIT_TRACE_ID, BuildkitProgress } from '../../apps/worker/src/builder/buildkit-progress.js';
 
 /** Replays a stream recorded from Docker 20.10's `/build?version=2` (one engine JSON message a line). */
 function replay(name: string): { text: string; progress: BuildkitProgress } {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { baseImagesOf } from '../../apps/worker/src/dockerfile-bases.js';
+import { baseImagesOf } from '../../apps/worker/src/builder/dockerfile-bases.js';
 
 describe('baseImagesOf', () => {
   it('lists each stage\'s image once, with build-arg defaults, skipping stage names, scratch and unknown variables', () => {

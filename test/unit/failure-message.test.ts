@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RegistryUnavailable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { EngineError, EngineUnavailableError, UserBuildError } from '../../apps/worker/src/docker-engine.js';
-import { failureLogLine, failureMessage } from '../../apps/worker/src/failure-message.js';
+import { failureLogLine, failureMessage } from '../../apps/worker/src/report/failure-message.js';
 import { SourceError } from '../../apps/worker/src/sources/source-error.js';
 
 describe('failureMessage: only what the user caused starts "build failed: " (Gitpod pages its operators for the rest)', () => {

@@ -14,18 +14,18 @@ import { RegistryAuthPolicy, pushCredentials, registryAuthHint, secretsOf, type 
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { retry } from '@imgbuilder/common/retry';
-import { BuildReporter } from './build-reporter.js';
-import { endBuild, type EndingDeps } from './build-ending.js';
+import { BuildReporter } from './report/build-reporter.js';
+import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
 import { type DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
-import { failureMessage } from './failure-message.js';
+import { failureMessage } from './report/failure-message.js';
 import { runInitializer } from './sources/index.js';
 import { SourceError } from './sources/source-error.js';
 import type { WorkerMetrics } from './metrics.js';
-import type { BuildSandbox } from './build-sandbox.js';
+import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
-import type { ImageBuilder } from './image-builder.js';
-import type { BuildCache } from './build-cache.js';
+import type { ImageBuilder } from './builder/image-builder.js';
+import type { BuildCache } from './builder/build-cache.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {

@@ -13,15 +13,15 @@ import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import { BuildRunner, type RunnerSettings } from './build-runner.js';
-import { endBuild } from './build-ending.js';
+import { endBuild } from './report/build-ending.js';
 import { Reaper } from './reaper.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
 import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
-import { BuildSandbox } from './build-sandbox.js';
+import { BuildSandbox } from './builder/build-sandbox.js';
 import { EgressGate } from './egress-check.js';
-import { createImageBuilder } from './image-builder.js';
-import { BuildCache } from './build-cache.js';
+import { createImageBuilder } from './builder/image-builder.js';
+import { BuildCache } from './builder/build-cache.js';
 
 const log = createLogger('imgbuilder-worker');
 /** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */

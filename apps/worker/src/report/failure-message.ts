@@ -1,6 +1,6 @@
 import { ImgbuilderError } from '@imgbuilder/common/errors';
-import { EngineError, UserBuildError } from './docker-engine.js';
-import { SourceError } from './sources/source-error.js';
+import { EngineError, UserBuildError } from '../docker-engine.js';
+import { SourceError } from '../sources/source-error.js';
 
 /**
  * Gitpod's server counts a failed build as the user's fault (no alert for its operators) only when the terminal

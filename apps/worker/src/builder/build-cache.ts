@@ -3,7 +3,7 @@ import type { WorkspaceInitializer } from '@imgbuilder/proto';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import { pushCredentials, type CredentialTable, type RegistryAuthPolicy } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
-import type { DockerEngine } from './docker-engine.js';
+import type { DockerEngine } from '../docker-engine.js';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 

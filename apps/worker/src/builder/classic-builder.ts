@@ -1,5 +1,5 @@
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine, type Progress } from './docker-engine.js';
+import { UserBuildError, type DockerEngine, type Progress } from '../docker-engine.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 
 /**

@@ -3,7 +3,7 @@ import type { LogStore } from '@imgbuilder/common/log-store';
 import type { Logger } from '@imgbuilder/common/logger';
 import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './build-reporter.js';
-import type { WorkerMetrics } from './metrics.js';
+import type { WorkerMetrics } from '../metrics.js';
 import { failureLogLine } from './failure-message.js';
 
 /** Recording the end retries through a Redis outage this long; past it the reaper ends the build. */

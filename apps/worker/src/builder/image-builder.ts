@@ -1,4 +1,4 @@
-import type { DockerEngine } from './docker-engine.js';
+import type { DockerEngine } from '../docker-engine.js';
 
 /** Which of the engine's builders runs Dockerfiles (IMGBUILDER_BUILDER). */
 export type BuilderKind = 'buildkit' | 'classic';

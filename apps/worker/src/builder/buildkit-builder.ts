@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine, type Progress } from './docker-engine.js';
+import { UserBuildError, type DockerEngine, type Progress } from '../docker-engine.js';
 import { BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 import { baseImagesOf } from './dockerfile-bases.js';

@@ -1,6 +1,6 @@
 import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
-import { UserBuildError } from './docker-engine.js';
+import { UserBuildError } from '../docker-engine.js';
 import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
 import { BuildkitExecutions, type BuildkitExecution } from './buildkit-executions.js';
 import { readdir, readFile, lstat } from 'node:fs/promises';
