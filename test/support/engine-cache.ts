@@ -1,12 +1,15 @@
 import { execFileSync } from 'node:child_process';
 
+// `docker system df -v` lists every cache record of the engine: on a long-used engine that passes Node's 1 MiB default.
+const MAX_OUTPUT = 256 * 1024 * 1024;
+
 /**
  * Empties the engine of what builds whose steps contain `marker` left there (their BuildKit cache records) and of
  * the images under `repositoryPrefixes`, as an engine that never ran them would be, without touching what other
  * builds on the shared engine keep (no `docker system prune`). Throws when a record survives.
  */
 export async function forgetBuilds(dockerHost: string, marker: string, repositoryPrefixes: string[]): Promise<void> {
-  const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: dockerHost }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: dockerHost }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: MAX_OUTPUT });
   const records = () => (JSON.parse(docker('system', 'df', '-v', '--format', '{{json .BuildCache}}')) as { ID: string; Description: string }[]).filter((r) => r.Description.includes(marker));
   const images = docker('images', '--format', '{{.Repository}}:{{.Tag}}')
     .split('\n')
@@ -24,6 +27,6 @@ export async function forgetBuilds(dockerHost: string, marker: string, repositor
 
 /** How many BuildKit cache records of the engine mention `marker`. */
 export function cacheRecords(dockerHost: string, marker: string): number {
-  const out = execFileSync('docker', ['system', 'df', '-v', '--format', '{{json .BuildCache}}'], { env: { ...process.env, DOCKER_HOST: dockerHost }, encoding: 'utf8' });
+  const out = execFileSync('docker', ['system', 'df', '-v', '--format', '{{json .BuildCache}}'], { env: { ...process.env, DOCKER_HOST: dockerHost }, encoding: 'utf8', maxBuffer: MAX_OUTPUT });
   return (JSON.parse(out) as { Description: string }[]).filter((r) => r.Description.includes(marker)).length;
 }
