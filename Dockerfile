@@ -7,10 +7,9 @@
 
 ARG NODE_IMAGE=node:24-bookworm-slim
 
-# Dependencies first, from the manifests only, so this layer is rebuilt when dependencies change, not when code
+# The workspace manifests alone, so the dependency layers below are rebuilt when dependencies change, not when code
 # does. Every workspace's package.json must be here, or npm ci does not link it into node_modules.
-# Production dependencies only.
-FROM ${NODE_IMAGE} AS deps
+FROM ${NODE_IMAGE} AS manifests
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY packages/common/package.json packages/common/
@@ -18,17 +17,13 @@ COPY packages/proto/package.json packages/proto/
 COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
 COPY apps/cli/package.json apps/cli/
+
+# Production dependencies only: what the image ships.
+FROM manifests AS deps
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # All dependencies (esbuild), then the sources, compiled into apps/{api,worker,cli}/dist/main.js.
-FROM ${NODE_IMAGE} AS build
-WORKDIR /app
-COPY package.json package-lock.json ./
-COPY packages/common/package.json packages/common/
-COPY packages/proto/package.json packages/proto/
-COPY apps/api/package.json apps/api/
-COPY apps/worker/package.json apps/worker/
-COPY apps/cli/package.json apps/cli/
+FROM manifests AS build
 RUN npm ci --no-audit --no-fund
 COPY . .
 RUN npm run build

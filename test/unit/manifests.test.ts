@@ -649,6 +649,11 @@ describe('service image (Dockerfile)', () => {
     return out;
   })();
   const stage = (name: string) => stages.find((s) => s.name === name)!;
+  /** A stage's steps with those of the stages it is built FROM (a shared manifests stage, say), oldest first. */
+  const inherited = (name: string): string[] => {
+    const s = stage(name);
+    return stages.some((p) => p.name === s.from) ? [...inherited(s.from), ...s.steps] : s.steps;
+  };
   const runtime = stages.at(-1)!;
 
   it('final stage: node:24-bookworm-slim with git and the static busybox the egress probe is made of, running as the node user', () => {
@@ -688,7 +693,7 @@ describe('service image (Dockerfile)', () => {
       return readdirSync(repoPath(dir)).filter((d) => statSync(repoPath(dir, d, 'package.json'), { throwIfNoEntry: false })).map((d) => `${dir}/${d}/package.json`);
     });
     for (const name of ['deps', 'build']) {
-      const copied = stage(name).steps.filter((s) => s.startsWith('COPY ')).flatMap((s) => s.split(/\s+/).slice(1, -1));
+      const copied = inherited(name).filter((s) => s.startsWith('COPY ')).flatMap((s) => s.split(/\s+/).slice(1, -1));
       expect(workspaces.filter((w) => !copied.includes(w))).toEqual([]);
       expect(copied).toEqual(expect.arrayContaining(['package.json', 'package-lock.json']));
     }
