@@ -14,7 +14,6 @@ import {
   type ImgbuilderError,
   ImageRefInvalid,
   InvalidRequest,
-  isConnectionError,
   QueueFull,
   RegistryAuthFailed,
   RegistryFailed,
@@ -35,6 +34,7 @@ import {
 } from '@imgbuilder/common/errors';
 import { ConfigError } from '@imgbuilder/common/config';
 import { limitStatusMessage } from '@imgbuilder/common/client-text';
+import { redisOutage } from '@imgbuilder/common/redis';
 import type { Logger } from '@imgbuilder/common/logger';
 import { SlowClientError } from './stream-writer.js';
 
@@ -99,7 +99,9 @@ export function grpcStatusOf(err: unknown): status | undefined {
 export function toServiceError(err: unknown, log: Logger, method: string): ServiceError {
   const known = grpcStatusOf(err);
   if (known !== undefined) return serviceError(known, (err as Error).message);
-  if (isRedisUnavailable(err)) return serviceError(status.UNAVAILABLE, 'the build queue (Redis) is unreachable; retry shortly');
+  // Not ours: a Redis client's error that means Redis is away answers as the domain error it stands for.
+  const outage = redisOutage(err);
+  if (outage) return toServiceError(outage, log, method);
   log.error({ err, method }, 'unexpected error');
   return INTERNAL();
 }
@@ -119,16 +121,4 @@ function serviceError(code: status, message: string): ServiceError {
   e.details = details;
   e.metadata = new Metadata();
   return e;
-}
-
-/**
- * ioredis raises plain Errors when it cannot reach Redis: only their errno code or wording tells them apart from a
- * bug, so this is where a foreign library's message text is read (never our own errors' text).
- */
-function isRedisUnavailable(err: unknown): boolean {
-  const msg = (err as Error)?.message ?? '';
-  return (
-    isConnectionError(err) ||
-    /Connection is closed|Stream isn't writeable|max retries per request|MaxRetriesPerRequest|ClusterAllFailedError|Failed to refresh slots|LOADING|READONLY|enableOfflineQueue/i.test(msg)
-  );
 }
