@@ -54,6 +54,16 @@ export const toRow = (r: BuildRecord): BuildRow => ({
   finishedAt: r.finishedAt === undefined ? undefined : r.finishedAt * 1000,
 });
 
+export interface DashboardDataOptions {
+  redis: RedisClient;
+  keys: RedisKeys;
+  /** The build queue, sampled for the chart's queue depth. */
+  queue: Queue;
+  /** How long finished builds stay in Redis (IMGBUILDER_LOG_RETENTION, 7d): a finished record kept in memory goes when Redis lets it expire. */
+  retentionMs: number;
+  log: Logger;
+}
+
 /**
  * What the dashboard shows, from Redis only (no Prometheus needed): the recent builds (the capped `recent` index
  * written with each new build, records expiring with the retention) and queue-depth samples of the last hour
@@ -66,14 +76,15 @@ export class DashboardData {
   private sampler?: NodeJS.Timeout;
   private readonly pod = `${hostname()}-${process.pid}`;
 
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly keys: RedisKeys,
-    private readonly queue: Queue,
-    /** IMGBUILDER_LOG_RETENTION: a finished record kept in memory goes when Redis lets it expire. */
-    private readonly retentionMs: number,
-    private readonly log: Logger,
-  ) {}
+  private readonly redis: RedisClient;
+  private readonly keys: RedisKeys;
+  private readonly queue: Queue;
+  private readonly retentionMs: number;
+  private readonly log: Logger;
+
+  constructor(opts: DashboardDataOptions) {
+    ({ redis: this.redis, keys: this.keys, queue: this.queue, retentionMs: this.retentionMs, log: this.log } = opts);
+  }
 
   startSampling(): void {
     const sample = () =>

@@ -35,10 +35,17 @@ const SECURITY_HEADERS = {
   'referrer-policy': 'same-origin',
 };
 
-export interface DashboardOptions {
+/** Where builds and their logs are read (the build store, log store and event hub), and how the dashboard serves them. */
+export interface DashboardOptions extends BuildLogDeps {
+  /** Where finished logs are read from and presigned. */
+  objects: ObjectStore;
+  data: DashboardData;
+  log: Logger;
+  /** Who may look: the tokens of IMGBUILDER_TOKENS_FILE, else IMGBUILDER_DASHBOARD_TOKEN as a viewer. */
   tokens: AccessTokens;
+  /** How long a presigned link to a finished log stays valid (IMGBUILDER_LOG_URL_TTL, 1h). */
   logUrlTtlMs: number;
-  /** Cookies get `Secure` when the dashboard is served over HTTPS by a proxy in front (IMGBUILDER_PUBLIC_URL). */
+  /** Cookies get `Secure` when the dashboard is served over HTTPS by a proxy in front (IMGBUILDER_PUBLIC_URL https:). */
   secureCookies: boolean;
 }
 
@@ -52,13 +59,14 @@ export class DashboardServer {
   readonly http: Server;
   private readonly assets = new Map<string, Buffer>();
 
-  constructor(
-    private readonly deps: BuildLogDeps,
-    private readonly objects: ObjectStore,
-    private readonly data: DashboardData,
-    private readonly opts: DashboardOptions,
-    private readonly log: Logger,
-  ) {
+  private readonly deps: BuildLogDeps;
+  private readonly objects: ObjectStore;
+  private readonly data: DashboardData;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: DashboardOptions) {
+    ({ objects: this.objects, data: this.data, log: this.log } = opts);
+    this.deps = opts;
     for (const name of [...Object.keys(ASSETS), ...PAGES]) this.assets.set(name, readFileSync(new URL(name, ASSETS_DIR)));
     this.http = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => {

@@ -46,7 +46,7 @@ export class EventHub {
   async *events(buildId: string, signal: AbortSignal, afterId = '0-0'): AsyncGenerator<BuildEvent> {
     let tail = this.tails.get(buildId);
     if (!tail) {
-      tail = new Tail(buildId, this.store, this.pubsub as Redis, () => this.tails.delete(buildId), this.opts.unavailable, this.opts.onLive);
+      tail = new Tail(buildId, { store: this.store, pubsub: this.pubsub as Redis, onClose: () => this.tails.delete(buildId), unavailable: this.opts.unavailable, onLive: this.opts.onLive });
       this.tails.set(buildId, tail);
     }
     const sub = new Subscriber(afterId);
@@ -137,6 +137,14 @@ class Subscriber {
   }
 }
 
+interface TailOptions extends EventHubOptions {
+  store: BuildStore;
+  /** The hub's subscriber connection, shared by every tail. */
+  pubsub: Redis;
+  /** Called once the last subscriber left, so the hub forgets this tail. */
+  onClose: () => void;
+}
+
 class Tail {
   lastId = '0-0';
   readonly ready: Promise<void>;
@@ -146,18 +154,22 @@ class Tail {
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
+  private readonly store: BuildStore;
+  private readonly pubsub: Redis;
+  private readonly onClose: () => void;
+  private readonly unavailable?: () => string | undefined;
+  private readonly onLive?: (batch: BuildEvent[]) => void;
+
   constructor(
     private readonly buildId: string,
-    private readonly store: BuildStore,
-    private readonly pubsub: Redis,
-    private readonly onClose: () => void,
-    private readonly unavailable?: () => string | undefined,
-    private readonly onLive?: (batch: BuildEvent[]) => void,
+    opts: TailOptions,
   ) {
+    const { store, pubsub } = opts;
+    ({ store: this.store, pubsub: this.pubsub, onClose: this.onClose, unavailable: this.unavailable, onLive: this.onLive } = opts);
     let waited = false;
     const subscribed = (async () => {
-      await this.pubsub.subscribe(this.store.keys.eventsNotify(buildId));
-      const last = await this.store.lastEventId(buildId);
+      await pubsub.subscribe(store.keys.eventsNotify(buildId));
+      const last = await store.lastEventId(buildId);
       // After the wait ran out, fetches already move lastId; a later read must not skip past what they delivered.
       if (!waited) this.lastId = last;
     })().catch(() => {

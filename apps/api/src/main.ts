@@ -116,7 +116,10 @@ async function main(): Promise<void> {
         })
     : undefined;
   addImageBuilder(server, service.handlers(), guard);
-  new UploadService(objects, env.IMGBUILDER_MAX_UPLOAD_BYTES, log, {
+  new UploadService({
+    objects,
+    log,
+    maxBytes: env.IMGBUILDER_MAX_UPLOAD_BYTES,
     maxConcurrent: env.IMGBUILDER_MAX_CONCURRENT_UPLOADS,
     maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
     timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
@@ -131,10 +134,10 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  const dashboard = await startDashboard(env, tokens, { store, logStore, hub }, objects, redis, keys, queue);
+  const dashboard = await startDashboard(env, { tokens, store, logStore, hub, objects, redis, keys, queue });
   // Both default to :8081: one address means one HTTP server, the dashboard's, also taking the supervisor's upgrades.
   const shared = dashboard && env.IMGBUILDER_SUPERVISOR_ADDR === env.IMGBUILDER_HTTP_ADDR ? dashboard.server.http : undefined;
-  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub }, supervisorLogs.tokens, env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, log, shared) : undefined;
+  const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub, tokens: supervisorLogs.tokens, log, slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, shared }) : undefined;
   const supervisorPort = shared ? dashboard?.port : await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
   if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
   log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT), tokens: tokens ? 'required' : 'off' }, 'imgbuilder API listening');
@@ -165,20 +168,31 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
+/** What the dashboard is made from, beside the configuration. */
+interface DashboardParts extends BuildLogDeps {
+  /** The tokens of IMGBUILDER_TOKENS_FILE, when there is one. */
+  tokens: AccessTokens | undefined;
+  objects: ObjectStore;
+  redis: RedisClient;
+  keys: RedisKeys;
+  queue: Queue;
+}
+
 /**
  * The operators' dashboard on IMGBUILDER_HTTP_ADDR. It needs tokens: those of IMGBUILDER_TOKENS_FILE, else the one
  * IMGBUILDER_DASHBOARD_TOKEN (role viewer); with neither it stays off. Like metrics, a port taken by another process
  * on the host is logged, not fatal.
  */
-async function startDashboard(env: Env, tokens: AccessTokens | undefined, deps: BuildLogDeps, objects: ObjectStore, redis: RedisClient, keys: RedisKeys, queue: Queue) {
+async function startDashboard(env: Env, parts: DashboardParts) {
+  const { tokens, store, logStore, hub, objects, redis, keys, queue } = parts;
   if (!env.IMGBUILDER_HTTP_ADDR) return undefined;
   const viewers = tokens ?? (env.IMGBUILDER_DASHBOARD_TOKEN ? AccessTokens.fromEntries([{ name: 'dashboard', role: 'viewer', sha256: hashToken(env.IMGBUILDER_DASHBOARD_TOKEN) }]) : undefined);
   if (!viewers) {
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData(redis, keys, queue, env.IMGBUILDER_LOG_RETENTION, log);
-  const server = new DashboardServer(deps, objects, data, { tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false }, log);
+  const data = new DashboardData({ redis, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
+  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
     data.startSampling();

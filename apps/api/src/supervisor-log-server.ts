@@ -82,6 +82,21 @@ interface Route {
   run: (request: unknown, buildId: string, call: WebSocketCall) => Promise<void>;
 }
 
+/** Where builds and their logs are read (the build store, log store and event hub), and how the endpoint serves them. */
+export interface SupervisorLogServerOptions extends BuildLogDeps {
+  /** Verifies the per-build token that log_info.headers carries (IMGBUILDER_LOG_INFO=supervisor). */
+  tokens: LogTokens;
+  log: Logger;
+  /** A client that reads nothing this long is dropped (IMGBUILDER_SLOW_CLIENT_TIMEOUT, 2m). */
+  slowClientTimeoutMs: number;
+  /**
+   * The dashboard's HTTP server when both listen on one address (IMGBUILDER_SUPERVISOR_ADDR equal to
+   * IMGBUILDER_HTTP_ADDR, both 0.0.0.0:8081 by default): the WebSocket upgrades are served there; absent, the
+   * endpoint listens on its own.
+   */
+  shared?: Server;
+}
+
 /**
  * The slice of Gitpod's workspace supervisor API that Gitpod's server uses to stream an image build's log into its
  * dashboard (HeadlessLogService.streamImageBuildLog): `StatusService.TasksStatus` lists one task whose terminal is
@@ -94,14 +109,15 @@ export class SupervisorLogServer {
   private readonly wss: WebSocketServer;
   private readonly routes: Map<string, Route>;
 
-  constructor(
-    private readonly deps: BuildLogDeps,
-    private readonly tokens: LogTokens,
-    private readonly slowClientTimeoutMs: number,
-    private readonly log: Logger,
-    /** The dashboard's HTTP server when both listen on one address: the WebSocket upgrades are served there. */
-    private readonly shared?: Server,
-  ) {
+  private readonly deps: BuildLogDeps;
+  private readonly tokens: LogTokens;
+  private readonly slowClientTimeoutMs: number;
+  private readonly log: Logger;
+  private readonly shared?: Server;
+
+  constructor(opts: SupervisorLogServerOptions) {
+    ({ tokens: this.tokens, slowClientTimeoutMs: this.slowClientTimeoutMs, log: this.log, shared: this.shared } = opts);
+    this.deps = opts;
     const tasksStatus = statusGrpc.StatusServiceService.tasksStatus;
     const listen = terminalGrpc.TerminalServiceService.listen;
     this.routes = new Map<string, Route>([
@@ -122,7 +138,7 @@ export class SupervisorLogServer {
         },
       ],
     ]);
-    this.http = shared ?? createServer((_req, res) => {
+    this.http = this.shared ?? createServer((_req, res) => {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`imgbuilder: only Gitpod's supervisor API over gRPC-web WebSockets is served here (${SUPERVISOR_API_PATH})\n`);
     });
     this.wss = new WebSocketServer({

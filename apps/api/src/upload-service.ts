@@ -26,25 +26,32 @@ const IDLE_TIMEOUT_MS = 120_000;
  * streaming. Then one PutObject, skipped when an object of that content already exists. The content-derived key
  * makes an unchanged directory map to the same snapshot name, hence the same workspace ref and a cache hit.
  */
-export interface UploadLimits {
-  /** Uploads received at once (IMGBUILDER_MAX_CONCURRENT_UPLOADS); more are refused with RESOURCE_EXHAUSTED. */
-  maxConcurrent: number;
-  /** Bytes all uploads in progress may hold in temp files together (IMGBUILDER_UPLOAD_DISK_BYTES). */
-  maxDiskBytes: number;
-  /** An upload, receiving and storing, ends within this long (IMGBUILDER_UPLOAD_TIMEOUT). */
-  timeoutMs: number;
+export interface UploadServiceOptions {
+  /** Where snapshots are stored (its default bucket). */
+  objects: ObjectStore;
+  log: Logger;
+  /** Larger uploads are refused with RESOURCE_EXHAUSTED (IMGBUILDER_MAX_UPLOAD_BYTES, 1GiB). */
+  maxBytes: number;
+  /** Uploads received at once; more are refused with RESOURCE_EXHAUSTED (IMGBUILDER_MAX_CONCURRENT_UPLOADS, 16). */
+  maxConcurrent?: number;
+  /** Bytes all uploads in progress may hold in temp files together (IMGBUILDER_UPLOAD_DISK_BYTES, 4GiB). */
+  maxDiskBytes?: number;
+  /** An upload, receiving and storing, ends within this long (IMGBUILDER_UPLOAD_TIMEOUT, 30m). */
+  timeoutMs?: number;
 }
 
 export class UploadService {
   private active = 0;
   private diskBytes = 0;
+  private readonly objects: ObjectStore;
+  private readonly log: Logger;
+  private readonly maxBytes: number;
+  private readonly limits: { maxConcurrent: number; maxDiskBytes: number; timeoutMs: number };
 
-  constructor(
-    private readonly objects: ObjectStore,
-    private readonly maxBytes: number,
-    private readonly log: Logger,
-    private readonly limits: UploadLimits = { maxConcurrent: 16, maxDiskBytes: 4 * 2 ** 30, timeoutMs: 30 * 60_000 },
-  ) {}
+  constructor(opts: UploadServiceOptions) {
+    ({ objects: this.objects, log: this.log, maxBytes: this.maxBytes } = opts);
+    this.limits = { maxConcurrent: opts.maxConcurrent ?? 16, maxDiskBytes: opts.maxDiskBytes ?? 4 * 2 ** 30, timeoutMs: opts.timeoutMs ?? 30 * 60_000 };
+  }
 
   register(server: Server, guard: Guard = (_d, i) => i): void {
     const impl = { upload: (call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>) => void this.upload(call, cb) };

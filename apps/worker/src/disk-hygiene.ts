@@ -7,16 +7,28 @@ import type { Logger } from '@imgbuilder/common/logger';
 import type { WorkerMetrics } from './metrics.js';
 
 export interface HygieneOptions {
-  /** Images, build cache and temp dirs of finished builds unused this long are removed. */
+  docker: Docker;
+  /** Tells whether the build a temp dir belongs to has ended. */
+  store: BuildStore;
+  metrics: WorkerMetrics;
+  log: Logger;
+  /** Images, build cache and temp dirs of finished builds unused this long are removed (IMGBUILDER_PRUNE_AFTER, 24h). */
   olderThanMs: number;
+  /** How often a prune runs (IMGBUILDER_PRUNE_INTERVAL, 10m). */
   intervalMs: number;
-  /** An attempt never runs longer than this, so an older temp dir is garbage whatever its build's state. */
+  /**
+   * An attempt never runs longer than this, so an older temp dir is garbage whatever its build's state
+   * (IMGBUILDER_BUILD_TIMEOUT, 60m).
+   */
   buildTimeoutMs: number;
-  /** Label (`key=value`) carried by the images this installation builds. */
+  /** Label (`key=value`) carried by the images this installation builds (`org.imgbuilder.namespace=<namespace>`). */
   ownImagesLabel: string;
-  /** Unused tagged images pruned: every one (`all`, a dedicated engine) or only those with the label (`own`). */
+  /**
+   * Unused tagged images pruned: every one (`all`, a dedicated engine) or only those with the label (`own`)
+   * (IMGBUILDER_PRUNE_IMAGES, all).
+   */
   images: 'all' | 'own';
-  /** Where build temp dirs live (`imgbuilder-<build id>-*`). */
+  /** Where build temp dirs live (`imgbuilder-<build id>-*`); the OS temp dir when absent. */
   tempRoot?: string;
 }
 
@@ -37,13 +49,14 @@ export class DiskHygiene {
   private timer?: NodeJS.Timeout;
   private running?: Promise<PruneResult>;
 
-  constructor(
-    private readonly docker: Docker,
-    private readonly store: BuildStore,
-    private readonly opts: HygieneOptions,
-    private readonly metrics: WorkerMetrics,
-    private readonly log: Logger,
-  ) {}
+  private readonly docker: Docker;
+  private readonly store: BuildStore;
+  private readonly metrics: WorkerMetrics;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: HygieneOptions) {
+    ({ docker: this.docker, store: this.store, metrics: this.metrics, log: this.log } = opts);
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.prune(), this.opts.intervalMs);

@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   if (builder.kind === 'buildkit' && !sandbox.limitsBuildkit) log.warn('build limits: BuildKit ignores the build API\'s per-step memory and CPU limits, and BuildKit steps cannot be put in their build\'s cgroup from here: only the engine\'s own limits bound them (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
   const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
-  const cache = builder.kind === 'buildkit' ? new BuildCache(registry, objects, engine, installation, env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY) : undefined;
+  const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY }) : undefined;
   const settings: RunnerSettings = {
     baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
     workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
@@ -136,21 +136,19 @@ async function main(): Promise<void> {
     );
   });
 
-  const reaper = new Reaper(
+  const reaper = new Reaper({
     redis,
     store,
     queue,
-    (r) => endBuild(runner.ending, { ...r, state: 'done_failure' }),
-    {
-      intervalMs: env.IMGBUILDER_REAPER_INTERVAL,
-      // The API creates the log object (bounded by the store's deadline) before it queues the job.
-      enqueueGraceMs: 2 * env.IMGBUILDER_S3_TIMEOUT + 5_000,
-      lockTtlMs: lockTtlMs(env.IMGBUILDER_BUILD_TIMEOUT),
-      buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
-      maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
-    },
+    end: (r) => endBuild(runner.ending, { ...r, state: 'done_failure' }),
     log,
-  );
+    intervalMs: env.IMGBUILDER_REAPER_INTERVAL,
+    // The API creates the log object (bounded by the store's deadline) before it queues the job.
+    enqueueGraceMs: 2 * env.IMGBUILDER_S3_TIMEOUT + 5_000,
+    lockTtlMs: lockTtlMs(env.IMGBUILDER_BUILD_TIMEOUT),
+    buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+    maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+  });
   reaper.start();
 
   // A worker cut off from Redis can neither report nor be handed builds: exit so the supervisor restarts it.
@@ -163,19 +161,17 @@ async function main(): Promise<void> {
   }, 500);
   watchdog.unref();
 
-  const hygiene = new DiskHygiene(
-    engine.docker,
+  const hygiene = new DiskHygiene({
+    docker: engine.docker,
     store,
-    {
-      olderThanMs: env.IMGBUILDER_PRUNE_AFTER,
-      intervalMs: env.IMGBUILDER_PRUNE_INTERVAL,
-      buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
-      ownImagesLabel: `${NAMESPACE_LABEL}=${env.IMGBUILDER_REDIS_NAMESPACE}`,
-      images: env.IMGBUILDER_PRUNE_IMAGES,
-    },
     metrics,
     log,
-  );
+    olderThanMs: env.IMGBUILDER_PRUNE_AFTER,
+    intervalMs: env.IMGBUILDER_PRUNE_INTERVAL,
+    buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
+    ownImagesLabel: `${NAMESPACE_LABEL}=${env.IMGBUILDER_REDIS_NAMESPACE}`,
+    images: env.IMGBUILDER_PRUNE_IMAGES,
+  });
   hygiene.start();
 
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9091';

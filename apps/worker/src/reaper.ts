@@ -6,12 +6,25 @@ import type { Logger } from '@imgbuilder/common/logger';
 import type { RedisClient } from '@imgbuilder/common/redis';
 
 export interface ReaperOptions {
+  redis: RedisClient;
+  store: BuildStore;
+  /** The build queue: a build whose job is gone from it is ended. */
+  queue: Queue;
+  /** Ends one build as failed; false when it had already moved on (its fencing token no longer holds). */
+  end: (r: ReapReason) => Promise<boolean>;
+  log: Logger;
+  /** How often a pass runs, on whichever worker takes the lock (IMGBUILDER_REAPER_INTERVAL, 15s). */
   intervalMs: number;
-  /** A build this young may still be between its record and `queue.add` (the API creating its log object). */
+  /**
+   * A build this young may still be between its record and `queue.add` (the API creating its log object): twice
+   * IMGBUILDER_S3_TIMEOUT (10s) plus 5s.
+   */
   enqueueGraceMs: number;
-  /** The dedupe lock of every live build is pushed this far ahead at each pass. */
+  /** The dedupe lock of every live build is pushed this far ahead at each pass: twice the build timeout plus 10m. */
   lockTtlMs: number;
+  /** IMGBUILDER_BUILD_TIMEOUT (60m): with the queue wait, a build's deadline. */
   buildTimeoutMs: number;
+  /** How long a build may wait in the queue (IMGBUILDER_MAX_QUEUE_WAIT, 6h). */
   maxQueueWaitMs: number;
 }
 
@@ -30,14 +43,15 @@ export class Reaper {
   private readonly me = randomUUID();
   private passes = 0;
 
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly store: BuildStore,
-    private readonly queue: Queue,
-    private readonly end: (r: ReapReason) => Promise<boolean>,
-    private readonly opts: ReaperOptions,
-    private readonly log: Logger,
-  ) {}
+  private readonly redis: RedisClient;
+  private readonly store: BuildStore;
+  private readonly queue: Queue;
+  private readonly end: (r: ReapReason) => Promise<boolean>;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: ReaperOptions) {
+    ({ redis: this.redis, store: this.store, queue: this.queue, end: this.end, log: this.log } = opts);
+  }
 
   start(): void {
     this.timer = setInterval(() => {

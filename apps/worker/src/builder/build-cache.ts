@@ -65,6 +65,17 @@ export function cacheRefOf(identity: string, repository: string): string {
   return `${repository}:cache-${createHash('sha256').update(identity).digest('hex').slice(0, 40)}`;
 }
 
+export interface BuildCacheOptions {
+  registry: RegistryClient;
+  /** Holds uploaded snapshots, whose directory name becomes part of the cache identity. */
+  objects: ObjectStore;
+  engine: DockerEngine;
+  /** The installation's registry credentials (IMGBUILDER_REGISTRY_AUTH_FILE): cache images are pushed with them. */
+  installation: CredentialTable;
+  /** Where cache images are pushed (IMGBUILDER_CACHE_REPOSITORY, else IMGBUILDER_BASE_REPOSITORY). */
+  repository: string;
+}
+
 /**
  * The layer cache shared by every worker through the registry. A BuildKit build writes inline cache metadata into
  * its image; after a successful build that image is also tagged as its source identity's cache ref and pushed with
@@ -72,14 +83,15 @@ export function cacheRefOf(identity: string, repository: string): string {
  * build's own pull credentials can read it; otherwise it builds cold, saying so in one line.
  */
 export class BuildCache {
-  constructor(
-    private readonly registry: RegistryClient,
-    private readonly objects: ObjectStore,
-    private readonly engine: DockerEngine,
-    private readonly installation: CredentialTable,
-    /** IMGBUILDER_CACHE_REPOSITORY, else the base repository. */
-    private readonly repository: string,
-  ) {}
+  private readonly registry: RegistryClient;
+  private readonly objects: ObjectStore;
+  private readonly engine: DockerEngine;
+  private readonly installation: CredentialTable;
+  private readonly repository: string;
+
+  constructor(opts: BuildCacheOptions) {
+    ({ registry: this.registry, objects: this.objects, engine: this.engine, installation: this.installation, repository: this.repository } = opts);
+  }
 
   async refFor(s: CacheSource, caller: string): Promise<string | undefined> {
     const names = new Map<string, string>();
