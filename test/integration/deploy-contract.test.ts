@@ -4,10 +4,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, credentials } from '@grpc/grpc-js';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { buildDist } from '../support/dist.js';
+import { healthCheck } from '../support/health-check.js';
 import { freePort, localEnv, ROOT, ServiceProcess } from '../support/stack.js';
 
 /**
@@ -34,21 +34,6 @@ function startFromImageEntrypoint(target: 'api' | 'worker', extra: Record<string
 
 const get = (url: string) => fetch(url, { signal: AbortSignal.timeout(10_000) });
 
-/** grpc.health.v1.Health/Check for the server's overall health (service ""), as the kubelet asks it. */
-function grpcHealth(addr: string): Promise<number> {
-  const client = new Client(addr, credentials.createInsecure());
-  return new Promise<number>((resolve, reject) => {
-    client.makeUnaryRequest(
-      '/grpc.health.v1.Health/Check',
-      () => Buffer.alloc(0),
-      // HealthCheckResponse { status = 1 (varint) }: tag byte 0x08, then the value.
-      (buf: Buffer) => (buf.length >= 2 && buf[0] === 0x08 ? buf[1] : 0),
-      {},
-      { deadline: Date.now() + 10_000 },
-      (err, status) => (err ? reject(err) : resolve(status!)),
-    );
-  }).finally(() => client.close());
-}
 
 const gauge = (metrics: string, name: string) => {
   const line = metrics.split('\n').find((l) => l.startsWith(`${name} `));
@@ -100,7 +85,7 @@ describe('API started by the image entry point', () => {
   });
 
   it('answers the gRPC health check SERVING (the readiness and startup probes) and /livez, /readyz', async () => {
-    expect(await grpcHealth(grpcAddr)).toBe(1);
+    expect(await healthCheck(grpcAddr)).toBe(1);
     expect((await get(`${metrics}/livez`)).status).toBe(200);
     expect((await get(`${metrics}/readyz`)).status).toBe(200);
   });

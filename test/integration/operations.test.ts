@@ -5,12 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { Client, credentials, status, type ChannelCredentials } from '@grpc/grpc-js';
-import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import { credentials, status } from '@grpc/grpc-js';
 import { BuildStatus, type BuildResponse, type ImageBuilderClient, type ListBuildsResponse } from '@imgbuilder/proto';
 import { build, connect } from '../support/client.js';
 import { makePki, type TestPki } from '../support/certs.js';
 import { GitServer } from '../support/git-server.js';
+import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
 import { dropNamespace } from '../support/redis-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
@@ -121,30 +121,6 @@ describe('limits', () => {
 });
 
 describe('health and metrics', () => {
-  const healthCheck = (addr: string, service: string, creds: ChannelCredentials = credentials.createInsecure()) =>
-    new Promise<number>((resolve, reject) => {
-      const c = new Client(addr, creds);
-      c.makeUnaryRequest(
-        '/grpc.health.v1.Health/Check',
-        (s: string) => Buffer.from(new BinaryWriter().uint32(10).string(s).finish()),
-        (buf: Buffer) => {
-          const r = new BinaryReader(buf);
-          let st = 0;
-          while (r.pos < r.len) {
-            const tag = r.uint32();
-            if (tag >>> 3 === 1) st = r.int32();
-            else r.skip(tag & 7);
-          }
-          return st;
-        },
-        service,
-        (err, res) => {
-          c.close();
-          if (err) reject(err);
-          else resolve(res!);
-        },
-      );
-    });
 
   it('grpc.health.v1.Health/Check answers SERVING for the server and builder.ImageBuilder, NOT_FOUND for others', async () => {
     const SERVING = 1;

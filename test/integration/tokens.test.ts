@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { Client, credentials, status, type ServiceError } from '@grpc/grpc-js';
-import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { BuildStatus } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { build, connectAs, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
+import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { ROOT, startStack, type Stack } from '../support/stack.js';
@@ -51,31 +51,6 @@ async function cli(args: string[], env: Record<string, string> = {}): Promise<{ 
   }
 }
 
-function healthCheck(service: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const c = new Client(addr, credentials.createInsecure());
-    c.makeUnaryRequest(
-      '/grpc.health.v1.Health/Check',
-      (s: string) => Buffer.from(new BinaryWriter().uint32(10).string(s).finish()),
-      (buf: Buffer) => {
-        const r = new BinaryReader(buf);
-        let st = 0;
-        while (r.pos < r.len) {
-          const tag = r.uint32();
-          if (tag >>> 3 === 1) st = r.int32();
-          else r.skip(tag & 7);
-        }
-        return st;
-      },
-      service,
-      (err, res) => {
-        c.close();
-        if (err) reject(err);
-        else resolve(res!);
-      },
-    );
-  });
-}
 
 async function triggeredBy(buildId: string): Promise<string | null> {
   const redis = new Redis(stack.env.REDIS_URL, { maxRetriesPerRequest: 2 });
@@ -102,7 +77,7 @@ describe('access tokens on the gRPC API', () => {
     }
     const e = await listBuilds(clientWith()).catch((err: ServiceError) => err);
     expect((e as ServiceError).details).toMatch(/authorization: Bearer <token>.*--token or IMGBUILDER_TOKEN/);
-    expect(await healthCheck('builder.ImageBuilder')).toBe(1);
+    expect(await healthCheck(addr, 'builder.ImageBuilder')).toBe(1);
   });
 
   it('a viewer lists builds and reads logs, and gets PERMISSION_DENIED for Build, Resolve* and upload', async () => {
