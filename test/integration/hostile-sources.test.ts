@@ -26,7 +26,7 @@ import { build, collect, connect, listBuilds, resolveBase, resolveWorkspace } fr
 import { FakeRegistry } from '../support/fake-registry.js';
 import { GitServer } from '../support/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, fileSource, gitInit } from '../support/requests.js';
 import { SourceServer } from '../support/source-server.js';
 import { NetnsHost } from '../support/netns-host.js';
 import { startStack, type Stack } from '../support/stack.js';
@@ -74,10 +74,6 @@ const rand = () => randomBytes(4).toString('hex');
 const sha256 = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const last = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
-function fileSource(source: WorkspaceInitializer, dockerfilePath = 'Dockerfile', contextPath = ''): BuildSource {
-  return { from: { $case: 'file', file: { source, dockerfileVersion: '', dockerfilePath, contextPath } } };
-}
-const gitInit = (g: Parameters<typeof GitInitializer.fromPartial>[0]): WorkspaceInitializer => ({ spec: { $case: 'git', git: GitInitializer.fromPartial(g) } });
 const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
   spec: { $case: 'download', download: { files, targetLocation } },
 });
@@ -121,14 +117,14 @@ describe('git metadata from other sources never runs on the worker', () => {
     git.commit('pwn-download', { Dockerfile: dockerfile('echo x'), 'a.txt': 'a' });
     const source = fileSource(
       composite(downloadInit([served('config', planted.config), served('info/attributes', planted.attributes)], 'src/.git'), gitInit({ remoteUri: git.url('pwn-download'), checkoutLocation: 'src' })),
-      'src/Dockerfile',
+      { dockerfilePath: 'src/Dockerfile' },
     );
     await refusedByApi(source, /download target_location "src\/\.git" has a \.git part: git metadata may only come from a git initializer/);
     // The same through file_path, and a checkout over a directory an earlier download filled.
     const viaPath = composite(downloadInit([served('src/.GIT/config', planted.config)]), gitInit({ remoteUri: git.url('pwn-download'), checkoutLocation: 'src' }));
-    await refusedByApi(fileSource(viaPath, 'src/Dockerfile'), /download file_path "src\/\.GIT\/config" has a \.git part/);
+    await refusedByApi(fileSource(viaPath, { dockerfilePath: 'src/Dockerfile' }), /download file_path "src\/\.GIT\/config" has a \.git part/);
     const over = composite(downloadInit([served('src/notes.txt', 'x')]), gitInit({ remoteUri: git.url('pwn-download'), checkoutLocation: 'src' }));
-    await refusedByApi(fileSource(over, 'src/Dockerfile'), /git checkout_location "src" is not empty: an earlier initializer writes "src\/notes.txt"; a git checkout must go into an empty or new directory/);
+    await refusedByApi(fileSource(over, { dockerfilePath: 'src/Dockerfile' }), /git checkout_location "src" is not empty: an earlier initializer writes "src\/notes.txt"; a git checkout must go into an empty or new directory/);
     expect(existsSync(marker)).toBe(false);
   });
 
@@ -142,8 +138,8 @@ describe('git metadata from other sources never runs on the worker', () => {
     await objects.put(fullKey, await tarOf([{ name: 'src/left-over.txt', content: 'x' }]), 'application/x-tar');
     const checkout = gitInit({ remoteUri: git.url('pwn-snapshot'), checkoutLocation: 'src' });
     const [planted1, filled] = await Promise.all([
-      build(api, { source: fileSource(composite(snapshotInit(gitKey), checkout), 'src/Dockerfile') }),
-      build(api, { source: fileSource(composite(snapshotInit(fullKey), checkout), 'src/Dockerfile') }),
+      build(api, { source: fileSource(composite(snapshotInit(gitKey), checkout), { dockerfilePath: 'src/Dockerfile' }) }),
+      build(api, { source: fileSource(composite(snapshotInit(fullKey), checkout), { dockerfilePath: 'src/Dockerfile' }) }),
     ]);
     expect(last(planted1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/it holds src\/\.git.*: a \.git path part is refused outside prebuild snapshots/) });
     expect(last(filled)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/git checkout_location src is not empty \(it holds left-over\.txt\): a git checkout must go into an empty or new directory/) });
@@ -340,7 +336,7 @@ describe('status messages stay short and the channel keeps serving', () => {
     };
     const auth = { mode: { $case: 'selective' as const, selective: { allowBaserep: true, allowWorkspacerep: false, anyOf: ['127.0.0.1:5000'] } }, additional: { '127.0.0.1:5000': 'dTpw' } };
     const sources: BuildSource[] = [
-      fileSource(gitInit(gitSpec), 'src/Dockerfile', 'src'),
+      fileSource(gitInit(gitSpec), { dockerfilePath: 'src/Dockerfile', contextPath: 'src' }),
       fileSource(downloadInit([{ url: 'http://127.0.0.1:1/x', filePath: 'Dockerfile', digest: sha256('x') }], 'dir')),
       fileSource(snapshotInit('snapshots/x.tar')),
       fileSource({ spec: { $case: 'prebuild', prebuild: { prebuild: { snapshot: 'snapshots/p.tar', fromVolumeSnapshot: false }, git: [GitInitializer.fromPartial(gitSpec)] } } }),

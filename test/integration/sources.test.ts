@@ -28,7 +28,7 @@ import { workspaceRef } from '@imgbuilder/common/refs';
 import { build, collect, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, fileSource, gitInit } from '../support/requests.js';
 import { SourceServer } from '../support/source-server.js';
 import { startStack, type Stack } from '../support/stack.js';
 
@@ -59,10 +59,6 @@ const rand = () => randomBytes(4).toString('hex');
 const sha256 = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const last = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
-function fileSource(source: WorkspaceInitializer, opts: { dockerfilePath?: string; contextPath?: string } = {}): BuildSource {
-  return { from: { $case: 'file', file: { source, dockerfileVersion: '', dockerfilePath: opts.dockerfilePath ?? 'Dockerfile', contextPath: opts.contextPath ?? '' } } };
-}
-const gitInit = (g: Parameters<typeof GitInitializer.fromPartial>[0]): WorkspaceInitializer => ({ spec: { $case: 'git', git: GitInitializer.fromPartial(g) } });
 const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
   spec: { $case: 'download', download: { files, targetLocation } },
 });

@@ -1,4 +1,4 @@
-import { CloneTargetMode, type BuildSource } from '@imgbuilder/proto';
+import { CloneTargetMode, GitInitializer, type BuildSource, type WorkspaceInitializer } from '@imgbuilder/proto';
 
 export const BASE_IMAGE = '127.0.0.1:5000/imgbuilder/busybox:latest';
 
@@ -28,6 +28,14 @@ export function gitSource(remoteUri: string, opts: { dockerfilePath?: string; co
     },
   };
 }
+
+/** A build from any initializer (composite, download, snapshot, prebuild …), its Dockerfile and context inside it. */
+export function fileSource(source: WorkspaceInitializer, opts: { dockerfilePath?: string; contextPath?: string } = {}): BuildSource {
+  return { from: { $case: 'file', file: { source, dockerfileVersion: '', dockerfilePath: opts.dockerfilePath ?? 'Dockerfile', contextPath: opts.contextPath ?? '' } } };
+}
+
+/** A git initializer, unset fields at their protobuf defaults. */
+export const gitInit = (g: Parameters<typeof GitInitializer.fromPartial>[0]): WorkspaceInitializer => ({ spec: { $case: 'git', git: GitInitializer.fromPartial(g) } });
 
 /** A Dockerfile FROM the test base image; a nonce step keeps the engine's cache from skipping the work. */
 export function dockerfile(...runs: string[]): string {
