@@ -4,6 +4,7 @@ import { CloneTargetMode, GitAuthMethod } from '@imgbuilder/proto';
 import { InvalidRequest } from '@imgbuilder/common/errors';
 import { formatImageRef, parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/refs';
+import { forEachInitializer } from '@imgbuilder/common/initializers';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSnapshotSource, checkSourceUrl, hasGitPart, type SnapshotPolicy } from '@imgbuilder/common/source-policy';
@@ -70,7 +71,7 @@ export class BuildPlanner {
     checkRelativePath('dockerfile_path', file.dockerfilePath);
     checkRelativePath('context_path', file.contextPath);
     this.checkShape(file.source);
-    this.checkInitializer(file.source);
+    this.checkInitializers(file.source);
     checkCheckoutsGoIntoNewDirectories(file.source);
     const resolvedCommits = file.dockerfileVersion ? {} : await this.resolveMutableTargets(file.source);
     const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommits });
@@ -115,21 +116,25 @@ export class BuildPlanner {
       count += n;
       if (count > maxInitializers) throw new InvalidRequest(`build source has more than ${maxInitializers} initializers (IMGBUILDER_MAX_INITIALIZERS=${maxInitializers})`);
     };
-    const visit = (init: WorkspaceInitializer, depth: number): void => {
+    forEachInitializer(root, (init, depth) => {
       counted(1);
       const spec = init.spec;
       if (spec?.$case === 'composite') {
+        // Thrown before the walk descends into the children.
         if (depth >= maxCompositeDepth) throw new InvalidRequest(`composite initializers nest more than ${maxCompositeDepth} levels deep (IMGBUILDER_MAX_COMPOSITE_DEPTH=${maxCompositeDepth})`);
-        for (const c of spec.composite.initializer) visit(c, depth + 1);
       } else if (spec?.$case === 'prebuild') {
         counted(spec.prebuild.git.length);
       } else if (spec?.$case === 'download' && spec.download.files.length > maxDownloadFiles) {
         throw new InvalidRequest(`a download initializer lists ${spec.download.files.length} files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=${maxDownloadFiles}`);
       }
-    };
-    visit(root, 0);
+    });
   }
 
+  private checkInitializers(root: WorkspaceInitializer): void {
+    forEachInitializer(root, (init) => this.checkInitializer(init));
+  }
+
+  /** One initializer, not its children (checkInitializers walks the tree). */
   private checkInitializer(init: WorkspaceInitializer): void {
     const spec = init.spec;
     if (!spec) throw new InvalidRequest('build source is missing: an initializer is empty');
@@ -152,7 +157,6 @@ export class BuildPlanner {
         }
         return;
       case 'composite':
-        for (const c of spec.composite.initializer) this.checkInitializer(c);
         return;
       case 'prebuild':
         // A missing snapshot makes the worker fall back to git (REFERENCE.md); one outside the allowed sources is refused.
@@ -203,7 +207,7 @@ function checkNoGitPart(what: string, p: string): void {
  */
 function checkCheckoutsGoIntoNewDirectories(root: WorkspaceInitializer): void {
   const written: string[] = [];
-  const norm = (p: string) => posix.normalize(p.replace(/\\/g, '/') || '.').replace(/\/+$/, '') || '.';
+  const norm = (p: string) => normalizeRequestPath(p).replace(/\/+$/, '') || '.';
   const under = (p: string, dir: string) => dir === '.' || p === dir || p.startsWith(`${dir}/`);
   const checkout = (g: GitInitializer) => {
     const dir = norm(g.checkoutLocation);
@@ -215,14 +219,12 @@ function checkCheckoutsGoIntoNewDirectories(root: WorkspaceInitializer): void {
     }
     written.push(dir);
   };
-  const visit = (init: WorkspaceInitializer): void => {
+  forEachInitializer(root, (init) => {
     const spec = init.spec;
-    if (spec?.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
-    else if (spec?.$case === 'git') checkout(spec.git);
+    if (spec?.$case === 'git') checkout(spec.git);
     else if (spec?.$case === 'prebuild') written.push(...spec.prebuild.git.map((g) => norm(g.checkoutLocation)));
     else if (spec?.$case === 'download') written.push(...spec.download.files.map((f) => norm(posix.join(spec.download.targetLocation || '.', f.filePath))));
-  };
-  visit(root);
+  });
 }
 
 /** Paths from the request must stay inside the build context. Empty is fine (it means the default). */
@@ -230,6 +232,11 @@ export function checkRelativePath(what: string, p: string): void {
   if (!p) return;
   if (p.includes('\0')) throw new InvalidRequest(`${what} contains a NUL byte`);
   if (posix.isAbsolute(p) || /^[a-zA-Z]:[\\/]/.test(p)) throw new InvalidRequest(`${what} ${quote(p)} must be relative to the build context, not absolute`);
-  const n = posix.normalize(p.replace(/\\/g, '/'));
+  const n = normalizeRequestPath(p);
   if (n === '..' || n.startsWith('../')) throw new InvalidRequest(`${what} ${quote(p)} points outside the build context`);
+}
+
+/** A request path in posix form, normalised; empty becomes `.`. */
+function normalizeRequestPath(p: string): string {
+  return posix.normalize(p.replace(/\\/g, '/'));
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BuildRegistryAuth, BuildSource, FileDownloadInitializer_FileInfo, WorkspaceInitializer } from '@imgbuilder/proto';
+import { forEachInitializer } from './initializers.js';
 
 /**
  * What the API hands a worker through BullMQ. Credentials never sit here in plain text: they travel sealed in
@@ -49,12 +50,10 @@ export interface JobSecrets {
 /** Visits every file of every download initializer depth-first, in the order the worker downloads them. */
 export function forEachDownload(init: WorkspaceInitializer | undefined, fn: (file: FileDownloadInitializer_FileInfo, index: number) => void): void {
   let n = 0;
-  const visit = (i: WorkspaceInitializer | undefined) => {
-    const spec = i?.spec;
+  forEachInitializer(init, (i) => {
+    const spec = i.spec;
     if (spec?.$case === 'download') for (const f of spec.download.files) fn(f, n++);
-    else if (spec?.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
-  };
-  visit(init);
+  });
 }
 
 export type { BuildRegistryAuth, BuildSource };

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { BuildSourceDockerfile, GitInitializer, WorkspaceInitializer } from '@imgbuilder/proto';
 import { InvalidRequest } from './errors.js';
+import { forEachInitializer } from './initializers.js';
 
 /** Version of the build process; part of every workspace ref so a process change yields new images. */
 export const BUILD_PROCESS_VERSION = '2';
@@ -64,14 +65,11 @@ export function workspaceRef(baseRef: string, workspaceRepository: string): stri
  */
 export function forEachGit(init: WorkspaceInitializer | undefined, fn: (git: GitInitializer, index: number) => void): void {
   let n = 0;
-  const visit = (i: WorkspaceInitializer | undefined) => {
-    const spec = i?.spec;
-    if (!spec) return;
-    if (spec.$case === 'git') fn(spec.git, n++);
-    else if (spec.$case === 'prebuild') for (const g of spec.prebuild.git) fn(g, n++);
-    else if (spec.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
-  };
-  visit(init);
+  forEachInitializer(init, (i) => {
+    const spec = i.spec;
+    if (spec?.$case === 'git') fn(spec.git, n++);
+    else if (spec?.$case === 'prebuild') for (const g of spec.prebuild.git) fn(g, n++);
+  });
 }
 
 /**
