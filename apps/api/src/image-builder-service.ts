@@ -51,6 +51,12 @@ import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
  */
 const MAX_JOB_BYTES = 1024 * 1024;
 
+/** A job before it has an id: the secrets are sealed per id, since the id is part of what they are bound to. */
+interface JobContent {
+  job: Omit<BuildJobData, 'buildId' | 'sealed'>;
+  secrets: JobSecrets;
+}
+
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
 const EXISTS_CACHE_MS = 5_000;
 
@@ -255,7 +261,8 @@ export class ImageBuilderService {
 
   /** Joins the build queued or running for the ref, or queues a new one; returns its id. */
   private async startOrJoin(plan: BuildPlan, req: BuildRequest, log: Logger): Promise<string> {
-    const jobBytes = Buffer.byteLength(JSON.stringify(this.jobData('00000000-0000-0000-0000-000000000000', plan, req)));
+    const content = this.jobContent(plan, req);
+    const jobBytes = Buffer.byteLength(JSON.stringify(this.sealJob('00000000-0000-0000-0000-000000000000', content)));
     if (jobBytes > MAX_JOB_BYTES) {
       throw new InvalidRequest(`build request is too large: ${jobBytes} bytes of source, auth and secrets, more than the ${MAX_JOB_BYTES} bytes a queued build may carry; send less (large files belong in the build context)`);
     }
@@ -291,7 +298,7 @@ export class ImageBuilderService {
       // leaves a build without a job, which the reaper ends.
       await Promise.all([
         this.logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
-        this.queue.add('build', this.jobData(id, plan, req), { jobId: id }),
+        this.queue.add('build', this.sealJob(id, content), { jobId: id }),
       ]);
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
@@ -303,7 +310,8 @@ export class ImageBuilderService {
     return id;
   }
 
-  private jobData(buildId: string, plan: BuildPlan, req: BuildRequest): BuildJobData {
+  /** Everything of the job but its id and seal, with the credentials it must carry sealed. */
+  private jobContent(plan: BuildPlan, req: BuildRequest): JobContent {
     const secrets: JobSecrets = { additional: { ...(req.auth?.additional ?? {}) }, git: [], downloads: [] };
     // Strip credentials out of the source (passwords, OTS URLs, user:password@ in URLs, custom_config, download
     // URLs); they travel sealed.
@@ -317,7 +325,6 @@ export class ImageBuilderService {
     }
     const auth = BuildRegistryAuth.fromPartial({ ...(req.auth ?? {}), additional: {} });
     const job = {
-      buildId,
       ref: plan.ref,
       baseRef: plan.baseRef,
       source: BuildSource.toJSON(source),
@@ -328,7 +335,13 @@ export class ImageBuilderService {
       resolvedCommits: plan.resolvedCommits,
       notes: plan.fallbackNote ? [plan.fallbackNote] : undefined,
     };
-    return { ...job, sealed: this.secrets.seal(secrets, sealBinding(job)) };
+    return { job, secrets };
+  }
+
+  /** The job for `buildId`: its secrets sealed to that id and the rest of the job (see sealBinding). */
+  private sealJob(buildId: string, { job, secrets }: JobContent): BuildJobData {
+    const data = { buildId, ...job };
+    return { ...data, sealed: this.secrets.seal(secrets, sealBinding(data)) };
   }
 
   private async logs(call: ServerWritableStream<LogsRequest, LogsResponse>, signal: AbortSignal): Promise<void> {
