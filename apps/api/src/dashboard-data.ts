@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Queue } from 'bullmq';
-import { isTerminal, toRecord, type BuildRecord } from '@imgbuilder/common/build-store';
+import { isTerminal, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-store';
 import type { RedisClient } from '@imgbuilder/common/redis';
 import type { RedisKeys } from '@imgbuilder/common/redis-keys';
 import type { Logger } from '@imgbuilder/common/logger';
@@ -56,6 +56,8 @@ export const toRow = (r: BuildRecord): BuildRow => ({
 
 export interface DashboardDataOptions {
   redis: RedisClient;
+  /** Reads the build records the `recent` index lists. */
+  store: BuildStore;
   keys: RedisKeys;
   /** The build queue, sampled for the chart's queue depth. */
   queue: Queue;
@@ -77,13 +79,14 @@ export class DashboardData {
   private readonly pod = `${hostname()}-${process.pid}`;
 
   private readonly redis: RedisClient;
+  private readonly store: BuildStore;
   private readonly keys: RedisKeys;
   private readonly queue: Queue;
   private readonly retentionMs: number;
   private readonly log: Logger;
 
   constructor(opts: DashboardDataOptions) {
-    ({ redis: this.redis, keys: this.keys, queue: this.queue, retentionMs: this.retentionMs, log: this.log } = opts);
+    ({ redis: this.redis, store: this.store, keys: this.keys, queue: this.queue, retentionMs: this.retentionMs, log: this.log } = opts);
   }
 
   startSampling(): void {
@@ -129,13 +132,9 @@ export class DashboardData {
     const expired: string[] = [];
     for (let i = 0; i < missing.length; i += PIPELINE_BATCH) {
       const batch = missing.slice(i, i + PIPELINE_BATCH);
-      const pipe = this.redis.pipeline();
-      for (const id of batch) pipe.hgetall(this.keys.build(id));
-      const res = (await pipe.exec()) ?? [];
-      res.forEach(([, h], j) => {
-        const rec = h as Record<string, string> | null;
-        if (!rec?.id) return void expired.push(batch[j]);
-        const row = toRow(toRecord(rec));
+      (await this.store.getMany(batch)).forEach((rec, j) => {
+        if (!rec) return void expired.push(batch[j]);
+        const row = toRow(rec);
         fetched.set(batch[j], row);
         if (isTerminal(row.state)) this.finished.set(row.id, row);
       });

@@ -191,7 +191,7 @@ async function startDashboard(env: Env, parts: DashboardParts) {
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData({ redis, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
+  const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
   const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);

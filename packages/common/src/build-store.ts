@@ -188,10 +188,18 @@ export class BuildStore {
   async listLive(): Promise<BuildRecord[]> {
     const ids = await this.redis.zrange(this.keys.live, 0, -1);
     if (ids.length === 0) return [];
+    return (await this.getMany(ids)).filter((r): r is BuildRecord => r !== undefined && !isTerminal(r.state));
+  }
+
+  /** The records of `ids` in one round trip, by position; undefined where a record is gone (expired or lost). */
+  async getMany(ids: readonly string[]): Promise<(BuildRecord | undefined)[]> {
     const pipe = this.redis.pipeline();
     for (const id of ids) pipe.hgetall(this.keys.build(id));
-    const rows = (await pipe.exec()) ?? [];
-    return rows.map(([, h]) => h as Record<string, string>).filter((h) => h && h.id && !isTerminal(h.state)).map(toRecord);
+    const res = (await pipe.exec()) ?? [];
+    return ids.map((_, i) => {
+      const h = res[i]?.[1] as Record<string, string> | null | undefined;
+      return h?.id ? toRecord(h) : undefined;
+    });
   }
 
   /**
@@ -280,7 +288,7 @@ function parseEvent(id: string, fields: string[]): BuildEvent {
 }
 
 /** A build record from its Redis hash (HGETALL). */
-export function toRecord(h: Record<string, string>): BuildRecord {
+function toRecord(h: Record<string, string>): BuildRecord {
   return {
     id: h.id,
     ref: h.ref,
