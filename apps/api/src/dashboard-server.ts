@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
-import { bearerToken, roleAtLeast, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
+import { bearerToken, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
 import { isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -105,7 +105,6 @@ export class DashboardServer {
       res.writeHead(302, { ...SECURITY_HEADERS, location: `/login?next=${encodeURIComponent(path + url.search)}` }).end();
       return;
     }
-    if (!roleAtLeast(caller.role, 'viewer')) return json(res, 403, { error: `token "${caller.name}" may not use the dashboard` });
 
     if (path === '/') return this.page(res, 'builds.html');
     const page = /^\/builds\/([^/]+)$/.exec(path);
@@ -141,7 +140,7 @@ export class DashboardServer {
     const token = (form.get('token') ?? '').trim();
     const next = safeNext(form.get('next'));
     const caller = token ? this.opts.tokens.identify(token) : undefined;
-    if (!caller || !roleAtLeast(caller.role, 'viewer')) {
+    if (!caller) {
       const html = this.assets.get('login.html')!.toString('utf8').replace('<!--error-->', '<p class="error" role="alert">That token is not valid here.</p>');
       res.writeHead(401, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(html);
       return;

@@ -46,8 +46,7 @@ export class GitRemoteResolver {
   /** Every git initializer of a request may need an ls-remote: without a cap one request spawns thousands. */
   private readonly limiter: Limiter;
 
-  constructor(opts: GitRemoteResolverOptions | boolean) {
-    const o = typeof opts === 'boolean' ? { allowLocal: opts } : opts;
+  constructor(o: GitRemoteResolverOptions) {
     this.allowLocal = o.allowLocal;
     this.lookup = o.lookup;
     this.timeoutMs = o.timeoutMs ?? 30_000;
