@@ -53,8 +53,17 @@ export function serverCredentials(tls: TlsFiles): ServerCredentials {
 /** A gRPC service implementation, possibly wrapped by access-token checks (auth.ts). */
 export type Guard = (definition: ServiceDefinition, impl: UntypedServiceImplementation) => UntypedServiceImplementation;
 
-export function addImageBuilder(server: Server, impl: ImageBuilderServer, guard: Guard = (_d, i) => i): void {
-  server.addService(imageBuilderDefinition, guard(imageBuilderDefinition as unknown as ServiceDefinition, impl as unknown as UntypedServiceImplementation));
+/**
+ * Adds a service to the server, its handlers passed through `guard` first (none: as they are). The generated
+ * definitions and handler maps are typed per service; grpc-js and the guards see them untyped.
+ */
+export function addService(server: Server, definition: object, impl: object, guard: Guard = (_d, i) => i): void {
+  const untyped = definition as ServiceDefinition;
+  server.addService(untyped, guard(untyped, impl as UntypedServiceImplementation));
+}
+
+export function addImageBuilder(server: Server, impl: ImageBuilderServer, guard?: Guard): void {
+  addService(server, imageBuilderDefinition, impl, guard);
 }
 
 export function bind(server: Server, addr: string, creds: ServerCredentials): Promise<number> {

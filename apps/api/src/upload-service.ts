@@ -5,14 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { type sendUnaryData, type Server, type ServerReadableStream, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { type sendUnaryData, type Server, type ServerReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '@imgbuilder/proto';
 import { InvalidRequest, StorageFull, StorageUnavailable, UploadCancelled, UploadCapacityReached, UploadTimedOut, UploadTooLarge } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { formatBytes } from '@imgbuilder/common/byte-size';
 import { toServiceError } from './grpc-status.js';
-import type { Guard } from './server.js';
+import { addService, type Guard } from './server.js';
 
 /** An upload that sends nothing for this long is dropped, so a stalled client frees its temp file. */
 const IDLE_TIMEOUT_MS = 120_000;
@@ -53,9 +53,9 @@ export class UploadService {
     this.limits = { maxConcurrent: opts.maxConcurrent ?? 16, maxDiskBytes: opts.maxDiskBytes ?? 4 * 2 ** 30, timeoutMs: opts.timeoutMs ?? 30 * 60_000 };
   }
 
-  register(server: Server, guard: Guard = (_d, i) => i): void {
+  register(server: Server, guard?: Guard): void {
     const impl = { upload: (call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>) => void this.upload(call, cb) };
-    server.addService(SnapshotUploadService, guard(SnapshotUploadService as unknown as ServiceDefinition, impl as unknown as UntypedServiceImplementation));
+    addService(server, SnapshotUploadService, impl, guard);
   }
 
   private async upload(call: ServerReadableStream<UploadRequest, UploadResponse>, cb: sendUnaryData<UploadResponse>): Promise<void> {
