@@ -4,13 +4,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { type sendUnaryData, type Server, type ServerReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { SnapshotUploadService, type UploadRequest, type UploadResponse } from '@imgbuilder/proto';
 import { InvalidRequest, StorageFull, StorageUnavailable, UploadCancelled, UploadCapacityReached, UploadTimedOut, UploadTooLarge } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { formatBytes } from '@imgbuilder/common/byte-size';
+import { OWN_SNAPSHOT_PREFIX } from '@imgbuilder/common/source-policy';
 import { toServiceError } from './grpc-status.js';
 import { addService, type Guard } from './server.js';
 
@@ -157,38 +157,25 @@ export class UploadService {
     }
 
     const sha256 = hash.digest('hex');
-    const key = `snapshots/${sha256}.${gzip ? 'tar.gz' : 'tar'}`;
+    const key = `${OWN_SNAPSHOT_PREFIX}${sha256}.${gzip ? 'tar.gz' : 'tar'}`;
+    // Before the HEAD, as always: a store that is down fails here once, not after a HEAD's deadline too.
     await this.objects.ensureBucket();
-    if (!(await this.exists(key, bytes))) {
-      // Bounded like every store call, with room for the body at a slow 1 MiB/s.
-      await this.objects.withDeadline(
-        (o) =>
-          this.objects.client.send(
-            new PutObjectCommand({
-          Bucket: this.objects.bucket,
-          Key: key,
-          Body: createReadStream(path),
-          ContentLength: bytes,
-          ContentType: gzip ? 'application/gzip' : 'application/x-tar',
+    // Any failure to look is "not there": the PUT then says what is wrong with the store.
+    const stored = await this.objects.size(key).catch(() => undefined);
+    if (stored !== bytes) {
+      const stream = createReadStream(path);
+      try {
+        await this.objects.put(key, { stream, length: bytes }, gzip ? 'application/gzip' : 'application/x-tar', {
           // The directory name the CLI uploaded: with the caller, the source identity of the build layer cache.
-          ...(name ? { Metadata: { 'upload-name': encodeURIComponent(name) } } : {}),
-        }),
-            o,
-          ),
-        this.objects.timeoutMs * 2 + Math.ceil(bytes / 1024),
-      );
+          metadata: name ? { 'upload-name': encodeURIComponent(name) } : undefined,
+        });
+      } finally {
+        // Unread when the PUT failed early: its descriptor would keep the temp file's space in use.
+        stream.destroy();
+      }
     }
     this.log.info({ key, bytes, name }, 'snapshot uploaded');
     return { snapshot: key, size: String(bytes), sha256 };
-  }
-
-  private async exists(key: string, bytes: number): Promise<boolean> {
-    try {
-      const head = await this.objects.withDeadline((o) => this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: key }), o));
-      return head.ContentLength === bytes;
-    } catch {
-      return false;
-    }
   }
 }
 

@@ -34,6 +34,12 @@ export function objectStoreOptions(env: Pick<Env, 'IMGBUILDER_S3_ENDPOINT' | 'IM
   };
 }
 
+/** A streamed object body with its length in bytes, which S3 needs up front. */
+export interface SizedStream {
+  stream: Readable;
+  length: number;
+}
+
 /**
  * The S3-compatible store holding build logs and snapshots. One client for AWS S3, MinIO, R2 or s3rver.
  * Checksums are computed only when required: with the SDK's newer default, some stores keep the aws-chunked
@@ -85,12 +91,21 @@ export class ObjectStore {
     return this.bucketReady;
   }
 
-  async put(key: string, body: Buffer | string, contentType = 'text/plain; charset=utf-8', bucket = this.bucket): Promise<void> {
+  /** Stores an object; a stream body comes with its length. The caller ends a stream the call left unread. */
+  async put(key: string, body: Buffer | string | SizedStream, contentType = 'text/plain; charset=utf-8', opts: { bucket?: string; metadata?: Record<string, string> } = {}): Promise<void> {
     await this.ensureBucket();
     // A known length keeps the SDK from streaming with unknown size (and warning about it).
-    const length = Buffer.byteLength(body);
+    const sized = typeof body === 'string' || Buffer.isBuffer(body) ? { stream: body, length: Buffer.byteLength(body) } : body;
+    const { bucket = this.bucket, metadata } = opts;
     // Room for the body at a slow 1 MiB/s on top of the usual deadline: a 64 MiB log is not a hung store.
-    await this.withDeadline((o) => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType, ContentLength: length }), o), this.timeoutMs * 2 + Math.ceil(length / 1024));
+    await this.withDeadline(
+      (o) =>
+        this.client.send(
+          new PutObjectCommand({ Bucket: bucket, Key: key, Body: sized.stream, ContentType: contentType, ContentLength: sized.length, ...(metadata ? { Metadata: metadata } : {}) }),
+          o,
+        ),
+      this.timeoutMs * 2 + Math.ceil(sized.length / 1024),
+    );
   }
 
   /** The object's body; the deadline covers the response headers, the body then streams at the reader's pace. */
