@@ -6,7 +6,7 @@ import type { EventHub } from './event-hub.js';
 /** A reader behind the Redis tail waits this long for the running build's next log upload to cover the gap. */
 const GAP_WAIT_MS = 30_000;
 /** The part of a log read from the object goes out in pieces this big (bounded memory per reader). */
-const GAP_PAGE_BYTES = 1024 * 1024;
+const PAGE_BYTES = 1024 * 1024;
 
 /** A piece of a build's log: raw bytes from the object store, or a live log event (kept whole so it is encoded once). */
 export type LogPiece = Buffer | (BuildEvent & { kind: 'log' });
@@ -18,32 +18,45 @@ export interface BuildLogDeps {
 }
 
 /**
- * A build's log from its first byte to its end, whoever reads it (`Logs`, the supervisor endpoint): a finished
- * build's from the object store (byte for byte what the stream carried), a running one's replayed from the event
- * stream and followed until the build ends. Redis holds only the log's tail, so what was trimmed before this reader
- * got to it, and whatever follows a stream that expired under a slow reader, comes from the object.
+ * A build's log from byte `from` to its end, whoever reads it (`Logs`, the supervisor endpoint, the dashboard): a
+ * finished build's from the object store (byte for byte what the stream carried), a running one's replayed from the
+ * event stream and followed until the build ends. Redis holds only the log's tail, so what was trimmed before this
+ * reader got to it, and whatever follows a stream that expired under a slow reader, comes from the object.
  */
-export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal: AbortSignal): AsyncGenerator<LogPiece> {
+export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal: AbortSignal, from = 0): AsyncGenerator<LogPiece> {
   if (isTerminal(record.state) && !record.logPending) {
-    const body = await d.logStore.openObject(record.logKey).catch(() => undefined);
-    if (body) {
-      yield* objectFrom(body, 0, signal);
+    // A tail window (from > 0) of a finished log is read from the object alone: the store's error is the answer.
+    const first = await page(d, record.logKey, from).catch((err: unknown) => {
+      if (from > 0) throw err;
+      return undefined;
+    });
+    if (first) {
+      yield* objectFrom(d, record.logKey, from, first, signal);
       return;
     }
     if (!(await d.store.eventsExist(record.id))) throw new BuildLogExpired(record.id, 'build log not found in object storage (it may have expired under the bucket lifecycle policy)');
   }
-  let sent = 0;
+  let sent = from;
   for await (const e of d.hub.events(record.id, signal)) {
     if (e.kind === 'state') {
       if (e.streamGone) {
-        const body = await d.logStore.openObject(record.logKey).catch(() => undefined);
-        if (body) yield* objectFrom(body, sent, signal);
+        const first = await page(d, record.logKey, sent).catch(() => undefined);
+        if (first) yield* objectFrom(d, record.logKey, sent, first, signal);
+      }
+      continue;
+    }
+    if (e.offset !== undefined && e.offset < from) {
+      // Before the reader's start: only the part from `from` on goes out.
+      const part = Buffer.from(e.text).subarray(from - e.offset);
+      if (part.length) {
+        sent += part.length;
+        yield part;
       }
       continue;
     }
     if (e.offset !== undefined && e.offset > sent) {
       while (sent < e.offset && !signal.aborted) {
-        const to = Math.min(e.offset, sent + GAP_PAGE_BYTES);
+        const to = Math.min(e.offset, sent + PAGE_BYTES);
         const got = await d.logStore.objectRange(record.logKey, sent, to, GAP_WAIT_MS);
         if (got.bytes.length) yield got.bytes;
         if (!got.complete) {
@@ -59,13 +72,17 @@ export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal
   }
 }
 
-/** The object's bytes from `offset` on. */
-async function* objectFrom(body: unknown, offset: number, signal: AbortSignal): AsyncGenerator<Buffer> {
-  let skip = offset;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+/** Bytes [from, from + PAGE_BYTES) of the object; rejects when the store cannot read it. */
+function page(d: BuildLogDeps, logKey: string, from: number): Promise<Buffer> {
+  return d.logStore.objectPage(logKey, from, from + PAGE_BYTES);
+}
+
+/** The object from `from` (whose first page is `first`) to its end, a page at a time. */
+async function* objectFrom(d: BuildLogDeps, logKey: string, from: number, first: Buffer, signal: AbortSignal): AsyncGenerator<Buffer> {
+  for (let got = first, pos = from; ; got = await page(d, logKey, pos)) {
+    if (got.length) yield got;
+    if (got.length < PAGE_BYTES) return;
+    pos += got.length;
     if (signal.aborted) return;
-    const rest = skip >= chunk.length ? undefined : chunk.subarray(skip);
-    skip = Math.max(0, skip - chunk.length);
-    if (rest) yield rest;
   }
 }
