@@ -11,10 +11,18 @@ const PAGE_BYTES = 1024 * 1024;
 /** A piece of a build's log: raw bytes from the object store, or a live log event (kept whole so it is encoded once). */
 export type LogPiece = Buffer | (BuildEvent & { kind: 'log' });
 
+/** How the build ended, as its terminal state event (or record) says. */
+export type LogEnd = Pick<BuildRecord, 'state' | 'message'>;
+
 export interface BuildLogDeps {
   store: BuildStore;
   logStore: LogStore;
   hub: EventHub;
+}
+
+/** A build's log being read; `ended` holds the build's final state once the log was read to its end. */
+export interface BuildLogRead extends AsyncIterable<LogPiece> {
+  readonly ended: LogEnd | undefined;
 }
 
 /**
@@ -23,7 +31,17 @@ export interface BuildLogDeps {
  * event stream and followed until the build ends. Redis holds only the log's tail, so what was trimmed before this
  * reader got to it, and whatever follows a stream that expired under a slow reader, comes from the object.
  */
-export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal: AbortSignal, from = 0): AsyncGenerator<LogPiece> {
+export function readBuildLog(record: BuildRecord, d: BuildLogDeps, signal: AbortSignal, from = 0): BuildLogRead {
+  const read = {
+    ended: undefined as LogEnd | undefined,
+    async *[Symbol.asyncIterator](): AsyncGenerator<LogPiece> {
+      read.ended = yield* pieces(record, d, signal, from);
+    },
+  };
+  return read;
+}
+
+async function* pieces(record: BuildRecord, d: BuildLogDeps, signal: AbortSignal, from: number): AsyncGenerator<LogPiece, LogEnd | undefined> {
   if (isTerminal(record.state) && !record.logPending) {
     // A tail window (from > 0) of a finished log is read from the object alone: the store's error is the answer.
     const first = await page(d, record.logKey, from).catch((err: unknown) => {
@@ -32,17 +50,19 @@ export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal
     });
     if (first) {
       yield* objectFrom(d, record.logKey, from, first, signal);
-      return;
+      return { state: record.state, message: record.message };
     }
     if (!(await d.store.eventsExist(record.id))) throw new BuildLogExpired(record.id, 'build log not found in object storage (it may have expired under the bucket lifecycle policy)');
   }
   let sent = from;
+  let ended: LogEnd | undefined;
   for await (const e of d.hub.events(record.id, signal)) {
     if (e.kind === 'state') {
       if (e.streamGone) {
         const first = await page(d, record.logKey, sent).catch(() => undefined);
         if (first) yield* objectFrom(d, record.logKey, sent, first, signal);
       }
+      if (isTerminal(e.state)) ended = { state: e.state, message: e.message };
       continue;
     }
     if (e.offset !== undefined && e.offset < from) {
@@ -70,6 +90,7 @@ export async function* readBuildLog(record: BuildRecord, d: BuildLogDeps, signal
     sent += Buffer.byteLength(e.text);
     yield e;
   }
+  return ended;
 }
 
 /** Bytes [from, from + PAGE_BYTES) of the object; rejects when the store cannot read it. */

@@ -196,11 +196,10 @@ export class DashboardServer {
       if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: bytes.length })}\n\n`)) await drained(res);
     };
     try {
-      for await (const piece of readBuildLog(record, this.deps, abort.signal, Math.max(0, Math.floor(from)))) {
-        await send(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));
-      }
+      const log = readBuildLog(record, this.deps, abort.signal, Math.max(0, Math.floor(from)));
+      for await (const piece of log) await send(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));
       if (abort.signal.aborted) return;
-      const ended = (await this.deps.store.get(record.id)) ?? record;
+      const ended = log.ended ?? (await this.deps.store.get(record.id)) ?? record;
       res.end(`event: end\ndata: ${JSON.stringify({ state: ended.state, message: ended.message })}\n\n`);
     } catch (err) {
       if (!abort.signal.aborted) res.end(`event: failure\ndata: ${JSON.stringify({ error: (err as Error).message })}\n\n`);
