@@ -9,7 +9,7 @@ import { isTerminal } from '@imgbuilder/common/build-store';
 import { AccessTokenRejected, BuildNotFound, TerminalNotFound } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
-import { domainServiceError, toServiceError } from './grpc-status.js';
+import { toServiceError } from './grpc-status.js';
 import type { LogTokens } from './log-token.js';
 import { listenOn } from '@imgbuilder/common/listen';
 
@@ -195,7 +195,7 @@ export class SupervisorLogServer {
     if (!route) return call.end(GrpcStatus.UNIMPLEMENTED, `only ${[...this.routes.values()].map((r) => r.method).join(' and ')} are served here`);
     const buildId = this.tokens.verify(headers[LOG_TOKEN_HEADER]);
     if (!buildId) {
-      const e = domainServiceError(new AccessTokenRejected(`the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`));
+      const e = toServiceError(new AccessTokenRejected(`the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`), this.log, route.method);
       return call.end(e.code, e.details);
     }
     try {
