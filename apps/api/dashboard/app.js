@@ -201,6 +201,8 @@ function buildPage() {
   /** Byte offset of the first byte the page holds. */
   let from = 0;
   let ended = false;
+  /** Characters the log holds (log.textContent.length, kept as it changes rather than measured per message). */
+  let chars = 0;
 
   const atBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 
@@ -209,8 +211,8 @@ function buildPage() {
     const node = document.createTextNode(stripAnsi(text));
     node.bytes = bytes;
     log.append(node);
+    chars += node.length;
     // Keep the page light while following a long build: old text leaves the DOM (and comes back with "load earlier").
-    let chars = log.textContent.length;
     while (chars > MAX_RENDERED_CHARS && log.firstChild && log.firstChild !== node) {
       const first = log.firstChild;
       chars -= first.textContent.length;
@@ -237,6 +239,7 @@ function buildPage() {
     node.bytes = from - start;
     const keep = log.scrollHeight - log.scrollTop;
     log.prepend(node);
+    chars += node.length;
     log.scrollTop = log.scrollHeight - keep;
     from = start;
     earlier.hidden = from === 0;

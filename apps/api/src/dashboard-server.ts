@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { bearerToken, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
-import { isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
+import type { BuildRecord } from '@imgbuilder/common/build-store';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
@@ -17,8 +17,6 @@ const MAX_LIST = 1000;
 /** The largest piece of a log one "load earlier" request returns. */
 const MAX_RANGE_BYTES = 4 * 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
-/** A stored log is streamed in pages this big (bounded memory per viewer). */
-const RANGE_PAGE_BYTES = 1024 * 1024;
 const BUILD_ID = /^[0-9a-f-]{36}$/;
 
 const ASSETS_DIR = new URL('../dashboard/', import.meta.url);
@@ -191,37 +189,16 @@ export class DashboardServer {
     res.write(': log\n\n');
     const heartbeat = setInterval(() => res.write(': keepalive\n\n'), SSE_HEARTBEAT_MS);
     const decoder = new StringDecoder('utf8');
-    let skip = Math.max(0, Math.floor(from));
     const send = async (bytes: Buffer) => {
-      if (skip >= bytes.length) {
-        skip -= bytes.length;
-        return;
-      }
-      const part = skip ? bytes.subarray(skip) : bytes;
-      skip = 0;
-      const text = decoder.write(part);
-      if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: part.length })}\n\n`)) await drained(res);
+      if (!bytes.length) return;
+      const text = decoder.write(bytes);
+      if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: bytes.length })}\n\n`)) await drained(res);
     };
     try {
-      // A finished build's stored log can start at the offset (read a page at a time); a running one is replayed
-      // from its first byte.
-      if (isTerminal(record.state) && !record.logPending && skip > 0) {
-        let pos = skip;
-        skip = 0;
-        for (;;) {
-          if (abort.signal.aborted) return;
-          const got = await this.objects.getRange(record.logKey, pos, pos + RANGE_PAGE_BYTES);
-          if (got.bytes.length) await send(got.bytes);
-          pos += got.bytes.length;
-          if (got.bytes.length < RANGE_PAGE_BYTES) break;
-        }
-      } else {
-        for await (const piece of readBuildLog(record, this.deps, abort.signal)) {
-          await send(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));
-        }
-      }
+      const log = readBuildLog(record, this.deps, abort.signal, Math.max(0, Math.floor(from)));
+      for await (const piece of log) await send(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));
       if (abort.signal.aborted) return;
-      const ended = (await this.deps.store.get(record.id)) ?? record;
+      const ended = log.ended ?? (await this.deps.store.get(record.id)) ?? record;
       res.end(`event: end\ndata: ${JSON.stringify({ state: ended.state, message: ended.message })}\n\n`);
     } catch (err) {
       if (!abort.signal.aborted) res.end(`event: failure\ndata: ${JSON.stringify({ error: (err as Error).message })}\n\n`);

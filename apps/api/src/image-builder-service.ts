@@ -39,7 +39,7 @@ import type { BuildPlan, BuildPlanner } from './build-plan.js';
 import type { EventHub } from './event-hub.js';
 import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from './image-existence.js';
-import { readBuildLog } from './build-log.js';
+import { readBuildLog, type BuildLogDeps } from './build-log.js';
 import type { LogTokens } from './log-token.js';
 import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './supervisor-log-server.js';
 import { encodeLogEvent } from './log-encoding.js';
@@ -344,6 +344,9 @@ export class ImageBuilderService {
     return { ...data, sealed: this.secrets.seal(secrets, sealBinding(data)) };
   }
 
+  /** What every Logs call reads a log with, made on the first. */
+  private logDeps?: BuildLogDeps;
+
   private async logs(call: ServerWritableStream<LogsRequest, LogsResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
     let buildId = req.buildId;
@@ -373,7 +376,7 @@ export class ImageBuilderService {
       const rest = censor ? censor.end() + decoder.end() : '';
       if (rest && !signal.aborted) await this.write(call, { content: Buffer.from(rest) }, signal);
     };
-    for await (const piece of readBuildLog(record, { store: this.store, logStore: this.logStore, hub: this.hub }, signal)) {
+    for await (const piece of readBuildLog(record, (this.logDeps ??= { store: this.store, logStore: this.logStore, hub: this.hub }), signal)) {
       if (Buffer.isBuffer(piece)) await send(piece);
       else if (censor) await send(Buffer.from(piece.text));
       else await this.write(call, encodeLogEvent(piece) as unknown as LogsResponse, signal);

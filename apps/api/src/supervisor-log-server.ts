@@ -9,7 +9,7 @@ import { isTerminal } from '@imgbuilder/common/build-store';
 import { AccessTokenRejected, BuildNotFound, TerminalNotFound } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
-import { domainServiceError, toServiceError } from './grpc-status.js';
+import { toServiceError } from './grpc-status.js';
 import type { LogTokens } from './log-token.js';
 import { listenOn } from '@imgbuilder/common/listen';
 
@@ -195,7 +195,7 @@ export class SupervisorLogServer {
     if (!route) return call.end(GrpcStatus.UNIMPLEMENTED, `only ${[...this.routes.values()].map((r) => r.method).join(' and ')} are served here`);
     const buildId = this.tokens.verify(headers[LOG_TOKEN_HEADER]);
     if (!buildId) {
-      const e = domainServiceError(new AccessTokenRejected(`the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`));
+      const e = toServiceError(new AccessTokenRejected(`the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`), this.log, route.method);
       return call.end(e.code, e.details);
     }
     try {
@@ -209,6 +209,8 @@ export class SupervisorLogServer {
   }
 
   private async tasksStatus(req: statusPb.TasksStatusRequest, buildId: string, call: WebSocketCall, encode: (r: statusPb.TasksStatusResponse) => Buffer): Promise<void> {
+    // The stream's end, read before the record: an end the record does not show yet comes after it.
+    const seen = req.getObserve() ? await this.deps.store.lastEventId(buildId) : undefined;
     const record = await this.deps.store.get(buildId);
     if (!record) throw new BuildNotFound(buildId);
     const response = (closed: boolean) => {
@@ -226,7 +228,7 @@ export class SupervisorLogServer {
     await call.send(response(isTerminal(record.state)));
     if (!req.getObserve() || isTerminal(record.state)) return;
     // Observers hear once more: when the build (the task) ends.
-    for await (const e of this.deps.hub.events(buildId, call.signal)) {
+    for await (const e of this.deps.hub.events(buildId, call.signal, seen)) {
       if (e.kind === 'state' && isTerminal(e.state)) return call.send(response(true));
     }
   }
@@ -235,14 +237,15 @@ export class SupervisorLogServer {
     if (req.getAlias() !== buildId) throw new TerminalNotFound(req.getAlias(), `terminal ${req.getAlias()} not found: the token grants build ${buildId}'s terminal`);
     const record = await this.deps.store.get(buildId);
     if (!record) throw new BuildNotFound(buildId);
-    for await (const piece of readBuildLog(record, this.deps, call.signal)) {
+    const log = readBuildLog(record, this.deps, call.signal);
+    for await (const piece of log) {
       const res = new terminalPb.ListenTerminalResponse();
       res.setData(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.text));
       await call.send(encode(res));
     }
     if (call.signal.aborted) return;
     // Like a task's terminal whose process exited: 0 when the build succeeded.
-    const ended = await this.deps.store.get(buildId);
+    const ended = log.ended ?? (await this.deps.store.get(buildId));
     const exit = new terminalPb.ListenTerminalResponse();
     exit.setExitCode(ended?.state === 'done_success' ? 0 : 1);
     await call.send(encode(exit));

@@ -112,6 +112,11 @@ export class LogStore {
     }
   }
 
+  /** Bytes [from, to) of the log object as it is now; rejects when the store cannot read it (no such object). */
+  async objectPage(logKey: string, from: number, to: number): Promise<Buffer> {
+    return (await this.objects.getRange(logKey, from, to)).bytes;
+  }
+
   private async objectBytes(logKey: string): Promise<Buffer> {
     const parts: Buffer[] = [];
     for await (const c of (await this.objects.getStream(logKey)) as AsyncIterable<Buffer>) parts.push(c);
