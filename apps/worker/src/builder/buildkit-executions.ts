@@ -25,6 +25,8 @@ export class BuildkitExecutions {
   private watcher?: FSWatcher;
   private timer?: NodeJS.Timeout;
   private readonly known = new Set<string>();
+  /** Names being read now: the watcher and the rescan can both see a new bundle, and it must be reported once. */
+  private readonly reading = new Set<string>();
 
   private constructor(
     private readonly dir: string,
@@ -60,7 +62,16 @@ export class BuildkitExecutions {
   }
 
   private async look(name: string): Promise<void> {
-    if (this.known.has(name) || !/^[a-z0-9]{20,32}$/.test(name)) return;
+    if (this.known.has(name) || this.reading.has(name) || !/^[a-z0-9]{20,32}$/.test(name)) return;
+    this.reading.add(name);
+    try {
+      await this.read(name);
+    } finally {
+      this.reading.delete(name);
+    }
+  }
+
+  private async read(name: string): Promise<void> {
     // The bundle's config.json may still be being written: retry briefly.
     for (let i = 0; i < 50; i++) {
       if (this.known.has(name)) return;
