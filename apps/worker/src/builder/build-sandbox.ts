@@ -207,6 +207,8 @@ export class SandboxRun {
   private breach?: BuildLimitError;
   private timer?: NodeJS.Timeout;
   private polling = false;
+  /** The wait for the engine to report this build's step containers gone: verdict and release share one. */
+  private settled?: Promise<void>;
   readonly started = Date.now();
 
   constructor(
@@ -288,7 +290,7 @@ export class SandboxRun {
     clearInterval(this.timer);
     if (this.breach) return this.breach;
     const { limits } = this.sandbox;
-    await this.sandbox.settle(this.steps);
+    await this.settle();
     const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
     const memory = new BuildLimitError('memory', limits);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
@@ -300,6 +302,10 @@ export class SandboxRun {
       if (added > limits.disk.bytes) return (this.breach = new BuildLimitError('disk', limits));
     }
     return undefined;
+  }
+
+  private settle(): Promise<void> {
+    return (this.settled ??= this.sandbox.settle(this.steps));
   }
 
   /** Size of the image's layers created by this build (cached steps keep their older creation time). */
@@ -320,7 +326,7 @@ export class SandboxRun {
         .catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the image of a build over its limits'));
     }
     if (this.sandbox.cgroup) {
-      await this.sandbox.settle(this.steps);
+      await this.settle();
       await this.sandbox.cgroup.remove(this.buildId);
     }
   }
