@@ -175,11 +175,11 @@ async function main(): Promise<void> {
   hygiene.start();
 
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9091';
-  let egressOk = false;
   const gate = env.IMGBUILDER_BUILD_EGRESS_CHECK === 'off' ? undefined : new EgressGate(engine.docker, { probeImage: env.IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE, labels: { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE } });
   runner.useEgressGate(gate);
   let stopping = false;
-  const ready = async () => (egressOk || gate?.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  // Without a gate (the check turned off) builds are taken at once; with one, only once it has passed.
+  const ready = async () => (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   const http = metricsAddr
     ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
@@ -198,7 +198,6 @@ async function main(): Promise<void> {
   };
   if (!gate) {
     log.warn('IMGBUILDER_BUILD_EGRESS_CHECK=off: build steps are NOT checked for access to this host, the engine\'s host or private networks; only for trusted Dockerfiles');
-    egressOk = true;
     startTakingBuilds();
   } else {
     const verify = async () => {
