@@ -264,7 +264,7 @@ export class SandboxRun {
     try {
       const { limits } = this.sandbox;
       const cg = this.sandbox.cgroup;
-      if (cg && (await cg.verdict(this.buildId, limits)).pidsExceeded) {
+      if (cg && (await cg.pidsExceeded(this.buildId, limits))) {
         this.trip(new BuildLimitError('process', limits));
         return;
       }
