@@ -61,7 +61,7 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
         finalize: !outside,
         finish: outside
           ? (pack: { entry: (h: object, b: Buffer) => void; finalize: () => void }) => {
-              pack.entry({ name: EXTRA_DOCKERFILE, mode: 0o644 }, dockerfileText!);
+              pack.entry({ name: EXTRA_DOCKERFILE, mode: 0o644 }, dockerfileText);
               pack.finalize();
             }
           : undefined,
