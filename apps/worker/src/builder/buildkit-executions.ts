@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { access, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** One process BuildKit is about to start for a RUN step, as its OCI bundle describes it. */
@@ -47,6 +47,17 @@ export class BuildkitExecutions {
     w.timer.unref();
     await w.scan();
     return w;
+  }
+
+  /**
+   * Whether a step's bundle is still there: BuildKit removes it once the step's process is gone, so from then on
+   * nothing writes to the step's root file system. Asked of the directory itself (a failed listing proves nothing).
+   */
+  async running(id: string): Promise<boolean> {
+    return access(join(this.dir, id)).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+    );
   }
 
   close(): void {
