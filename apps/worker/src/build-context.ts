@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import * as tar from 'tar-fs';
 import { ContextLimitExceeded, ContextSymlinkEscape, walkContext, type ContextLimits } from '@imgbuilder/common/context-walker';
 import { inside } from './sources/context-fs.js';
-import { SourceError } from './sources/source-error.js';
+import { SourceError, contextLimitMessage } from './sources/source-error.js';
 
 export interface PreparedContext {
   /** Tar stream of the context, .dockerignore applied. */
@@ -61,7 +61,7 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
         finalize: !outside,
         finish: outside
           ? (pack: { entry: (h: object, b: Buffer) => void; finalize: () => void }) => {
-              pack.entry({ name: EXTRA_DOCKERFILE, mode: 0o644 }, dockerfileText!);
+              pack.entry({ name: EXTRA_DOCKERFILE, mode: 0o644 }, dockerfileText);
               pack.finalize();
             }
           : undefined,
@@ -72,6 +72,6 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
 /** The walker's refusals in the worker's words. */
 function asSourceError(err: unknown): unknown {
   if (err instanceof ContextSymlinkEscape) return new SourceError(err.message);
-  if (err instanceof ContextLimitExceeded) return new SourceError(`${err.message} (${err.limit === 'files' ? 'IMGBUILDER_MAX_CONTEXT_FILES' : 'IMGBUILDER_MAX_CONTEXT_BYTES'})`);
+  if (err instanceof ContextLimitExceeded) return new SourceError(contextLimitMessage(err));
   return err;
 }

@@ -6,7 +6,7 @@ import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/com
 import { type BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { formatDuration } from '@imgbuilder/common/duration';
-import { ImgbuilderError, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
+import { SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -18,7 +18,7 @@ import { BuildReporter } from './report/build-reporter.js';
 import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
 import { type DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
-import { failureMessage } from './report/failure-message.js';
+import { failureMessage, isKnownFailure } from './report/failure-message.js';
 import { runInitializer } from './sources/index.js';
 import { SourceError } from './sources/source-error.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -72,9 +72,6 @@ export interface RunnerDeps {
   /** Resource limits for build steps; absent only in tools that build without them. */
   sandbox?: BuildSandbox;
 }
-
-/** Why a running build was stopped from outside. */
-export type StopReason = 'timeout' | 'shutdown';
 
 const ENGINE_ATTEMPTS = 3;
 /** Past its own timeout a build gets this long to upload its log and end before the reaper ends it. */
@@ -152,6 +149,11 @@ export class BuildRunner {
     const workdir = await mkdtemp(join(tmpdir(), `imgbuilder-${job.buildId}-`));
     const cleanupTags: string[] = [];
     let outcome: { state: 'done_success' | 'done_failure'; message: string };
+    // Another attempt or the reaper owns the build now: this one stops without a word more.
+    const stopLost = async (): Promise<void> => {
+      log.warn({ why: reporter.lost }, 'build lost by this attempt; stopped');
+      await reporter.close();
+    };
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
       if (sealRefused) throw new SecretsUnsealable(sealRefused);
@@ -168,12 +170,7 @@ export class BuildRunner {
       reporter.line(`done: ${job.ref}`);
       outcome = { state: 'done_success', message: '' };
     } catch (err) {
-      if (lost.signal.aborted) {
-        // Another attempt or the reaper owns the build now: this one stops without a word more.
-        log.warn({ why: reporter.lost }, 'build lost by this attempt; stopped');
-        await reporter.close();
-        return;
-      }
+      if (lost.signal.aborted) return await stopLost();
       if (external.aborted && !timeout.aborted) {
         // Shutdown: hand the job back; the next worker starts over. No terminal state.
         reporter.line('worker is shutting down; the build is handed to another worker');
@@ -184,17 +181,13 @@ export class BuildRunner {
         ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
         : timeout.aborted
           ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
-      if (!(err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
+      if (!isKnownFailure(err) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
       for (const t of cleanupTags) await this.d.engine.untag(t);
     }
-    if (lost.signal.aborted) {
-      log.warn({ why: reporter.lost }, 'build lost by this attempt; stopped');
-      await reporter.close();
-      return;
-    }
+    if (lost.signal.aborted) return stopLost();
     await endBuild(this.ending, { buildId: job.buildId, ref: job.ref, state: outcome.state, message: outcome.message, token, startedMs: started }, reporter);
   }
 

@@ -14,7 +14,7 @@ import { startHealthServer } from '@imgbuilder/common/health-server';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import { BuildRunner, type RunnerSettings } from './build-runner.js';
 import { endBuild } from './report/build-ending.js';
-import { Reaper } from './reaper.js';
+import { Reaper, jobGone } from './reaper.js';
 import { createDocker, DockerEngine } from './docker-engine.js';
 import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
@@ -128,9 +128,8 @@ async function main(): Promise<void> {
     if (!job) return;
     // Jobs failed by BullMQ itself (stalled too often) never reached the runner's terminal state: end them here,
     // unless the job lives on elsewhere (this attempt lost its lock to a newer one, which owns the build).
-    const stillQueued = queue.getJobState(job.id!).then((s) => s !== 'unknown' && s !== 'failed' && s !== 'completed');
     track(
-      stillQueued.then((live) => live ? false : endBuild(runner.ending, { buildId: job.data.buildId, ref: job.data.ref, state: 'done_failure', message: failedJobMessage(err, env.IMGBUILDER_MAX_BUILD_RESTARTS) })).catch((e: Error) =>
+      jobGone(queue, job.id!).then((gone) => gone ? endBuild(runner.ending, { buildId: job.data.buildId, ref: job.data.ref, state: 'done_failure', message: failedJobMessage(err, env.IMGBUILDER_MAX_BUILD_RESTARTS) }) : false).catch((e: Error) =>
         log.error({ err: e.message, build_id: job.data.buildId, ref: job.data.ref }, 'could not record failed build; the reaper ends it'),
       ),
     );
@@ -175,11 +174,11 @@ async function main(): Promise<void> {
   hygiene.start();
 
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9091';
-  let egressOk = false;
   const gate = env.IMGBUILDER_BUILD_EGRESS_CHECK === 'off' ? undefined : new EgressGate(engine.docker, { probeImage: env.IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE, labels: { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE } });
   runner.useEgressGate(gate);
   let stopping = false;
-  const ready = async () => (egressOk || gate?.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  // Without a gate (the check turned off) builds are taken at once; with one, only once it has passed.
+  const ready = async () => (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   const http = metricsAddr
     ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
@@ -198,7 +197,6 @@ async function main(): Promise<void> {
   };
   if (!gate) {
     log.warn('IMGBUILDER_BUILD_EGRESS_CHECK=off: build steps are NOT checked for access to this host, the engine\'s host or private networks; only for trusted Dockerfiles');
-    egressOk = true;
     startTakingBuilds();
   } else {
     const verify = async () => {

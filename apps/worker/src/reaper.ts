@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import type { BuildRecord, BuildStore } from '@imgbuilder/common/build-store';
+import { isTerminal, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-store';
 import { formatDuration } from '@imgbuilder/common/duration';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { RedisClient } from '@imgbuilder/common/redis';
@@ -26,6 +26,12 @@ export interface ReaperOptions {
   buildTimeoutMs: number;
   /** How long a build may wait in the queue (IMGBUILDER_MAX_QUEUE_WAIT, 6h). */
   maxQueueWaitMs: number;
+}
+
+/** Whether a build's job is gone from the queue (never there, lost, or finished or failed by BullMQ): nothing will run it. */
+export async function jobGone(queue: Queue, jobId: string): Promise<boolean> {
+  const state = await queue.getJobState(jobId);
+  return state === 'unknown' || state === 'completed' || state === 'failed';
 }
 
 /** A build to end: `token` is the fencing token it was judged under, so a build that moved on meanwhile is left alone. */
@@ -92,12 +98,11 @@ export class Reaper {
 
   private async verdict(rec: BuildRecord): Promise<string | undefined> {
     const now = Date.now();
-    const state = await this.queue.getJobState(rec.id);
-    if (state === 'unknown' || state === 'completed' || state === 'failed') {
+    if (await jobGone(this.queue, rec.id)) {
       if (now - rec.startedAt * 1000 < this.opts.enqueueGraceMs) return undefined;
       // Re-read: the job may have just ended the build the normal way.
       const fresh = await this.store.get(rec.id);
-      if (!fresh || fresh.state === 'done_success' || fresh.state === 'done_failure') return undefined;
+      if (!fresh || isTerminal(fresh.state)) return undefined;
       return 'build failed: its job is gone from the build queue (the API that queued it stopped at the wrong moment, or Redis lost it); call Build again';
     }
     if (rec.deadlineAt !== undefined && now > rec.deadlineAt) {

@@ -158,6 +158,17 @@ export class ObjectStore {
     }
   }
 
+  /** An object's user metadata (`x-amz-meta-*`, names without the prefix); undefined when it does not exist. */
+  async metadata(key: string): Promise<Record<string, string> | undefined> {
+    try {
+      return (await this.withDeadline((o) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), o))).Metadata ?? {};
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || (err as Error).name === 'NotFound') return undefined;
+      throw err;
+    }
+  }
+
   /** A GET URL anyone holding it can use until it expires. */
   presignGet(key: string, ttlMs: number): Promise<string> {
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: Math.max(1, Math.floor(ttlMs / 1000)) });

@@ -4,8 +4,8 @@ import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import { pushCredentials, type CredentialTable, type RegistryAuthPolicy } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { DockerEngine } from '../docker-engine.js';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
+import { OWN_SNAPSHOT_PREFIX } from '@imgbuilder/common/source-policy';
 
 /** A Dockerfile build source: where its context comes from and which Dockerfile in it is built. */
 export interface CacheSource {
@@ -23,15 +23,23 @@ export interface CacheSource {
  * the registry.
  */
 export function sourceIdentity(s: CacheSource, uploads: { names: ReadonlyMap<string, string>; caller: string } = { names: new Map(), caller: '' }): string | undefined {
+  return identityOf(leavesOf(s.source), s, uploads);
+}
+
+/** The initializers of a source that are not composites, depth-first. */
+function leavesOf(i: WorkspaceInitializer | undefined, into: WorkspaceInitializer[] = []): WorkspaceInitializer[] {
+  if (i?.spec?.$case === 'composite') for (const c of i.spec.composite.initializer) leavesOf(c, into);
+  else if (i) into.push(i);
+  return into;
+}
+
+function identityOf(leaves: WorkspaceInitializer[], s: CacheSource, uploads: { names: ReadonlyMap<string, string>; caller: string }): string | undefined {
   const parts: string[] = [];
-  const visit = (i: WorkspaceInitializer | undefined): void => {
-    const spec = i?.spec;
+  for (const { spec } of leaves) {
     if (spec?.$case === 'git') parts.push(`git ${normaliseRemote(spec.git.remoteUri)} ${spec.git.checkoutLocation}`);
     else if (spec?.$case === 'snapshot' && uploads.names.has(spec.snapshot.snapshot)) parts.push(`upload ${uploads.names.get(spec.snapshot.snapshot)} by ${uploads.caller}`);
     else if (spec?.$case === 'download') for (const f of spec.download.files) parts.push(`download ${withoutQuery(f.url)} ${f.filePath}`);
-    else if (spec?.$case === 'composite') for (const c of spec.composite.initializer) visit(c);
-  };
-  visit(s.source);
+  }
   if (!parts.length) return undefined;
   return [...parts, `dockerfile ${s.dockerfilePath || 'Dockerfile'}`, `context ${s.contextPath || '.'}`].join('\n');
 }
@@ -58,6 +66,11 @@ function withoutQuery(url: string): string {
   } catch {
     return url.split('?')[0];
   }
+}
+
+/** Whether a snapshot key is an upload's: named by its content's digest under our own snapshot prefix. */
+function isUploadKey(key: string): boolean {
+  return key.startsWith(OWN_SNAPSHOT_PREFIX) && /^[0-9a-f]{64}\.tar(\.gz)?$/.test(key.slice(OWN_SNAPSHOT_PREFIX.length));
 }
 
 /** The registry ref holding the cache of one source identity (a tag that never collides with a base ref's). */
@@ -94,18 +107,16 @@ export class BuildCache {
   }
 
   async refFor(s: CacheSource, caller: string): Promise<string | undefined> {
+    const leaves = leavesOf(s.source);
     const names = new Map<string, string>();
-    const visit = async (i: WorkspaceInitializer | undefined): Promise<void> => {
-      const spec = i?.spec;
-      if (spec?.$case === 'composite') for (const c of spec.composite.initializer) await visit(c);
+    for (const { spec } of leaves) {
       // Uploads land under snapshots/ of our bucket, named by their content; the directory name rides along.
-      if (spec?.$case !== 'snapshot' || !/^snapshots\/[0-9a-f]{64}\.tar(\.gz)?$/.test(spec.snapshot.snapshot)) return;
-      const head = await this.objects.client.send(new HeadObjectCommand({ Bucket: this.objects.bucket, Key: spec.snapshot.snapshot })).catch(() => undefined);
-      const name = head?.Metadata?.['upload-name'];
+      if (spec?.$case !== 'snapshot' || !isUploadKey(spec.snapshot.snapshot)) continue;
+      const meta = await this.objects.metadata(spec.snapshot.snapshot).catch(() => undefined);
+      const name = meta?.['upload-name'];
       if (name) names.set(spec.snapshot.snapshot, decodeURIComponent(name));
-    };
-    await visit(s.source);
-    const identity = sourceIdentity(s, { names, caller });
+    }
+    const identity = identityOf(leaves, s, { names, caller });
     return identity ? cacheRefOf(identity, this.repository) : undefined;
   }
 

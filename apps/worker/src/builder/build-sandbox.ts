@@ -3,7 +3,7 @@ import type { Logger } from '@imgbuilder/common/logger';
 import { UserBuildError } from '../docker-engine.js';
 import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
 import { BuildkitExecutions, type BuildkitExecution } from './buildkit-executions.js';
-import { readdir, readFile, lstat } from 'node:fs/promises';
+import { access, readdir, readFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** A build crossed one of its resource limits; the message names the setting and its value. */
@@ -115,6 +115,11 @@ export class BuildSandbox {
     return Boolean(this.buildkit);
   }
 
+  /** @internal Whether a BuildKit step's process may still be writing (its bundle is there). */
+  async stepRunning(id: string): Promise<boolean> {
+    return this.buildkit ? this.buildkit.running(id) : true;
+  }
+
   /** @internal */
   register(marker: string, run: SandboxRun | undefined): void {
     if (run) this.runs.set(marker, run);
@@ -203,10 +208,17 @@ export class SandboxRun {
   readonly stepMarker: string;
   /** Bytes the finished steps added (their containers' writable layers, last measured). */
   private readonly stepBytes = new Map<string, number>();
+  /**
+   * BuildKit steps measured after their process was gone, with that size: their writable directory no longer changes,
+   * so it is not walked again, only checked to still be there (a directory BuildKit removed counts 0, as a walk would).
+   */
+  private readonly endedSteps = new Map<string, number>();
   private readonly ctl = new AbortController();
   private breach?: BuildLimitError;
   private timer?: NodeJS.Timeout;
   private polling = false;
+  /** The wait for the engine to report this build's step containers gone: verdict and release share one. */
+  private settled?: Promise<void>;
   readonly started = Date.now();
 
   constructor(
@@ -262,11 +274,23 @@ export class SandboxRun {
     try {
       const { limits } = this.sandbox;
       const cg = this.sandbox.cgroup;
-      if (cg && (await cg.verdict(this.buildId, limits)).pidsExceeded) {
+      if (cg && (await cg.pidsExceeded(this.buildId, limits))) {
         this.trip(new BuildLimitError('process', limits));
         return;
       }
-      for (const [id, upper] of this.buildkitSteps) if (upper) this.stepBytes.set(id, await dirBytes(upper));
+      for (const [id, upper] of this.buildkitSteps) {
+        if (!upper) continue;
+        const ended = this.endedSteps.get(id);
+        if (ended !== undefined) {
+          this.stepBytes.set(id, (await access(upper).then(() => true, () => false)) ? ended : 0);
+          continue;
+        }
+        // Asked before the walk: a step found over here has written all it will by the time the walk starts.
+        const over = !(await this.sandbox.stepRunning(id));
+        const bytes = await dirBytes(upper);
+        this.stepBytes.set(id, bytes);
+        if (over) this.endedSteps.set(id, bytes);
+      }
       const current = this.steps.at(-1);
       if (current) {
         const info = (await this.sandbox.engine.getContainer(current).inspect({ size: true } as object).catch(() => undefined)) as { SizeRw?: number } | undefined;
@@ -288,7 +312,7 @@ export class SandboxRun {
     clearInterval(this.timer);
     if (this.breach) return this.breach;
     const { limits } = this.sandbox;
-    await this.sandbox.settle(this.steps);
+    await this.settle();
     const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
     const memory = new BuildLimitError('memory', limits);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
@@ -300,6 +324,10 @@ export class SandboxRun {
       if (added > limits.disk.bytes) return (this.breach = new BuildLimitError('disk', limits));
     }
     return undefined;
+  }
+
+  private settle(): Promise<void> {
+    return (this.settled ??= this.sandbox.settle(this.steps));
   }
 
   /** Size of the image's layers created by this build (cached steps keep their older creation time). */
@@ -320,7 +348,7 @@ export class SandboxRun {
         .catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the image of a build over its limits'));
     }
     if (this.sandbox.cgroup) {
-      await this.sandbox.settle(this.steps);
+      await this.settle();
       await this.sandbox.cgroup.remove(this.buildId);
     }
   }

@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { access, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** One process BuildKit is about to start for a RUN step, as its OCI bundle describes it. */
@@ -25,6 +25,8 @@ export class BuildkitExecutions {
   private watcher?: FSWatcher;
   private timer?: NodeJS.Timeout;
   private readonly known = new Set<string>();
+  /** Names being read now: the watcher and the rescan can both see a new bundle, and it must be reported once. */
+  private readonly reading = new Set<string>();
 
   private constructor(
     private readonly dir: string,
@@ -47,6 +49,17 @@ export class BuildkitExecutions {
     return w;
   }
 
+  /**
+   * Whether a step's bundle is still there: BuildKit removes it once the step's process is gone, so from then on
+   * nothing writes to the step's root file system. Asked of the directory itself (a failed listing proves nothing).
+   */
+  async running(id: string): Promise<boolean> {
+    return access(join(this.dir, id)).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => err.code !== 'ENOENT',
+    );
+  }
+
   close(): void {
     this.watcher?.close();
     clearInterval(this.timer);
@@ -60,7 +73,16 @@ export class BuildkitExecutions {
   }
 
   private async look(name: string): Promise<void> {
-    if (this.known.has(name) || !/^[a-z0-9]{20,32}$/.test(name)) return;
+    if (this.known.has(name) || this.reading.has(name) || !/^[a-z0-9]{20,32}$/.test(name)) return;
+    this.reading.add(name);
+    try {
+      await this.read(name);
+    } finally {
+      this.reading.delete(name);
+    }
+  }
+
+  private async read(name: string): Promise<void> {
     // The bundle's config.json may still be being written: retry briefly.
     for (let i = 0; i < 50; i++) {
       if (this.known.has(name)) return;

@@ -72,10 +72,7 @@ export class BuildkitProgress {
   /** Output left without a final newline by steps that have ended (flushed at the end of the stream). */
   flush(): string {
     let out = '';
-    for (const v of this.vertexes.values()) {
-      for (const rest of v.partial.values()) if (rest) out += `#${v.index} ${rest}\n`;
-      v.partial.clear();
-    }
+    for (const v of this.vertexes.values()) out += this.flushOne(v);
     return out;
   }
 

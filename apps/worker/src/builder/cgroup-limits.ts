@@ -93,27 +93,30 @@ export class CgroupLimits {
   }
 
   async verdict(buildId: string, limits: BuildLimits): Promise<CgroupVerdict> {
-    const read = (p: string) => readFile(p, 'utf8').catch(() => '');
-    const counter = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
     if (this.version === 2) {
       const dir = join(this.root, PARENT, buildId);
       const events = await read(join(dir, 'memory.events'));
       const peak = Number((await read(join(dir, 'memory.peak'))).trim() || 0);
       return {
-        pidsExceeded: counter(await read(join(dir, 'pids.events')), 'max') > 0 || Number((await read(join(dir, 'pids.peak'))).trim() || 0) >= limits.pids,
+        pidsExceeded: await this.pidsExceeded(buildId, limits),
         memoryReached: counter(events, 'max') > 0 || peak >= limits.memory.bytes,
         oomKilled: counter(events, 'oom_kill') > 0,
       };
     }
     const mem = join(this.root, 'memory', PARENT, buildId);
     const maxUsage = Math.max(Number((await read(join(mem, 'memory.max_usage_in_bytes'))).trim() || 0), Number((await read(join(mem, 'memory.memsw.max_usage_in_bytes'))).trim() || 0));
-    // v1 counts refused forks in the forking (step) cgroup, gone with its container: the peak here tells instead.
-    const pids = join(this.root, 'pids', PARENT, buildId);
     return {
-      pidsExceeded: counter(await read(join(pids, 'pids.events')), 'max') > 0 || Number((await read(join(pids, 'pids.peak'))).trim() || 0) >= limits.pids,
+      pidsExceeded: await this.pidsExceeded(buildId, limits),
       memoryReached: maxUsage >= limits.memory.bytes,
       oomKilled: false,
     };
+  }
+
+  /** Whether the build reached its process limit (a fork refused, or as many processes as allowed at once). */
+  async pidsExceeded(buildId: string, limits: BuildLimits): Promise<boolean> {
+    // v1 counts refused forks in the forking (step) cgroup, gone with its container: the peak here tells instead.
+    const pids = this.version === 2 ? join(this.root, PARENT, buildId) : join(this.root, 'pids', PARENT, buildId);
+    return counter(await read(join(pids, 'pids.events')), 'max') > 0 || Number((await read(join(pids, 'pids.peak'))).trim() || 0) >= limits.pids;
   }
 
   /**
@@ -167,6 +170,16 @@ export class CgroupLimits {
     const dirs = this.version === 2 ? [join(this.root, PARENT, buildId)] : (await readdir(this.root).catch(() => [] as string[])).map((c) => join(this.root, c, PARENT, buildId));
     for (const dir of dirs) await removeTree(dir);
   }
+}
+
+/** A cgroup file's text; empty when it is missing (the kernel or the controller does not offer it). */
+function read(p: string): Promise<string> {
+  return readFile(p, 'utf8').catch(() => '');
+}
+
+/** The value of `key` in a flat-keyed cgroup file (`memory.events`, `pids.events`); 0 when absent. */
+function counter(text: string, key: string): number {
+  return Number(new RegExp(`^${key} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
 }
 
 /** rmdir of a cgroup and any child cgroups the engine left behind (cgroup dirs only go with rmdir, deepest first). */

@@ -30,7 +30,11 @@ export interface Ending {
   state: 'done_success' | 'done_failure';
   /** Why it failed (empty on success); also the last line of the log. */
   message: string;
-  /** The ending attempt's fencing token; undefined for the reaper and BullMQ's failed handler, which end whatever is live. */
+  /**
+   * The fencing token the ending is judged under: the running attempt's, or for the reaper the one it judged the
+   * build under (`rec.attempt`), so a build that moved on meanwhile is left alone. Undefined only for BullMQ's failed
+   * handler, which ends whatever is live.
+   */
   token?: number;
   /** Set when the build ran: its duration goes to the metrics. */
   startedMs?: number;

@@ -20,9 +20,14 @@ const HOST_TROUBLE = /no space left on device|input\/output error|read-only file
  */
 export function failureMessage(err: unknown): string {
   if (isUserCaused(err)) return `${USER_FAILURE_PREFIX}${(err as Error).message}`;
-  if (err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError) return err.message;
+  if (isKnownFailure(err)) return err.message;
   if ((err as Error)?.name === 'AbortError') return 'build was cancelled';
   return `internal error: ${(err as Error)?.message ?? String(err)}`;
+}
+
+/** A failure of a kind the worker expects and words itself (the source, the engine, imgbuilder's own errors). */
+export function isKnownFailure(err: unknown): err is SourceError | EngineError | ImgbuilderError {
+  return err instanceof SourceError || err instanceof EngineError || err instanceof ImgbuilderError;
 }
 
 export function isUserCaused(err: unknown): boolean {

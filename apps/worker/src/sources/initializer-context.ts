@@ -1,6 +1,7 @@
-import type { ContextLimits } from '@imgbuilder/common/context-walker';
+import { ContextLimitExceeded, type ContextLimits } from '@imgbuilder/common/context-walker';
 import type { GitCredentials } from '@imgbuilder/common/git';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
+import { contextLimitMessage } from './source-error.js';
 
 /** Git secrets of one git initializer, unsealed from the job. */
 export interface GitSecrets {
@@ -45,7 +46,7 @@ export interface RunState {
 /** The first cap the run's writes so far exceed, as the failure's wording. */
 export function overBudget(ctx: InitializerContext, state: RunState): string | undefined {
   if (!ctx.limits) return undefined;
-  if (state.files > ctx.limits.maxFiles) return `build context has more than ${ctx.limits.maxFiles} files (IMGBUILDER_MAX_CONTEXT_FILES)`;
-  if (state.bytes > ctx.limits.maxBytes) return `build context is larger than ${ctx.limits.maxBytes} bytes (IMGBUILDER_MAX_CONTEXT_BYTES)`;
+  if (state.files > ctx.limits.maxFiles) return contextLimitMessage(new ContextLimitExceeded('files', ctx.limits.maxFiles));
+  if (state.bytes > ctx.limits.maxBytes) return contextLimitMessage(new ContextLimitExceeded('bytes', ctx.limits.maxBytes));
   return undefined;
 }

@@ -1,3 +1,4 @@
+import type { ContextLimitExceeded } from '@imgbuilder/common/context-walker';
 import { SourceRefused } from '@imgbuilder/common/errors';
 
 /**
@@ -22,4 +23,9 @@ export function asSource<T>(fn: () => T): T {
     if (err instanceof SourceRefused) throw new SourceError(err.message);
     throw err;
   }
+}
+
+/** A context cap crossed, in the worker's words: the walker's wording and the setting that sets the cap. */
+export function contextLimitMessage(err: ContextLimitExceeded): string {
+  return `${err.message} (${err.limit === 'files' ? 'IMGBUILDER_MAX_CONTEXT_FILES' : 'IMGBUILDER_MAX_CONTEXT_BYTES'})`;
 }
