@@ -83,7 +83,7 @@ export class LogStore {
     for (;;) {
       const rows = await this.redis.xrange(this.keys.events(buildId), after, '+', 'COUNT', 1000);
       for (const [id, fields] of rows) {
-        const f = fieldsOf(fields);
+        const f = streamFields(fields);
         if (f.l !== undefined) {
           first ??= f.o === undefined ? 0 : Number(f.o);
           parts.push(Buffer.from(f.l));
@@ -142,7 +142,8 @@ export function missingLine(bytes: number): Buffer {
   return Buffer.from(`[imgbuilder] ${bytes} bytes of this log are missing: they were kept only in the object store, which did not have them\n`);
 }
 
-function fieldsOf(fields: string[]): Record<string, string> {
+/** The fields of a build's event stream entry (XRANGE gives them as a flat name, value, … list). */
+export function streamFields(fields: string[]): Record<string, string> {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
   return f;
