@@ -3,6 +3,9 @@ import type { ObjectStore } from './object-store.js';
 import type { RedisClient } from './redis.js';
 import type { RedisKeys } from './redis-keys.js';
 
+/** Where build logs live in the service's own bucket; snapshots are never read from under it. */
+export const LOG_KEY_PREFIX = 'logs/';
+
 // Appends a log chunk starting at byte ARGV[3] of the log, for the attempt holding the fencing token ARGV[1] (''
 // for an unfenced writer such as the reaper), and trims the stream's older entries below id ARGV[4] ('*': all
 // before this one; '': none). A stale attempt, or any writer after the build ended, writes nothing: 0. Else the
@@ -43,7 +46,7 @@ export class LogStore {
 
   /** Object key of a build's log in the log bucket. */
   static objectKey(buildId: string): string {
-    return `logs/${buildId}.log`;
+    return `${LOG_KEY_PREFIX}${buildId}.log`;
   }
 
   /** Creates the empty object, so a presigned URL handed out before the first upload never answers 404. */
