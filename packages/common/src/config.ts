@@ -58,11 +58,10 @@ const egressAllow = list.refine((entries) => entries.every((e) => CIDR_OR_HOST_P
 const hostPort = (fallback: string) =>
   z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
 
-const repository = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .refine((s) => /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/images');
+/** `host[:port]/path…` or a Docker Hub style `name/path…`. */
+const isRepository = (s: string) => /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s);
+
+const repository = (fallback: string) => z.string().default(fallback).refine(isRepository, 'expected a repository like registry.example.com/team/images');
 
 /**
  * Every environment variable imgbuilder reads, with its default. Defaults describe the local stack that
@@ -95,7 +94,7 @@ export const EnvSchema = z.object({
   IMGBUILDER_CACHE_REPOSITORY: z
     .string()
     .optional()
-    .refine((s) => !s || /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/cache'),
+    .refine((s) => !s || isRepository(s), 'expected a repository like registry.example.com/team/cache'),
   /** Docker engine the worker builds with. */
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */
@@ -261,6 +260,11 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** The error for bad settings: one problem a line, each naming the variable (or file) it is about. */
+export function invalidConfiguration(problems: readonly string[]): ConfigError {
+  return new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+}
+
 /** Parses the environment; the error names every bad variable and why. */
 export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
   // An empty variable means "not set", as shells and compose files tend to export empty values.
@@ -274,8 +278,7 @@ export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
   const result = EnvSchema.safeParse(cleaned);
   if (!result.success) {
     // Rules spanning several variables name them in their message.
-    const lines = result.error.issues.map((i) => (i.path.length ? `  ${i.path.join('.')}: ${i.message}` : `  ${i.message}`));
-    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+    throw invalidConfiguration(result.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)));
   }
   return result.data;
 }
