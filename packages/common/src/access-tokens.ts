@@ -22,7 +22,7 @@ const TokensFile = z.object({
       z.object({
         name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'letters, digits, . _ @ - only (at most 64)'),
         role: z.enum(ROLES),
-        sha256: z.string().regex(SHA256_HEX, 'the lowercase hex SHA-256 of the token (64 characters): `imgbuilder token create` prints it'),
+        sha256: z.string().regex(SHA256_HEX, 'the lowercase hex SHA-256 of the token (64 characters): `imgbuilder token <name>` prints it'),
       }),
     )
     .min(1, 'lists no token'),
