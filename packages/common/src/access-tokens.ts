@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { invalidConfiguration } from './config.js';
+import { invalidConfiguration } from './config-error.js';
 
 /** Each role includes the ones before it. */
 export const ROLES = ['viewer', 'builder', 'admin'] as const;

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { parseByteSize } from './byte-size.js';
+import { invalidConfiguration } from './config-error.js';
 
 const duration = (fallback: string, max?: number) =>
   z
@@ -256,14 +257,7 @@ export const EnvSchema = z.object({
 
 export type Env = z.output<typeof EnvSchema>;
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
-
-/** The error for bad settings: one problem a line, each naming the variable (or file) it is about. */
-export function invalidConfiguration(problems: readonly string[]): ConfigError {
-  return new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-}
+export { ConfigError, invalidConfiguration } from './config-error.js';
 
 /** Parses the environment; the error names every bad variable and why. */
 export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
