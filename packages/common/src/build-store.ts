@@ -158,7 +158,7 @@ export class BuildStore {
       input.ref,
       input.baseRef,
       String(Math.floor(Date.now() / 1000)),
-      logObjectKey(id),
+      LogStore.objectKey(id),
       input.triggeredBy,
       String(input.lockTtlMs),
       String(input.retentionMs),
@@ -268,9 +268,6 @@ export class BuildStore {
     return Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
   }
 }
-
-/** Object key of a build's log in the log bucket. */
-export const logObjectKey = LogStore.objectKey;
 
 function parseEvent(id: string, fields: string[]): BuildEvent {
   const f = streamFields(fields);
