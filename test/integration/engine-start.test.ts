@@ -6,14 +6,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, ServiceProcess } from '../support/stack.js';
 
 /**
- * infra/k8s/base/engine-start.sh, which the worker's engine sidecar and compose's `docker` service run, against a real
+ * infra/engine/engine-start.sh, which the worker's engine sidecar and compose's `docker` service run, against a real
  * dockerd: the engine reports started (the marker the startup probe / healthcheck require) only once the egress
  * policy is installed in its network namespace, a policy that fails stops the engine, and SIGTERM stops both.
  * Each engine runs in a network namespace of its own (a second dockerd must not touch the shared one's docker0);
  * its sockets, data and state live in a temporary directory. No traffic is sent anywhere.
  */
 
-const SCRIPT = join(ROOT, 'infra/k8s/base/engine-start.sh');
+const SCRIPT = join(ROOT, 'infra/engine/engine-start.sh');
 const dirs: string[] = [];
 const engines: ServiceProcess[] = [];
 

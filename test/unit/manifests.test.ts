@@ -27,6 +27,7 @@ import {
 
 const BASE = repoPath('infra/k8s/base');
 const OVERLAY = repoPath('infra/k8s/overlays/example');
+const ENGINE = repoPath('infra/engine');
 const SECRET_KEYS = ['IMGBUILDER_SECRET_KEY', 'REDIS_URL', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'];
 /** Credentials of the bundled Redis and MinIO: never in the API's or the workers' environment. */
 const BUNDLED_KEYS = ['REDIS_PASSWORD', 'MINIO_ROOT_USER', 'MINIO_ROOT_PASSWORD'];
@@ -79,6 +80,7 @@ describe('Kubernetes manifests: kustomization files', () => {
   it.each([
     ['base', BASE],
     ['example overlay', OVERLAY],
+    ['engine scripts', ENGINE],
   ])('%s lists every manifest in its directory, and every listed file exists', (_, dir) => {
     const referenced = referencedFiles(dir);
     const present = readdirSync(dir).filter((f) => f !== 'kustomization.yaml' && statSync(join(dir, f)).isFile());
@@ -97,12 +99,6 @@ describe('Kubernetes manifests: kustomization files', () => {
     ]);
     expect(Object.keys(parseEnvFile(readFileSync(join(OVERLAY, 'secrets.env'), 'utf8'))).sort()).toEqual([...SECRET_KEYS].sort());
     expect(Object.keys(parseEnvFile(readFileSync(join(OVERLAY, 'bundled-secrets.env'), 'utf8'))).sort()).toEqual([...BUNDLED_KEYS].sort());
-  });
-
-  it("the engine's egress policy in the base is a byte-identical copy of infra/engine/egress-policy.sh", () => {
-    // kustomize reads no file outside its root, so the base carries a copy; it must never drift from the original.
-    const copy = readFileSync(join(BASE, 'egress-policy.sh'));
-    expect(copy.equals(readFileSync(repoPath('infra/engine/egress-policy.sh'))), 'run: cp infra/engine/egress-policy.sh infra/k8s/base/').toBe(true);
   });
 });
 
@@ -243,10 +239,10 @@ describe.each(renders)('%s', (_, load) => {
     expect(mount.readOnly).toBe(true);
     const volume = podSpec(worker)!.volumes.find((v: Doc) => v.name === mount.name);
     const scripts = dataOf(find(docs, 'ConfigMap', volume.configMap.name));
-    expect(scripts[script.slice(mount.mountPath.length + 1)]).toBe(readFileSync(join(BASE, 'engine-start.sh'), 'utf8'));
+    expect(scripts[script.slice(mount.mountPath.length + 1)]).toBe(readFileSync(join(ENGINE, 'engine-start.sh'), 'utf8'));
     // engine-start.sh runs egress-policy.sh from its own directory.
-    expect(scripts['egress-policy.sh']).toBe(readFileSync(repoPath('infra/engine/egress-policy.sh'), 'utf8'));
-    expect(readFileSync(join(BASE, 'engine-start.sh'), 'utf8')).toContain(`MARKER="\${IMGBUILDER_ENGINE_READY_MARKER:-${ENGINE_MARKER}}"`);
+    expect(scripts['egress-policy.sh']).toBe(readFileSync(join(ENGINE, 'egress-policy.sh'), 'utf8'));
+    expect(readFileSync(join(ENGINE, 'engine-start.sh'), 'utf8')).toContain(`MARKER="\${IMGBUILDER_ENGINE_READY_MARKER:-${ENGINE_MARKER}}"`);
     expect(engine.startupProbe.exec.command.join(' ')).toContain(`test -f ${ENGINE_MARKER} &&`);
     // The allow list the operator sets in the ConfigMap reaches the policy.
     expect((engine.env as Doc[]).find((e) => e.name === 'IMGBUILDER_BUILD_EGRESS_ALLOW')?.valueFrom.configMapKeyRef).toEqual({ name: 'imgbuilder-config', key: 'IMGBUILDER_BUILD_EGRESS_ALLOW' });
@@ -622,7 +618,7 @@ describe('compose stack (infra/compose/compose.yaml)', () => {
     const engine = services.docker;
     expect(engine.entrypoint).toEqual(['/bin/sh', '/etc/imgbuilder/engine/engine-start.sh']);
     expect(engine.command.slice(0, 2)).toEqual(['dockerd-entrypoint.sh', 'dockerd']);
-    expect(engine.volumes).toContain('../k8s/base/engine-start.sh:/etc/imgbuilder/engine/engine-start.sh:ro');
+    expect(engine.volumes).toContain('../engine/engine-start.sh:/etc/imgbuilder/engine/engine-start.sh:ro');
     expect(engine.volumes).toContain('../engine/egress-policy.sh:/etc/imgbuilder/engine/egress-policy.sh:ro');
     expect(engine.healthcheck.test.join(' ')).toContain(`test -f ${ENGINE_MARKER} &&`);
     expect(engine.environment.IMGBUILDER_BUILD_EGRESS_ALLOW).toBe(services.worker.environment.IMGBUILDER_BUILD_EGRESS_ALLOW);

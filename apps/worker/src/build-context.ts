@@ -40,7 +40,7 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   const realContext = await realpath(context);
   if (realContext !== realRoot && !realContext.startsWith(realRoot + sep)) throw new SourceError('context_path points outside the build context through a symlink');
 
-  const { entries: listed, files, bytes } = await walkContext(realContext, { limits }).catch((err: unknown) => {
+  const { entries: listed, bytes } = await walkContext(realContext, { limits }).catch((err: unknown) => {
     throw asSourceError(err);
   });
   const entries = listed.map((e) => e.path);
@@ -50,7 +50,7 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   const outside = dfInContext.startsWith('../') || !entries.includes(dfInContext);
   const dockerfileText = await readFile(realDockerfile);
   return {
-    files,
+    files: entries.length,
     bytes,
     dockerfile: outside ? EXTRA_DOCKERFILE : dfInContext,
     dockerfileText: dockerfileText.toString('utf8'),

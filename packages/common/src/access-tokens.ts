@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError } from './config.js';
+import { invalidConfiguration } from './config-error.js';
 
 /** Each role includes the ones before it. */
 export const ROLES = ['viewer', 'builder', 'admin'] as const;
@@ -22,7 +22,7 @@ const TokensFile = z.object({
       z.object({
         name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'letters, digits, . _ @ - only (at most 64)'),
         role: z.enum(ROLES),
-        sha256: z.string().regex(SHA256_HEX, 'the lowercase hex SHA-256 of the token (64 characters): `imgbuilder token create` prints it'),
+        sha256: z.string().regex(SHA256_HEX, 'the lowercase hex SHA-256 of the token (64 characters): `imgbuilder token <name>` prints it'),
       }),
     )
     .min(1, 'lists no token'),
@@ -55,16 +55,15 @@ export class AccessTokens {
     try {
       raw = JSON.parse(readFileSync(path, 'utf8'));
     } catch (err) {
-      throw new ConfigError(`invalid configuration:\n  IMGBUILDER_TOKENS_FILE: cannot read ${path} as JSON: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw invalidConfiguration([`IMGBUILDER_TOKENS_FILE: cannot read ${path} as JSON: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
     }
     const parsed = TokensFile.safeParse(raw);
     if (!parsed.success) {
-      const lines = parsed.error.issues.map((i) => `  IMGBUILDER_TOKENS_FILE ${path}: ${i.path.join('.') || '(top level)'}: ${i.message}`);
-      throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+      throw invalidConfiguration(parsed.error.issues.map((i) => `IMGBUILDER_TOKENS_FILE ${path}: ${i.path.join('.') || '(top level)'}: ${i.message}`));
     }
     const names = new Set<string>();
     for (const t of parsed.data.tokens) {
-      if (names.has(t.name)) throw new ConfigError(`invalid configuration:\n  IMGBUILDER_TOKENS_FILE ${path}: the name "${t.name}" is listed twice (names become triggered_by)`);
+      if (names.has(t.name)) throw invalidConfiguration([`IMGBUILDER_TOKENS_FILE ${path}: the name "${t.name}" is listed twice (names become triggered_by)`]);
       names.add(t.name);
     }
     return AccessTokens.fromEntries(parsed.data.tokens);
@@ -75,7 +74,7 @@ export class AccessTokens {
    * nothing about which hash (or how much of one) matched.
    */
   identify(token: string): Caller | undefined {
-    const presented = createHash('sha256').update(token, 'utf8').digest();
+    const presented = Buffer.from(hashToken(token), 'hex');
     let found: Caller | undefined;
     for (const e of this.entries) {
       if (timingSafeEqual(presented, e.hash) && !found) found = e.caller;

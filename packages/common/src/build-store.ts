@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from './redis.js';
-import { LogStore } from './log-store.js';
+import { LogStore, streamFields } from './log-store.js';
 import type { RedisKeys } from './redis-keys.js';
 
 /** Lifecycle of a build as stored in Redis. `queued` is reported to clients as `running`. */
@@ -158,7 +158,7 @@ export class BuildStore {
       input.ref,
       input.baseRef,
       String(Math.floor(Date.now() / 1000)),
-      logObjectKey(id),
+      LogStore.objectKey(id),
       input.triggeredBy,
       String(input.lockTtlMs),
       String(input.retentionMs),
@@ -277,12 +277,8 @@ export class BuildStore {
   }
 }
 
-/** Object key of a build's log in the log bucket. */
-export const logObjectKey = LogStore.objectKey;
-
 function parseEvent(id: string, fields: string[]): BuildEvent {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+  const f = streamFields(fields);
   if (f.l !== undefined) return { id, kind: 'log', text: f.l, offset: f.o === undefined ? undefined : Number(f.o) };
   return { id, kind: 'state', state: f.s as BuildState, message: f.m ?? '' };
 }

@@ -1,11 +1,24 @@
 /** Secrets shorter than this are not redacted: they would blank out ordinary words. */
 const MIN_SECRET_LENGTH = 3;
 
+/**
+ * The strings worth replacing (at least `minLength` long), each once, longest first so that a string containing
+ * another is replaced whole. The stream censors keep this and reuse it for every chunk.
+ */
+function prepare(list: readonly string[], minLength: number): readonly string[] {
+  // Boolean(x) first: a ref read back from a Redis hash may be missing at run time, whatever its type says.
+  return [...new Set(list)].filter((x) => Boolean(x) && x.length >= minLength).sort((a, b) => b.length - a.length);
+}
+
+function replaceAll(text: string, prepared: readonly string[], by: string): string {
+  let out = text;
+  for (const s of prepared) out = out.split(s).join(by);
+  return out;
+}
+
 /** Replaces every occurrence of the given secrets (longest first) with `***`. */
 export function redactSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of [...secrets].filter((x) => x.length >= MIN_SECRET_LENGTH).sort((a, b) => b.length - a.length)) out = out.split(s).join('***');
-  return out;
+  return replaceAll(text, prepare(secrets, MIN_SECRET_LENGTH), '***');
 }
 
 /**
@@ -15,15 +28,18 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
  */
 export class SecretCensor {
   private carry = '';
+  private secrets: readonly string[];
 
-  constructor(private secrets: readonly string[]) {}
+  constructor(secrets: readonly string[]) {
+    this.secrets = prepare(secrets, MIN_SECRET_LENGTH);
+  }
 
   add(more: readonly string[]): void {
-    this.secrets = [...this.secrets, ...more];
+    this.secrets = prepare([...this.secrets, ...more], MIN_SECRET_LENGTH);
   }
 
   push(text: string): string {
-    const all = redactSecrets(this.carry + text, this.secrets);
+    const all = replaceAll(this.carry + text, this.secrets, '***');
     const held = heldBack(all, this.secrets);
     this.carry = all.slice(all.length - held);
     return all.slice(0, all.length - held);
@@ -40,7 +56,6 @@ export class SecretCensor {
 function heldBack(text: string, secrets: readonly string[]): number {
   let held = 0;
   for (const s of secrets) {
-    if (s.length < MIN_SECRET_LENGTH) continue;
     for (let n = Math.min(s.length - 1, text.length); n > held; n--) {
       if (text.endsWith(s.slice(0, n))) {
         held = n;
@@ -53,9 +68,7 @@ function heldBack(text: string, secrets: readonly string[]): number {
 
 /** `censored=true` on Logs: image refs and our repository names are replaced, as Gitpod does. */
 export function censorRefs(text: string, refs: readonly string[]): string {
-  let out = text;
-  for (const r of [...refs].filter(Boolean).sort((a, b) => b.length - a.length)) out = out.split(r).join('[redacted]');
-  return out;
+  return replaceAll(text, prepare(refs, 1), '[redacted]');
 }
 
 /**
@@ -64,21 +77,23 @@ export function censorRefs(text: string, refs: readonly string[]): string {
  */
 export class RefCensor {
   private carry = '';
+  private readonly refs: readonly string[];
   private readonly keep: number;
 
-  constructor(private readonly refs: readonly string[]) {
-    this.keep = Math.max(0, ...refs.filter(Boolean).map((r) => r.length - 1));
+  constructor(refs: readonly string[]) {
+    this.refs = prepare(refs, 1);
+    this.keep = Math.max(0, (this.refs[0]?.length ?? 0) - 1);
   }
 
   push(text: string): string {
-    const all = censorRefs(this.carry + text, this.refs);
+    const all = replaceAll(this.carry + text, this.refs, '[redacted]');
     const cut = Math.max(0, all.length - this.keep);
     this.carry = all.slice(cut);
     return all.slice(0, cut);
   }
 
   end(): string {
-    const rest = censorRefs(this.carry, this.refs);
+    const rest = replaceAll(this.carry, this.refs, '[redacted]');
     this.carry = '';
     return rest;
   }

@@ -16,11 +16,6 @@ export function quote(value: string, max = QUOTED_MAX_CHARS): string {
   return `${JSON.stringify(`${chars.slice(0, max).join('')}…`)} (${value.length} characters)`;
 }
 
-/** A value cut to `max` characters with an ellipsis, unquoted (for values already inside a sentence, e.g. refs). */
-export function shorten(value: string, max = QUOTED_MAX_CHARS): string {
-  return value.length <= max ? value : `${value.slice(0, max)}… (${value.length} characters)`;
-}
-
 /** The message cut to STATUS_MESSAGE_MAX_BYTES of UTF-8, with an ellipsis: the last guard before a status is sent. */
 export function limitStatusMessage(message: string): string {
   if (Buffer.byteLength(message) <= STATUS_MESSAGE_MAX_BYTES) return message;

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { parseByteSize } from './byte-size.js';
+import { invalidConfiguration } from './config-error.js';
 
 const duration = (fallback: string, max?: number) =>
   z
@@ -58,11 +59,10 @@ const egressAllow = list.refine((entries) => entries.every((e) => CIDR_OR_HOST_P
 const hostPort = (fallback: string) =>
   z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
 
-const repository = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .refine((s) => /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/images');
+/** `host[:port]/path…` or a Docker Hub style `name/path…`. */
+const isRepository = (s: string) => /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s);
+
+const repository = (fallback: string) => z.string().default(fallback).refine(isRepository, 'expected a repository like registry.example.com/team/images');
 
 /**
  * Every environment variable imgbuilder reads, with its default. Defaults describe the local stack that
@@ -95,7 +95,7 @@ export const EnvSchema = z.object({
   IMGBUILDER_CACHE_REPOSITORY: z
     .string()
     .optional()
-    .refine((s) => !s || /^[a-z0-9.-]+(:\d+)?(\/[a-z0-9._-]+)+$/.test(s) || /^[a-z0-9._-]+(\/[a-z0-9._-]+)+$/.test(s), 'expected a repository like registry.example.com/team/cache'),
+    .refine((s) => !s || isRepository(s), 'expected a repository like registry.example.com/team/cache'),
   /** Docker engine the worker builds with. */
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */
@@ -257,9 +257,7 @@ export const EnvSchema = z.object({
 
 export type Env = z.output<typeof EnvSchema>;
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError, invalidConfiguration } from './config-error.js';
 
 /** Parses the environment; the error names every bad variable and why. */
 export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
@@ -274,8 +272,7 @@ export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {
   const result = EnvSchema.safeParse(cleaned);
   if (!result.success) {
     // Rules spanning several variables name them in their message.
-    const lines = result.error.issues.map((i) => (i.path.length ? `  ${i.path.join('.')}: ${i.message}` : `  ${i.message}`));
-    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+    throw invalidConfiguration(result.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)));
   }
   return result.data;
 }

@@ -27,10 +27,7 @@ export interface ContextEntry {
 }
 
 export interface ContextListing {
-  /** The context directory with symlinks resolved: where the entries are. */
-  realDir: string;
   entries: ContextEntry[];
-  files: number;
   /** Bytes of file data (links count nothing). */
   bytes: number;
 }
@@ -75,7 +72,7 @@ export async function walkContext(dir: string, options: WalkOptions = {}): Promi
   const reincludes = negatedPatterns(ignoreText);
   const keep = new Set(['.dockerignore', ...(options.keep ?? [])]);
   const within = (target: string) => [dir, realDir].some((base) => target === base || target.startsWith(base + sep));
-  const listing: ContextListing = { realDir, entries: [], files: 0, bytes: 0 };
+  const listing: ContextListing = { entries: [], bytes: 0 };
   const walk = async (abs: string): Promise<void> => {
     for (const name of (await readdir(abs)).sort()) {
       const child = join(abs, name);
@@ -98,10 +95,9 @@ export async function walkContext(dir: string, options: WalkOptions = {}): Promi
       } else if (!st.isFile()) continue;
       if (ignored) continue;
       listing.entries.push({ path: rel, stat: st });
-      listing.files++;
       if (st.isFile()) listing.bytes += st.size;
       const limits = options.limits;
-      if (limits && listing.files > limits.maxFiles) throw new ContextLimitExceeded('files', limits.maxFiles);
+      if (limits && listing.entries.length > limits.maxFiles) throw new ContextLimitExceeded('files', limits.maxFiles);
       if (limits && listing.bytes > limits.maxBytes) throw new ContextLimitExceeded('bytes', limits.maxBytes);
     }
   };

@@ -3,6 +3,9 @@ import type { ObjectStore } from './object-store.js';
 import type { RedisClient } from './redis.js';
 import type { RedisKeys } from './redis-keys.js';
 
+/** Where build logs live in the service's own bucket; snapshots are never read from under it. */
+export const LOG_KEY_PREFIX = 'logs/';
+
 // Appends a log chunk starting at byte ARGV[3] of the log, for the attempt holding the fencing token ARGV[1] (''
 // for an unfenced writer such as the reaper), and trims the stream's older entries below id ARGV[4] ('*': all
 // before this one; '': none). A stale attempt, or any writer after the build ended, writes nothing: 0. Else the
@@ -43,7 +46,7 @@ export class LogStore {
 
   /** Object key of a build's log in the log bucket. */
   static objectKey(buildId: string): string {
-    return `logs/${buildId}.log`;
+    return `${LOG_KEY_PREFIX}${buildId}.log`;
   }
 
   /** Creates the empty object, so a presigned URL handed out before the first upload never answers 404. */
@@ -83,7 +86,7 @@ export class LogStore {
     for (;;) {
       const rows = await this.redis.xrange(this.keys.events(buildId), after, '+', 'COUNT', 1000);
       for (const [id, fields] of rows) {
-        const f = fieldsOf(fields);
+        const f = streamFields(fields);
         if (f.l !== undefined) {
           first ??= f.o === undefined ? 0 : Number(f.o);
           parts.push(Buffer.from(f.l));
@@ -147,7 +150,8 @@ export function missingLine(bytes: number): Buffer {
   return Buffer.from(`[imgbuilder] ${bytes} bytes of this log are missing: they were kept only in the object store, which did not have them\n`);
 }
 
-function fieldsOf(fields: string[]): Record<string, string> {
+/** The fields of a build's event stream entry (XRANGE gives them as a flat name, value, … list). */
+export function streamFields(fields: string[]): Record<string, string> {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
   return f;

@@ -40,6 +40,11 @@ export interface SizedStream {
   length: number;
 }
 
+/** The HTTP status an S3 SDK error carries, if any. */
+export function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+}
+
 /**
  * The S3-compatible store holding build logs and snapshots. One client for AWS S3, MinIO, R2 or s3rver.
  * Checksums are computed only when required: with the SDK's newer default, some stores keep the aws-chunked
@@ -78,8 +83,7 @@ export class ObjectStore {
       try {
         await this.withDeadline((o) => this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), o));
       } catch (err) {
-        const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-        if (status !== 404 && (err as Error).name !== 'NotFound' && (err as Error).name !== 'NoSuchBucket') throw err;
+        if (httpStatus(err) !== 404 && (err as Error).name !== 'NotFound' && (err as Error).name !== 'NoSuchBucket') throw err;
         await this.withDeadline((o) => this.client.send(new CreateBucketCommand({ Bucket: this.bucket }), o)).catch((e: Error) => {
           if (e.name !== 'BucketAlreadyOwnedByYou' && e.name !== 'BucketAlreadyExists') throw e;
         });
@@ -124,7 +128,7 @@ export class ObjectStore {
       return { bytes, total };
     } catch (err) {
       // 416: the object is shorter than `from`.
-      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return { bytes: Buffer.alloc(0), total: 0 };
+      if (httpStatus(err) === 416) return { bytes: Buffer.alloc(0), total: 0 };
       throw err;
     }
   }
@@ -134,8 +138,7 @@ export class ObjectStore {
     try {
       return (await this.withDeadline((o) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), o))).ContentLength ?? 0;
     } catch (err) {
-      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404 || (err as Error).name === 'NotFound') return undefined;
+      if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
       throw err;
     }
   }
@@ -163,8 +166,7 @@ export class ObjectStore {
     try {
       return (await this.withDeadline((o) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), o))).Metadata ?? {};
     } catch (err) {
-      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404 || (err as Error).name === 'NotFound') return undefined;
+      if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
       throw err;
     }
   }

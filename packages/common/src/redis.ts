@@ -9,9 +9,9 @@ export type RedisClient = Redis | Cluster;
  * (or `rediss+cluster://`) names seed nodes of a Redis Cluster.
  * `blocking` connections (BullMQ workers) must not give up on a command while Redis is away.
  */
-export function createRedis(url: string, opts: { blocking?: boolean; name?: string; tlsCa?: string } = {}): RedisClient {
-  // rediss:// checks the server's certificate against the system CAs, or against IMGBUILDER_REDIS_TLS_CA (a PEM file).
-  const tls = opts.tlsCa ? { ca: readFileSync(opts.tlsCa) } : {};
+export function createRedis(url: string, opts: { blocking?: boolean; name?: string; ca?: Buffer } = {}): RedisClient {
+  // rediss:// checks the server's certificate against the system CAs, or against `ca` (IMGBUILDER_REDIS_TLS_CA's PEM).
+  const tls = opts.ca ? { ca: opts.ca } : {};
   const common: RedisOptions = {
     connectionName: opts.name,
     // null: commands wait for a reconnect instead of failing after N retries (BullMQ requires it for workers).
@@ -84,8 +84,9 @@ export function watchOutage(client: RedisClient): RedisOutage {
 
 /**
  * Opens every connection of a process with the same settings, so none of them can miss the CA of a `rediss://` URL
- * (IMGBUILDER_REDIS_TLS_CA) or any setting added later.
+ * (IMGBUILDER_REDIS_TLS_CA) or any setting added later. The CA file is read once, here, not once per connection.
  */
 export function redisConnector(url: string, tlsCa?: string): (name: string, opts?: { blocking?: boolean }) => RedisClient {
-  return (name, opts = {}) => createRedis(url, { ...opts, name, tlsCa });
+  const ca = tlsCa ? readFileSync(tlsCa) : undefined;
+  return (name, opts = {}) => createRedis(url, { ...opts, name, ca });
 }

@@ -21,22 +21,21 @@ export interface HttpInit {
   headers?: Record<string, string>;
   timeoutMs: number;
   /**
-   * Apply the source URL policy (see source-policy.ts) to this URL, naming it so in errors: for URLs a registry
-   * hands us (token realms). Redirect targets always pass it.
+   * What the URL is, for errors: the source URL policy (see source-policy.ts) applies to it and to every redirect
+   * target, since registry hosts come from callers' image refs and token realms from registries.
    */
-  policy?: string;
+  policy: string;
 }
 
 export async function registryFetch(url: string | URL, init: HttpInit, redirects = 0): Promise<Response> {
   const u = new URL(url);
-  if (init.policy) checkHttpUrl(u.toString(), init.policy);
+  checkHttpUrl(u.toString(), init.policy);
   const agent = agents[u.protocol as 'http:' | 'https:'];
   if (!agent) throw new Error(`unsupported registry URL scheme ${u.protocol}`);
   const method = init.method ?? 'GET';
   const { status, headers, body } = await new Promise<{ status: number; headers: Headers; body: Buffer }>((resolve, reject) => {
     // A host name that resolves to a link-local / metadata address is refused at connect time, as for sources.
-    const lookup = init.policy ? (guardedLookup as never) : undefined;
-    const req = (u.protocol === 'https:' ? https : http).request(u, { method, headers: init.headers, agent, lookup }, (res) => {
+    const req = (u.protocol === 'https:' ? https : http).request(u, { method, headers: init.headers, agent, lookup: guardedLookup as never }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -53,7 +52,7 @@ export async function registryFetch(url: string | URL, init: HttpInit, redirects
     });
     req.setTimeout(init.timeoutMs, () => req.destroy(Object.assign(new Error(`registry request timed out after ${init.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EREFUSEDADDRESS') reject(new AddressRefused(init.policy ?? 'registry', u.hostname, undefined, `${init.policy ?? 'registry'}: ${err.message}`));
+      if (err.code === 'EREFUSEDADDRESS') reject(new AddressRefused(init.policy, u.hostname, undefined, `${init.policy}: ${err.message}`));
       else reject(err);
     });
     req.end();
@@ -64,7 +63,7 @@ export async function registryFetch(url: string | URL, init: HttpInit, redirects
     // Credentials are for the origin they were sent to: a redirect elsewhere (blob storage, another host) gets none.
     const headers = { ...init.headers };
     if (next.origin !== u.origin) for (const k of Object.keys(headers)) if (k.toLowerCase() === 'authorization') delete headers[k];
-    return registryFetch(next, { ...init, headers, method: method === 'HEAD' ? 'HEAD' : 'GET', policy: init.policy ?? 'registry redirect' }, redirects + 1);
+    return registryFetch(next, { ...init, headers, method: method === 'HEAD' ? 'HEAD' : 'GET' }, redirects + 1);
   }
   // Response cannot carry a body for 204/304 or HEAD-like answers.
   const nullBody = method === 'HEAD' || status === 204 || status === 304;

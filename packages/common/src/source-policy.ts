@@ -2,6 +2,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { AddressRefused, SourceRefused } from './errors.js';
 import { quote } from './client-text.js';
+import { LOG_KEY_PREFIX } from './log-store.js';
 
 const ALLOWED_SCHEMES = new Set(['https:', 'http:', 'ssh:', 'git:']);
 
@@ -246,7 +247,7 @@ export function checkSnapshotSource(name: string, policy: SnapshotPolicy): { buc
   if (loc.bucket === policy.ownBucket && loc.key.startsWith(OWN_SNAPSHOT_PREFIX)) return loc;
   const listed = policy.sources.some((entry) => {
     const i = entry.indexOf('/');
-    if (i < 0) return entry === loc.bucket && !(loc.bucket === policy.ownBucket && loc.key.startsWith('logs/'));
+    if (i < 0) return entry === loc.bucket && !(loc.bucket === policy.ownBucket && loc.key.startsWith(LOG_KEY_PREFIX));
     const prefix = entry.slice(i + 1).replace(/\/*$/, '/');
     return entry.slice(0, i) === loc.bucket && (prefix === '/' || loc.key.startsWith(prefix));
   });

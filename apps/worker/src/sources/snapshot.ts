@@ -4,6 +4,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import * as tar from 'tar-fs';
+import { httpStatus } from '@imgbuilder/common/object-store';
 import { checkSnapshotSource, hasGitPart } from '@imgbuilder/common/source-policy';
 import { overBudget, type InitializerContext, type RunState } from './initializer-context.js';
 import { asSource, SourceError } from './source-error.js';
@@ -18,8 +19,8 @@ export async function restoreSnapshot(name: string, fromVolume: boolean, ctx: In
   try {
     body = await ctx.objects.getStream(key, bucket);
   } catch (err) {
-    const e = err as Error & { $metadata?: { httpStatusCode?: number } };
-    const missing = e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404;
+    const e = err as Error;
+    const missing = e.name === 'NoSuchKey' || httpStatus(err) === 404;
     throw new SourceError(`snapshot ${name} cannot be read: ${missing ? 'not found' : e.message}`, !missing);
   }
   const head = await peek(body).catch((err: Error) => {
