@@ -1,4 +1,4 @@
-import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Readable } from 'node:stream';
 import type { Env } from './config.js';
@@ -135,8 +135,19 @@ export class ObjectStore {
 
   /** An object's size in bytes; undefined when it does not exist. */
   async size(key: string): Promise<number | undefined> {
+    const head = await this.head(key);
+    return head && (head.ContentLength ?? 0);
+  }
+
+  /** An object's user metadata (`x-amz-meta-*`, names without the prefix); undefined when it does not exist. */
+  async metadata(key: string): Promise<Record<string, string> | undefined> {
+    const head = await this.head(key);
+    return head && (head.Metadata ?? {});
+  }
+
+  private async head(key: string): Promise<HeadObjectCommandOutput | undefined> {
     try {
-      return (await this.withDeadline((o) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), o))).ContentLength ?? 0;
+      return await this.withDeadline((o) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), o));
     } catch (err) {
       if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
       throw err;
@@ -158,16 +169,6 @@ export class ObjectStore {
       throw err;
     } finally {
       clearTimeout(timer);
-    }
-  }
-
-  /** An object's user metadata (`x-amz-meta-*`, names without the prefix); undefined when it does not exist. */
-  async metadata(key: string): Promise<Record<string, string> | undefined> {
-    try {
-      return (await this.withDeadline((o) => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), o))).Metadata ?? {};
-    } catch (err) {
-      if (httpStatus(err) === 404 || (err as Error).name === 'NotFound') return undefined;
-      throw err;
     }
   }
 
