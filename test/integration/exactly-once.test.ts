@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
-import { BuildStatus, LogsRequest, LogsResponse, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
+import { BuildStatus, LogsRequest, LogsResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { loadEnv } from '@imgbuilder/common/config';
 import { build, connect, logs } from '../support/client.js';
@@ -11,7 +11,7 @@ import { alive, firstToLog, pickedUp } from '../support/scenarios.js';
 import { rawServerStream } from '../support/raw-grpc.js';
 import { S3Server } from '../support/s3-server.js';
 import { startStack, type Stack } from '../support/stack.js';
-import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
+import { buildIdOf, lastOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
 // Every build reaches exactly one terminal state, whatever process dies or freezes (issue 12).
 
@@ -21,7 +21,6 @@ beforeAll(async () => {
 });
 afterAll(() => git?.stop());
 
-const lastOf = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
 async function objectText(stack: Stack, key: string): Promise<string> {
   const objects = new ObjectStore(objectStoreOptions(loadEnv(stack.env)));

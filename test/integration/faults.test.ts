@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
-import { BuildStatus, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
+import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { httpGet, metricsUrl } from '../support/http.js';
@@ -11,7 +11,7 @@ import { RedisServer } from '../support/redis-server.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { alive, exitCode, firstToLog, manifestPuts, pickedUp, workerKilledMidBuild } from '../support/scenarios.js';
 import { freePort, startStack, type Stack } from '../support/stack.js';
-import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
+import { buildIdOf, lastOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
 // The stacks run with IMGBUILDER_WORKER_LOCK_TIMEOUT=5s and IMGBUILDER_STALLED_CHECK_INTERVAL=2s (test/support/stack.ts).
 const LOCK_MS = 5_000;
@@ -25,7 +25,6 @@ beforeAll(async () => {
 });
 afterAll(() => git?.stop());
 
-const lastOf = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 const closedPortHost = async () => `127.0.0.1:${await freePort()}`;
 
 describe('with two API and two worker processes', () => {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,9 +13,9 @@ import { LogTokens } from '../../apps/api/src/log-token.js';
 import { build, connect, logs, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { CallFailed, listen, listTasks, streamImageBuildLog } from '../support/gitpod-log-client.js';
-import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, gitSource, rand } from '../support/requests.js';
 import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
-import { buildIdOf, terminalMessages, watchBuild } from '../support/streams.js';
+import { buildIdOf, lastOf, terminalMessages, watchBuild } from '../support/streams.js';
 
 /** One stack in supervisor mode, two API processes (each its own supervisor port and public URL), one worker. */
 let stack: Stack;
@@ -46,8 +46,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const last = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
-const rand = () => randomBytes(4).toString('hex');
 const logOf = (msgs: BuildResponse[]) => logs(apis[0], { buildId: buildIdOf(msgs)! });
 const fileSource = (spec: NonNullable<BuildSource['from']> & { $case: 'file' }): BuildSource => ({ from: spec });
 
@@ -59,8 +57,8 @@ describe('base_image_name_resolved naming an image that is gone', () => {
     const goneTag = `${stack.env.IMGBUILDER_BASE_REPOSITORY}:${'0'.repeat(64)}`;
 
     const msgs = await build(apis[0], { source, baseImageNameResolved: goneTag });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
-    expect(last(msgs)).toMatchObject({ ref: expected.ref, baseRef: expected.baseRef });
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs)).toMatchObject({ ref: expected.ref, baseRef: expected.baseRef });
     const log = await logOf(msgs);
     expect(log).toContain('built-from-source');
     const why = log.split('\n').filter((l) => l.includes('base_image_name_resolved'));
@@ -90,12 +88,12 @@ describe('failures caused by the source or Dockerfile start "build failed: " (Gi
   const failed = async (source: BuildSource) => {
     const msgs = await build(apis[0], { source });
     expect(terminalMessages(msgs)).toHaveLength(1);
-    expect(last(msgs).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
     const log = await logOf(msgs);
     // The log's last word on it says "build failed" once.
-    expect(log.trimEnd().split('\n').pop()).toBe(`[imgbuilder] ${last(msgs).message}`);
+    expect(log.trimEnd().split('\n').pop()).toBe(`[imgbuilder] ${lastOf(msgs).message}`);
     expect(log).not.toContain('build failed: build failed');
-    return last(msgs).message;
+    return lastOf(msgs).message;
   };
 
   // Classic names steps "Step 3/4 : RUN …" ("non-zero code: 7"), BuildKit "[3/3] RUN …" ("exit code: 7"); a base
@@ -153,7 +151,7 @@ describe('IMGBUILDER_LOG_INFO=supervisor: Gitpod streams the live log from log_i
       if (chunk.includes('live-one') && liveOneBeforeEnd === undefined) liveOneBeforeEnd = terminalMessages(b.messages).length === 0;
     });
     const built = await b.ended;
-    expect(last(built.messages).status, last(built.messages).message).toBe(BuildStatus.done_success);
+    expect(lastOf(built.messages).status, lastOf(built.messages).message).toBe(BuildStatus.done_success);
     expect(liveOneBeforeEnd).toBe(true);
     expect(streamed.tasks).toHaveLength(1);
     expect(streamed.tasks[0].getTerminal()).toBe(info.buildId);

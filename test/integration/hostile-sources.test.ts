@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,6 @@ import {
   LogsRequest,
   ResolveBaseImageRequest,
   ResolveWorkspaceImageRequest,
-  type BuildResponse,
   type BuildSource,
   type ImageBuilderClient,
   type WorkspaceInitializer,
@@ -26,7 +25,8 @@ import { build, collect, connect, listBuilds, resolveBase, resolveWorkspace } fr
 import { FakeRegistry } from '../support/fake-registry.js';
 import { GitServer } from '../support/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile, fileSource, gitInit } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../support/requests.js';
+import { lastOf } from '../support/streams.js';
 import { SourceServer } from '../support/source-server.js';
 import { NetnsHost } from '../support/netns-host.js';
 import { startStack, type Stack } from '../support/stack.js';
@@ -70,9 +70,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const rand = () => randomBytes(4).toString('hex');
-const sha256 = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const last = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
 const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
   spec: { $case: 'download', download: { files, targetLocation } },
@@ -141,8 +138,8 @@ describe('git metadata from other sources never runs on the worker', () => {
       build(api, { source: fileSource(composite(snapshotInit(gitKey), checkout), { dockerfilePath: 'src/Dockerfile' }) }),
       build(api, { source: fileSource(composite(snapshotInit(fullKey), checkout), { dockerfilePath: 'src/Dockerfile' }) }),
     ]);
-    expect(last(planted1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/it holds src\/\.git.*: a \.git path part is refused outside prebuild snapshots/) });
-    expect(last(filled)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/git checkout_location src is not empty \(it holds left-over\.txt\): a git checkout must go into an empty or new directory/) });
+    expect(lastOf(planted1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/it holds src\/\.git.*: a \.git path part is refused outside prebuild snapshots/) });
+    expect(lastOf(filled)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/git checkout_location src is not empty \(it holds left-over\.txt\): a git checkout must go into an empty or new directory/) });
     expect(existsSync(marker)).toBe(false);
   });
 });
@@ -159,8 +156,8 @@ describe('writes stay inside the build directory', () => {
       build(api, { source: fileSource(composite(repo, downloadInit([served('out/pwned.txt', 'pwned')]))) }),
       build(api, { source: fileSource(composite(repo, gitInit({ remoteUri: git.url('inner'), checkoutLocation: 'out/sub' }))) }),
     ]);
-    expect(last(viaDownload)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/download of out\/pwned\.txt: out is a symlink; writes through symlinks are refused/) });
-    expect(last(viaCheckout)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/git checkout_location: out is a symlink; writes through symlinks are refused/) });
+    expect(lastOf(viaDownload)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/download of out\/pwned\.txt: out is a symlink; writes through symlinks are refused/) });
+    expect(lastOf(viaCheckout)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/git checkout_location: out is a symlink; writes through symlinks are refused/) });
     expect(existsSync(join(outside, 'pwned.txt'))).toBe(false);
     expect(existsSync(join(outside, 'sub'))).toBe(false);
   });
@@ -186,7 +183,7 @@ describe('snapshots come from allowed places only', () => {
     const dirs = Array.from({ length: MAX_CONTEXT_FILES + 10 }, (_, i) => ({ name: `d${i}/`, type: 'directory' as const }));
     await objects.put(key, await tarOf([{ name: 'Dockerfile', content: dockerfile('echo x') }, ...dirs]), 'application/x-tar');
     const msgs = await build(api, { source: fileSource(snapshotInit(key)) });
-    expect(last(msgs)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining(`more than ${MAX_CONTEXT_FILES} files (IMGBUILDER_MAX_CONTEXT_FILES)`) });
+    expect(lastOf(msgs)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining(`more than ${MAX_CONTEXT_FILES} files (IMGBUILDER_MAX_CONTEXT_FILES)`) });
     expect(stack.workers[0].child.exitCode).toBeNull();
   });
 });
@@ -275,7 +272,7 @@ describe('download URLs are sealed', () => {
     await new Promise<void>((resolve) => stream.once('data', () => resolve()));
     const during = await dumpNamespace(stack.env.REDIS_URL, stack.env.IMGBUILDER_REDIS_NAMESPACE);
     const msgs = await all;
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
     const after = await dumpNamespace(stack.env.REDIS_URL, stack.env.IMGBUILDER_REDIS_NAMESPACE);
     // The job was there (its source names the file) while the build ran.
     expect(during).toContain('filePath');

@@ -20,6 +20,7 @@ import { GitServer } from '../support/git-server.js';
 import { engineWithBaseImage, PrivateRegistry } from '../support/private-registry.js';
 import { dumpNamespace } from '../support/redis-dump.js';
 import { BASE_IMAGE, gitSource } from '../support/requests.js';
+import { lastOf } from '../support/streams.js';
 import { localEnv, startStack, type Stack } from '../support/stack.js';
 
 const PASSWORD = `regpw-${randomBytes(8).toString('hex')}`;
@@ -76,7 +77,6 @@ async function runBuild(source: BuildSource, auth?: Auth, during?: () => Promise
   return msgs;
 }
 
-const last = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 const unauthenticated = { code: status.UNAUTHENTICATED, details: expect.stringContaining('cannot resolve image') };
 
 /** A repository whose Dockerfile starts FROM the private image; each call is a new commit, hence a new ref. */
@@ -107,10 +107,10 @@ describe('ResolveBaseImage of an image in an htpasswd-protected registry', () =>
 describe('Build with a private FROM image', () => {
   it('fails with a clear done_failure without credentials', async () => {
     const msgs = await runBuild(privateFromSource('from-private-denied'));
-    expect(last(msgs).status).toBe(BuildStatus.done_failure);
-    expect(last(msgs).message).toContain(`FROM ${privateImage}`);
+    expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(msgs).message).toContain(`FROM ${privateImage}`);
     // Classic: "no basic auth credentials"; BuildKit: "… 401 Unauthorized".
-    expect(last(msgs).message).toMatch(/(no basic auth credentials|401 Unauthorized).*the registry refused access: pass credentials for its host in BuildRegistryAuth\.additional/);
+    expect(lastOf(msgs).message).toMatch(/(no basic auth credentials|401 Unauthorized).*the registry refused access: pass credentials for its host in BuildRegistryAuth\.additional/);
   });
 
   it('succeeds with additional credentials (and none of them reach Redis while it runs)', async () => {
@@ -118,7 +118,7 @@ describe('Build with a private FROM image', () => {
     const msgs = await runBuild(privateFromSource('from-private-additional'), withAdditional(), async () => {
       dumps.push(await dumpNamespace(stack.env.REDIS_URL, stack.env.IMGBUILDER_REDIS_NAMESPACE));
     });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
     expect(await logs(api, { buildId: msgs[0].info!.buildId })).toContain('built-on-private-');
     expect(dumps[0]).toContain(':builds:');
     for (const d of dumps) {
@@ -129,7 +129,7 @@ describe('Build with a private FROM image', () => {
 
   it('succeeds with the installation credentials when selective.any_of allows the host', async () => {
     const msgs = await runBuild(privateFromSource('from-private-installation'), selective([registry.host]));
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
   });
 });
 
@@ -138,10 +138,10 @@ describe('a ref source naming the private image', () => {
     const source: BuildSource = { from: { $case: 'ref', ref: { ref: privateImage } } };
     await expect(runBuild(source)).rejects.toMatchObject(unauthenticated);
     const msgs = await runBuild(source, withAdditional());
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
-    expect(last(msgs).baseRef).toMatch(/\/private\/base@sha256:[a-f0-9]{64}$/);
-    expect(last(msgs).ref.startsWith(`${stack.env.IMGBUILDER_WORKSPACE_REPOSITORY}:`)).toBe(true);
-    expect(await logs(api, { buildId: msgs[0].info!.buildId })).toContain(`pulling ${last(msgs).baseRef}`);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).baseRef).toMatch(/\/private\/base@sha256:[a-f0-9]{64}$/);
+    expect(lastOf(msgs).ref.startsWith(`${stack.env.IMGBUILDER_WORKSPACE_REPOSITORY}:`)).toBe(true);
+    expect(await logs(api, { buildId: msgs[0].info!.buildId })).toContain(`pulling ${lastOf(msgs).baseRef}`);
   });
 });
 

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +28,8 @@ import { workspaceRef } from '@imgbuilder/common/refs';
 import { build, collect, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile, fileSource, gitInit } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../support/requests.js';
+import { lastOf } from '../support/streams.js';
 import { SourceServer } from '../support/source-server.js';
 import { startStack, type Stack } from '../support/stack.js';
 
@@ -55,9 +56,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const rand = () => randomBytes(4).toString('hex');
-const sha256 = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const last = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
 const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
   spec: { $case: 'download', download: { files, targetLocation } },
@@ -129,7 +127,7 @@ describe('git initializer', () => {
     const msgs = await buildWith({ source, triggeredBy: 'sources-test' }, async () => {
       dumps.push(await dumpNamespace(stack.env.REDIS_URL, ns));
     });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
     dumps.push(await dumpNamespace(stack.env.REDIS_URL, ns));
 
     const log = await buildLog(msgs);
@@ -158,7 +156,7 @@ describe('git initializer', () => {
     git.commit('private-ots', { Dockerfile: dockerfile('echo ots-clone-ok') });
     const source = fileSource(gitInit({ remoteUri: src.gitUrl('private-ots'), config: { authentication: GitAuthMethod.BASIC_AUTH_OTS, authOts: ots } }));
     const msgs = await build(api, { source });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
     expect(src.otsHits(otsPath)).toBe(1);
     const log = await buildLog(msgs);
     expect(log).toContain('ots-clone-ok');
@@ -178,9 +176,9 @@ describe('git initializer', () => {
     expect(err.details).not.toContain(wrong);
 
     const msgs = await build(api, { source: fileSource(gitInit({ remoteUri: src.gitUrl('private-wrong'), targetMode: CloneTargetMode.REMOTE_COMMIT, cloneTaget: commit, config: auth })) });
-    expect(last(msgs).status).toBe(BuildStatus.done_failure);
-    expect(last(msgs).message).toContain('git clone of');
-    expect(last(msgs).message).not.toContain(wrong);
+    expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(msgs).message).toContain('git clone of');
+    expect(lastOf(msgs).message).not.toContain(wrong);
     expect(await buildLog(msgs)).not.toContain(wrong);
   });
 
@@ -198,7 +196,7 @@ describe('git initializer', () => {
       build(api, { source: at(c1, false) }),
       build(api, { source: at('brand-new-branch', false, CloneTargetMode.LOCAL_BRANCH) }),
     ]);
-    for (const m of [full, shallow, local]) expect(last(m).status, last(m).message).toBe(BuildStatus.done_success);
+    for (const m of [full, shallow, local]) expect(lastOf(m).status, lastOf(m).message).toBe(BuildStatus.done_success);
     const [fullLog, shallowLog, localLog] = await Promise.all([buildLog(full), buildLog(shallow), buildLog(local)]);
     expect(fullLog).toContain('clone-is-full');
     expect(fullLog).toMatch(/ref: .*refs\/remotes\/origin\/other/);
@@ -223,7 +221,7 @@ describe('git initializer', () => {
       expect(second.ref).not.toBe(first.ref);
       expect(second.baseRef).not.toBe(first.baseRef);
       const msgs = await build(fresh, { source });
-      expect(last(msgs)).toMatchObject({ status: BuildStatus.done_success, ref: second.ref });
+      expect(lastOf(msgs)).toMatchObject({ status: BuildStatus.done_success, ref: second.ref });
       const log = await logs(fresh, { buildId: msgs[0].info!.buildId });
       expect(log).toContain(`checked out ${after}`);
       expect(log).toContain('moving-v2');
@@ -251,7 +249,7 @@ describe('download, composite and empty initializers', () => {
         { dockerfilePath: 'dl/Dockerfile' },
       ),
     });
-    expect(last(ok).status, last(ok).message).toBe(BuildStatus.done_success);
+    expect(lastOf(ok).status, lastOf(ok).message).toBe(BuildStatus.done_success);
     expect(await buildLog(ok)).toContain(hello);
 
     const bad = await build(api, {
@@ -262,15 +260,15 @@ describe('download, composite and empty initializers', () => {
         ]),
       ),
     });
-    expect(last(bad).status).toBe(BuildStatus.done_failure);
-    expect(last(bad).message).toMatch(/data\/hello\.txt.*digest mismatch/);
+    expect(lastOf(bad).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(bad).message).toMatch(/data\/hello\.txt.*digest mismatch/);
   });
 
   it('a download redirected to a link-local address ends done_failure before anything is fetched from there', async () => {
     const url = src.redirect(`/r/${rand()}`, 'http://169.254.169.254/latest/meta-data/iam/security-credentials/');
     const msgs = await build(api, { source: fileSource(downloadInit([{ url, filePath: 'Dockerfile', digest: sha256('x') }])) });
-    expect(last(msgs).status).toBe(BuildStatus.done_failure);
-    expect(last(msgs).message).toMatch(/Dockerfile.*169\.254\.169\.254.*refused/);
+    expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(msgs).message).toMatch(/Dockerfile.*169\.254\.169\.254.*refused/);
   });
 
   it('composite runs its initializers into one context: a downloaded Dockerfile plus empty builds', async () => {
@@ -279,14 +277,14 @@ describe('download, composite and empty initializers', () => {
     const msgs = await build(api, {
       source: fileSource({ spec: { $case: 'composite', composite: { initializer: [downloadInit([{ url, filePath: 'Dockerfile', digest: sha256(df) }]), emptyInit] } } }),
     });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
     expect(await buildLog(msgs)).toContain('composite-ok');
   });
 
   it('empty alone has no Dockerfile: done_failure naming the missing path', async () => {
     const msgs = await build(api, { source: fileSource(emptyInit, { dockerfilePath: 'build/Containerfile' }) });
-    expect(last(msgs).status).toBe(BuildStatus.done_failure);
-    expect(last(msgs).message).toContain('build/Containerfile');
+    expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(msgs).message).toContain('build/Containerfile');
   });
 });
 
@@ -301,8 +299,8 @@ describe('snapshot and prebuild initializers', () => {
     await objects.put(gzKey, await tarOf({ Dockerfile: withCopy(gzText), 'motd-test': gzText }, true), 'application/gzip');
     await objects.put(plainKey, await tarOf({ Dockerfile: withCopy(plainText), 'motd-test': plainText }, false), 'application/x-tar');
     const [gz, plain] = await Promise.all([build(api, { source: fileSource(snapshotInit(`s3://${bucket}/${gzKey}`)) }), build(api, { source: fileSource(snapshotInit(plainKey)) })]);
-    expect(last(gz).status, last(gz).message).toBe(BuildStatus.done_success);
-    expect(last(plain).status, last(plain).message).toBe(BuildStatus.done_success);
+    expect(lastOf(gz).status, lastOf(gz).message).toBe(BuildStatus.done_success);
+    expect(lastOf(plain).status, lastOf(plain).message).toBe(BuildStatus.done_success);
     expect(await buildLog(gz)).toContain(gzText);
     expect(await buildLog(plain)).toContain(plainText);
   });
@@ -329,14 +327,14 @@ describe('snapshot and prebuild initializers', () => {
       },
     });
     const [restored, fallback] = await Promise.all([build(api, { source: fileSource(prebuild(key)) }), build(api, { source: fileSource(prebuild(`snapshots/missing-${rand()}.tar`)) })]);
-    expect(last(restored).status, last(restored).message).toBe(BuildStatus.done_success);
+    expect(lastOf(restored).status, lastOf(restored).message).toBe(BuildStatus.done_success);
     const restoredLog = await buildLog(restored);
     expect(restoredLog).toContain(`restoring snapshot ${key}`);
     expect(restoredLog).toContain(`prebuild snapshot: checked out ${b}`);
     expect(restoredLog).toContain('src-at-B');
     expect(restoredLog).toContain(output);
 
-    expect(last(fallback).status, last(fallback).message).toBe(BuildStatus.done_success);
+    expect(lastOf(fallback).status, lastOf(fallback).message).toBe(BuildStatus.done_success);
     const fallbackLog = await buildLog(fallback);
     expect(fallbackLog).toMatch(/prebuild snapshot could not be used \(snapshot .* not found\); falling back to git/);
     expect(fallbackLog).toContain(`checked out ${b}`);
@@ -371,10 +369,10 @@ describe('refusals', () => {
       build(api, { source: fileSource(gitInit({ remoteUri: git.url('symlinks') })) }),
       build(api, { source: fileSource(gitInit({ remoteUri: git.url('symlinkdir') }), { dockerfilePath: 'etc/hostname', contextPath: '.' }) }),
     ]);
-    expect(last(escape).status).toBe(BuildStatus.done_failure);
-    expect(last(escape).message).toMatch(/symlink escape points outside the build context/);
-    expect(last(through).status).toBe(BuildStatus.done_failure);
-    expect(last(through).message).toMatch(/dockerfile_path etc\/hostname points outside the build context through a symlink/);
+    expect(lastOf(escape).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(escape).message).toMatch(/symlink escape points outside the build context/);
+    expect(lastOf(through).status).toBe(BuildStatus.done_failure);
+    expect(lastOf(through).message).toMatch(/dockerfile_path etc\/hostname points outside the build context through a symlink/);
   });
 
   it('file:// remotes, local paths and git transport helpers: INVALID_ARGUMENT', async () => {
@@ -406,10 +404,10 @@ describe('base_image_name_resolved', () => {
     git.commit('resolved-base', { Dockerfile: dockerfile('echo resolved-base') });
     const source = fileSource(gitInit({ remoteUri: git.url('resolved-base') }));
     const first = await build(api, { source });
-    expect(last(first).status, last(first).message).toBe(BuildStatus.done_success);
-    const again = await build(api, { source, baseImageNameResolved: last(first).baseRef });
+    expect(lastOf(first).status, lastOf(first).message).toBe(BuildStatus.done_success);
+    const again = await build(api, { source, baseImageNameResolved: lastOf(first).baseRef });
     expect(again).toHaveLength(1);
-    expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref: last(first).ref, baseRef: last(first).baseRef });
+    expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref: lastOf(first).ref, baseRef: lastOf(first).baseRef });
   });
 
   it('otherwise builds from the resolved base by copy, not from the Dockerfile', async () => {
@@ -417,15 +415,15 @@ describe('base_image_name_resolved', () => {
     git.commit('resolved-copy', { Dockerfile: dockerfile('exit 3') });
     const source = fileSource(gitInit({ remoteUri: git.url('resolved-copy') }));
     const msgs = await build(api, { source, baseImageNameResolved: BASE_IMAGE });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
-    expect(last(msgs).ref).toBe(workspaceRef(BASE_IMAGE, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY));
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).ref).toBe(workspaceRef(BASE_IMAGE, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY));
     const log = await buildLog(msgs);
     expect(log).toMatch(/pulling 127\.0\.0\.1:5000\/imgbuilder\/busybox@sha256:[a-f0-9]{64}/);
     expect(log).not.toContain('Step 1/');
     expect(log).not.toMatch(/^#\d+ \[1\/\d+\] FROM /m);
     const again = await build(api, { source, baseImageNameResolved: BASE_IMAGE });
     expect(again).toHaveLength(1);
-    expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref: last(msgs).ref });
+    expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref: lastOf(msgs).ref });
   });
 });
 
@@ -455,9 +453,9 @@ describe('context caps and local sources (a stack with small caps and IMGBUILDER
       build(client, { source: fileSource(gitInit({ remoteUri: git.url('big-file') })) }),
       build(client, { source: fileSource(snapshotInit(bigKey)) }),
     ]);
-    expect(last(files)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('more than 20 files (IMGBUILDER_MAX_CONTEXT_FILES)') });
-    expect(last(bytes)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('larger than 65536 bytes (IMGBUILDER_MAX_CONTEXT_BYTES)') });
-    expect(last(snapshot)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('IMGBUILDER_MAX_CONTEXT_BYTES') });
+    expect(lastOf(files)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('more than 20 files (IMGBUILDER_MAX_CONTEXT_FILES)') });
+    expect(lastOf(bytes)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('larger than 65536 bytes (IMGBUILDER_MAX_CONTEXT_BYTES)') });
+    expect(lastOf(snapshot)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('IMGBUILDER_MAX_CONTEXT_BYTES') });
   });
 
   it('file:// remotes and local download paths are allowed', async () => {
@@ -476,7 +474,7 @@ describe('context caps and local sources (a stack with small caps and IMGBUILDER
         },
       }),
     });
-    expect(last(msgs).status, last(msgs).message).toBe(BuildStatus.done_success);
+    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
     expect(await logs(client, { buildId: msgs[0].info!.buildId })).toContain(hello);
   });
 });

@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { CloneTargetMode, GitInitializer, type BuildSource, type WorkspaceInitializer } from '@imgbuilder/proto';
 
 export const BASE_IMAGE = '127.0.0.1:5000/imgbuilder/busybox:latest';
@@ -28,6 +29,12 @@ export function gitSource(remoteUri: string, opts: { dockerfilePath?: string; co
     },
   };
 }
+
+/** A short random name part, so each test's commits, refs and objects are its own. */
+export const rand = () => randomBytes(4).toString('hex');
+
+/** The digest string a download initializer names: `sha256:<hex>`. */
+export const sha256 = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** A build from any initializer (composite, download, snapshot, prebuild …), its Dockerfile and context inside it. */
 export function fileSource(source: WorkspaceInitializer, opts: { dockerfilePath?: string; contextPath?: string } = {}): BuildSource {

@@ -76,4 +76,6 @@ export const textOf = (msgs: LogsResponse[]) => Buffer.concat(msgs.map((m) => Bu
 
 export const isTerminalStatus = (s: BuildStatus) => s === BuildStatus.done_success || s === BuildStatus.done_failure;
 export const terminalMessages = (msgs: BuildResponse[]) => msgs.filter((m) => isTerminalStatus(m.status));
+/** The last message a stream delivered (the terminal one, once it ended). */
+export const lastOf = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 export const buildIdOf = (msgs: BuildResponse[]) => msgs.find((m) => m.info?.buildId)?.info?.buildId;
