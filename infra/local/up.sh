@@ -179,7 +179,10 @@ start_dockerd() {
   local driver rc
   for driver in overlay2 vfs; do
     log "starting dockerd (storage driver $driver; log $STATE/dockerd.log)"
-    launch dockerd "$STATE/dockerd.log" dockerd --host "unix://$DOCKER_SOCK" --storage-driver "$driver"
+    # BuildKit clips a step's log far below IMGBUILDER_LOG_MAX_BYTES unless both limits are raised (-1 does not mean
+    # unlimited on engine 20.10); the worker applies the one cap itself.
+    launch dockerd "$STATE/dockerd.log" env BUILDKIT_STEP_LOG_MAX_SIZE=1073741824 BUILDKIT_STEP_LOG_MAX_SPEED=1073741824 \
+      dockerd --host "unix://$DOCKER_SOCK" --storage-driver "$driver"
     rc=0
     wait_ready dockerd dockerd "$STATE/dockerd.log" docker_ready || rc=$?
     if ((rc == 0)); then
