@@ -194,10 +194,10 @@ describe('snapshots come from allowed places only', () => {
 });
 
 /**
- * A TCP server that accepts connections and never answers: a git remote that hangs, or a canary counting who
- * connects. Tracks open connections.
+ * A TCP server that accepts connections and never answers: a git remote that hangs. Tracks open connections. With
+ * `reset`, a canary that counts who connects and resets them at once (a leak then fails fast instead of hanging).
  */
-async function blackHole(address = TEST_LOOPBACK): Promise<{ stop: () => void; host: string; seen: () => number; peak: () => number; waitSeen: (n: number, ms: number) => Promise<void> }> {
+async function blackHole(address = TEST_LOOPBACK, reset = false): Promise<{ stop: () => void; host: string; seen: () => number; peak: () => number; waitSeen: (n: number, ms: number) => Promise<void> }> {
   const open = new Set<Socket>();
   const all = new Set<Socket>();
   let seen = 0;
@@ -211,7 +211,8 @@ async function blackHole(address = TEST_LOOPBACK): Promise<{ stop: () => void; h
     // The peer going away (git killed at its timeout) ends the connection: 'end' comes first, 'close' after.
     s.on('end', () => open.delete(s)).on('close', () => open.delete(s));
     s.on('error', () => undefined);
-    s.resume();
+    if (reset) s.resetAndDestroy();
+    else s.resume();
     for (const w of waiters) w();
   });
   await new Promise<void>((resolve) => server.listen(0, address, resolve));
@@ -454,7 +455,7 @@ describe('the fetch policy: nothing fetched for a build reaches a loopback port 
   // The canary is where the engine's API, Redis or the object store would be: 127.0.0.1, on a port not allowed.
   let canary: Awaited<ReturnType<typeof blackHole>>;
   beforeAll(async () => {
-    canary = await blackHole('127.0.0.1');
+    canary = await blackHole('127.0.0.1', true);
   });
   afterAll(() => canary?.stop());
   const REFUSED = /is refused by the fetch policy \(.*IMGBUILDER_FETCH_ALLOW/;

@@ -156,7 +156,7 @@ export class FetchPolicy {
   }): FetchPolicy {
     const repositories = [env.IMGBUILDER_BASE_REPOSITORY, env.IMGBUILDER_WORKSPACE_REPOSITORY, env.IMGBUILDER_CACHE_REPOSITORY ?? ''];
     // A first part without a dot, colon or "localhost" is a Docker Hub namespace, not a host.
-    const hosts = repositories.map((r) => r.split('/')[0]).filter((h, i) => h && repositories[i].includes('/') && (/[.:]/.test(h) || h === 'localhost'));
+    const hosts = repositories.map((r) => r.split('/')[0]).filter((h) => /[.:]/.test(h) || h === 'localhost');
     return new FetchPolicy({ allow: env.IMGBUILDER_FETCH_ALLOW, deny: env.IMGBUILDER_FETCH_DENY, ownRegistries: hosts });
   }
 

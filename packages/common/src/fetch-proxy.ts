@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -120,9 +120,7 @@ class FetchProxy {
   private sessionOf(req: http.IncomingMessage): Session | undefined {
     const m = /^Basic (.+)$/i.exec(req.headers['proxy-authorization'] ?? '');
     const [user, token] = Buffer.from(m?.[1] ?? '', 'base64').toString().split(':');
-    if (!token || user !== USER) return undefined;
-    for (const [t, s] of this.sessions) if (t.length === token.length && timingSafeEqual(Buffer.from(t), Buffer.from(token))) return s;
-    return undefined;
+    return token && user === USER ? this.sessions.get(token) : undefined;
   }
 
   /** Resolves and checks; a refusal is remembered for the run and answered 403. */
