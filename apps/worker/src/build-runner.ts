@@ -1,8 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
-import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
+import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { type BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { formatDuration } from '@imgbuilder/common/duration';
@@ -26,6 +26,7 @@ import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './builder/image-builder.js';
 import type { BuildCache } from './builder/build-cache.js';
+import { cacheNamespace, checkImageRegistry, fetchAddSource, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {
@@ -53,6 +54,8 @@ export interface RunnerSettings {
   allowLocalSources: boolean;
   /** Buckets (`bucket` or `bucket/prefix`) snapshots may come from besides the own one (IMGBUILDER_SNAPSHOT_SOURCES, none). */
   snapshotSources: string[];
+  /** `# syntax=` frontends Dockerfiles may name (IMGBUILDER_ALLOWED_FRONTENDS, docker/dockerfile). */
+  allowedFrontends: readonly string[];
 }
 
 export interface RunnerDeps {
@@ -207,7 +210,6 @@ export class BuildRunner {
     if (source.from?.$case !== 'file' || !source.from.file.source) throw new SourceError('build source is missing');
     const file = source.from.file;
     const root = join(workdir, 'context');
-    const { mkdir } = await import('node:fs/promises');
     await mkdir(root);
     const limits = { maxBytes: settings.maxContextBytes, maxFiles: settings.maxContextFiles };
     await runInitializer(file.source!, {
@@ -223,8 +225,20 @@ export class BuildRunner {
       downloadUrls: sealed.downloads,
       snapshotSources: settings.snapshotSources,
     });
-    const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
-    reporter.line(`build context: ${ctx.files} files, ${ctx.bytes} bytes; Dockerfile ${ctx.dockerfile}`);
+    const given = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
+    reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
+    const cacheNs = cacheNamespace(callerOf(job));
+    await mkdir(join(workdir, 'add'));
+    const dockerfile = await rewriteDockerfile(given.dockerfileText, {
+      frontends: settings.allowedFrontends,
+      checkRegistry: checkImageRegistry,
+      fetch: (url, path, max) => fetchAddSource(url, path, max, signal),
+      cacheNamespace: cacheNs,
+      dir: join(workdir, 'add'),
+      maxBytes: settings.maxContextBytes - given.bytes,
+      log: (l) => reporter.line(l),
+    });
+    const ctx = dockerfile.changed ? given.withGenerated(dockerfile.text, dockerfile.files) : given;
     const registryconfig: Record<string, Record<string, string>> = {};
     for (const [host, c] of policy.pullCredentials()) {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
@@ -237,7 +251,7 @@ export class BuildRunner {
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
     const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
