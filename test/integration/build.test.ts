@@ -1,3 +1,6 @@
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
@@ -196,5 +199,89 @@ describe('ResolveBaseImage', () => {
       details: expect.stringContaining('cannot resolve image'),
     });
     await expect(resolveBase(a, { ref: 'Not A Ref', auth: undefined, useRetryClient: false })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+});
+
+describe('what the engine fetches and shares on a build\'s behalf', () => {
+  /** A TCP server on 127.0.0.2 (loopback, outside the stack's IMGBUILDER_FETCH_ALLOW) counting connections. */
+  async function canary(): Promise<{ port: number; connections: () => number; close: () => void }> {
+    let n = 0;
+    const server = createNetServer((s) => {
+      n++;
+      s.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.2', resolve));
+    return { port: (server.address() as AddressInfo).port, connections: () => n, close: () => server.close() };
+  }
+
+  it('ADD <url>, a syntax frontend and a FROM registry aimed at a loopback canary: done_failure each, zero connections', async () => {
+    const c = await canary();
+    try {
+      const cases = {
+        add: [`FROM ${BASE_IMAGE}`, `ADD http://127.0.0.2:${c.port}/secret /secret`, 'RUN cat /secret'],
+        frontend: [`# syntax=127.0.0.2:${c.port}/evil/frontend:1`, `FROM ${BASE_IMAGE}`, 'RUN echo x'],
+        from: [`FROM 127.0.0.2:${c.port}/evil/base:1`, 'RUN echo x'],
+      };
+      for (const [name, lines] of Object.entries(cases)) git.commit(`canary-${name}`, { Dockerfile: `${lines.join('\n')}\n` });
+      const [add, frontend, from] = await Promise.all(Object.keys(cases).map((name) => build(a, { source: gitSource(git.url(`canary-${name}`)) })));
+      expect(add.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(new RegExp(`^build failed: ADD http://127\\.0\\.0\\.2:${c.port}/secret.*is refused by the fetch policy.*IMGBUILDER_FETCH_ALLOW`)) });
+      expect(frontend.at(-1)).toMatchObject({
+        status: BuildStatus.done_failure,
+        message: `build failed: Dockerfile parser directive "# syntax=127.0.0.2:${c.port}/evil/frontend:1": frontend 127.0.0.2:${c.port}/evil/frontend:1 is not allowed here (allowed: docker/dockerfile; IMGBUILDER_ALLOWED_FRONTENDS); remove the line to use the engine's own Dockerfile frontend`,
+      });
+      expect(from.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/^build failed: image 127\.0\.0\.2:\d+\/evil\/base:1.*is refused by the fetch policy/) });
+      expect(c.connections()).toBe(0);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('ADD <url> from an allowed server works: fetched by the worker, --chown/--chmod apply, mode 0600 otherwise, no unpacking, dest-dir rules', async () => {
+    const served = new Map<string, string | Buffer>([['/dl/tool.sh', '#!/bin/sh\necho tool-ran\n'], ['/data.tgz', gzipSync(Buffer.from('not unpacked'))]]);
+    const seen: string[] = [];
+    const server = createHttpServer((req, res) => {
+      seen.push(req.url ?? '');
+      const body = served.get(req.url ?? '');
+      res.writeHead(body ? 200 : 404).end(body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      git.commit('add-url', {
+        Dockerfile: dockerfile().replace(/\n$/, '\n') + [
+          `ADD --chown=7:8 --chmod=0750 http://127.0.0.1:${port}/dl/tool.sh /opt/`,
+          `ADD http://127.0.0.1:${port}/data.tgz /data/x`,
+          "RUN stat -c '%a %u:%g %F %n' /opt/tool.sh /data/x && /opt/tool.sh",
+        ].join('\n') + '\n',
+      });
+      const msgs = await build(a, { source: gitSource(git.url('add-url')) });
+      expect(msgs.at(-1)).toMatchObject({ status: BuildStatus.done_success });
+      const log = await logs(a, { buildId: msgs.find((m) => m.info?.buildId)!.info!.buildId });
+      expect(log).toContain(`ADD http://127.0.0.1:${port}/dl/tool.sh: fetched by the worker`);
+      expect(log).toContain('750 7:8 regular file /opt/tool.sh');
+      expect(log).toContain('600 0:0 regular file /data/x');
+      expect(log).toContain('tool-ran');
+      expect(seen.sort()).toEqual(['/data.tgz', '/dl/tool.sh']);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('two callers using the same cache-mount id: the second sees nothing of the first, the first sees its own', async () => {
+    const id = `shared-${Math.random().toString(36).slice(2)}`;
+    const mount = `--mount=type=cache,id=${id},target=/c`;
+    git.commit('cache-write', { Dockerfile: dockerfile(`${mount} sh -c 'echo secret-of-alice > /c/secret'`) });
+    const probe = `${mount} sh -c 'if [ -e /c/secret ]; then echo "saw $(cat /c/secret)"; exit 3; fi; echo cache-mount-empty'`;
+    git.commit('cache-read-bob', { Dockerfile: dockerfile(probe) });
+    git.commit('cache-read-alice', { Dockerfile: dockerfile(probe) });
+    const write = await build(a, { source: gitSource(git.url('cache-write')), triggeredBy: 'alice' });
+    expect(write.at(-1)).toMatchObject({ status: BuildStatus.done_success });
+    const [bob, alice] = await Promise.all([
+      build(a, { source: gitSource(git.url('cache-read-bob')), triggeredBy: 'bob' }),
+      build(b, { source: gitSource(git.url('cache-read-alice')), triggeredBy: 'alice' }),
+    ]);
+    expect(bob.at(-1)).toMatchObject({ status: BuildStatus.done_success });
+    // The same caller's next build still finds its cache: the mount is namespaced, not turned off.
+    expect(alice.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('exit code: 3') });
   });
 });
