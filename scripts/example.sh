@@ -12,6 +12,8 @@ trap cleanup EXIT
 export NODE_ENV=${NODE_ENV:-development}
 export IMGBUILDER_GRPC_ADDR=${IMGBUILDER_GRPC_ADDR:-127.0.0.1:8080}
 export IMGBUILDER_SERVER=$IMGBUILDER_GRPC_ADDR
+# The example repository is served on loopback, which the fetch policy refuses unless re-allowed.
+export IMGBUILDER_FETCH_ALLOW=${IMGBUILDER_FETCH_ALLOW:-127.0.0.1:9418}
 
 mkdir -p "$work/repos/example"
 cat > "$work/repos/example/Dockerfile" <<DOCKERFILE

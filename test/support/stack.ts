@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { TEST_SERVERS_ALLOW } from './fetch-allow.js';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 const LOCAL_ENV = process.env.IMGBUILDER_LOCAL_DIR ? join(process.env.IMGBUILDER_LOCAL_DIR, 'env') : '/tmp/imgbuilder-local/env';
@@ -113,6 +114,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     IMGBUILDER_REDIS_NAMESPACE: `t${id}`,
     IMGBUILDER_WORKER_LOCK_TIMEOUT: '5s',
     IMGBUILDER_STALLED_CHECK_INTERVAL: '2s',
+    IMGBUILDER_FETCH_ALLOW: TEST_SERVERS_ALLOW,
     LOG_LEVEL: 'debug',
     ...opts.env,
   };

@@ -5,6 +5,9 @@ import { CloneTargetMode, type GitInitializer } from '@imgbuilder/proto';
 import { ImageExistence } from '../../apps/api/src/image-existence.js';
 import { GitRemoteResolver } from '../../apps/api/src/git-remote-resolver.js';
 import { GitServer } from '../support/git-server.js';
+import { allowTestServers } from '../support/fetch-allow.js';
+
+allowTestServers();
 
 /** A clock the test moves by hand. */
 function manualClock() {

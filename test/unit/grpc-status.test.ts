@@ -8,7 +8,7 @@ import { SlowClientError } from '../../apps/api/src/stream-writer.js';
 
 const {
   AccessTokenRejected,
-  AddressRefused,
+  FetchRefused,
   BuildLogExpired,
   BuildNotFound,
   BuildStateUnavailable,
@@ -53,7 +53,7 @@ const cases: [Error, status][] = [
   [new ImageRefInvalid('Not A Ref', 'invalid reference format', 'cannot parse image ref "Not A Ref": invalid reference format'), status.INVALID_ARGUMENT],
   [new SourceRefused('git remote_uri', 'git remote_uri: host "-x" looks like a command-line option and is refused', '-x'), status.INVALID_ARGUMENT],
   [new GitTargetMissing('main', 'git remote has no branch or tag "main"'), status.INVALID_ARGUMENT],
-  [new AddressRefused('registry 169.254.169.254.nip.io', 'metadata.test', '169.254.169.254', 'registry x: host metadata.test resolves to 169.254.169.254, a link-local or cloud metadata address; refused'), status.FAILED_PRECONDITION],
+  [new FetchRefused('download url', 'http://localhost:2375/images/x/get', '127.0.0.1', 'download url: http://localhost:2375/images/x/get is refused by the fetch policy (localhost resolves to 127.0.0.1; 127.0.0.1 is loopback; IMGBUILDER_FETCH_ALLOW re-allows an address, a CIDR or a host:port)'), status.INVALID_ARGUMENT],
   [new AccessTokenRejected('the access token is not valid (not in the service\'s tokens file)'), status.UNAUTHENTICATED],
   [new RoleInsufficient('ci', 'builder', 'token "ci" has role viewer; Build needs role builder or above'), status.PERMISSION_DENIED],
   [new UnknownService('no.such.Service', 'unknown service "no.such.Service"'), status.NOT_FOUND],

@@ -7,6 +7,7 @@ import { parseDocument } from 'yaml';
 import { EnvSchema, loadEnv } from '@imgbuilder/common/config';
 import { parseByteSize } from '@imgbuilder/common/byte-size';
 import { parseDuration } from '@imgbuilder/common/duration';
+import { FetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { buildDist } from '../support/dist.js';
 import {
   containers,
@@ -449,6 +450,18 @@ describe('placeholders', () => {
     return spawnSync('/bin/sh', ['-ec', c.args.join('\n')], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 10_000 });
   };
 
+  it('the fetch policy denies the placeholder pod and service ranges and the engine sidecar; the bundled registry stays reachable', async () => {
+    const config = dataOf(find(base, 'ConfigMap', 'imgbuilder-config'));
+    const policy = FetchPolicy.fromEnv(loadEnv({ ...config, IMGBUILDER_SECRET_KEY: Buffer.alloc(32, 7).toString('base64') }));
+    expect(config.IMGBUILDER_FETCH_DENY.split(',')).toEqual(['10.244.0.0/16', '10.96.0.0/12']);
+    expect(policy.refusal('10.96.0.10', 6379)).toMatch(/IMGBUILDER_FETCH_DENY/);
+    expect(policy.refusal('10.244.3.7', 9000)).toMatch(/IMGBUILDER_FETCH_DENY/);
+    expect(policy.refusal('127.0.0.1', 2375)).toMatch(/loopback/);
+    const inCluster = async () => [{ address: '10.96.0.20' }];
+    await expect(policy.resolve({ host: 'imgbuilder-registry', port: 5000, what: 'registry', shown: 'imgbuilder-registry:5000' }, inCluster)).resolves.toMatchObject({ address: '10.96.0.20' });
+    await expect(policy.resolve({ host: 'imgbuilder-redis', port: 6379, what: 'download url', shown: 'http://imgbuilder-redis:6379/' }, inCluster)).rejects.toThrow(/is refused by the fetch policy/);
+  });
+
   it('the bundled Redis, MinIO and bucket Job refuse to start with placeholder credentials', () => {
     const redis = container(find(base, 'StatefulSet', 'imgbuilder-redis'), 'redis');
     for (const pw of [bundled.REDIS_PASSWORD, 'short', 'has spaces in it, and more']) {
@@ -580,6 +593,18 @@ describe('compose stack (infra/compose/compose.yaml)', () => {
       expect(() => loadEnv(interpolate(env))).not.toThrow();
     }
     expect(parseDuration(services.worker.environment.IMGBUILDER_WORKER_SHUTDOWN_GRACE)! / 1000).toBeLessThan(parseDuration(services.worker.stop_grace_period)! / 1000);
+  });
+
+  it('the fetch policy denies the pinned compose network (redis, minio, the engine) and keeps registry:5000 reachable', async () => {
+    const env = loadEnv(interpolate(services.worker.environment as Record<string, string>));
+    const subnet = (compose.networks as Doc).default.ipam.config[0].subnet as string;
+    expect(env.IMGBUILDER_FETCH_DENY).toEqual([subnet]);
+    const policy = FetchPolicy.fromEnv(env);
+    const onNetwork = async () => [{ address: subnet.replace(/0\/\d+$/, '9') }];
+    for (const [host, port] of [['redis', 6379], ['minio', 9000], ['docker', 2375]] as const) {
+      await expect(policy.resolve({ host, port, what: 'download url', shown: `http://${host}:${port}/` }, onNetwork), host).rejects.toThrow(/is refused by the fetch policy/);
+    }
+    await expect(policy.resolve({ host: 'registry', port: 5000, what: 'registry', shown: 'registry:5000' }, onNetwork)).resolves.toBeDefined();
   });
 
   it('the bucket job applies the same lifecycle file as the Kubernetes install, and gives the services a user of their own', () => {

@@ -2,6 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import { parseChallenge, RegistryClient } from '@imgbuilder/common/registry-client';
 import { FakeRegistry } from '../support/fake-registry.js';
+import { allowTestServers } from '../support/fetch-allow.js';
+
+allowTestServers();
 
 describe('parseChallenge (WWW-Authenticate)', () => {
   it('Bearer with realm, service and scope', () => {

@@ -7,7 +7,8 @@ import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/
 import { forEachInitializer } from '@imgbuilder/common/initializers';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
-import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSnapshotSource, checkSourceUrl, hasGitPart, type SnapshotPolicy } from '@imgbuilder/common/source-policy';
+import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSnapshotSource, checkSourceUrl, hasGitPart, parseSourceUrl, type SnapshotPolicy } from '@imgbuilder/common/source-policy';
+import { checkResolvedUrl } from '@imgbuilder/common/fetch-policy';
 import type { GitRemoteResolver } from './git-remote-resolver.js';
 import { quote } from '@imgbuilder/common/client-text';
 
@@ -73,6 +74,7 @@ export class BuildPlanner {
     this.checkShape(file.source);
     this.checkInitializers(file.source);
     checkCheckoutsGoIntoNewDirectories(file.source);
+    await checkResolvedSources(file.source, this.cfg.allowLocalSources);
     const resolvedCommits = file.dockerfileVersion ? {} : await this.resolveMutableTargets(file.source);
     const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommits });
     return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'dockerfile', resolvedCommits, policy };
@@ -172,13 +174,35 @@ export class BuildPlanner {
   }
 }
 
+/**
+ * The fetch policy after DNS, for every URL the worker will fetch: a host name none of whose addresses the policy
+ * allows is the caller's to fix (INVALID_ARGUMENT), not a build to start. The worker checks again when it fetches.
+ */
+async function checkResolvedSources(root: WorkspaceInitializer, allowLocal: boolean): Promise<void> {
+  const checks: Promise<void>[] = [];
+  const check = (url: string, what: string, showPath = true) => {
+    if (!(allowLocal && parseSourceUrl(url).kind === 'local')) checks.push(checkResolvedUrl(url, what, { showPath }));
+  };
+  const checkGitUrls = (git: GitInitializer) => {
+    check(git.remoteUri, 'git remote_uri');
+    if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) check(git.config.authOts, 'git auth_ots', false);
+  };
+  forEachInitializer(root, (init) => {
+    const spec = init.spec;
+    if (spec?.$case === 'git') checkGitUrls(spec.git);
+    else if (spec?.$case === 'prebuild') spec.prebuild.git.forEach(checkGitUrls);
+    else if (spec?.$case === 'download') for (const f of spec.download.files) check(f.url, 'download url');
+  });
+  await Promise.all(checks);
+}
+
 function checkGit(git: GitInitializer, allowLocal: boolean): void {
   if (!git.remoteUri) throw new InvalidRequest('git initializer has no remote_uri');
   checkSourceUrl(git.remoteUri, 'git remote_uri', allowLocal);
   if (git.upstreamRemoteUri) checkSourceUrl(git.upstreamRemoteUri, 'git upstream_Remote_uri', allowLocal);
   if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) {
     if (!git.config.authOts) throw new InvalidRequest('git authentication BASIC_AUTH_OTS needs auth_ots');
-    checkHttpUrl(git.config.authOts, 'git auth_ots');
+    checkHttpUrl(git.config.authOts, 'git auth_ots', { showPath: false });
   }
   checkGitConfig(git.config?.customConfig);
   checkRelativePath('git checkout_location', git.checkoutLocation);

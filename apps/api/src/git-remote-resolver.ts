@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
 import { GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
 import { GitError, lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
-import { checkResolvedHost, type LookupAll } from '@imgbuilder/common/source-policy';
+import { FetchRefused } from '@imgbuilder/common/errors';
 import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
 import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';
@@ -11,8 +11,6 @@ export interface GitRemoteResolverOptions {
   allowLocal: boolean;
   /** How long an answer is reused per remote and target; positive (lru-cache reads 0 as for ever). */
   cacheMs?: number;
-  /** DNS lookup used for the refused-address check (tests inject one). */
-  lookup?: LookupAll;
   /** IMGBUILDER_LS_REMOTE_CONCURRENCY: ls-remote processes this resolver runs at once (one resolver per process). */
   concurrency?: number;
   /** IMGBUILDER_LS_REMOTE_TIMEOUT: one ls-remote taking longer is killed. */
@@ -40,7 +38,6 @@ export class GitRemoteResolver {
   /** Commits by remote, target and credentials. Concurrent asks share one ls-remote; failures are not kept. */
   private readonly cache: LRUCache<string, string, LsRemoteQuery>;
   private readonly allowLocal: boolean;
-  private readonly lookup?: LookupAll;
   private readonly timeoutMs: number;
   private readonly concurrency: number;
   /** Every git initializer of a request may need an ls-remote: without a cap one request spawns thousands. */
@@ -48,7 +45,6 @@ export class GitRemoteResolver {
 
   constructor(o: GitRemoteResolverOptions) {
     this.allowLocal = o.allowLocal;
-    this.lookup = o.lookup;
     this.timeoutMs = o.timeoutMs ?? 30_000;
     this.concurrency = o.concurrency ?? 8;
     // A call waits for a slot at most as long as one run may take: under a flood of hanging remotes, requests fail
@@ -66,17 +62,14 @@ export class GitRemoteResolver {
     });
   }
 
-  /** The commit, or undefined when the target is hashed as given (REMOTE_COMMIT, one-time secrets, refused hosts). */
+  /**
+   * The commit, or undefined when the target is hashed as given (REMOTE_COMMIT, one-time secrets). Git connects
+   * through the fetch proxy (runGit): a remote or redirect the fetch policy refuses rejects with FetchRefused.
+   */
   async resolve(git: GitInitializer): Promise<string | undefined> {
     if (git.targetMode === CloneTargetMode.REMOTE_COMMIT) return undefined;
     // OTS secrets are single-use and belong to the worker's clone; such sources hash their clone target as given.
     if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) return undefined;
-    // A host resolving to a refused address is the worker's to fail (done_failure); the API does not contact it.
-    const refused = await checkResolvedHost(git.remoteUri, 'git remote_uri', this.lookup).then(
-      () => false,
-      () => true,
-    );
-    if (refused) return undefined;
     const { url, credentials: inUrl } = splitUrlCredentials(git.remoteUri);
     const creds = git.config?.authentication === GitAuthMethod.BASIC_AUTH ? { username: git.config.authUser, password: git.config.authPassword } : inUrl;
     // LOCAL_BRANCH is a new local branch off the remote head (Gitpod's content service), so HEAD decides its content.
@@ -89,7 +82,7 @@ export class GitRemoteResolver {
   }
 
   private lsRemote({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
-    return this.limiter.run(() => lsRemote(url, target, { credentials, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs })).then(
+    return this.limiter.run(() => lsRemote(url, target, { credentials, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs, what: 'git remote_uri' })).then(
       (c) => {
         if (!c) throw new GitTargetMissing(target, `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);
         return c;
@@ -98,6 +91,7 @@ export class GitRemoteResolver {
         if (err instanceof LimiterBusyError) {
           throw new GitResolverBusy(this.concurrency, `too many git remotes are being resolved at once (IMGBUILDER_LS_REMOTE_CONCURRENCY=${this.concurrency}); retry shortly`);
         }
+        if (err instanceof FetchRefused) throw err;
         const msg = err instanceof GitError ? err.message : String(err);
         if (/Authentication failed|could not read Username|403|401/i.test(msg)) throw new GitRemoteAuthFailed(`cannot read git remote: ${msg}`);
         if (/not found|does not appear to be a git repository|Repository not found/i.test(msg)) throw new GitRemoteNotFound(`cannot read git remote: ${msg}`);

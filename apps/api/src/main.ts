@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, redisKeys, type RedisKeys } from '@imgbuilder/common/redis-keys';
@@ -32,6 +33,8 @@ const log = createLogger('imgbuilder-api');
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  // Every fetch this process makes on a build's behalf obeys it (git, downloads, registries).
+  installFetchPolicy(FetchPolicy.fromEnv(env));
   // The configured level; child loggers made from here on inherit it.
   log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);

@@ -1,5 +1,6 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
@@ -31,6 +32,8 @@ const NAMESPACE_LABEL = 'org.imgbuilder.namespace';
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  // Every fetch this process makes on a build's behalf obeys it (git, downloads, registries).
+  installFetchPolicy(FetchPolicy.fromEnv(env));
   // The configured level; child loggers made from here on inherit it.
   log.level = env.LOG_LEVEL;
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { parseByteSize } from './byte-size.js';
 import { invalidConfiguration } from './config-error.js';
+import { FetchPolicy, type FetchPolicyOptions } from './fetch-policy.js';
 
 const duration = (fallback: string, max?: number) =>
   z
@@ -55,6 +56,16 @@ const byteSize = (fallback: string) => sizeLimit(fallback).transform((v) => v.by
 const CIDR_OR_HOST_PORT = /^(\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?|[0-9a-fA-F:]*:[0-9a-fA-F:]*(\/\d{1,3})?|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}|\d{1,3}(\.\d{1,3}){3}:\d{1,5})$/;
 
 const egressAllow = list.refine((entries) => entries.every((e) => CIDR_OR_HOST_PORT.test(e)), 'expected comma-separated CIDRs (10.1.0.0/16) or host:port (mirror.internal:443)');
+
+/** A fetch-policy list, checked by the policy's own parser (fetch-policy.ts). */
+const fetchList = (key: keyof FetchPolicyOptions, expected: string) =>
+  list.superRefine((entries, ctx) => {
+    try {
+      new FetchPolicy({ [key]: entries });
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `${(err as Error).message}: expected ${expected}` });
+    }
+  });
 
 const hostPort = (fallback: string) =>
   z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
@@ -181,6 +192,13 @@ export const EnvSchema = z.object({
    * key in it) or `bucket/prefix` (keys under that prefix only).
    */
   IMGBUILDER_SNAPSHOT_SOURCES: list,
+  /**
+   * The fetch policy (README "Security model"): CIDRs nothing fetched on a build's behalf may reach, besides the
+   * refused-by-default loopback, link-local, metadata and unspecified addresses: the cluster's pod and service ranges.
+   */
+  IMGBUILDER_FETCH_DENY: fetchList('deny', 'comma-separated CIDRs (10.96.0.0/12)'),
+  /** Re-allows what the fetch policy refuses: addresses, CIDRs, or host:port (127.0.0.1:8080, git.internal:22). */
+  IMGBUILDER_FETCH_ALLOW: fetchList('allow', 'comma-separated CIDRs (10.1.0.0/16) or host:port (git.internal:22)'),
   /** Lets git remotes and downloads use file:// URLs and local paths (trusted single-user setups only). */
   IMGBUILDER_ALLOW_LOCAL_SOURCES: bool(false),
   /**

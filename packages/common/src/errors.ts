@@ -40,15 +40,20 @@ export class SourceRefused extends ImgbuilderError {
   }
 }
 
-/** A host name resolved to a link-local or cloud-metadata address: refused after DNS, whoever named it. */
-export class AddressRefused extends ImgbuilderError {
+/**
+ * The fetch policy (fetch-policy.ts) refuses where a URL or registry leads: an address literal, a DNS answer or a
+ * redirect target. The message names the URL without credentials or query, and IMGBUILDER_FETCH_ALLOW.
+ */
+export class FetchRefused extends SourceRefused {
   constructor(
-    readonly subject: string,
-    readonly host: string,
+    subject: string,
+    /** The URL (or registry host) as shown: credentials, query and fragment removed. */
+    readonly shown: string,
+    /** The refused address, when one is known (a literal, or what the host name resolved to). */
     readonly address: string | undefined,
     message: string,
   ) {
-    super(message);
+    super(subject, message);
   }
 }
 

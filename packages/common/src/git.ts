@@ -3,6 +3,7 @@ import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { SECRET_GIT_CONFIG, stripUrlCredentials } from './source-policy.js';
+import { fetchProxySession, type ProxySession } from './fetch-proxy.js';
 
 export interface GitCredentials {
   username: string;
@@ -45,6 +46,8 @@ export interface RunGitOptions {
    * environment, never as `-c` arguments: values such as http.extraHeader carry tokens, and argv is world-readable.
    */
   config?: Record<string, string>;
+  /** What git fetches, for fetch-policy refusals ("git remote_uri"). */
+  what?: string;
   /** Allow the file transport (IMGBUILDER_ALLOW_LOCAL_SOURCES). */
   allowFile?: boolean;
   timeoutMs?: number;
@@ -77,8 +80,22 @@ function baseConfig(allowFile: boolean): string[] {
   return pairs.flatMap(([k, v]) => ['-c', `${k}=${v}`]);
 }
 
-/** Runs git non-interactively; resolves with stdout, rejects with a GitError whose message has no secrets. */
-export function runGit(args: string[], opts: RunGitOptions = {}): Promise<string> {
+/**
+ * Runs git non-interactively; resolves with stdout, rejects with a GitError whose message has no secrets, or with
+ * FetchRefused when the fetch policy refused a connection git tried (through the fetch proxy, fetch-proxy.ts).
+ */
+export async function runGit(args: string[], opts: RunGitOptions = {}): Promise<string> {
+  const proxy = await fetchProxySession(opts.what ?? 'git remote');
+  try {
+    return await spawnGit(args, opts, proxy);
+  } catch (err) {
+    throw proxy.refusal() ?? err;
+  } finally {
+    proxy.end();
+  }
+}
+
+function spawnGit(args: string[], opts: RunGitOptions, proxy: ProxySession): Promise<string> {
   const configArgs = baseConfig(opts.allowFile ?? false);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -92,19 +109,19 @@ export function runGit(args: string[], opts: RunGitOptions = {}): Promise<string
     // Never look for a repository above the directory git runs in: a checkout nested in another's work tree must
     // not pick up the outer repository's config.
     ...(opts.cwd ? { GIT_CEILING_DIRECTORIES: dirname(resolve(opts.cwd)) } : {}),
-    GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new',
+    ...proxy.env,
     LC_ALL: 'C',
     IMGBUILDER_GIT_USER: opts.credentials?.username ?? '',
     IMGBUILDER_GIT_PASSWORD: opts.credentials?.password ?? '',
   };
   const custom = Object.entries(opts.config ?? {});
-  if (custom.length) {
-    env.GIT_CONFIG_COUNT = String(custom.length);
-    custom.forEach(([k, v], i) => {
-      env[`GIT_CONFIG_KEY_${i}`] = k;
-      env[`GIT_CONFIG_VALUE_${i}`] = v;
-    });
-  }
+  // The proxy's settings first; checkGitConfig keeps the user's entries from overriding them.
+  const entries = [...proxy.config, ...custom];
+  env.GIT_CONFIG_COUNT = String(entries.length);
+  entries.forEach(([k, v], i) => {
+    env[`GIT_CONFIG_KEY_${i}`] = k;
+    env[`GIT_CONFIG_VALUE_${i}`] = v;
+  });
   const secretValues = [...(opts.secrets ?? []), opts.credentials?.password ?? '', ...custom.filter(([k]) => SECRET_GIT_CONFIG.test(k)).map(([, v]) => v)];
   const scrub = (s: string) => {
     let out = stripUrlCredentials(s);

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
-import { AddressRefused } from './errors.js';
-import { checkHttpUrl, guardedLookup } from './source-policy.js';
+import { checkHttpUrl } from './source-policy.js';
+import { fetchPolicy, fetchTargetOf, pinnedLookup } from './fetch-policy.js';
 
 /**
  * HTTP for registry calls over keep-alive connections. Node's fetch gets `Connection: close` from the Docker
@@ -21,8 +21,8 @@ export interface HttpInit {
   headers?: Record<string, string>;
   timeoutMs: number;
   /**
-   * What the URL is, for errors: the source URL policy (see source-policy.ts) applies to it and to every redirect
-   * target, since registry hosts come from callers' image refs and token realms from registries.
+   * What the URL is, for errors: the URL and fetch policies (source-policy.ts, fetch-policy.ts) apply to it and to
+   * every redirect target, since registry hosts come from callers' image refs and token realms from registries.
    */
   policy: string;
 }
@@ -30,12 +30,13 @@ export interface HttpInit {
 export async function registryFetch(url: string | URL, init: HttpInit, redirects = 0): Promise<Response> {
   const u = new URL(url);
   checkHttpUrl(u.toString(), init.policy);
+  // The host is resolved and checked here; the connection goes to the address checked.
+  const target = await fetchPolicy().resolve(fetchTargetOf(u.toString(), init.policy));
   const agent = agents[u.protocol as 'http:' | 'https:'];
   if (!agent) throw new Error(`unsupported registry URL scheme ${u.protocol}`);
   const method = init.method ?? 'GET';
   const { status, headers, body } = await new Promise<{ status: number; headers: Headers; body: Buffer }>((resolve, reject) => {
-    // A host name that resolves to a link-local / metadata address is refused at connect time, as for sources.
-    const req = (u.protocol === 'https:' ? https : http).request(u, { method, headers: init.headers, agent, lookup: guardedLookup as never }, (res) => {
+    const req = (u.protocol === 'https:' ? https : http).request(u, { method, headers: init.headers, agent, lookup: pinnedLookup(target.address, target.family) as never }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -51,10 +52,7 @@ export async function registryFetch(url: string | URL, init: HttpInit, redirects
       res.on('error', reject);
     });
     req.setTimeout(init.timeoutMs, () => req.destroy(Object.assign(new Error(`registry request timed out after ${init.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EREFUSEDADDRESS') reject(new AddressRefused(init.policy, u.hostname, undefined, `${init.policy}: ${err.message}`));
-      else reject(err);
-    });
+    req.on('error', reject);
     req.end();
   });
   const location = headers.get('location');

@@ -1,6 +1,6 @@
-import { lookup as dnsLookup } from 'node:dns/promises';
-import { BlockList, isIP } from 'node:net';
-import { AddressRefused, SourceRefused } from './errors.js';
+import { isIP } from 'node:net';
+import { SourceRefused } from './errors.js';
+import { canonicalHost, checkFetchUrl } from './fetch-policy.js';
 import { quote } from './client-text.js';
 import { LOG_KEY_PREFIX } from './log-store.js';
 
@@ -19,51 +19,20 @@ export function parseSourceUrl(raw: string): ParsedSourceUrl {
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
     // Git's rule: a colon before any slash makes it scp-like ssh; otherwise it is a local path.
     const scp = /^(?:[^@/\s]+@)?(\[[^\]]+\]|[^:/\s]+):(?!\/\/)/.exec(raw);
-    if (scp && !/^[a-zA-Z]:[\\/]/.test(raw)) return { kind: 'scp', host: normaliseHost(scp[1].replace(/^\[|\]$/g, '')) };
+    if (scp && !/^[a-zA-Z]:[\\/]/.test(raw)) return { kind: 'scp', host: canonicalHost(scp[1].replace(/^\[|\]$/g, '')) };
     return { kind: 'local' };
   }
   const u = new URL(raw);
-  return { kind: 'url', host: normaliseHost(u.hostname.replace(/^\[|\]$/g, '')) };
-}
-
-/**
- * Canonical form of a host as the resolver sees it: `2852039166` and `0xa9.0xfe.0xa9.0xfe` are IPv4 literals to
- * getaddrinfo, but URLs with ssh:// or git:// keep them opaque; parsing as http normalises them.
- */
-function normaliseHost(host: string): string {
-  try {
-    return new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}/`).hostname.replace(/^\[|\]$/g, '');
-  } catch {
-    return host;
-  }
-}
-
-/** Link-local (cloud metadata lives there) and unspecified addresses. Loopback and private ranges stay allowed. */
-const FORBIDDEN = new BlockList();
-FORBIDDEN.addSubnet('169.254.0.0', 16, 'ipv4');
-FORBIDDEN.addAddress('0.0.0.0', 'ipv4');
-FORBIDDEN.addSubnet('fe80::', 10, 'ipv6');
-FORBIDDEN.addAddress('fd00:ec2::254', 'ipv6');
-FORBIDDEN.addAddress('::', 'ipv6');
-// NAT64 and IPv4-compatible spellings of 169.254.0.0/16.
-FORBIDDEN.addSubnet('64:ff9b::a9fe:0', 112, 'ipv6');
-FORBIDDEN.addSubnet('::a9fe:0', 112, 'ipv6');
-
-/** Link-local and cloud metadata addresses: never fetched on a user's behalf. IPv4-mapped forms count too. */
-export function isForbiddenAddress(address: string): boolean {
-  const a = address.toLowerCase().replace(/^\[|\]$/g, '').replace(/%.*$/, '');
-  const family = isIP(a);
-  if (family === 4) return FORBIDDEN.check(a, 'ipv4');
-  if (family === 6) return FORBIDDEN.check(a, 'ipv6');
-  return false;
+  return { kind: 'url', host: canonicalHost(u.hostname.replace(/^\[|\]$/g, '')) };
 }
 
 /**
  * Refuses URLs imgbuilder will not fetch: schemes other than https/http/ssh/git, git transport helpers, local paths
- * and file:// (unless allowed), option-like hosts, and link-local / metadata addresses written literally. Host names
- * are checked again after DNS (checkResolvedHost).
+ * and file:// (unless allowed), hosts that are no host names (option-like, shell characters: ssh gets them), and
+ * addresses the fetch policy refuses when written literally. Host names are checked again after DNS
+ * (fetch-policy.ts). `showPath: false` keeps the path out of messages (one-time secret URLs).
  */
-export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): void {
+export function checkSourceUrl(raw: string, what: string, allowLocal: boolean, opts: { showPath?: boolean } = {}): void {
   let parsed: ParsedSourceUrl;
   try {
     parsed = parseSourceUrl(raw);
@@ -81,12 +50,13 @@ export function checkSourceUrl(raw: string, what: string, allowLocal: boolean): 
   }
   if (!parsed.host) throw new SourceRefused(what, `${what} names no host`);
   if (parsed.host.startsWith('-')) throw new SourceRefused(what, `${what}: host ${quote(parsed.host)} looks like a command-line option and is refused`, parsed.host);
-  if (isForbiddenAddress(parsed.host)) throw new SourceRefused(what, `${what}: address ${parsed.host} is link-local or a cloud metadata endpoint and is refused`, parsed.host);
+  if (!isIP(parsed.host) && !/^[a-z0-9_.-]+$/i.test(parsed.host)) throw new SourceRefused(what, `${what}: host ${quote(parsed.host)} is not a valid host name`, parsed.host);
+  checkFetchUrl(raw, what, opts);
 }
 
 /** An HTTP(S) URL for a download or an OTS secret: the only schemes fetch() itself speaks. */
-export function checkHttpUrl(raw: string, what: string): void {
-  checkSourceUrl(raw, what, false);
+export function checkHttpUrl(raw: string, what: string, opts: { showPath?: boolean } = {}): void {
+  checkSourceUrl(raw, what, false, opts);
   if (!/^https?:\/\//i.test(raw)) throw new SourceRefused(what, `${what}: only http and https URLs can be fetched`);
 }
 
@@ -94,49 +64,6 @@ export function checkHttpUrl(raw: string, what: string): void {
 export function checkDownloadUrl(raw: string, what: string, allowLocal: boolean): void {
   if (allowLocal && parseSourceUrl(raw).kind === 'local') return;
   checkHttpUrl(raw, what);
-}
-
-export type LookupAll = (host: string) => Promise<{ address: string }[]>;
-
-const systemLookup: LookupAll = (host) => dnsLookup(host, { all: true });
-
-/** After DNS: a host name that resolves to a refused address is refused. `lookup` is injectable for tests. */
-export async function checkResolvedHost(raw: string, what: string, lookup: LookupAll = systemLookup): Promise<void> {
-  const parsed = parseSourceUrl(raw);
-  if (!parsed.host || isIP(parsed.host)) return;
-  let addresses: { address: string }[];
-  try {
-    addresses = await lookup(parsed.host);
-  } catch {
-    return; // Unresolvable: the fetch itself fails with a clearer error.
-  }
-  const bad = addresses.find((a) => isForbiddenAddress(a.address));
-  if (bad) throw new AddressRefused(what, parsed.host, bad.address, `${what}: host ${parsed.host} resolves to ${bad.address}, a link-local or cloud metadata address; refused`);
-}
-
-/**
- * A `lookup` for node:http/https and net.connect that refuses link-local / metadata answers at connect time, so a
- * DNS answer that changes between the check and the connection (rebinding) gains nothing.
- */
-export function guardedLookup(
-  hostname: string,
-  options: { all?: boolean; family?: number } | number,
-  callback: (err: NodeJS.ErrnoException | null, address: string | { address: string; family: number }[], family?: number) => void,
-): void {
-  const opts = typeof options === 'number' ? { family: options } : options;
-  dnsLookup(hostname, { all: true, family: opts.family as 0 | 4 | 6 | undefined }).then(
-    (all) => {
-      const bad = all.find((a) => isForbiddenAddress(a.address));
-      if (bad) {
-        const err = new Error(`host ${hostname} resolves to ${bad.address}, a link-local or cloud metadata address; refused`) as NodeJS.ErrnoException;
-        err.code = 'EREFUSEDADDRESS';
-        return callback(err, '', 0);
-      }
-      if (opts.all) return callback(null, all);
-      callback(null, all[0].address, all[0].family);
-    },
-    (err: NodeJS.ErrnoException) => callback(err, '', 0),
-  );
 }
 
 /** Removes `user:password@` from URLs in free text (log lines, error messages). */

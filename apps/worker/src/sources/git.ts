@@ -1,7 +1,8 @@
 import { readdir } from 'node:fs/promises';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
 import { runGit, splitUrlCredentials, type GitCredentials, type RunGitOptions } from '@imgbuilder/common/git';
-import { checkGitConfig, checkResolvedHost, checkSourceUrl, SECRET_GIT_CONFIG } from '@imgbuilder/common/source-policy';
+import { checkGitConfig, checkSourceUrl, parseSourceUrl, SECRET_GIT_CONFIG } from '@imgbuilder/common/source-policy';
+import { checkResolvedUrl } from '@imgbuilder/common/fetch-policy';
 import { asWriteError, inside, mkdirInside } from './context-fs.js';
 import { httpGet, readBody } from './http-get.js';
 import type { InitializerContext, RunState } from './initializer-context.js';
@@ -9,10 +10,14 @@ import { asSource, SourceError } from './source-error.js';
 
 const GIT_TIMEOUT_MS = 15 * 60_000;
 
-/** The remote passes the source policy, by name and by what its host resolves to. */
+/**
+ * The remote passes the source and fetch policies, by name and by what its host resolves to now. Git's own
+ * connections (redirects included) are checked again by the fetch proxy runGit puts them through.
+ */
 export async function checkRemote(url: string, what: string, allowLocal: boolean): Promise<void> {
   asSource(() => checkSourceUrl(url, what, allowLocal));
-  await checkResolvedHost(url, what).catch((e: Error) => {
+  if (parseSourceUrl(url).kind === 'local') return;
+  await checkResolvedUrl(url, what).catch((e: Error) => {
     throw new SourceError(e.message);
   });
 }
@@ -33,7 +38,7 @@ async function fetchCredentials(git: GitInitializer, ctx: InitializerContext, in
   if (auth === GitAuthMethod.BASIC_AUTH_OTS) {
     if (!sealed.ots) throw new SourceError('git authentication BASIC_AUTH_OTS needs auth_ots');
     // The OTS URL is a bearer secret itself: errors name neither it nor its answer.
-    const res = await httpGet(sealed.ots, 'git auth_ots', ctx.signal, 30_000).catch((err: Error) => {
+    const res = await httpGet(sealed.ots, 'git auth_ots', ctx.signal, 30_000, 5, { showPath: false }).catch((err: Error) => {
       throw new SourceError(`cannot fetch the one-time git secret: ${err.message}`);
     });
     const body = await readBody(res, 64 * 1024).catch((err: Error) => {
@@ -57,7 +62,7 @@ export async function gitOptions(git: GitInitializer, ctx: InitializerContext, s
   ctx.addSecrets(Object.entries(config).filter(([k]) => SECRET_GIT_CONFIG.test(k)).map(([, v]) => v));
   const credentials = await credentialsFor(git, ctx, state, index);
   if (credentials?.password) ctx.addSecrets([credentials.password]);
-  return { cwd, credentials, config, allowFile: ctx.allowLocal, signal: ctx.signal, timeoutMs: GIT_TIMEOUT_MS };
+  return { cwd, credentials, config, allowFile: ctx.allowLocal, signal: ctx.signal, timeoutMs: GIT_TIMEOUT_MS, what: 'git remote_uri' };
 }
 
 /** What to fetch: the commit (REMOTE_COMMIT, or the one the API pinned), else the branch; LOCAL_BRANCH starts at HEAD. */
