@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { AddressRefused, SourceRefused } from '@imgbuilder/common/errors';
+import { SourceRefused } from '@imgbuilder/common/errors';
+import { checkRegistryHost } from '@imgbuilder/common/fetch-policy';
 import { parseImageRef, registryHost } from '@imgbuilder/common/image-ref';
-import { checkResolvedHost, checkSourceUrl } from '@imgbuilder/common/source-policy';
 import { httpGet } from '../sources/http-get.js';
 import { SourceError } from '../sources/source-error.js';
 import { imageUsesOf, type ImageUse } from './dockerfile-bases.js';
@@ -323,12 +323,7 @@ const ADD_FETCH_TIMEOUT_MS = 10 * 60_000;
 
 /** Refuses an image whose registry host the fetch policy refuses (the installation's own registries always pass). */
 export async function checkImageRegistry(host: string, image: string): Promise<void> {
-  const what = `image ${image}`;
-  try {
-    checkSourceUrl(`https://${host}/`, what, false);
-    await checkResolvedHost(`https://${host}/`, what);
-  } catch (err) {
-    if (err instanceof SourceRefused || err instanceof AddressRefused) throw new SourceError(err.message);
-    throw err;
-  }
+  await checkRegistryHost(host, `image ${image}`).catch((err: unknown) => {
+    throw err instanceof SourceRefused ? new SourceError(err.message) : err;
+  });
 }
