@@ -1,5 +1,8 @@
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
@@ -9,6 +12,11 @@ import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { freePort, startStack, type Stack } from '../support/stack.js';
 import { manifestPuts as countManifestPuts } from '../support/scenarios.js';
+import { allowTestServers } from '../support/fetch-allow.js';
+import { prepareContext } from '../../apps/worker/src/build-context.js';
+import { ClassicBuilder } from '../../apps/worker/src/builder/classic-builder.js';
+import { checkImageRegistry, fetchAddSource, rewriteDockerfile } from '../../apps/worker/src/builder/dockerfile-rewrite.js';
+import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 
 let stack: Stack;
 let git: GitServer;
@@ -264,6 +272,38 @@ describe('what the engine fetches and shares on a build\'s behalf', () => {
       expect(seen.sort()).toEqual(['/data.tgz', '/dl/tool.sh']);
     } finally {
       server.close();
+    }
+  });
+
+  it('the classic builder gets the same rewrite: the fetched file comes from the context, --chown applies, mode 0600', async () => {
+    allowTestServers(); // This process's own fetches (the rewrite runs in-process here) may reach the test server.
+    const server = createHttpServer((req, res) => res.writeHead(req.url === '/tool.sh' ? 200 : 404).end('echo classic-tool-ran\n'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-classic-add-'));
+    const tag = `imgbuilder-test-classic-add:${Math.random().toString(36).slice(2)}`;
+    const engine = new DockerEngine(createDocker(stack.env.DOCKER_HOST), 'test');
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/tool.sh`;
+      writeFileSync(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\nADD --chown=7:8 ${url} /opt/\nRUN stat -c '%a %u:%g %n' /opt/tool.sh && sh /opt/tool.sh\n`);
+      mkdirSync(join(dir, 'add'));
+      const given = await prepareContext(dir, 'Dockerfile', '', { maxBytes: 1 << 20, maxFiles: 10 });
+      const df = await rewriteDockerfile(given.dockerfileText, {
+        frontends: ['docker/dockerfile'],
+        checkRegistry: checkImageRegistry,
+        fetch: (u, file, max) => fetchAddSource(u, file, max, AbortSignal.timeout(10_000)),
+        cacheNamespace: 'test',
+        dir: join(dir, 'add'),
+        maxBytes: 1 << 20,
+        log: () => undefined,
+      });
+      const ctx = given.withGenerated(df.text, df.files);
+      let out = '';
+      await new ClassicBuilder(engine).build(ctx.tar(), { tag, dockerfile: ctx.dockerfile, registryconfig: {}, signal: AbortSignal.timeout(60_000) }, (t) => (out += t));
+      expect(out).toContain('600 7:8 /opt/tool.sh');
+      expect(out).toContain('classic-tool-ran');
+    } finally {
+      server.close();
+      await engine.docker.getImage(tag).remove().catch(() => undefined);
     }
   });
 
