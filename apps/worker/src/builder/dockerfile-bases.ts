@@ -1,4 +1,4 @@
-import { flagValue, mountFields, parseDockerfile, safeExpand, scopeInstructions, type ParsedDockerfile } from './dockerfile-parse.js';
+import { flagValue, goLower, mountFields, parseDockerfile, safeExpand, scopeInstructions, type ParsedDockerfile } from './dockerfile-parse.js';
 
 /** An image a Dockerfile makes the engine pull: a stage's base, `COPY --from=<image>` or `RUN --mount=from=<image>`. */
 export interface ImageUse {
@@ -23,7 +23,7 @@ export function imageUsesOf(parsed: ParsedDockerfile): ImageUse[] {
   const add = (word: string, lookup: typeof global, where: string, line: number) => {
     const e = safeExpand(word, parsed.escape, lookup);
     if (!e) return;
-    if (e.unknownAt === undefined && (e.value === 'scratch' || stageNames.has(e.value.toLowerCase()) || !e.value)) return;
+    if (e.unknownAt === undefined && (e.value === 'scratch' || stageNames.has(goLower(e.value)) || !e.value)) return;
     uses.push({ image: e.value, word, ...(e.unknownAt === undefined ? {} : { unknownAt: e.unknownAt }), where, line });
   };
   for (const { instruction: ins, lookup } of items) {

@@ -32,6 +32,18 @@ export interface ParsedDockerfile {
 const HEREDOC_KEYWORDS = new Set(['RUN', 'COPY', 'ADD']);
 const DIRECTIVE = /^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$/;
 
+/**
+ * The engine trims with Go's unicode.IsSpace, which also counts U+0085; JavaScript's \s counts U+FEFF besides. The
+ * worker trims by both, so it sees every instruction the engine sees (and perhaps more, which the engine refuses).
+ */
+const SPACE = /[\s\u0085]/;
+const trimStart = (s: string) => s.replace(/^[\s\u0085]+/, '');
+
+/** Go's strings.ToLower, as far as it matters here: it also maps U+0130 (İ) to `i` and the Kelvin sign to `k`. */
+export function goLower(s: string): string {
+  return s.replace(/\u0130/g, 'i').replace(/\u212A/g, 'k').toLowerCase();
+}
+
 /** The lines of a Dockerfile as the engine's scanner splits them (a leading byte-order mark dropped). */
 export function dockerfileLines(text: string): string[] {
   return text.replace(/^\uFEFF/, '').split('\n').map((l) => l.replace(/\r$/, ''));
@@ -42,7 +54,7 @@ export function leadingDirectives(lines: string[], comment = '#'): { key: string
   const re = comment === '#' ? DIRECTIVE : /^\/\/\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$/;
   const out: { key: string; value: string; line: number }[] = [];
   for (let i = 0; i < lines.length; i++) {
-    const m = re.exec(lines[i].trimStart());
+    const m = re.exec(trimStart(lines[i]));
     if (!m) break;
     out.push({ key: m[1].toLowerCase(), value: m[2], line: i });
   }
@@ -75,7 +87,7 @@ export function parseDockerfile(text: string, opts: { heredocs: boolean }): Pars
   const continued = new RegExp(`${escape === '\\' ? '\\\\' : '`'}[ \\t]*$`);
   const instructions: Instruction[] = [];
   for (let i = 0; i < lines.length; i++) {
-    const first = lines[i].trimStart();
+    const first = trimStart(lines[i]);
     if (!first || first.startsWith('#')) continue;
     const startLine = i;
     let line = first;
@@ -84,22 +96,25 @@ export function parseDockerfile(text: string, opts: { heredocs: boolean }): Pars
     while (open && i + 1 < lines.length) {
       const next = lines[++i];
       // Comment and empty lines inside a continuation are dropped, as the engine does.
-      if (/^\s*#/.test(next) || !next.trim()) continue;
+      if (/^[\s\u0085]*#/.test(next) || !trimStart(next)) continue;
       open = continued.test(next);
       line += open ? next.replace(continued, '') : next;
     }
     const endLine = i;
-    const m = /^(\S+)\s*([\s\S]*)$/.exec(line.trim());
+    const m = /^([^\s\u0085]+)[\s\u0085]*([\s\S]*)$/.exec(trimStart(line));
     if (!m) continue;
-    const keyword = m[1].toUpperCase();
+    const keyword = goLower(m[1]).toUpperCase();
     const { flags, rest } = extractFlags(m[2]);
     const heredocs = opts.heredocs && HEREDOC_KEYWORDS.has(keyword) ? heredocsOf(rest) : [];
     for (const doc of heredocs) {
-      // The body runs to a line that is the delimiter (`<<-` also strips leading tabs).
-      while (i + 1 < lines.length) {
+      // The body runs to a line that is the delimiter (`<<-` also strips leading tabs). The engine refuses a body
+      // that never ends; so does the worker, whose reading would otherwise differ from the engine's.
+      let ended = false;
+      while (!ended && i + 1 < lines.length) {
         const body = lines[++i];
-        if (body === doc.name || (doc.chomp && body.replace(/^\t+/, '') === doc.name)) break;
+        ended = body === doc.name || (doc.chomp && body.replace(/^\t+/, '') === doc.name);
       }
+      if (!ended) throw new DockerfileSyntaxError(`unterminated here-document ${JSON.stringify(doc.name)} opened on line ${startLine + 1}`);
     }
     instructions.push({ keyword, startLine, endLine, bodyEndLine: i, flags, rest, heredocs: heredocs.map((d) => d.name) });
   }
@@ -114,14 +129,14 @@ export function extractFlags(args: string): { flags: string[]; rest: string } {
   const flags: string[] = [];
   let pos = 0;
   for (;;) {
-    while (pos < args.length && /\s/.test(args[pos])) pos++;
+    while (pos < args.length && SPACE.test(args[pos])) pos++;
     if (!args.startsWith('--', pos)) return { flags, rest: args.slice(pos) };
     let word = '';
     let quote = '';
     let blankOk = false;
     for (; pos < args.length; pos++) {
       let ch = args[pos];
-      if (!quote && /\s/.test(ch)) break;
+      if (!quote && SPACE.test(ch)) break;
       if (!quote && (ch === '"' || ch === "'")) {
         quote = ch;
         blankOk = true;
@@ -154,7 +169,12 @@ function heredocsOf(rest: string): { name: string; chomp: boolean }[] {
   const out: { name: string; chomp: boolean }[] = [];
   for (const word of rest.split(/\s+/)) {
     const m = /^\d*<<(-?)([^<]+)$/.exec(word);
-    if (m) out.push({ chomp: m[1] === '-', name: m[2].replace(/^(["'])(.*)\1$/, '$2') });
+    if (!m) continue;
+    // A delimiter ending in an escape character makes its last line a continuation to readers without
+    // here-documents, hiding the next line from them: such delimiters are refused, not guessed at.
+    if (/[\\`]/.test(m[2])) throw new DockerfileSyntaxError(`here-document delimiter ${word}: escape characters in delimiters are not supported`);
+    // The engine reads the delimiter as a shell word: quotes go, variables are empty.
+    out.push({ chomp: m[1] === '-', name: expandWord(m[2], '\\', () => '').value });
   }
   return out;
 }
@@ -308,14 +328,14 @@ export function scopeInstructions(parsed: ParsedDockerfile): Scopes {
     if (keyword === 'FROM') {
       const words = rest.trim().split(/\s+/);
       const image = safeExpand(words[0] ?? '', parsed.escape, global);
-      const parent = image?.unknownAt === undefined ? stageNames.get((image?.value ?? '').toLowerCase()) : undefined;
+      const parent = image?.unknownAt === undefined ? stageNames.get(goLower(image?.value ?? '')) : undefined;
       const from = parent === undefined ? undefined : stages[parent];
       current = from
         ? { env: new Map(from.env), args: new Map(from.args), complete: from.complete }
         : { env: new Map(), args: new Map(), complete: image?.value === 'scratch' && image.unknownAt === undefined };
       stages.push(current);
       const index = stages.length - 1;
-      if (words[1]?.toUpperCase() === 'AS' && words[2]) stageNames.set(words[2].toLowerCase(), index);
+      if (words[1]?.toUpperCase() === 'AS' && words[2]) stageNames.set(goLower(words[2]), index);
       stageNames.set(String(index), index);
       items.push({ instruction, stage: index, lookup: global });
       continue;
@@ -371,7 +391,7 @@ function shellWords(text: string): string[] {
 export function mountFields(value: string): { key: string; value?: string }[] {
   return csvRecord(value).map((field) => {
     const eq = field.indexOf('=');
-    return eq < 0 ? { key: field.toLowerCase() } : { key: field.slice(0, eq).toLowerCase(), value: field.slice(eq + 1) };
+    return eq < 0 ? { key: goLower(field) } : { key: goLower(field.slice(0, eq)), value: field.slice(eq + 1) };
   });
 }
 

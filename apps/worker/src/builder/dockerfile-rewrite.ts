@@ -12,6 +12,7 @@ import { checkFrontends } from './dockerfile-frontends.js';
 import {
   DockerfileSyntaxError,
   extractFlags,
+  goLower,
   flagText,
   mountFields,
   mountText,
@@ -237,7 +238,7 @@ function namespacedMount(flag: string, ns: string): string {
     return flag; // The engine refuses it too.
   }
   const last = (...keys: string[]) => fields.filter((f) => keys.includes(f.key)).pop()?.value;
-  if ((last('type') ?? 'bind') !== 'cache') return flag;
+  if (goLower(last('type') ?? 'bind') !== 'cache') return flag;
   const id = last('id') || last('target', 'dst', 'destination');
   if (!id || id.startsWith(`${ns}-`)) return flag;
   return `--mount=${mountText([...fields.filter((f) => f.key !== 'id'), { key: 'id', value: `${ns}-${id}` }])}`;
@@ -253,8 +254,8 @@ function verify(readings: ParsedDockerfile[], ns: string): void {
     for (const { instruction: ins, lookup } of scopeInstructions(parsed).items) {
       const where = `Dockerfile line ${ins.startLine + 1}`;
       if (ins.keyword === 'ONBUILD') {
-        const m = /^(\S+)\s*([\s\S]*)$/.exec(ins.rest.trim());
-        if (m?.[1].toUpperCase() !== 'ADD') continue;
+        const m = /^([^\s\u0085]+)[\s\u0085]*([\s\S]*)$/.exec(ins.rest.trim());
+        if (!m || goLower(m[1]) !== 'add') continue;
         // The trigger runs in a later build, with variables and a context the worker never sees.
         for (const word of pathArgs(extractFlags(m[2]).rest).words.slice(0, -1)) {
           if (classifyAddSource(word, parsed.escape, () => undefined).kind !== 'local') throw new SourceError(`ONBUILD ADD ${word} (${where}): later builds FROM this image would make the engine fetch it on its own; refused`);
