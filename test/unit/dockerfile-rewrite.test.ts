@@ -72,6 +72,19 @@ describe('ADD <url> is fetched by the worker and copied from the context', () =>
     expect(ok.lines).toEqual(['FROM busybox', 'RUN <<EOF', 'echo add it', 'EOF', 'COPY .imgbuilder-add/0/file /z']);
   });
 
+  it('reads here-document delimiters, whitespace and keyword case as the engine does, and refuses what it cannot read alike', async () => {
+    const quoted = await rewrite(['FROM busybox', "RUN <<'EOF'", 'echo x', 'EOF', 'ADD https://example.com/q /q']);
+    expect(quoted.lines[4]).toBe('COPY .imgbuilder-add/0/file /q');
+    // Readers without here-documents would join `EOF\` with the next line and never see that ADD.
+    await expect(rewrite(['FROM busybox', "RUN <<E'OF\\'", 'x', 'EOF\\', 'ADD http://127.0.0.1:9/x /x'])).rejects.toThrow(/escape characters in delimiters/);
+    await expect(rewrite(['FROM busybox', 'RUN <<EOF', 'ADD http://127.0.0.1:9/x /x'])).rejects.toThrow(/unterminated here-document "EOF"/);
+    const spaced = await rewrite(['FROM busybox', '\u0085ADD https://example.com/nel /nel']);
+    expect(spaced.fetched).toEqual(['https://example.com/nel']);
+    await expect(rewrite(['FROM busybox', 'ONBU\u0130LD ADD http://127.0.0.1:9/x /x'])).rejects.toThrow(/ONBUILD ADD/);
+    const upper = await rewrite(['FROM busybox', 'RUN --mount=TYPE=CACHE,target=/c true']);
+    expect(upper.lines[1]).toBe(`RUN --mount=type=CACHE,target=/c,id=${NS}-/c true`);
+  });
+
   it('reads continuation lines, comments inside them and the escape directive as the engine does', async () => {
     const r = await rewrite(['# escape=`', 'FROM busybox', 'ADD `', '# a comment', '  https://example.com/c /c', 'RUN echo done']);
     expect(r.lines).toEqual(['# escape=`', 'FROM busybox', 'COPY .imgbuilder-add/0/file /c', '', '', 'RUN echo done']);
