@@ -74,7 +74,7 @@ export interface RewriteOptions {
  */
 export async function rewriteDockerfile(text: string, opts: RewriteOptions): Promise<DockerfileRewrite> {
   checkFrontends(text, opts.frontends);
-  const readings = readings_(text);
+  const readings = readBothWays(text);
   await checkRegistries(readings, opts.checkRegistry);
   const [parsed] = readings;
   const { items } = scopeInstructions(parsed);
@@ -108,7 +108,7 @@ export async function rewriteDockerfile(text: string, opts: RewriteOptions): Pro
     for (let i = start + 1; i <= r.endLine; i++) lines[i] = '';
   }
   const rewritten = lines.join('\n');
-  verify(readings_(rewritten), opts.cacheNamespace);
+  verify(readBothWays(rewritten), opts.cacheNamespace);
   return { text: rewritten, files, changed: true };
 }
 
@@ -118,7 +118,7 @@ export function cacheNamespace(caller: string): string {
 }
 
 /** The Dockerfile with and without here-documents: different engines read it these two ways. */
-function readings_(text: string): [ParsedDockerfile, ParsedDockerfile] {
+function readBothWays(text: string): [ParsedDockerfile, ParsedDockerfile] {
   try {
     return [parseDockerfile(text, { heredocs: true }), parseDockerfile(text, { heredocs: false })];
   } catch (err) {
