@@ -158,7 +158,7 @@ export class BuildRunner {
       await reporter.close();
     };
     try {
-      reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
+      reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy}${job.tokenName ? `, token ${job.tokenName}` : ''})` : ''}`);
       if (sealRefused) throw new SecretsUnsealable(sealRefused);
       for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
