@@ -38,6 +38,12 @@ import { startStack, type Stack } from '../support/stack.js';
 const MAX_CONTEXT_FILES = 40;
 const LISTED_BUCKET = `listed-${randomBytes(3).toString('hex')}`;
 
+/**
+ * Servers this file starts inside its tests listen here. The stack's fetch policy allows this address, and the git and
+ * source servers by host:port, but not 127.0.0.1 as a whole: that is where the fetch policy's canary listens.
+ */
+const TEST_LOOPBACK = '127.0.0.2';
+
 let stack: Stack;
 let git: GitServer;
 let src: SourceServer;
@@ -45,20 +51,19 @@ let api: ImageBuilderClient;
 let objects: ObjectStore;
 
 beforeAll(async () => {
-  [stack, git] = await Promise.all([
-    startStack({
-      apis: 1,
-      workers: 1,
-      env: {
-        IMGBUILDER_MAX_CONTEXT_FILES: String(MAX_CONTEXT_FILES),
-        IMGBUILDER_LS_REMOTE_CONCURRENCY: '2',
-        IMGBUILDER_LS_REMOTE_TIMEOUT: '2s',
-        IMGBUILDER_SNAPSHOT_SOURCES: `${LISTED_BUCKET},other-bucket/team-a/`,
-      },
-    }),
-    GitServer.start(),
-  ]);
+  git = await GitServer.start();
   src = await SourceServer.start(git.root, 'user', 'password');
+  stack = await startStack({
+    apis: 1,
+    workers: 1,
+    env: {
+      IMGBUILDER_MAX_CONTEXT_FILES: String(MAX_CONTEXT_FILES),
+      IMGBUILDER_LS_REMOTE_CONCURRENCY: '2',
+      IMGBUILDER_LS_REMOTE_TIMEOUT: '2s',
+      IMGBUILDER_SNAPSHOT_SOURCES: `${LISTED_BUCKET},other-bucket/team-a/`,
+      IMGBUILDER_FETCH_ALLOW: `${TEST_LOOPBACK}/32,127.0.0.1:${git.port},127.0.0.1:${src.port}`,
+    },
+  });
   api = connect(stack.apiAddrs[0]);
   objects = new ObjectStore(objectStoreOptions(loadEnv(stack.env)));
 });
@@ -188,8 +193,11 @@ describe('snapshots come from allowed places only', () => {
   });
 });
 
-/** A TCP server that accepts connections and never answers: a git remote that hangs. Tracks open connections. */
-async function blackHole(): Promise<{ stop: () => void; port: number; seen: () => number; peak: () => number; waitSeen: (n: number, ms: number) => Promise<void> }> {
+/**
+ * A TCP server that accepts connections and never answers: a git remote that hangs. Tracks open connections. With
+ * `reset`, a canary that counts who connects and resets them at once (a leak then fails fast instead of hanging).
+ */
+async function blackHole(address = TEST_LOOPBACK, reset = false): Promise<{ stop: () => void; host: string; seen: () => number; peak: () => number; waitSeen: (n: number, ms: number) => Promise<void> }> {
   const open = new Set<Socket>();
   const all = new Set<Socket>();
   let seen = 0;
@@ -203,11 +211,12 @@ async function blackHole(): Promise<{ stop: () => void; port: number; seen: () =
     // The peer going away (git killed at its timeout) ends the connection: 'end' comes first, 'close' after.
     s.on('end', () => open.delete(s)).on('close', () => open.delete(s));
     s.on('error', () => undefined);
-    s.resume();
+    if (reset) s.resetAndDestroy();
+    else s.resume();
     for (const w of waiters) w();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.listen(0, address, resolve));
+  const host = `${address}:${(server.address() as { port: number }).port}`;
   const waitSeen = (n: number, ms: number) =>
     new Promise<void>((resolve, reject) => {
       const check = () => {
@@ -224,14 +233,14 @@ async function blackHole(): Promise<{ stop: () => void; port: number; seen: () =
     for (const s of all) s.destroy();
     server.close();
   };
-  return { stop, port, seen: () => seen, peak: () => peak, waitSeen };
+  return { stop, host, seen: () => seen, peak: () => peak, waitSeen };
 }
 
 describe('one request cannot spawn unbounded work', () => {
   it('more initializers, deeper composites, more download files than allowed: INVALID_ARGUMENT naming the variable; no ls-remote ran', async () => {
     const hole = await blackHole();
     try {
-      const gits = Array.from({ length: 100 }, (_, i) => gitInit({ remoteUri: `git://127.0.0.1:${hole.port}/r${i}`, checkoutLocation: `c${i}` }));
+      const gits = Array.from({ length: 100 }, (_, i) => gitInit({ remoteUri: `git://${hole.host}/r${i}`, checkoutLocation: `c${i}` }));
       await refusedByApi(fileSource(composite(...gits)), /build source has more than 64 initializers \(IMGBUILDER_MAX_INITIALIZERS=64\)/);
       let deep = emptyInit;
       for (let i = 0; i < 9; i++) deep = composite(deep);
@@ -247,7 +256,7 @@ describe('one request cannot spawn unbounded work', () => {
   it('ls-remote runs at most IMGBUILDER_LS_REMOTE_CONCURRENCY at a time, bounded by IMGBUILDER_LS_REMOTE_TIMEOUT; the API stays usable', async () => {
     const hole = await blackHole();
     try {
-      const gits = Array.from({ length: 6 }, (_, i) => gitInit({ remoteUri: `git://127.0.0.1:${hole.port}/hang-${rand()}-${i}`, checkoutLocation: `c${i}` }));
+      const gits = Array.from({ length: 6 }, (_, i) => gitInit({ remoteUri: `git://${hole.host}/hang-${rand()}-${i}`, checkoutLocation: `c${i}` }));
       await expect(resolveWorkspace(api, { source: fileSource(composite(...gits)) })).rejects.toMatchObject({
         code: status.UNAVAILABLE,
         details: expect.stringMatching(/timed out|too many git remotes are being resolved at once \(IMGBUILDER_LS_REMOTE_CONCURRENCY=2\); retry shortly/),
@@ -394,11 +403,12 @@ describe('registry tokens and redirects', () => {
   const manifest = { 'docker-content-digest': DIGEST, 'content-type': 'application/vnd.docker.distribution.manifest.v2+json' };
   const basic = (user: string, pw: string) => `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}`;
   const additional = (host: string, user: string, pw: string) => ({ additional: { [host]: Buffer.from(`${user}:${pw}`).toString('base64') } });
+  const fakeRegistry = (handler: Parameters<typeof FakeRegistry.start>[0]) => FakeRegistry.start(handler, TEST_LOOPBACK);
 
   it('a cached bearer token is never handed to the same user name with another password', async () => {
     const good = `good-${rand()}`;
     let registry: FakeRegistry | undefined;
-    registry = await FakeRegistry.start((req, reply) => {
+    registry = await fakeRegistry((req, reply) => {
       if (req.path.startsWith('/token')) {
         if (req.headers.authorization === basic('oauth2accesstoken', good)) return reply(200, { 'content-type': 'application/json' }, JSON.stringify({ token: 'tok-good', expires_in: 300 }));
         return reply(401);
@@ -417,14 +427,14 @@ describe('registry tokens and redirects', () => {
   });
 
   it('no Authorization on a redirect to another origin; a token realm outside the URL policy is not fetched', async () => {
-    const target = await FakeRegistry.start((_req, reply) => reply(200, manifest));
+    const target = await fakeRegistry((_req, reply) => reply(200, manifest));
     let origin: FakeRegistry | undefined;
-    origin = await FakeRegistry.start((req, reply) => {
+    origin = await fakeRegistry((req, reply) => {
       if (req.headers.authorization !== basic('u', 'pw')) return reply(401, { 'www-authenticate': 'Basic realm="fake"' });
       reply(307, { location: `http://${target.host}${req.path}` });
     });
-    const realmHits = await FakeRegistry.start((_req, reply) => reply(200, { 'content-type': 'application/json' }, '{"token":"t"}'));
-    const badRealm = await FakeRegistry.start((_req, reply) => reply(401, { 'www-authenticate': `Bearer realm="http://0.0.0.0:${realmHits.port}/token",service="fake"` }));
+    const realmHits = await fakeRegistry((_req, reply) => reply(200, { 'content-type': 'application/json' }, '{"token":"t"}'));
+    const badRealm = await fakeRegistry((_req, reply) => reply(401, { 'www-authenticate': `Bearer realm="http://0.0.0.0:${realmHits.port}/token",service="fake"` }));
     try {
       await expect(resolveBase(api, { ref: `${origin.host}/team/image:latest`, auth: additional(origin.host, 'u', 'pw') })).resolves.toMatchObject({ ref: expect.stringContaining(DIGEST) });
       expect(target.requests.length).toBeGreaterThan(0);
@@ -432,12 +442,51 @@ describe('registry tokens and redirects', () => {
 
       await expect(resolveBase(api, { ref: `${badRealm.host}/team/image:latest`, auth: additional(badRealm.host, 'u', 'pw') })).rejects.toMatchObject({
         code: status.FAILED_PRECONDITION,
-        details: expect.stringMatching(/token service of registry 127\.0\.0\.1:\d+: address 0\.0\.0\.0 is link-local or a cloud metadata endpoint and is refused/),
+        details: expect.stringMatching(/token service of registry 127\.0\.0\.2:\d+: http:\/\/0\.0\.0\.0:\d+\/token is refused by the fetch policy \(0\.0\.0\.0 is unspecified/),
       });
       expect(realmHits.requests).toHaveLength(0);
     } finally {
       for (const r of [target, origin, realmHits, badRealm]) r.stop();
     }
+  });
+});
+
+describe('the fetch policy: nothing fetched for a build reaches a loopback port that is not allowed (issue 20)', () => {
+  // The canary is where the engine's API, Redis or the object store would be: 127.0.0.1, on a port not allowed.
+  let canary: Awaited<ReturnType<typeof blackHole>>;
+  beforeAll(async () => {
+    canary = await blackHole('127.0.0.1', true);
+  });
+  afterAll(() => canary?.stop());
+  const REFUSED = /is refused by the fetch policy \(.*IMGBUILDER_FETCH_ALLOW/;
+  const port = () => canary.host.split(':')[1];
+
+  it('downloads, git remotes and image refs naming it, by address or as localhost: INVALID_ARGUMENT, no connection', async () => {
+    const digest = sha256('x');
+    await refusedByApi(fileSource(downloadInit([{ url: `http://${canary.host}/images/x/get?token=secret`, filePath: 'Dockerfile', digest }])), /^download url: http:\/\/127\.0\.0\.1:\d+\/images\/x\/get is refused by the fetch policy \(127\.0\.0\.1 is loopback; IMGBUILDER_FETCH_ALLOW/);
+    await refusedByApi(fileSource(downloadInit([{ url: `http://localhost:${port()}/x`, filePath: 'Dockerfile', digest }])), /localhost resolves to 127\.0\.0\.1; 127\.0\.0\.1 is loopback/);
+    await refusedByApi(fileSource(gitInit({ remoteUri: `git://${canary.host}/repo` })), REFUSED);
+    // A branch would be resolved with ls-remote at the API: the name is checked first.
+    await refusedByApi(fileSource(gitInit({ remoteUri: `http://localhost:${port()}/repo.git`, targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: 'main' })), REFUSED);
+    for (const ref of [`${canary.host}/x:y`, `localhost:${port()}/x:y`]) {
+      await expect(resolveBase(api, { ref }), ref).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(/^cannot resolve image .* is refused by the fetch policy \(127\.0\.0\.1 is loopback/) });
+    }
+    expect(canary.seen()).toBe(0);
+  });
+
+  it('redirects from an allowed server to it: done_failure naming the URL without its query, or INVALID_ARGUMENT from ls-remote; no connection', async () => {
+    const download = src.redirect(`/r/${rand()}`, `http://localhost:${port()}/images/x/get?sig=secret`);
+    const repo = `/redirected-${rand()}`;
+    src.redirect(`${repo}/info/refs`, `http://${canary.host}/repo/info/refs?service=git-upload-pack`);
+    const pinned = gitInit({ remoteUri: src.base + repo, targetMode: CloneTargetMode.REMOTE_COMMIT, cloneTaget: 'c'.repeat(40) });
+    const [viaDownload, viaGit] = await Promise.all([build(api, { source: fileSource(downloadInit([{ url: download, filePath: 'Dockerfile', digest: sha256('x') }])) }), build(api, { source: fileSource(pinned) })]);
+    expect(lastOf(viaDownload)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/^build failed: .*download of Dockerfile \(redirect\): http:\/\/localhost:\d+\/images\/x\/get is refused by the fetch policy/) });
+    expect(lastOf(viaDownload).message).not.toContain('secret');
+    expect(lastOf(viaGit)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/^build failed: .*git remote_uri: http:\/\/127\.0\.0\.1:\d+\/repo\/info\/refs is refused by the fetch policy/) });
+    // The same remote followed by the API's ls-remote (a branch to resolve).
+    const branch = gitInit({ remoteUri: src.base + repo, targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: 'main' });
+    await expect(resolveWorkspace(api, { source: fileSource(branch) })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(REFUSED) });
+    expect(canary.seen()).toBe(0);
   });
 });
 

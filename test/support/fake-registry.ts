@@ -18,9 +18,11 @@ export class FakeRegistry {
   private constructor(
     private readonly server: Server,
     readonly port: number,
+    private readonly address: string,
   ) {}
 
-  static async start(handler: (req: SeenRegistryRequest, reply: (status: number, headers?: Record<string, string>, body?: string) => void) => void): Promise<FakeRegistry> {
+  /** `address`: a loopback address to listen on (tests of the fetch policy keep 127.0.0.1 for their canary). */
+  static async start(handler: (req: SeenRegistryRequest, reply: (status: number, headers?: Record<string, string>, body?: string) => void) => void, address = '127.0.0.1'): Promise<FakeRegistry> {
     let self: FakeRegistry | undefined;
     const server = createServer((req, res) => {
       const seen = { method: req.method ?? '', path: req.url ?? '/', headers: req.headers };
@@ -28,13 +30,13 @@ export class FakeRegistry {
       req.resume();
       handler(seen, (status, headers = {}, body = '') => void res.writeHead(status, headers).end(body));
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    self = new FakeRegistry(server, (server.address() as AddressInfo).port);
+    await new Promise<void>((resolve) => server.listen(0, address, resolve));
+    self = new FakeRegistry(server, (server.address() as AddressInfo).port, address);
     return self;
   }
 
   get host(): string {
-    return `127.0.0.1:${this.port}`;
+    return `${this.address}:${this.port}`;
   }
 
   stop(): void {

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
-import { GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
+import { FetchRefused, GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
 import { GitError, lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
-import { FetchRefused } from '@imgbuilder/common/errors';
 import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
 import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';

@@ -156,7 +156,7 @@ export class FetchPolicy {
   }): FetchPolicy {
     const repositories = [env.IMGBUILDER_BASE_REPOSITORY, env.IMGBUILDER_WORKSPACE_REPOSITORY, env.IMGBUILDER_CACHE_REPOSITORY ?? ''];
     // A first part without a dot, colon or "localhost" is a Docker Hub namespace, not a host.
-    const hosts = repositories.map((r) => r.split('/')[0]).filter((h, i) => h && repositories[i].includes('/') && (/[.:]/.test(h) || h === 'localhost'));
+    const hosts = repositories.map((r) => r.split('/')[0]).filter((h) => /[.:]/.test(h) || h === 'localhost');
     return new FetchPolicy({ allow: env.IMGBUILDER_FETCH_ALLOW, deny: env.IMGBUILDER_FETCH_DENY, ownRegistries: hosts });
   }
 
@@ -217,6 +217,9 @@ function refused(t: FetchTarget, address: string, why: string): FetchRefused {
   return new FetchRefused(t.what, t.shown, address, `${t.what}: ${t.shown} is refused by the fetch policy (${why}; ${FETCH_ALLOW_HINT})`);
 }
 
+/** Characters of a URL shown in a message: status messages stay short (client-text.ts). */
+const SHOWN_MAX = 200;
+
 /**
  * Where a URL fetches from. `showPath: false` shows the origin alone, for URLs whose path is a secret (one-time
  * secret URLs). Scp-like `user@host:path` remotes are ssh on port 22.
@@ -227,7 +230,8 @@ export function fetchTargetOf(url: string, what: string, opts: { showPath?: bool
   const u = new URL(url);
   const port = u.port ? Number(u.port) : (DEFAULT_PORTS[u.protocol] ?? 0);
   const path = opts.showPath === false ? '' : u.pathname;
-  return { host: canonicalHost(u.hostname), port, what, shown: `${u.protocol}//${u.host}${path}` };
+  const shown = `${u.protocol}//${u.host}${path}`;
+  return { host: canonicalHost(u.hostname), port, what, shown: shown.length > SHOWN_MAX ? `${shown.slice(0, SHOWN_MAX)}…` : shown };
 }
 
 /** A registry `host[:port]` (an image ref's domain): HTTPS unless the port says otherwise. */

@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -13,7 +13,7 @@ import { fetchPolicy } from './fetch-policy.js';
  * address the way node:http can. Every git run goes through this proxy in the same process instead, which resolves,
  * checks and connects to the checked address: http(s) through `http.proxy` (CONNECT tunnels and forwarded plain
  * requests, so every redirect git follows comes back here), git:// through `core.gitProxy` and ssh through
- * ProxyCommand, both with a small connector program that opens a CONNECT tunnel on its stdin/stdout. Child gits
+ * ProxyCommand, both with a small connector script that opens a CONNECT tunnel on its stdin/stdout. Child gits
  * (submodules) inherit the settings through the environment. Each run has its own token (the proxy's
  * credentials): nothing but this process's runs can use the proxy, and a refusal is told to the run that met it.
  */
@@ -34,29 +34,20 @@ interface Session {
   refused?: FetchRefused;
 }
 
-/** node <connector> <scheme> <host> <port>: a CONNECT tunnel through the proxy, joined to stdin/stdout. */
-const CONNECTOR = `'use strict';
-const net = require('net');
-const [scheme, host, port] = process.argv.slice(2);
-const fail = (text) => { process.stderr.write(text + '\\n'); process.exit(1); };
-const s = net.connect(Number(process.env.IMGBUILDER_FETCH_PROXY_PORT), '127.0.0.1', () => {
-  const target = host.includes(':') ? '[' + host + ']:' + port : host + ':' + port;
-  s.write('CONNECT ' + target + ' HTTP/1.1\\r\\nHost: ' + target + '\\r\\nProxy-Authorization: Basic ' + process.env.IMGBUILDER_FETCH_PROXY_AUTH + '\\r\\nX-Imgbuilder-Scheme: ' + scheme + '\\r\\n\\r\\n');
-});
-let head = Buffer.alloc(0);
-const onHead = (d) => {
-  head = Buffer.concat([head, d]);
-  const end = head.indexOf('\\r\\n\\r\\n');
-  if (end < 0) return;
-  s.off('data', onHead);
-  if (!/^HTTP\\/1\\.[01] 200/.test(head.toString('latin1', 0, 16))) fail('the fetch policy refused ' + scheme + '://' + host + ':' + port);
-  if (head.length > end + 4) process.stdout.write(head.subarray(end + 4));
-  s.pipe(process.stdout);
-  process.stdin.pipe(s);
-};
-s.on('data', onHead);
-s.on('error', (e) => fail('fetch proxy: ' + e.message));
-s.on('close', () => process.exit(0));
+/**
+ * `<scheme>-connect HOST PORT` (git's core.gitProxy, ssh's ProxyCommand): a CONNECT tunnel on stdin/stdout, through
+ * busybox's nc (the image and the local stack install busybox-static; a node process per connection cost ~0.1 s
+ * of CPU). The proxy answers such tunnels with no status line, so nc needs to parse nothing; a refused one is closed.
+ * The host is an argument, never evaluated by the shell. The script ends with nc, keeping none of its caller's pipes:
+ * otherwise, on a refused tunnel, ssh would wait for its output while cat waited for ssh's input.
+ */
+const connector = (scheme: string) => `#!/bin/sh
+case "$1" in *:*) t="[$1]:$2" ;; *) t="$1:$2" ;; esac
+exec 3<&0
+{ printf 'CONNECT %s HTTP/1.1\\r\\nHost: %s\\r\\nProxy-Authorization: Basic %s\\r\\nX-Imgbuilder-Connector: ${scheme}\\r\\n\\r\\n' "$t" "$t" "$IMGBUILDER_FETCH_PROXY_AUTH"; exec cat <&3 3<&-; } |
+  busybox nc 127.0.0.1 "$IMGBUILDER_FETCH_PROXY_PORT" 3<&- &
+exec 0<&- 1>&- 3<&-
+wait $!
 `;
 
 const USER = 'imgbuilder';
@@ -101,18 +92,17 @@ class FetchProxy {
     };
   }
 
-  /** Shell wrappers for the connector: git runs core.gitProxy as `<program> <host> <port>`, without a shell. */
+  /** The connector programs, written once per process: git runs core.gitProxy as `<program> <host> <port>`. */
   private connectorPaths(): { git: string; ssh: string } {
     if (!this.connectors) {
       const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-fetch-proxy-'));
-      writeFileSync(join(dir, 'connect.cjs'), CONNECTOR);
-      const wrapper = (scheme: string) => {
+      const write = (scheme: string) => {
         const path = join(dir, `${scheme}-connect`);
-        writeFileSync(path, `#!/bin/sh\nexec '${process.execPath}' '${join(dir, 'connect.cjs')}' ${scheme} "$@"\n`);
+        writeFileSync(path, connector(scheme));
         chmodSync(path, 0o700);
         return path;
       };
-      this.connectors = { git: wrapper('git'), ssh: wrapper('ssh') };
+      this.connectors = { git: write('git'), ssh: write('ssh') };
     }
     return this.connectors;
   }
@@ -120,9 +110,7 @@ class FetchProxy {
   private sessionOf(req: http.IncomingMessage): Session | undefined {
     const m = /^Basic (.+)$/i.exec(req.headers['proxy-authorization'] ?? '');
     const [user, token] = Buffer.from(m?.[1] ?? '', 'base64').toString().split(':');
-    if (!token || user !== USER) return undefined;
-    for (const [t, s] of this.sessions) if (t.length === token.length && timingSafeEqual(Buffer.from(t), Buffer.from(token))) return s;
-    return undefined;
+    return token && user === USER ? this.sessions.get(token) : undefined;
   }
 
   /** Resolves and checks; a refusal is remembered for the run and answered 403. */
@@ -138,16 +126,19 @@ class FetchProxy {
 
   private async tunnel(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
-    const reply = (status: number, text: string) => socket.end(`HTTP/1.1 ${status} ${text}\r\n${status === 407 ? `Proxy-Authenticate: Basic realm="${USER}"\r\n` : ''}Content-Length: 0\r\n\r\n`);
+    // A connector's tunnel carries git's or ssh's bytes from the first: no status line, and a refusal just closes it.
+    const connectorScheme = req.headers['x-imgbuilder-connector'];
+    const reply = (status: number, text: string) =>
+      connectorScheme ? socket.destroy() : socket.end(`HTTP/1.1 ${status} ${text}\r\n${status === 407 ? `Proxy-Authenticate: Basic realm="${USER}"\r\n` : ''}Content-Length: 0\r\n\r\n`);
     const s = this.sessionOf(req);
     if (!s) return void reply(407, 'Proxy Authentication Required');
     const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(req.url ?? '');
     if (!m) return void reply(400, 'Bad Request');
-    const scheme = String(req.headers['x-imgbuilder-scheme'] ?? 'https').replace(/[^a-z]/g, '');
+    const scheme = String(connectorScheme ?? 'https').replace(/[^a-z]/g, '');
     const t = await this.target(s, m[1], Number(m[2]), `${scheme}://${m[1]}:${m[2]}`);
     if ('status' in t) return void reply(t.status, t.status === 403 ? 'Refused by the fetch policy' : 'Bad Gateway');
     const upstream = net.connect(Number(m[2]), t.address, () => {
-      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (!connectorScheme) socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length) upstream.write(head);
       upstream.pipe(socket);
       socket.pipe(upstream);

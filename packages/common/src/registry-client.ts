@@ -139,9 +139,10 @@ export class RegistryClient {
     const cached = this.tokens.get(tokenKey);
     if (cached) headers.Authorization = `Bearer ${cached}`;
     else if (credentials && this.basicKnown.has(ref.domain)) headers.Authorization = basic(credentials);
-    // The registry host comes from the caller's image ref: it gets the source URL policy, so a ref cannot make this
-    // service (API or worker) talk to a link-local or cloud-metadata address.
-    const policy = `registry ${ref.domain}`;
+    // The registry host comes from the caller's image ref: it gets the URL and fetch policies, so a ref cannot make
+    // this service (API or worker) talk to loopback, a metadata address or a denied range. Refusals say "cannot
+    // resolve image" like every resolver error.
+    const policy = `cannot resolve image ${describe(ref)}: registry ${ref.domain}`;
     let res = await registryFetch(url, { method, headers, timeoutMs: this.timeoutMs, policy });
     if (res.status === 401) {
       await res.body?.cancel();
