@@ -210,7 +210,8 @@ describe('ResolveBaseImage', () => {
   });
 });
 
-describe('what the engine fetches and shares on a build\'s behalf', () => {
+// The builds are independent and small: they run side by side (CI time).
+describe.concurrent('what the engine fetches and shares on a build\'s behalf', () => {
   /** A TCP server on 127.0.0.2 (loopback, outside the stack's IMGBUILDER_FETCH_ALLOW) counting connections. */
   async function canary(): Promise<{ port: number; connections: () => number; close: () => void }> {
     let n = 0;
@@ -222,7 +223,7 @@ describe('what the engine fetches and shares on a build\'s behalf', () => {
     return { port: (server.address() as AddressInfo).port, connections: () => n, close: () => server.close() };
   }
 
-  it('ADD <url>, a syntax frontend and a FROM registry aimed at a loopback canary: done_failure each, zero connections', async () => {
+  it('ADD <url>, a syntax frontend and a FROM registry aimed at a loopback canary: done_failure each, zero connections', async ({ expect }) => {
     const c = await canary();
     try {
       const cases = {
@@ -244,7 +245,7 @@ describe('what the engine fetches and shares on a build\'s behalf', () => {
     }
   });
 
-  it('ADD <url> from an allowed server works: fetched by the worker, --chown/--chmod apply, mode 0600 otherwise, no unpacking, dest-dir rules', async () => {
+  it('ADD <url> from an allowed server works: fetched by the worker, --chown/--chmod apply, mode 0600 otherwise, no unpacking, dest-dir rules', async ({ expect }) => {
     const served = new Map<string, string | Buffer>([['/dl/tool.sh', '#!/bin/sh\necho tool-ran\n'], ['/data.tgz', gzipSync(Buffer.from('not unpacked'))]]);
     const seen: string[] = [];
     const server = createHttpServer((req, res) => {
@@ -275,7 +276,7 @@ describe('what the engine fetches and shares on a build\'s behalf', () => {
     }
   });
 
-  it('the classic builder gets the same rewrite: the fetched file comes from the context, --chown applies, mode 0600', async () => {
+  it('the classic builder gets the same rewrite: the fetched file comes from the context, --chown applies, mode 0600', async ({ expect }) => {
     allowTestServers(); // This process's own fetches (the rewrite runs in-process here) may reach the test server.
     const server = createHttpServer((req, res) => res.writeHead(req.url === '/tool.sh' ? 200 : 404).end('echo classic-tool-ran\n'));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -307,7 +308,7 @@ describe('what the engine fetches and shares on a build\'s behalf', () => {
     }
   });
 
-  it('two callers using the same cache-mount id: the second sees nothing of the first, the first sees its own', async () => {
+  it('two callers using the same cache-mount id: the second sees nothing of the first, the first sees its own', async ({ expect }) => {
     const id = `shared-${Math.random().toString(36).slice(2)}`;
     const mount = `--mount=type=cache,id=${id},target=/c`;
     git.commit('cache-write', { Dockerfile: dockerfile(`${mount} sh -c 'echo secret-of-alice > /c/secret'`) });
