@@ -77,7 +77,9 @@ describe('ADD <url> is fetched by the worker and copied from the context', () =>
     expect(quoted.lines[4]).toBe('COPY .imgbuilder-add/0/file /q');
     // Readers without here-documents would join `EOF\` with the next line and never see that ADD.
     await expect(rewrite(['FROM busybox', "RUN <<E'OF\\'", 'x', 'EOF\\', 'ADD http://127.0.0.1:9/x /x'])).rejects.toThrow(/escape characters in delimiters/);
-    await expect(rewrite(['FROM busybox', 'RUN <<EOF', 'ADD http://127.0.0.1:9/x /x'])).rejects.toThrow(/unterminated here-document "EOF"/);
+    // A body that never ends is no here-document: its lines are instructions, as engines without them read them.
+    const open = await rewrite(['FROM busybox', 'RUN echo $((1 <<2))', 'ADD https://example.com/o /o']);
+    expect(open.lines[2]).toBe('COPY .imgbuilder-add/0/file /o');
     const spaced = await rewrite(['FROM busybox', '\u0085ADD https://example.com/nel /nel']);
     expect(spaced.fetched).toEqual(['https://example.com/nel']);
     await expect(rewrite(['FROM busybox', 'ONBU\u0130LD ADD http://127.0.0.1:9/x /x'])).rejects.toThrow(/ONBUILD ADD/);
@@ -158,5 +160,8 @@ describe('registries of the images a build pulls', () => {
     await expect(rewrite(['FROM $REGISTRY/x'])).rejects.toThrow(/FROM \$REGISTRY\/x \(Dockerfile line 1\): the image's registry is named through a variable/);
     const r = await rewrite(['FROM example.com/x:$TAG']);
     expect(r.registries).toEqual(['example.com example.com/x:']);
+    // Python in a here-document: engines without here-documents read `from . import x` as FROM; it is not refused.
+    const py = await rewrite(['FROM example.com/py', 'RUN python3 <<EOF', 'from . import x', 'EOF']);
+    expect(py.registries).toEqual(['example.com example.com/py', 'registry-1.docker.io .']);
   });
 });

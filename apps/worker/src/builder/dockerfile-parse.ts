@@ -105,16 +105,21 @@ export function parseDockerfile(text: string, opts: { heredocs: boolean }): Pars
     if (!m) continue;
     const keyword = goLower(m[1]).toUpperCase();
     const { flags, rest } = extractFlags(m[2]);
-    const heredocs = opts.heredocs && HEREDOC_KEYWORDS.has(keyword) ? heredocsOf(rest) : [];
+    let heredocs = opts.heredocs && HEREDOC_KEYWORDS.has(keyword) ? heredocsOf(rest) : [];
     for (const doc of heredocs) {
-      // The body runs to a line that is the delimiter (`<<-` also strips leading tabs). The engine refuses a body
-      // that never ends; so does the worker, whose reading would otherwise differ from the engine's.
+      // The body runs to a line that is the delimiter (`<<-` also strips leading tabs).
       let ended = false;
       while (!ended && i + 1 < lines.length) {
         const body = lines[++i];
         ended = body === doc.name || (doc.chomp && body.replace(/^\t+/, '') === doc.name);
       }
-      if (!ended) throw new DockerfileSyntaxError(`unterminated here-document ${JSON.stringify(doc.name)} opened on line ${startLine + 1}`);
+      if (!ended) {
+        // Engines that read here-documents refuse a body that never ends; the others read the lines as the
+        // reading without here-documents does (`$((1 <<2))` in a RUN line is shell arithmetic to them).
+        i = endLine;
+        heredocs = [];
+        break;
+      }
     }
     instructions.push({ keyword, startLine, endLine, bodyEndLine: i, flags, rest, heredocs: heredocs.map((d) => d.name) });
   }

@@ -137,20 +137,27 @@ async function checkRegistries(readings: ParsedDockerfile[], check: RewriteOptio
   }
 }
 
-/** The registry host an image is pulled from; refused when a variable the worker cannot know decides it. */
+/**
+ * The registry host an image is pulled from; refused when a variable the worker cannot know decides it. A name that
+ * does not parse (a `from . import x` line of a here-document, read as FROM by engines without here-documents) is
+ * judged by its first part, as Docker splits names.
+ */
 function hostOf(use: ImageUse): string {
-  const at = `${use.where} ${use.word} (Dockerfile line ${use.line + 1})`;
+  let text = use.image;
   if (use.unknownAt !== undefined) {
-    const prefix = use.image.slice(0, use.unknownAt);
-    if (!prefix.includes('/')) throw new SourceError(`${at}: the image's registry is named through a variable whose value is not known before the build; write the registry out or give the ARG a default`);
-    const first = prefix.split('/')[0];
-    return registryHost(first.includes('.') || first.includes(':') || first === 'localhost' ? first : 'docker.io');
+    text = use.image.slice(0, use.unknownAt);
+    if (!text.includes('/')) {
+      throw new SourceError(`${use.where} ${use.word} (Dockerfile line ${use.line + 1}): the image's registry is named through a variable whose value is not known before the build; write the registry out or give the ARG a default`);
+    }
+  } else {
+    try {
+      return registryHost(parseImageRef(use.image).domain);
+    } catch {
+      // Judged by its first part below.
+    }
   }
-  try {
-    return registryHost(parseImageRef(use.image).domain);
-  } catch (err) {
-    throw new SourceError(`${at}: ${(err as Error).message}`);
-  }
+  const first = text.split('/')[0];
+  return registryHost(text.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : 'docker.io');
 }
 
 type AddSource = { kind: 'local' } | { kind: 'http'; url: string } | { kind: 'refused'; why: string };
