@@ -17,6 +17,7 @@ async function rewrite(lines: string[], over: Partial<RewriteOptions> = {}) {
   const out = await rewriteDockerfile(lines.join('\n'), {
     frontends: ['docker/dockerfile'],
     checkRegistry: async (host, image) => void registries.push(`${host} ${image}`),
+    baseTriggers: async () => [],
     fetch: async (url, file) => {
       fetched.push(url);
       writeFileSync(file, BODY);
@@ -154,6 +155,15 @@ describe('registries of the images a build pulls', () => {
     ]);
     expect(r.registries).toEqual(['registry.example.com:5000 registry.example.com:5000/team/base:1', 'quay.io quay.io/org/img:2', 'localhost:5001 localhost:5001/x']);
     expect(r.changed).toBe(false);
+  });
+
+  it('refuses a base image whose ONBUILD triggers would make the engine fetch', async () => {
+    const triggers: Record<string, string[]> = { 'example.com/evil:1': ['RUN true', 'ADD http://127.0.0.1:2375/images/x/get /x'], 'example.com/ok:1': ['ADD . /app', 'RUN make'] };
+    const baseTriggers = async (image: string) => triggers[image] ?? [];
+    await expect(rewrite(['FROM example.com/ok:1 AS a', 'FROM a'], { baseTriggers })).resolves.toMatchObject({ changed: false });
+    await expect(rewrite(['FROM example.com/ok:1', 'FROM example.com/evil:1'], { baseTriggers })).rejects.toThrow(
+      'FROM example.com/evil:1 (Dockerfile line 2): the image carries the trigger "ONBUILD ADD http://127.0.0.1:2375/images/x/get /x", which would make the engine fetch http://127.0.0.1:2375/images/x/get on its own; refused',
+    );
   });
 
   it('refuses an image whose registry a variable the worker cannot know decides', async () => {

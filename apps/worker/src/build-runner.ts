@@ -6,7 +6,7 @@ import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgb
 import { type BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { formatDuration } from '@imgbuilder/common/duration';
-import { SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
+import { ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -232,6 +232,7 @@ export class BuildRunner {
     const dockerfile = await rewriteDockerfile(given.dockerfileText, {
       frontends: settings.allowedFrontends,
       checkRegistry: checkImageRegistry,
+      baseTriggers: (image) => this.baseTriggers(image, policy),
       fetch: (url, path, max) => fetchAddSource(url, path, max, signal),
       cacheNamespace: cacheNs,
       dir: join(workdir, 'add'),
@@ -264,6 +265,23 @@ export class BuildRunner {
     } finally {
       await cached?.catch(() => undefined);
     }
+  }
+
+  /**
+   * A base image's ONBUILD triggers, read from its registry with the build's own pull credentials. An image missing
+   * or denied is left to the engine, which fails the build naming it; a registry that cannot be read fails it here.
+   */
+  private async baseTriggers(image: string, policy: RegistryAuthPolicy): Promise<string[]> {
+    let ref;
+    try {
+      ref = parseImageRef(image);
+    } catch {
+      return [];
+    }
+    return this.d.registry.onbuildTriggers(ref, { credentials: policy.credentialsFor(ref.domain) }).catch((err: unknown) => {
+      if (err instanceof ImageNotFound || err instanceof RegistryAuthFailed) return [];
+      throw new SourceError(`FROM ${image}: its ONBUILD triggers cannot be checked: ${(err as Error).message}`);
+    });
   }
 
   /**

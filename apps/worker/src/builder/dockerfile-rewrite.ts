@@ -49,6 +49,8 @@ export interface RewriteOptions {
   frontends: readonly string[];
   /** Throws a SourceError when the fetch policy refuses the registry host an image would be pulled from. */
   checkRegistry: (host: string, image: string) => Promise<void>;
+  /** The ONBUILD triggers of a base image (none when the engine will report the image missing or denied). */
+  baseTriggers: (image: string) => Promise<string[]>;
   /** Fetches an http(s) URL through the fetch policy into `file`, at most `maxBytes`. */
   fetch: (url: string, file: string, maxBytes: number) => Promise<{ sha256: string; bytes: number; mtime?: Date }>;
   /** Prefix of every cache mount id: the caller's key (see cacheNamespace). */
@@ -76,6 +78,7 @@ export async function rewriteDockerfile(text: string, opts: RewriteOptions): Pro
   checkFrontends(text, opts.frontends);
   const readings = readBothWays(text);
   await checkRegistries(readings, opts.checkRegistry);
+  await checkBaseTriggers(readings, opts.baseTriggers);
   const [parsed] = readings;
   const { items } = scopeInstructions(parsed);
   const replaced = new Map<number, { endLine: number; text: string }>();
@@ -134,6 +137,30 @@ async function checkRegistries(readings: ParsedDockerfile[], check: RewriteOptio
     if (seen.has(`${host} ${use.image}`)) continue;
     seen.add(`${host} ${use.image}`);
     await check(host, use.image);
+  }
+}
+
+/**
+ * Refuses a base image whose ONBUILD triggers would make the engine fetch on its own (an ADD of a URL, or of a
+ * variable that may hold one): the engine runs them first thing in any build FROM that image.
+ */
+async function checkBaseTriggers(readings: ParsedDockerfile[], triggersOf: RewriteOptions['baseTriggers']): Promise<void> {
+  const seen = new Set<string>();
+  for (const use of readings.flatMap(imageUsesOf)) {
+    if (use.where !== 'FROM' || use.unknownAt !== undefined || seen.has(use.image)) continue;
+    seen.add(use.image);
+    for (const trigger of await triggersOf(use.image)) {
+      let parsed: ParsedDockerfile;
+      try {
+        parsed = parseDockerfile(trigger, { heredocs: false });
+      } catch {
+        continue; // The engine cannot parse it either.
+      }
+      for (const ins of parsed.instructions.filter((i) => i.keyword === 'ADD')) {
+        const remote = pathArgs(ins.rest).words.slice(0, -1).find((w) => classifyAddSource(w, parsed.escape, () => undefined).kind !== 'local');
+        if (remote) throw new SourceError(`FROM ${use.word} (Dockerfile line ${use.line + 1}): the image carries the trigger "ONBUILD ${trigger}", which would make the engine fetch ${remote} on its own; refused`);
+      }
+    }
   }
 }
 
