@@ -223,38 +223,54 @@ describe.concurrent('what the engine fetches and shares on a build\'s behalf', (
     return { port: (server.address() as AddressInfo).port, connections: () => n, close: () => server.close() };
   }
 
-  /** Builds `lines` on the engine directly (no rewrite) and pushes the image to the local registry; returns its name. */
-  async function pushedImage(lines: string[]): Promise<string> {
-    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-pushed-'));
+  const images: string[] = [];
+  afterAll(async () => {
+    const engine = new DockerEngine(createDocker(stack.env.DOCKER_HOST), 'test');
+    for (const image of images) await engine.docker.getImage(image).remove().catch(() => undefined);
+  });
+
+  /**
+   * Builds `lines` on the engine directly (no rewrite). `registry`: pushed to the local registry and removed from
+   * the engine; otherwise only in the engine. Returns the image's name.
+   */
+  async function baseImage(lines: string[], where: 'registry' | 'engine'): Promise<string> {
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-base-'));
     writeFileSync(join(dir, 'Dockerfile'), `${lines.join('\n')}\n`);
-    const repo = `127.0.0.1:5000/dftest${Math.random().toString(36).slice(2, 10)}/base`;
+    const repo = `${where === 'registry' ? '127.0.0.1:5000/' : ''}dftest${Math.random().toString(36).slice(2, 10)}/base`;
     const engine = new DockerEngine(createDocker(stack.env.DOCKER_HOST), 'test');
     const ctx = await prepareContext(dir, 'Dockerfile', '', { maxBytes: 1 << 20, maxFiles: 10 });
     await new ClassicBuilder(engine).build(ctx.tar(), { tag: `${repo}:1`, dockerfile: ctx.dockerfile, registryconfig: {}, signal: AbortSignal.timeout(60_000) }, () => undefined);
-    await engine.push(repo, '1', undefined, AbortSignal.timeout(60_000), () => undefined);
-    await engine.docker.getImage(`${repo}:1`).remove().catch(() => undefined);
+    images.push(`${repo}:1`);
+    if (where === 'registry') {
+      await engine.push(repo, '1', undefined, AbortSignal.timeout(60_000), () => undefined);
+      await engine.docker.getImage(`${repo}:1`).remove().catch(() => undefined);
+    }
     return `${repo}:1`;
   }
 
-  it('ADD <url>, a syntax frontend, a FROM registry and a base image\'s ONBUILD ADD aimed at a loopback canary: done_failure each, zero connections', async ({ expect }) => {
+  it('ADD <url>, a syntax frontend, a FROM registry and a base image\'s ONBUILD ADD (in the registry or only in the engine) aimed at a loopback canary: done_failure each, zero connections', async ({ expect }) => {
     const c = await canary();
     try {
-      const onbuildBase = await pushedImage([`FROM ${BASE_IMAGE}`, `ONBUILD ADD http://127.0.0.2:${c.port}/onbuild /x`]);
+      const trigger = [`FROM ${BASE_IMAGE}`, `ONBUILD ADD http://127.0.0.2:${c.port}/onbuild /x`];
+      const [onbuildBase, localBase] = await Promise.all([baseImage(trigger, 'registry'), baseImage(trigger, 'engine')]);
       const cases = {
         add: [`FROM ${BASE_IMAGE}`, `ADD http://127.0.0.2:${c.port}/secret /secret`, 'RUN cat /secret'],
         frontend: [`# syntax=127.0.0.2:${c.port}/evil/frontend:1`, `FROM ${BASE_IMAGE}`, 'RUN echo x'],
         from: [`FROM 127.0.0.2:${c.port}/evil/base:1`, 'RUN echo x'],
         onbuild: [`FROM ${onbuildBase}`, 'RUN echo x'],
+        local: [`FROM ${localBase}`, 'RUN echo x'],
       };
       for (const [name, lines] of Object.entries(cases)) git.commit(`canary-${name}`, { Dockerfile: `${lines.join('\n')}\n` });
-      const [add, frontend, from, onbuild] = await Promise.all(Object.keys(cases).map((name) => build(a, { source: gitSource(git.url(`canary-${name}`)) })));
+      const [add, frontend, from, onbuild, local] = await Promise.all(Object.keys(cases).map((name) => build(a, { source: gitSource(git.url(`canary-${name}`)) })));
       expect(add.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(new RegExp(`^build failed: ADD http://127\\.0\\.0\\.2:${c.port}/secret.*is refused by the fetch policy.*IMGBUILDER_FETCH_ALLOW`)) });
       expect(frontend.at(-1)).toMatchObject({
         status: BuildStatus.done_failure,
         message: `build failed: Dockerfile parser directive "# syntax=127.0.0.2:${c.port}/evil/frontend:1": frontend 127.0.0.2:${c.port}/evil/frontend:1 is not allowed here (allowed: docker/dockerfile; IMGBUILDER_ALLOWED_FRONTENDS); remove the line to use the engine's own Dockerfile frontend`,
       });
       expect(from.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/^build failed: image 127\.0\.0\.2:\d+\/evil\/base:1.*is refused by the fetch policy/) });
-      expect(onbuild.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining(`build failed: FROM ${onbuildBase} (Dockerfile line 1): the image carries the trigger "ONBUILD ADD http://127.0.0.2:${c.port}/onbuild /x"`) });
+      for (const [msgs, image] of [[onbuild, onbuildBase], [local, localBase]] as const) {
+        expect(msgs.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining(`build failed: FROM ${image} (Dockerfile line 1): the image carries the trigger "ONBUILD ADD http://127.0.0.2:${c.port}/onbuild /x"`) });
+      }
       expect(c.connections()).toBe(0);
     } finally {
       c.close();

@@ -268,10 +268,13 @@ export class BuildRunner {
   }
 
   /**
-   * A base image's ONBUILD triggers, read from its registry with the build's own pull credentials. An image missing
-   * or denied is left to the engine, which fails the build naming it; a registry that cannot be read fails it here.
+   * A base image's ONBUILD triggers, from the image the engine will use: its own copy when it has one (both builders
+   * prefer it), else the registry's, read with the build's own pull credentials. An image missing or denied is left
+   * to the engine, which fails the build naming it; a registry that cannot be read fails it here.
    */
   private async baseTriggers(image: string, policy: RegistryAuthPolicy): Promise<string[]> {
+    const local = await this.d.engine.docker.getImage(image).inspect().catch(() => undefined);
+    if (local) return local.Config?.OnBuild ?? [];
     let ref;
     try {
       ref = parseImageRef(image);
