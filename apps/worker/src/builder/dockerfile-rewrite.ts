@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { SourceRefused } from '@imgbuilder/common/errors';
 import { checkRegistryHost } from '@imgbuilder/common/fetch-policy';
 import { parseImageRef, registryHost } from '@imgbuilder/common/image-ref';
+import type { GeneratedFile } from '../build-context.js';
 import { httpGet } from '../sources/http-get.js';
 import { SourceError } from '../sources/source-error.js';
 import { imageUsesOf, type ImageUse } from './dockerfile-bases.js';
@@ -28,18 +29,10 @@ import {
 /** Where fetched ADD files sit in the context sent to the engine. */
 export const ADD_DIR = '.imgbuilder-add';
 
-/** A file the worker fetched for an `ADD <url>`, to go into the context as `name`. */
-export interface FetchedFile {
-  name: string;
-  /** Where it is on the worker's disk. */
-  path: string;
-  mtime?: Date;
-}
-
 export interface DockerfileRewrite {
   /** The Dockerfile the engine gets. */
   text: string;
-  files: FetchedFile[];
+  files: GeneratedFile[];
   changed: boolean;
 }
 
@@ -82,7 +75,7 @@ export async function rewriteDockerfile(text: string, opts: RewriteOptions): Pro
   const [parsed] = readings;
   const { items } = scopeInstructions(parsed);
   const replaced = new Map<number, { endLine: number; text: string }>();
-  const files: FetchedFile[] = [];
+  const files: GeneratedFile[] = [];
   let budget = opts.maxBytes;
   for (const { instruction: ins, lookup } of items) {
     if (ins.keyword === 'ADD') {
@@ -231,7 +224,7 @@ async function rewriteAdd(
   ins: Instruction,
   escape: string,
   lookup: Lookup,
-  files: FetchedFile[],
+  files: GeneratedFile[],
   fetch: (url: string, name: string) => Promise<{ sha256: string }>,
 ): Promise<string | undefined> {
   const { words, json } = pathArgs(ins.rest);
