@@ -1,3 +1,9 @@
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
@@ -6,6 +12,11 @@ import { GitServer } from '../support/git-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { freePort, startStack, type Stack } from '../support/stack.js';
 import { manifestPuts as countManifestPuts } from '../support/scenarios.js';
+import { allowTestServers } from '../support/fetch-allow.js';
+import { prepareContext } from '../../apps/worker/src/build-context.js';
+import { ClassicBuilder } from '../../apps/worker/src/builder/classic-builder.js';
+import { checkImageRegistry, fetchAddSource, rewriteDockerfile } from '../../apps/worker/src/builder/dockerfile-rewrite.js';
+import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 
 let stack: Stack;
 let git: GitServer;
@@ -196,5 +207,155 @@ describe('ResolveBaseImage', () => {
       details: expect.stringContaining('cannot resolve image'),
     });
     await expect(resolveBase(a, { ref: 'Not A Ref', auth: undefined, useRetryClient: false })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+});
+
+// The builds are independent and small: they run side by side (CI time).
+describe.concurrent('what the engine fetches and shares on a build\'s behalf', () => {
+  /** A TCP server on 127.0.0.2 (loopback, outside the stack's IMGBUILDER_FETCH_ALLOW) counting connections. */
+  async function canary(): Promise<{ port: number; connections: () => number; close: () => void }> {
+    let n = 0;
+    const server = createNetServer((s) => {
+      n++;
+      s.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.2', resolve));
+    return { port: (server.address() as AddressInfo).port, connections: () => n, close: () => server.close() };
+  }
+
+  const images: string[] = [];
+  afterAll(async () => {
+    const engine = new DockerEngine(createDocker(stack.env.DOCKER_HOST), 'test');
+    for (const image of images) await engine.docker.getImage(image).remove().catch(() => undefined);
+  });
+
+  /**
+   * Builds `lines` on the engine directly (no rewrite). `registry`: pushed to the local registry and removed from
+   * the engine; otherwise only in the engine. Returns the image's name.
+   */
+  async function baseImage(lines: string[], where: 'registry' | 'engine'): Promise<string> {
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-base-'));
+    writeFileSync(join(dir, 'Dockerfile'), `${lines.join('\n')}\n`);
+    const repo = `${where === 'registry' ? '127.0.0.1:5000/' : ''}dftest${Math.random().toString(36).slice(2, 10)}/base`;
+    const engine = new DockerEngine(createDocker(stack.env.DOCKER_HOST), 'test');
+    const ctx = await prepareContext(dir, 'Dockerfile', '', { maxBytes: 1 << 20, maxFiles: 10 });
+    await new ClassicBuilder(engine).build(ctx.tar(), { tag: `${repo}:1`, dockerfile: ctx.dockerfile, registryconfig: {}, signal: AbortSignal.timeout(60_000) }, () => undefined);
+    images.push(`${repo}:1`);
+    if (where === 'registry') {
+      await engine.push(repo, '1', undefined, AbortSignal.timeout(60_000), () => undefined);
+      await engine.docker.getImage(`${repo}:1`).remove().catch(() => undefined);
+    }
+    return `${repo}:1`;
+  }
+
+  it('ADD <url>, a syntax frontend, a FROM registry and a base image\'s ONBUILD ADD (in the registry or only in the engine) aimed at a loopback canary: done_failure each, zero connections', async ({ expect }) => {
+    const c = await canary();
+    try {
+      const trigger = [`FROM ${BASE_IMAGE}`, `ONBUILD ADD http://127.0.0.2:${c.port}/onbuild /x`];
+      const [onbuildBase, localBase] = await Promise.all([baseImage(trigger, 'registry'), baseImage(trigger, 'engine')]);
+      const cases = {
+        add: [`FROM ${BASE_IMAGE}`, `ADD http://127.0.0.2:${c.port}/secret /secret`, 'RUN cat /secret'],
+        frontend: [`# syntax=127.0.0.2:${c.port}/evil/frontend:1`, `FROM ${BASE_IMAGE}`, 'RUN echo x'],
+        from: [`FROM 127.0.0.2:${c.port}/evil/base:1`, 'RUN echo x'],
+        onbuild: [`FROM ${onbuildBase}`, 'RUN echo x'],
+        local: [`FROM ${localBase}`, 'RUN echo x'],
+      };
+      for (const [name, lines] of Object.entries(cases)) git.commit(`canary-${name}`, { Dockerfile: `${lines.join('\n')}\n` });
+      const [add, frontend, from, onbuild, local] = await Promise.all(Object.keys(cases).map((name) => build(a, { source: gitSource(git.url(`canary-${name}`)) })));
+      expect(add.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(new RegExp(`^build failed: ADD http://127\\.0\\.0\\.2:${c.port}/secret.*is refused by the fetch policy.*IMGBUILDER_FETCH_ALLOW`)) });
+      expect(frontend.at(-1)).toMatchObject({
+        status: BuildStatus.done_failure,
+        message: `build failed: Dockerfile parser directive "# syntax=127.0.0.2:${c.port}/evil/frontend:1": frontend 127.0.0.2:${c.port}/evil/frontend:1 is not allowed here (allowed: docker/dockerfile; IMGBUILDER_ALLOWED_FRONTENDS); remove the line to use the engine's own Dockerfile frontend`,
+      });
+      expect(from.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringMatching(/^build failed: image 127\.0\.0\.2:\d+\/evil\/base:1.*is refused by the fetch policy/) });
+      for (const [msgs, image] of [[onbuild, onbuildBase], [local, localBase]] as const) {
+        expect(msgs.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining(`build failed: FROM ${image} (Dockerfile line 1): the image carries the trigger "ONBUILD ADD http://127.0.0.2:${c.port}/onbuild /x"`) });
+      }
+      expect(c.connections()).toBe(0);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('ADD <url> from an allowed server works: fetched by the worker, --chown/--chmod apply, mode 0600 otherwise, no unpacking, dest-dir rules', async ({ expect }) => {
+    const served = new Map<string, string | Buffer>([['/dl/tool.sh', '#!/bin/sh\necho tool-ran\n'], ['/data.tgz', gzipSync(Buffer.from('not unpacked'))]]);
+    const seen: string[] = [];
+    const server = createHttpServer((req, res) => {
+      seen.push(req.url ?? '');
+      const body = served.get(req.url ?? '');
+      res.writeHead(body ? 200 : 404).end(body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      git.commit('add-url', {
+        Dockerfile: dockerfile().replace(/\n$/, '\n') + [
+          `ADD --chown=7:8 --chmod=0750 http://127.0.0.1:${port}/dl/tool.sh /opt/`,
+          `ADD http://127.0.0.1:${port}/data.tgz /data/x`,
+          "RUN stat -c '%a %u:%g %F %n' /opt/tool.sh /data/x && /opt/tool.sh",
+        ].join('\n') + '\n',
+      });
+      const msgs = await build(a, { source: gitSource(git.url('add-url')) });
+      expect(msgs.at(-1)).toMatchObject({ status: BuildStatus.done_success });
+      const log = await logs(a, { buildId: msgs.find((m) => m.info?.buildId)!.info!.buildId });
+      expect(log).toContain(`ADD http://127.0.0.1:${port}/dl/tool.sh: fetched by the worker`);
+      expect(log).toContain('750 7:8 regular file /opt/tool.sh');
+      expect(log).toContain('600 0:0 regular file /data/x');
+      expect(log).toContain('tool-ran');
+      expect(seen.sort()).toEqual(['/data.tgz', '/dl/tool.sh']);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('the classic builder gets the same rewrite: the fetched file comes from the context, --chown applies, mode 0600', async ({ expect }) => {
+    allowTestServers(); // This process's own fetches (the rewrite runs in-process here) may reach the test server.
+    const server = createHttpServer((req, res) => res.writeHead(req.url === '/tool.sh' ? 200 : 404).end('echo classic-tool-ran\n'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-classic-add-'));
+    const tag = `imgbuilder-test-classic-add:${Math.random().toString(36).slice(2)}`;
+    const engine = new DockerEngine(createDocker(stack.env.DOCKER_HOST), 'test');
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/tool.sh`;
+      writeFileSync(join(dir, 'Dockerfile'), `FROM ${BASE_IMAGE}\nADD --chown=7:8 ${url} /opt/\nRUN stat -c '%a %u:%g %n' /opt/tool.sh && sh /opt/tool.sh\n`);
+      mkdirSync(join(dir, 'add'));
+      const given = await prepareContext(dir, 'Dockerfile', '', { maxBytes: 1 << 20, maxFiles: 10 });
+      const df = await rewriteDockerfile(given.dockerfileText, {
+        frontends: ['docker/dockerfile'],
+        checkRegistry: checkImageRegistry,
+        baseTriggers: async () => [],
+        fetch: (u, file, max) => fetchAddSource(u, file, max, AbortSignal.timeout(10_000)),
+        cacheNamespace: 'test',
+        dir: join(dir, 'add'),
+        maxBytes: 1 << 20,
+        log: () => undefined,
+      });
+      const ctx = given.withGenerated(df.text, df.files);
+      let out = '';
+      await new ClassicBuilder(engine).build(ctx.tar(), { tag, dockerfile: ctx.dockerfile, registryconfig: {}, signal: AbortSignal.timeout(60_000) }, (t) => (out += t));
+      expect(out).toContain('600 7:8 /opt/tool.sh');
+      expect(out).toContain('classic-tool-ran');
+    } finally {
+      server.close();
+      await engine.docker.getImage(tag).remove().catch(() => undefined);
+    }
+  });
+
+  it('two callers using the same cache-mount id: the second sees nothing of the first, the first sees its own', async ({ expect }) => {
+    const id = `shared-${Math.random().toString(36).slice(2)}`;
+    const mount = `--mount=type=cache,id=${id},target=/c`;
+    git.commit('cache-write', { Dockerfile: dockerfile(`${mount} sh -c 'echo secret-of-alice > /c/secret'`) });
+    const probe = `${mount} sh -c 'if [ -e /c/secret ]; then echo "saw $(cat /c/secret)"; exit 3; fi; echo cache-mount-empty'`;
+    git.commit('cache-read-bob', { Dockerfile: dockerfile(probe) });
+    git.commit('cache-read-alice', { Dockerfile: dockerfile(probe) });
+    const write = await build(a, { source: gitSource(git.url('cache-write')), triggeredBy: 'alice' });
+    expect(write.at(-1)).toMatchObject({ status: BuildStatus.done_success });
+    const [bob, alice] = await Promise.all([
+      build(a, { source: gitSource(git.url('cache-read-bob')), triggeredBy: 'bob' }),
+      build(b, { source: gitSource(git.url('cache-read-alice')), triggeredBy: 'alice' }),
+    ]);
+    expect(bob.at(-1)).toMatchObject({ status: BuildStatus.done_success });
+    // The same caller's next build still finds its cache: the mount is namespaced, not turned off.
+    expect(alice.at(-1)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('exit code: 3') });
   });
 });

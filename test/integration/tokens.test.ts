@@ -125,6 +125,8 @@ describe('access tokens on the gRPC API', () => {
     const res = await build(c, { source: gitSource(git.url('admin')), triggeredBy: 'gitpod-user-42' }, 150_000);
     expect(res[res.length - 1].status, res[res.length - 1].message).toBe(BuildStatus.done_success);
     expect(await triggeredBy(res[0].info!.buildId)).toBe('gitpod-user-42');
+    // The job carries the token's name too: with triggered_by it keys the caller's cache mounts.
+    expect(await logs(c, { buildId: res[0].info!.buildId })).toContain(`(triggered by gitpod-user-42, token ${NAMES.admin})`);
     c.close();
     const apiLog = stack.apis[0].lines.join('\n');
     for (const t of Object.values(TOKENS)) {

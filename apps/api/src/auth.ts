@@ -25,6 +25,14 @@ export function authorize(tokens: AccessTokens, token: string | undefined, need:
   return { ok: true, caller };
 }
 
+/** The caller each admitted request came from, by request object (the Build rpc records the token's name in its job). */
+const admitted = new WeakMap<object, Caller>();
+
+/** The caller whose token let `request` through; undefined without a tokens file. */
+export function admittedCaller(request: object): Caller | undefined {
+  return admitted.get(request);
+}
+
 export interface GuardHooks {
   /** A call let through; lets a service use the caller (Build: triggered_by). `method` is the handler name. */
   admit?: (method: string, call: { request?: unknown }, caller: Caller) => void;
@@ -55,6 +63,7 @@ export function guardService(definition: ServiceDefinition, impl: UntypedService
         else call.emit('error', e);
         return;
       }
+      if (call.request && typeof call.request === 'object') admitted.set(call.request, result.caller);
       hooks.admit?.(name, call, result.caller);
       fn(call, cb);
     }) as UntypedServiceImplementation[string];

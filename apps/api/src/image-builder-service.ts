@@ -44,6 +44,7 @@ import type { LogTokens } from './log-token.js';
 import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './supervisor-log-server.js';
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
+import { admittedCaller } from './auth.js';
 
 /**
  * Largest job payload (source, auth, sealed secrets) put in Redis: a build request is small; bigger ones are refused
@@ -332,6 +333,7 @@ export class ImageBuilderService {
       copyFrom: plan.copyFrom,
       auth: BuildRegistryAuth.toJSON(auth),
       triggeredBy: req.triggeredBy,
+      tokenName: admittedCaller(req)?.name,
       resolvedCommits: plan.resolvedCommits,
       notes: plan.fallbackNote ? [plan.fallbackNote] : undefined,
     };

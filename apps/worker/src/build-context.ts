@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import { lstat, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -15,7 +16,23 @@ export interface PreparedContext {
   dockerfileText: string;
   files: number;
   bytes: number;
+  /**
+   * The same context with the Dockerfile replaced (sent beside the original, which `COPY .` still sees) and files
+   * the worker made added; nothing in the context's .dockerignore applies to them.
+   */
+  withGenerated(dockerfileText: string, files: GeneratedFile[]): PreparedContext;
 }
+
+/** A file the worker adds to the context (a fetched `ADD <url>` source). */
+export interface GeneratedFile {
+  /** Path inside the context. */
+  name: string;
+  /** Where it is on disk. */
+  path: string;
+  mtime?: Date;
+}
+
+type Pack = { entry: (h: object, b?: Buffer | ((err?: Error) => void), cb?: (err?: Error) => void) => NodeJS.WritableStream; finalize: () => void; destroy: (err: Error) => void };
 
 const EXTRA_DOCKERFILE = '.imgbuilder.Dockerfile';
 
@@ -48,25 +65,42 @@ export async function prepareContext(root: string, dockerfilePath: string, conte
   const dfInContext = relative(realContext, realDockerfile).split(sep).join('/');
   // Outside the context directory, or excluded by .dockerignore (the Docker CLI sends it anyway): added privately.
   const outside = dfInContext.startsWith('../') || !entries.includes(dfInContext);
-  const dockerfileText = await readFile(realDockerfile);
-  return {
-    files: entries.length,
+  const dockerfileText = (await readFile(realDockerfile)).toString('utf8');
+  const make = (dockerfile: string | undefined, text: string, generated: GeneratedFile[]): PreparedContext => ({
+    files: entries.length + generated.length,
     bytes,
-    dockerfile: outside ? EXTRA_DOCKERFILE : dfInContext,
-    dockerfileText: dockerfileText.toString('utf8'),
-    tar: () =>
-      (tar.pack as unknown as (dir: string, o: object) => Readable)(realContext, {
+    dockerfile: dockerfile ?? EXTRA_DOCKERFILE,
+    dockerfileText: text,
+    withGenerated: (t, g) => make(undefined, t, g),
+    tar: () => {
+      const extra = dockerfile === undefined || generated.length > 0;
+      return (tar.pack as unknown as (dir: string, o: object) => Readable)(realContext, {
         entries,
         dereference: false,
-        finalize: !outside,
-        finish: outside
-          ? (pack: { entry: (h: object, b: Buffer) => void; finalize: () => void }) => {
-              pack.entry({ name: EXTRA_DOCKERFILE, mode: 0o644 }, dockerfileText);
-              pack.finalize();
-            }
-          : undefined,
-      }),
+        finalize: !extra,
+        finish: extra ? (pack: Pack) => appendEntries(pack, dockerfile === undefined ? text : undefined, generated) : undefined,
+      });
+    },
+  });
+  return make(outside ? undefined : dfInContext, dockerfileText, []);
+}
+
+/** Appends the private Dockerfile and the generated files (streamed from disk, one after another) to a context tar. */
+function appendEntries(pack: Pack, dockerfileText: string | undefined, generated: GeneratedFile[]): void {
+  if (dockerfileText !== undefined) pack.entry({ name: EXTRA_DOCKERFILE, mode: 0o644 }, Buffer.from(dockerfileText));
+  const next = (i: number): void => {
+    if (i === generated.length) return pack.finalize();
+    const f = generated[i];
+    void stat(f.path).then(
+      (st) => {
+        // ADD <url> leaves the file with mode 0600 owned by root; the COPY that replaces it keeps the tar's mode.
+        const out = pack.entry({ name: f.name, size: st.size, mode: 0o600, mtime: f.mtime ?? new Date(), uid: 0, gid: 0 }, (err) => (err ? pack.destroy(err) : next(i + 1)));
+        createReadStream(f.path).on('error', (err) => pack.destroy(err)).pipe(out);
+      },
+      (err: Error) => pack.destroy(err),
+    );
   };
+  next(0);
 }
 
 /** The walker's refusals in the worker's words. */

@@ -1,12 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
-import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
+import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { type BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { formatDuration } from '@imgbuilder/common/duration';
-import { SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
+import { ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -26,6 +26,7 @@ import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './builder/image-builder.js';
 import type { BuildCache } from './builder/build-cache.js';
+import { cacheNamespace, checkImageRegistry, fetchAddSource, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {
@@ -53,6 +54,8 @@ export interface RunnerSettings {
   allowLocalSources: boolean;
   /** Buckets (`bucket` or `bucket/prefix`) snapshots may come from besides the own one (IMGBUILDER_SNAPSHOT_SOURCES, none). */
   snapshotSources: string[];
+  /** `# syntax=` frontends Dockerfiles may name (IMGBUILDER_ALLOWED_FRONTENDS, docker/dockerfile). */
+  allowedFrontends: readonly string[];
 }
 
 export interface RunnerDeps {
@@ -155,7 +158,7 @@ export class BuildRunner {
       await reporter.close();
     };
     try {
-      reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy})` : ''}`);
+      reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy}${job.tokenName ? `, token ${job.tokenName}` : ''})` : ''}`);
       if (sealRefused) throw new SecretsUnsealable(sealRefused);
       for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
@@ -207,7 +210,6 @@ export class BuildRunner {
     if (source.from?.$case !== 'file' || !source.from.file.source) throw new SourceError('build source is missing');
     const file = source.from.file;
     const root = join(workdir, 'context');
-    const { mkdir } = await import('node:fs/promises');
     await mkdir(root);
     const limits = { maxBytes: settings.maxContextBytes, maxFiles: settings.maxContextFiles };
     await runInitializer(file.source!, {
@@ -223,8 +225,21 @@ export class BuildRunner {
       downloadUrls: sealed.downloads,
       snapshotSources: settings.snapshotSources,
     });
-    const ctx = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
-    reporter.line(`build context: ${ctx.files} files, ${ctx.bytes} bytes; Dockerfile ${ctx.dockerfile}`);
+    const given = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
+    reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
+    const cacheNs = cacheNamespace(callerOf(job));
+    await mkdir(join(workdir, 'add'));
+    const dockerfile = await rewriteDockerfile(given.dockerfileText, {
+      frontends: settings.allowedFrontends,
+      checkRegistry: checkImageRegistry,
+      baseTriggers: (image) => this.baseTriggers(image, policy),
+      fetch: (url, path, max) => fetchAddSource(url, path, max, signal),
+      cacheNamespace: cacheNs,
+      dir: join(workdir, 'add'),
+      maxBytes: settings.maxContextBytes - given.bytes,
+      log: (l) => reporter.line(l),
+    });
+    const ctx = dockerfile.changed ? given.withGenerated(dockerfile.text, dockerfile.files) : given;
     const registryconfig: Record<string, Record<string, string>> = {};
     for (const [host, c] of policy.pullCredentials()) {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
@@ -237,7 +252,7 @@ export class BuildRunner {
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
     const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
@@ -250,6 +265,26 @@ export class BuildRunner {
     } finally {
       await cached?.catch(() => undefined);
     }
+  }
+
+  /**
+   * A base image's ONBUILD triggers, from the image the engine will use: its own copy when it has one (both builders
+   * prefer it), else the registry's, read with the build's own pull credentials. An image missing or denied is left
+   * to the engine, which fails the build naming it; a registry that cannot be read fails it here.
+   */
+  private async baseTriggers(image: string, policy: RegistryAuthPolicy): Promise<string[]> {
+    const local = await this.d.engine.docker.getImage(image).inspect().catch(() => undefined);
+    if (local) return local.Config?.OnBuild ?? [];
+    let ref;
+    try {
+      ref = parseImageRef(image);
+    } catch {
+      return [];
+    }
+    return this.d.registry.onbuildTriggers(ref, { credentials: policy.credentialsFor(ref.domain) }).catch((err: unknown) => {
+      if (err instanceof ImageNotFound || err instanceof RegistryAuthFailed) return [];
+      throw new SourceError(`FROM ${image}: its ONBUILD triggers cannot be checked: ${(err as Error).message}`);
+    });
   }
 
   /**

@@ -70,6 +70,7 @@ async function main(): Promise<void> {
     maxContextFiles: env.IMGBUILDER_MAX_CONTEXT_FILES,
     allowLocalSources: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
     snapshotSources: env.IMGBUILDER_SNAPSHOT_SOURCES,
+    allowedFrontends: env.IMGBUILDER_ALLOWED_FRONTENDS,
   };
   const runner = new BuildRunner({ settings, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 

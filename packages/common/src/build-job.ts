@@ -21,10 +21,20 @@ export interface BuildJobData {
   /** SecretBox-sealed JobSecrets. */
   sealed: string;
   triggeredBy: string;
+  /** Name of the access token the Build came with (IMGBUILDER_TOKENS_FILE); absent without tokens. */
+  tokenName?: string;
   /** Commit mutable git targets were resolved to when the ref was computed. */
   resolvedCommits?: Record<string, string>;
   /** Lines the API wants at the top of the build log (why the build differs from what was asked). */
   notes?: string[];
+}
+
+/**
+ * Who a build runs for, as far as keeping callers apart on one engine goes (cache mounts): the token's name plus
+ * triggered_by, or triggered_by alone without tokens.
+ */
+export function callerOf(job: Pick<BuildJobData, 'tokenName' | 'triggeredBy'>): string {
+  return JSON.stringify([job.tokenName ?? '', job.triggeredBy ?? '']);
 }
 
 /**

@@ -201,6 +201,15 @@ export const EnvSchema = z.object({
   IMGBUILDER_FETCH_ALLOW: fetchList('allow', 'comma-separated CIDRs (10.1.0.0/16) or host:port (git.internal:22)'),
   /** Lets git remotes and downloads use file:// URLs and local paths (trusted single-user setups only). */
   IMGBUILDER_ALLOW_LOCAL_SOURCES: bool(false),
+  /**
+   * `# syntax=` frontends a Dockerfile may name: comma-separated image patterns, `repository` (any tag or digest) or
+   * `repository:tag`, with `*` for any run of characters but `/`; Docker Hub names may be short. Empty: none.
+   */
+  IMGBUILDER_ALLOWED_FRONTENDS: z
+    .string()
+    .default('docker/dockerfile')
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+    .refine((entries) => entries.every((e) => /^[a-z0-9*][a-z0-9._*:/-]*(@sha256:[a-f0-9]{64})?$/.test(e)), 'expected image patterns like docker/dockerfile or registry.example.com/frontends/*:1.*'),
   /** 32 random bytes, base64: encrypts credentials carried in jobs. Required unless NODE_ENV=development. */
   IMGBUILDER_SECRET_KEY: z.string().optional(),
   /** TLS for the gRPC port; with a CA, clients must present a certificate it signed. */

@@ -95,6 +95,25 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * The ONBUILD triggers of `ref`'s image configuration (its linux/amd64 image for a manifest list): instructions
+   * a build FROM it runs first, which the worker must see before the engine does. Errors as resolveDigest's.
+   */
+  async onbuildTriggers(ref: ImageRef, opts: RequestOptions = {}): Promise<string[]> {
+    try {
+      return await this.withRetry(opts.retry ?? false, async () => {
+        const digest = await this.resolveDigest(ref, opts);
+        const manifest = (await (await this.request(ref, `manifests/${digest}`, 'GET', opts.credentials)).json()) as { config?: { digest?: string } };
+        if (!manifest.config?.digest) throw new RegistryFailed(ref.domain, `cannot resolve image ${describe(ref)}: its manifest names no configuration`);
+        const config = (await (await this.request(ref, `blobs/${manifest.config.digest}`, 'GET', opts.credentials)).json()) as { config?: { OnBuild?: unknown } };
+        const triggers = config.config?.OnBuild;
+        return Array.isArray(triggers) ? triggers.filter((t): t is string => typeof t === 'string') : [];
+      });
+    } catch (err) {
+      throw this.toResolveError(err, ref);
+    }
+  }
+
   /** Whether the manifest exists. Registry errors other than 404 propagate. */
   async exists(ref: ImageRef, opts: RequestOptions = {}): Promise<boolean> {
     try {

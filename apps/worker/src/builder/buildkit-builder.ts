@@ -36,7 +36,11 @@ export class BuildkitBuilder implements ImageBuilder {
           labels: this.engine.labels,
           // The engine's BuildKit ignores the build API's cgroup parent and memory/CPU options: the sandbox moves
           // the steps into the build's cgroup instead, finding them by the marker.
-          buildargs: { BUILDKIT_INLINE_CACHE: '1', ...(opts.stepMarker ? { no_proxy: opts.stepMarker } : {}) },
+          buildargs: {
+            BUILDKIT_INLINE_CACHE: '1',
+            ...(opts.stepMarker ? { no_proxy: opts.stepMarker } : {}),
+            ...(opts.cacheNamespace ? { BUILDKIT_CACHE_MOUNT_NS: opts.cacheNamespace } : {}),
+          },
           ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify(opts.cacheFrom) } : {}),
           buildid,
           version: '2',

@@ -1,32 +1,59 @@
+import { flagValue, goLower, mountFields, parseDockerfile, safeExpand, scopeInstructions, type ParsedDockerfile } from './dockerfile-parse.js';
+
+/** An image a Dockerfile makes the engine pull: a stage's base, `COPY --from=<image>` or `RUN --mount=from=<image>`. */
+export interface ImageUse {
+  /** The reference with the variables the worker can know expanded. */
+  image: string;
+  /** The reference as written. */
+  word: string;
+  /** Set when a variable could not be known: the length of the text before it. */
+  unknownAt?: number;
+  /** The instruction, for messages (`FROM x`, `COPY --from=x`). */
+  where: string;
+  line: number;
+}
+
 /**
- * The images a Dockerfile's stages start FROM, as far as they can be known before the build: build args get their
- * defaults (the API passes none), stage names and `scratch` are not images, and a name still holding a variable
- * is left out.
+ * Every image reference of a Dockerfile, as far as it can be known before the build: build args get their
+ * defaults (the API passes none), stage names (and indexes) and `scratch` are not images.
  */
-export function baseImagesOf(dockerfile: string): string[] {
-  const lines = dockerfile.replace(/\\\r?\n/g, ' ').split(/\r?\n/);
-  const args = new Map<string, string>();
-  const stages = new Set<string>();
-  const images: string[] = [];
-  let seenFrom = false;
-  for (const raw of lines) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const [instr, ...rest] = line.split(/\s+/);
-    const upper = instr.toUpperCase();
-    if (upper === 'ARG' && !seenFrom) {
-      for (const a of rest) {
-        const [k, ...v] = a.split('=');
-        args.set(k, v.join('=').replace(/^"(.*)"$/, '$1'));
+export function imageUsesOf(parsed: ParsedDockerfile): ImageUse[] {
+  const { items, stageNames, global } = scopeInstructions(parsed);
+  const uses: ImageUse[] = [];
+  const add = (word: string, lookup: typeof global, where: string, line: number) => {
+    const e = safeExpand(word, parsed.escape, lookup);
+    if (!e) return;
+    if (e.unknownAt === undefined && (e.value === 'scratch' || stageNames.has(goLower(e.value)) || !e.value)) return;
+    uses.push({ image: e.value, word, ...(e.unknownAt === undefined ? {} : { unknownAt: e.unknownAt }), where, line });
+  };
+  for (const { instruction: ins, lookup } of items) {
+    if (ins.keyword === 'FROM') add(ins.rest.trim().split(/\s+/)[0] ?? '', global, 'FROM', ins.startLine);
+    const from = ins.keyword === 'COPY' ? flagValue(ins.flags, 'from') : undefined;
+    if (from !== undefined) add(from, lookup, `${ins.keyword} --from`, ins.startLine);
+    if (ins.keyword !== 'RUN') continue;
+    for (const flag of ins.flags) {
+      if (!flag.startsWith('--mount=')) continue;
+      let fields;
+      try {
+        fields = mountFields(flag.slice('--mount='.length));
+      } catch {
+        continue;
       }
-    } else if (upper === 'FROM') {
-      seenFrom = true;
-      const words = rest.filter((w) => !w.startsWith('--'));
-      const image = (words[0] ?? '').replace(/\$\{(\w+)\}|\$(\w+)/g, (m, a: string, b: string) => args.get(a ?? b) ?? m);
-      if (words[1]?.toUpperCase() === 'AS' && words[2]) stages.add(words[2].toLowerCase());
-      if (!image || image.includes('$') || image === 'scratch' || stages.has(image.toLowerCase())) continue;
-      if (!images.includes(image)) images.push(image);
+      const mountFrom = fields.filter((f) => f.key === 'from').pop()?.value;
+      if (mountFrom) add(mountFrom, lookup, 'RUN --mount from', ins.startLine);
     }
   }
-  return images;
+  return uses;
+}
+
+/** The images the stages start FROM that are fully known, each once (the worker pulls private ones first). */
+export function baseImagesOf(dockerfile: string): string[] {
+  let parsed: ParsedDockerfile;
+  try {
+    parsed = parseDockerfile(dockerfile, { heredocs: true });
+  } catch {
+    return []; // The build fails on it anyway; the engine says why.
+  }
+  const images = imageUsesOf(parsed).filter((u) => u.where === 'FROM' && u.unknownAt === undefined).map((u) => u.image);
+  return [...new Set(images)];
 }

@@ -20,6 +20,8 @@ export interface BuildOptions {
   stepMarker?: string;
   /** Called with the (short) id of each step container the engine starts, where the builder has them. */
   onStepContainer?: (id: string) => void;
+  /** The caller's prefix for cache mount ids (BuildKit: BUILDKIT_CACHE_MOUNT_NS, also for ONBUILD triggers). */
+  cacheNamespace?: string;
   /** Images whose cache metadata the build may reuse (BuildKit: inline cache). */
   cacheFrom?: string[];
 }
