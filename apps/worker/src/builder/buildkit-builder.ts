@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine, type Progress } from '../docker-engine.js';
+import { UserBuildError, type DockerEngine } from '../docker-engine.js';
 import { BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 import { baseImagesOf } from './dockerfile-bases.js';
@@ -44,7 +44,7 @@ export class BuildkitBuilder implements ImageBuilder {
       } catch (err) {
         throw this.engine.wrap(err);
       }
-      const out: Progress[] = await this.engine.follow(stream, (p) => {
+      const failed = await this.engine.follow(stream, (p) => {
         if (p.id === BUILDKIT_TRACE_ID) {
           const status = BuildkitProgress.decode(p.aux);
           if (status) write(progress.feed(status));
@@ -53,7 +53,6 @@ export class BuildkitBuilder implements ImageBuilder {
       });
       const rest = progress.flush();
       if (rest) write(rest);
-      const failed = out.find((p) => p.errorDetail || p.error);
       if (failed) {
         const message = (failed.errorDetail?.message ?? failed.error ?? '').trim();
         const step = progress.failure;
