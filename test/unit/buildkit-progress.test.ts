@@ -180,3 +180,16 @@ describe('BuildKit progress, streamed', () => {
     expect(failure?.errorDetail?.message).toBe('boom');
   });
 });
+
+describe('BuildKit progress, a stuck engine', () => {
+  it('counts empty trace messages in a row: stalled after 10,000, never while real progress comes between', () => {
+    const progress = new BuildkitProgress();
+    const real = Buffer.from(StatusResponse.encode(StatusResponse.fromPartial({ logs: [{ vertex: 'v', stream: '1', msg: Buffer.from('x\n') }] })).finish()).toString('base64');
+    for (let i = 0; i < 30_000; i++) progress.trace(i % 9_000 === 0 ? real : '');
+    expect(progress.stalled).toBe(false);
+    for (let i = 0; i < 10_000; i++) progress.trace('');
+    expect(progress.stalled).toBe(true);
+    progress.trace(real);
+    expect(progress.stalled).toBe(false);
+  });
+});
