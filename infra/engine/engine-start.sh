@@ -21,6 +21,11 @@ say() { printf 'engine-start: %s\n' "$*" >&2; }
 [ "$#" -gt 0 ] || { say "usage: engine-start.sh ENGINE_COMMAND..."; exit 64; }
 [ -r "$POLICY" ] || { say "egress policy script $POLICY not found"; exit 1; }
 
+# dockerd's BuildKit clips a step's output (on 20.10: past 2 MiB, or faster than 200 KiB/s; -1 does not lift it).
+# Raised to 1 GiB, so only the worker's IMGBUILDER_LOG_MAX_BYTES cuts a build's log.
+export BUILDKIT_STEP_LOG_MAX_SIZE="${BUILDKIT_STEP_LOG_MAX_SIZE:-1073741824}"
+export BUILDKIT_STEP_LOG_MAX_SPEED="${BUILDKIT_STEP_LOG_MAX_SPEED:-1073741824}"
+
 # A restarted container (compose keeps its file system) must not look ready before the rules are back.
 rm -f "$MARKER"
 "$@" &

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,9 +46,7 @@ beforeAll(async () => {
   writeFileSync(file, JSON.stringify({ tokens: [{ name: 'ops-viewer', role: 'viewer', sha256: hashToken(TOKENS.viewer) }, { name: 'ci-builder', role: 'builder', sha256: hashToken(TOKENS.builder) }] }));
   const httpPort = await freePort();
   [stack, git, browser] = await Promise.all([
-    // Classic builder: the live-log test holds a build mid-step by pausing its step container, which BuildKit steps
-    // do not have.
-    startStack({ apis: 1, workers: 1, env: { IMGBUILDER_TOKENS_FILE: file, IMGBUILDER_HTTP_ADDR: `127.0.0.1:${httpPort}`, IMGBUILDER_BUILDER: 'classic' } }),
+    startStack({ apis: 1, workers: 1, env: { IMGBUILDER_TOKENS_FILE: file, IMGBUILDER_HTTP_ADDR: `127.0.0.1:${httpPort}` } }),
     GitServer.start(),
     puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--headless=new'] }),
   ]);
@@ -152,19 +150,21 @@ describe('dashboard and supervisor endpoint on one address', () => {
 
 describe('dashboard in a browser', () => {
   it('a running build appears in the list and its log follows live to the end', async () => {
-    git.commit('live', { Dockerfile: dockerfile('echo live-one', 'sleep 5', 'echo live-two') });
+    // The held step's shell carries a name of its own, so the test finds its processes on this host (BuildKit's
+    // steps are no containers `docker pause` knows).
+    const hold = `live-hold-${randomUUID().slice(0, 8)}`;
+    git.commit('live', { Dockerfile: dockerfile('echo live-one', `sh -c 'sleep 5; true' ${hold}`, 'echo live-two') });
     const client = connectAs(grpcAddr, `Bearer ${TOKENS.builder}`);
     const running = watchBuild(client, { source: gitSource(git.url('live')) });
     await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
     const buildId = buildIdOf(running.messages)!;
     const page = await newPage();
     await login(page, TOKENS.viewer);
-    // The build is held mid-step (its step container frozen) while the page looks: running for certain, whatever the load.
+    // The build is held mid-step (its step's processes stopped) while the page looks: running for certain, whatever the load.
     const logs = watchLogs(client, { buildId });
-    const step = /RUN sleep 5\n ---> Running in ([0-9a-f]+)/;
-    await logs.until((m) => step.test(textOf(m)), 'the sleep step container');
-    const container = step.exec(textOf(logs.messages))![1];
-    execFileSync('docker', ['pause', container], { timeout: 10_000 });
+    await logs.until((m) => textOf(m).includes(hold), 'the held step');
+    const held = await stepProcesses(hold);
+    for (const pid of held) process.kill(pid, 'SIGSTOP');
     try {
       const row = await page.waitForSelector(`tr[data-build-id="${buildId}"]`, { timeout: 15_000 });
       expect(await row!.$eval('td:nth-child(4)', (e) => e.textContent)).toBe('ci-builder');
@@ -176,7 +176,7 @@ describe('dashboard in a browser', () => {
       expect(await page.$eval('#log-state', (e) => e.textContent)).toBe('following');
       expect(await logText(page)).not.toContain('live-two');
     } finally {
-      execFileSync('docker', ['unpause', container], { timeout: 10_000 });
+      for (const pid of held) process.kill(pid, 'SIGCONT');
     }
     await page.waitForFunction(() => document.querySelector('#log')?.getAttribute('data-ended') === 'done_success', { timeout: 90_000 });
     const text = await logText(page);
@@ -301,3 +301,14 @@ describe('dashboard in a browser', () => {
     await page.browserContext().close();
   });
 });
+
+/** The host's processes whose command line names `marker` (a build step's), once there are any; bounded. */
+async function stepProcesses(marker: string): Promise<number[]> {
+  for (const deadline = Date.now() + 15_000; ; ) {
+    const out = spawnSync('pgrep', ['-f', marker], { encoding: 'utf8', timeout: 5_000 }).stdout;
+    const pids = out.split('\n').filter(Boolean).map(Number);
+    if (pids.length) return pids;
+    if (Date.now() > deadline) throw new Error(`no process of the step ${marker} within 15 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

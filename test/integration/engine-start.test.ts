@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, ServiceProcess } from '../support/stack.js';
+import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
+import { checkStepLogs } from '../../apps/worker/src/engine-log-check.js';
 
 /**
  * infra/engine/engine-start.sh, which the worker's engine sidecar and compose's `docker` service run, against a real
@@ -68,9 +70,22 @@ describe('engine-start.sh with a real dockerd', () => {
 
     const dockerd = dockerdPid();
     expect(alive(dockerd)).toBe(true);
+    // BuildKit's step-log limits raised, so the engine never clips a build's log below IMGBUILDER_LOG_MAX_BYTES.
+    const environ = readFileSync(`/proc/${dockerd}/environ`, 'utf8').split('\0');
+    expect(environ).toEqual(expect.arrayContaining(['BUILDKIT_STEP_LOG_MAX_SIZE=1073741824', 'BUILDKIT_STEP_LOG_MAX_SPEED=1073741824']));
     // As PID 1 the script would ignore an untrapped SIGTERM: it hands it to the engine and exits with it.
     expect(await engine.kill('SIGTERM')).toBe(0);
     expect(alive(dockerd)).toBe(false);
+  });
+
+  it('an engine whose BuildKit still clips step output is found out by the worker\'s start-up probe', async () => {
+    // An operator's own, lower limit (the script keeps a value it is given): BuildKit keeps 1 MiB of a step.
+    const { engine, dir } = startEngine({ BUILDKIT_STEP_LOG_MAX_SIZE: '1048576' });
+    await engine.waitForLine(/^engine-start: engine up/, 90_000);
+    const verdict = await checkStepLogs(new DockerEngine(createDocker(`unix://${dir}/docker.sock`), 'the test engine'));
+    expect(verdict).toMatchObject({ stepLogs: 'clipped' });
+    expect(verdict.received).toBeLessThan(2 * 1024 * 1024);
+    expect(await engine.kill('SIGTERM')).toBe(0);
   });
 
   it('stops the engine and exits non-zero without the marker when the policy cannot be installed', async () => {

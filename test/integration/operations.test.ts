@@ -144,6 +144,9 @@ describe('health and metrics', () => {
       expect(await httpGet(`${url}/livez`)).toMatchObject({ status: 200 });
       expect(await httpGet(`${url}/readyz`)).toMatchObject({ status: 200 });
     }
+    // The worker's start-up probe found that the engine passes a step's output whole (its limits are raised).
+    await stack.workers[0].waitForLine(/engine step-log check/);
+    expect((await httpGet(`${workerUrl}/readyz`)).body).toBe('ready\nengine_step_logs: full\n');
     const apiMetrics = (await httpGet(`${apiUrl}/metrics`)).body;
     expect(apiMetrics).toMatch(/^imgbuilder_builds_started_total [1-9]/m);
     expect(apiMetrics).toMatch(/^imgbuilder_builds_deduplicated_total [1-9]/m);

@@ -8,11 +8,14 @@ import { BuildReporter, type ReporterOptions } from '../../apps/worker/src/repor
 import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 import { S3Server } from '../support/s3-server.js';
+import { S3PutCounter } from '../support/s3-counter.js';
 
 // The reporter against a private redis-server and a private s3rver: what reaches the event stream and the log object.
 const keys = redisKeys('imgb');
 let redisServer: RedisServer;
 let s3: S3Server;
+/** Counts what the reporter PUTs: every upload goes through it. */
+let puts: S3PutCounter;
 let redis: Redis;
 let store: BuildStore;
 let objects: ObjectStore;
@@ -23,8 +26,9 @@ beforeAll(async () => {
   [redisServer, s3] = await Promise.all([RedisServer.start(), S3Server.start()]);
   redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
   store = new BuildStore(redis, keys);
+  puts = await S3PutCounter.start(s3.endpoint);
   objects = new ObjectStore({
-    endpoint: s3.endpoint,
+    endpoint: puts.endpoint,
     bucket: 'logs',
     region: 'us-east-1',
     forcePathStyle: true,
@@ -35,6 +39,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   redis?.disconnect();
+  await puts?.stop();
   await Promise.all([redisServer?.stop(), s3?.stop()]);
 });
 
@@ -166,5 +171,31 @@ describe('BuildReporter caps', () => {
     expect((await entries(id)).map((e) => e.text).join('')).not.toContain('from the past');
     expect(await stale.close()).toBe(false);
     await r.close();
+  });
+});
+
+describe('BuildReporter uploads', () => {
+  it('keeps the bytes PUT for a growing log within 3x its final size plus the slack, refreshing the object while it runs', async () => {
+    const MiB = 1024 * 1024;
+    // A tick every 2 ms instead of 2 s: with the old "rewrite on every tick" this log cost over 100 MiB of PUTs.
+    const { r, id } = await reporter({ maxBytes: 64 * MiB, redisTailBytes: MiB, uploadTickMs: 2 });
+    const line = (i: number) => `#5 0.${String(i).padStart(3, '0')} line ${String(i).padStart(7, '0')} padding-padding\n`;
+    let want = '';
+    let refreshed = 0;
+    for (let chunk = 0; chunk < 160; chunk++) {
+      let text = '';
+      for (let i = chunk * 1000; i < (chunk + 1) * 1000; i++) text += line(i);
+      r.write(text);
+      want += text;
+      // The build's pace: the reporter's ticks run between its writes.
+      await new Promise((resolve) => setTimeout(resolve, 8));
+      refreshed = Math.max(refreshed, puts.putBytes(`/logs/${id}.log`));
+    }
+    expect(refreshed).toBeGreaterThan(0);
+    expect(await r.close()).toBe(true);
+    const size = Buffer.byteLength(want);
+    expect(size).toBeGreaterThan(6 * MiB);
+    expect(await object(id)).toBe(want);
+    expect(puts.putBytes(`/logs/${id}.log`)).toBeLessThanOrEqual(3 * size + 4 * MiB);
   });
 });

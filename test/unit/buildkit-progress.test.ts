@@ -1,6 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
+import { StatusResponse } from '@imgbuilder/proto/gen/buildkit/control';
 import { BUILDKIT_TRACE_ID, BuildkitProgress } from '../../apps/worker/src/builder/buildkit-progress.js';
+import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 
 /** Replays a stream recorded from Docker 20.10's `/build?version=2` (one engine JSON message a line). */
 function replay(name: string): { text: string; progress: BuildkitProgress } {
@@ -117,5 +122,74 @@ describe('BuildKit progress: cache import', () => {
     expect(text).not.toContain('ERROR');
     expect(step(text, '[2/2] RUN echo cm$RANDOM').at(-1)).toBe('DONE 0.2s');
     expect(progress.failure).toBeUndefined();
+  });
+});
+
+describe('BuildKit progress, streamed', () => {
+  // A step printing 100,000 lines, as the engine sends it: one JSON line per message, each a base64 StatusResponse
+  // with a few lines of the step's output. Generated as it is read: the fixture is never whole in memory.
+  const LINES = 100_000;
+  const PER_MESSAGE = 10;
+  const step = 'sha256:0000000000000000000000000000000000000000000000000000000000000002';
+  const started = new Date('2026-01-01T00:00:00Z');
+  const message = (s: Parameters<typeof StatusResponse.fromPartial>[0]) =>
+    `${JSON.stringify({ id: BUILDKIT_TRACE_ID, aux: Buffer.from(StatusResponse.encode(StatusResponse.fromPartial(s)).finish()).toString('base64') })}\n`;
+  function* engineStream(): Generator<string> {
+    yield message({ vertexes: [{ digest: step, name: '[2/2] RUN print-lines', started }] });
+    for (let i = 0; i < LINES; i += PER_MESSAGE) {
+      let msg = '';
+      for (let j = i; j < i + PER_MESSAGE; j++) msg += `stream line ${String(j).padStart(7, '0')} padding-padding-padding-padding\n`;
+      yield message({ logs: [{ vertex: step, stream: '1', timestamp: started, msg: Buffer.from(msg) }] });
+    }
+    yield message({ vertexes: [{ digest: step, name: '[2/2] RUN print-lines', started, completed: new Date(started.getTime() + 2000) }] });
+    yield `${JSON.stringify({ aux: { ID: 'sha256:built' } })}\n`;
+  }
+
+  it('decodes each message as it arrives and keeps none: heap flat across 10,000 messages, every line out in order', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const engine = new DockerEngine(createDocker('unix:///nonexistent/docker.sock'), 'test');
+    const progress = new BuildkitProgress();
+    let next = 0;
+    let messages = 0;
+    let heapEarly = 0;
+    let outOfOrder = 0;
+    const failure = await engine.follow(Readable.from(engineStream()), (p) => {
+      if (++messages === 1_000) {
+        gc();
+        heapEarly = process.memoryUsage().heapUsed;
+      }
+      if (p.id !== BUILDKIT_TRACE_ID) return;
+      for (const m of progress.feed(BuildkitProgress.decode(p.aux)!).matchAll(/stream line (\d{7}) /g)) if (Number(m[1]) !== next++) outOfOrder++;
+    });
+    gc();
+    const growth = process.memoryUsage().heapUsed - heapEarly;
+    expect(failure).toBeUndefined();
+    expect(messages).toBe(LINES / PER_MESSAGE + 3);
+    expect(next).toBe(LINES);
+    expect(outOfOrder).toBe(0);
+    // The stream carried ~11 MB of JSON; keeping its messages (as followProgress did) grows the heap by more than that.
+    expect(growth).toBeLessThan(2 * 1024 * 1024);
+  });
+
+  it('returns the first in-stream error instead of handing it on', async () => {
+    const engine = new DockerEngine(createDocker('unix:///nonexistent/docker.sock'), 'test');
+    const seen: string[] = [];
+    const failure = await engine.follow(Readable.from(['{"stream":"a\\n"}\n{"errorDetail":{"message":"boom"},"error":"boom"}\n', '{"stream":"b\\n"}\n\n{"error":"later"}']), (p) => seen.push(p.stream ?? ''));
+    expect(seen).toEqual(['a\n', 'b\n']);
+    expect(failure?.errorDetail?.message).toBe('boom');
+  });
+});
+
+describe('BuildKit progress, a stuck engine', () => {
+  it('counts empty trace messages in a row: stalled after 10,000, never while real progress comes between', () => {
+    const progress = new BuildkitProgress();
+    const real = Buffer.from(StatusResponse.encode(StatusResponse.fromPartial({ logs: [{ vertex: 'v', stream: '1', msg: Buffer.from('x\n') }] })).finish()).toString('base64');
+    for (let i = 0; i < 30_000; i++) progress.trace(i % 9_000 === 0 ? real : '');
+    expect(progress.stalled).toBe(false);
+    for (let i = 0; i < 10_000; i++) progress.trace('');
+    expect(progress.stalled).toBe(true);
+    progress.trace(real);
+    expect(progress.stalled).toBe(false);
   });
 });

@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import Docker from 'dockerode';
 import { isConnectionError } from '@imgbuilder/common/errors';
 import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
@@ -70,50 +71,71 @@ export class DockerEngine {
     return new EngineError((err as Error)?.message ?? String(err));
   }
 
-  /** Follows a progress stream to its end; in-stream errors are left in the result for the caller to judge. */
-  async follow(stream: NodeJS.ReadableStream, onProgress: (p: Progress) => void): Promise<Progress[]> {
-    return new Promise((resolve, reject) => {
-      this.docker.modem.followProgress(
-        stream,
-        (err: Error | null, out: Progress[]) => (err ? reject(this.wrap(err)) : resolve(out)),
-        (p: Progress) => {
-          if (p.errorDetail || p.error) return;
-          onProgress(p);
-        },
-      );
-    });
+  /**
+   * Reads a progress stream (JSON lines) to its end, handing each message to `onProgress` as it arrives and keeping
+   * none: memory stays flat however many messages a build sends (dockerode's followProgress keeps them all).
+   * In-stream errors are not handed on: the first one is returned for the caller to judge.
+   */
+  async follow(stream: NodeJS.ReadableStream, onProgress: (p: Progress) => void): Promise<Progress | undefined> {
+    let failure: Progress | undefined;
+    const handle = (line: string) => {
+      if (!line.trim()) return;
+      let p: Progress;
+      try {
+        p = JSON.parse(line) as Progress;
+      } catch {
+        throw new EngineError(`the engine sent an unreadable progress message: ${line.slice(0, 200)}`);
+      }
+      if (p.errorDetail || p.error) failure ??= p;
+      else onProgress(p);
+    };
+    const decoder = new StringDecoder('utf8');
+    let rest = '';
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+        const text = rest + (typeof chunk === 'string' ? chunk : decoder.write(chunk));
+        let start = 0;
+        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+          handle(text.slice(start, nl));
+          start = nl + 1;
+        }
+        rest = text.slice(start);
+      }
+      handle(rest + decoder.end());
+    } catch (err) {
+      throw this.wrap(err);
+    }
+    return failure;
   }
 
   /** Pushes `repository:tag`; returns the manifest digest. */
   async push(repository: string, tag: string, creds: RegistryCredentials | undefined, signal: AbortSignal, write: (t: string) => void): Promise<string> {
     let digest = '';
-    let out: Progress[];
+    let failure: Progress | undefined;
     try {
       const stream = await this.docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: authconfig(creds, repository.split('/')[0]), abortSignal: signal } as object);
-      out = await this.follow(stream, (p) => {
+      failure = await this.follow(stream, (p) => {
         if (typeof p.aux === 'object' && p.aux.Digest) digest = p.aux.Digest;
         if (p.status && !p.progress) write(`${p.id ? `${p.id}: ` : ''}${p.status}\n`);
       });
     } catch (err) {
       throw this.wrap(err);
     }
-    const failure = out.find((p) => p.errorDetail || p.error);
     if (failure) throw new EngineError(`push of ${repository}:${tag} failed: ${registryFailure(repository, failure)}`);
     return digest;
   }
 
   /** Pulls an image (tag or digest form). */
   async pull(ref: string, creds: RegistryCredentials | undefined, signal: AbortSignal, write: (t: string) => void): Promise<void> {
-    let out: Progress[];
+    let failure: Progress | undefined;
     try {
       const stream = await this.docker.pull(ref, { authconfig: authconfig(creds, ref.split('/')[0]), abortSignal: signal } as object);
-      out = await this.follow(stream, (p) => {
+      failure = await this.follow(stream, (p) => {
         if (p.status && !p.progress) write(`${p.id ? `${p.id}: ` : ''}${p.status}\n`);
       });
     } catch (err) {
       throw this.wrap(err);
     }
-    const failure = out.find((p) => p.errorDetail || p.error);
     if (failure) throw new UserBuildError(`pull of ${ref} failed: ${registryFailure(ref, failure)}`);
   }
 

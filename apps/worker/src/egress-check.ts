@@ -45,7 +45,7 @@ export async function checkEgress(docker: Docker, opts: EgressProbeOptions): Pro
   const targets = (await probeTargets(docker)).map((t) => `${t}:${port}`);
   let listener: { container: Docker.Container; address?: string } | undefined;
   try {
-    const { image, shell } = opts.probeImage ? { image: opts.probeImage, shell: ['sh'] } : { image: await ensureProbeImage(docker), shell: ['/busybox', 'sh'] };
+    const { image, shell } = await probeImage(docker, opts.probeImage);
     const bin = (tool: string) => (shell[0] === '/busybox' ? `/busybox ${tool}` : tool);
     // A second container on the same bridge: reaching it proves the private ranges are open there, wherever this
     // worker runs relative to the engine (another host, another network namespace).
@@ -144,6 +144,14 @@ function firstHost(subnet: string | undefined): string | undefined {
   const base = bits === 0 ? 0 : (n & (~0 << (32 - bits))) >>> 0;
   const gw = base + 1;
   return [gw >>> 24, (gw >>> 16) & 255, (gw >>> 8) & 255, gw & 255].join('.');
+}
+
+/**
+ * The image the worker's probes run (`sh` and busybox's tools) and how to start its shell: the configured one
+ * (IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE), else one made here from this host's static busybox.
+ */
+export async function probeImage(docker: Docker, configured?: string): Promise<{ image: string; shell: string[] }> {
+  return configured ? { image: configured, shell: ['sh'] } : { image: await ensureProbeImage(docker), shell: ['/busybox', 'sh'] };
 }
 
 /** A FROM-scratch image holding only a static busybox, imported (not pulled: no registry is needed). */

@@ -23,6 +23,7 @@ import { BuildSandbox } from './builder/build-sandbox.js';
 import { EgressGate } from './egress-check.js';
 import { createImageBuilder } from './builder/image-builder.js';
 import { BuildCache } from './builder/build-cache.js';
+import { checkStepLogs, type StepLogVerdict } from './engine-log-check.js';
 
 const log = createLogger('imgbuilder-worker');
 /** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */
@@ -183,8 +184,18 @@ async function main(): Promise<void> {
   let stopping = false;
   // Without a gate (the check turned off) builds are taken at once; with one, only once it has passed.
   const ready = async () => (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  // The classic builder passes a step's output through; BuildKit's may be clipped by the engine (see engine-log-check).
+  let stepLogs: StepLogVerdict = { stepLogs: builder.kind === 'buildkit' ? 'unchecked' : 'full' };
+  if (builder.kind === 'buildkit') {
+    void checkStepLogs(engine, { probeImage: env.IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE, labels: engine.labels }).then((v) => {
+      stepLogs = v;
+      if (v.stepLogs === 'clipped') log.warn({ received: v.received }, 'the Docker engine clips build steps\' output: logs lose lines beyond its BuildKit step-log limits; start dockerd with BUILDKIT_STEP_LOG_MAX_SIZE and BUILDKIT_STEP_LOG_MAX_SPEED raised (infra/engine/engine-start.sh does)');
+      else if (v.stepLogs === 'unchecked') log.warn({ why: v.reason }, 'could not check whether the Docker engine clips build steps\' output');
+      else log.info('engine step-log check passed: build steps\' output reaches the log whole');
+    });
+  }
   const http = metricsAddr
-    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready }).catch((err: Error) => {
+    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready, details: () => ({ engine_step_logs: stepLogs.stepLogs }) }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
         return undefined;
       })

@@ -10,6 +10,8 @@ export interface HealthServerOptions {
   ready: () => Promise<boolean>;
   /** A probe slower than this counts as not ready (a Redis client may queue commands while it reconnects). */
   probeTimeoutMs?: number;
+  /** Findings /readyz reports after its verdict, one `name: value` line each (they do not decide readiness). */
+  details?: () => Record<string, string>;
 }
 
 /** Runs a readiness probe; false when it throws, says no, or takes too long. */
@@ -38,7 +40,10 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Serv
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
       // probe() never rejects: a failing or slow check answers 503.
-      void probe(opts.ready, opts.probeTimeoutMs).then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
+      void probe(opts.ready, opts.probeTimeoutMs).then((ok) => {
+        const details = Object.entries(opts.details?.() ?? {}).map(([k, v]) => `${k}: ${v}\n`);
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end([ok ? 'ready\n' : 'not ready\n', ...details].join(''));
+      });
     } else if (path === '/metrics') {
       opts.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': opts.registry.contentType }).end(text),

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine, type Progress } from '../docker-engine.js';
-import { BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
+import { EngineError, UserBuildError, type DockerEngine } from '../docker-engine.js';
+import { BUILDKIT_STALLED, BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 import { baseImagesOf } from './dockerfile-bases.js';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
@@ -48,16 +48,19 @@ export class BuildkitBuilder implements ImageBuilder {
       } catch (err) {
         throw this.engine.wrap(err);
       }
-      const out: Progress[] = await this.engine.follow(stream, (p) => {
+      const failed = await this.engine.follow(stream, (p) => {
         if (p.id === BUILDKIT_TRACE_ID) {
-          const status = BuildkitProgress.decode(p.aux);
+          const status = progress.trace(p.aux);
           if (status) write(progress.feed(status));
+          else if (progress.stalled) throw new EngineError(BUILDKIT_STALLED);
         } else if (typeof p.aux === 'object' && p.aux.ID) id = p.aux.ID;
         else if (p.stream) write(p.stream);
+      }).catch((err: unknown) => {
+        if (progress.stalled) cancel();
+        throw err;
       });
       const rest = progress.flush();
       if (rest) write(rest);
-      const failed = out.find((p) => p.errorDetail || p.error);
       if (failed) {
         const message = (failed.errorDetail?.message ?? failed.error ?? '').trim();
         const step = progress.failure;

@@ -5,6 +5,17 @@ export const BUILDKIT_TRACE_ID = 'moby.buildkit.trace';
 
 const CACHE_IMPORT = 'importing cache manifest from ';
 
+/**
+ * Empty trace messages in a row after which the engine's progress stream counts as stuck. Docker 20.10's BuildKit,
+ * once one batch of a step's output passes 1 MiB (a fast step with the step-log limits raised, on a busy engine),
+ * sends empty StatusResponses in a loop, about 90,000 a second, and nothing else ever again; a sound engine sends none.
+ */
+const STALLED_RUN = 10_000;
+
+/** Why a build whose progress stream got stuck was stopped. */
+export const BUILDKIT_STALLED =
+  "the engine's BuildKit stopped reporting the build's progress (Docker 20.10 does so once a step prints over 1 MiB at once with its step-log limits raised); the build was stopped. Use a newer engine, or IMGBUILDER_BUILDER=classic";
+
 /** The step a BuildKit build failed in, as `docker build` names it, and BuildKit's error text. */
 export interface FailedStep {
   step: string;
@@ -32,6 +43,7 @@ export class BuildkitProgress {
   private readonly vertexes = new Map<string, VertexState>();
   private next = 1;
   private failedStep?: FailedStep;
+  private emptyRun = 0;
 
   /** Decodes one `moby.buildkit.trace` aux payload (base64, or the engine's already-decoded bytes). */
   static decode(aux: unknown): StatusResponse | undefined {
@@ -42,6 +54,17 @@ export class BuildkitProgress {
       // A payload this decoder cannot read is progress only; the build's outcome arrives separately.
       return undefined;
     }
+  }
+
+  /** Decodes one trace payload (see decode), counting the empty ones in a row: `stalled` once they are too many. */
+  trace(aux: unknown): StatusResponse | undefined {
+    this.emptyRun = aux === '' ? this.emptyRun + 1 : 0;
+    return BuildkitProgress.decode(aux);
+  }
+
+  /** The engine's progress stream is stuck (see STALLED_RUN): nothing more will come. */
+  get stalled(): boolean {
+    return this.emptyRun >= STALLED_RUN;
   }
 
   /** The log text for one StatusResponse (possibly empty). */

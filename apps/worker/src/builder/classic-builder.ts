@@ -1,5 +1,5 @@
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine, type Progress } from '../docker-engine.js';
+import { UserBuildError, type DockerEngine } from '../docker-engine.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 
 /**
@@ -15,7 +15,7 @@ export class ClassicBuilder implements ImageBuilder {
     // "Step N/M : …" of the step running, for the failure message.
     let lastStep = '';
     let id = '';
-    let failure: string | undefined;
+    let built = '';
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.engine.docker.buildImage(context, {
@@ -32,27 +32,22 @@ export class ClassicBuilder implements ImageBuilder {
     } catch (err) {
       throw this.engine.wrap(err);
     }
-    const out: Progress[] = await this.engine.follow(stream, (p) => {
+    const failed = await this.engine.follow(stream, (p) => {
       if (p.stream) {
         const step = /^Step \d+\/\d+ : .*/m.exec(p.stream);
         if (step) lastStep = step[0].trim();
         const container = /^ ---> Running in ([0-9a-f]{12,64})/m.exec(p.stream);
         if (container) opts.onStepContainer?.(container[1]);
+        built = /^Successfully built ([0-9a-f]+)/m.exec(p.stream)?.[1] ?? built;
         write(p.stream);
       } else if (p.status) write(`${p.status}${p.id ? ` ${p.id}` : ''}${p.progress ? ` ${p.progress}` : ''}\n`);
       if (typeof p.aux === 'object' && p.aux.ID) id = p.aux.ID;
     });
-    for (const p of out) {
-      if (p.errorDetail || p.error) failure = (p.errorDetail?.message ?? p.error ?? '').trim();
-    }
-    if (failure) {
+    if (failed) {
+      const failure = (failed.errorDetail?.message ?? failed.error ?? '').trim();
       write(`${failure}\n`);
       throw new UserBuildError(lastStep ? `step "${lastStep}": ${failure}` : failure);
     }
-    if (!id) {
-      const m = out.map((p) => p.stream ?? '').join('').match(/Successfully built ([0-9a-f]+)/);
-      id = m?.[1] ?? '';
-    }
-    return id;
+    return id || built;
   }
 }

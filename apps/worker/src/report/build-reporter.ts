@@ -4,8 +4,12 @@ import { SecretCensor } from '@imgbuilder/common/censor';
 import { stripUrlCredentials } from '@imgbuilder/common/source-policy';
 import type { Logger } from '@imgbuilder/common/logger';
 
-/** The object holding a running build's log is rewritten at least this often. */
-const UPLOAD_INTERVAL_MS = 2_000;
+/** How often a running build's log object may be rewritten (when the upload budget allows). */
+const UPLOAD_TICK_MS = 2_000;
+/** A running build's log object is rewritten at least this often while the log grows, budget or not. */
+const UPLOAD_REFRESH_MS = 30_000;
+/** The upload budget's constant: a log's rewrites may exceed its linear bound by this much (small logs stay fresh). */
+const UPLOAD_SLACK_BYTES = 4 * 1024 * 1024;
 /** Attempts at the final upload before the build ends with "log upload pending". */
 const FINAL_UPLOAD_ATTEMPTS = 4;
 /** Largest log entry in Redis, in characters: keeps the tail bound close. */
@@ -28,20 +32,55 @@ export interface ReporterOptions {
    */
   onRedisRefused?: (why: string) => void;
   redisGiveUpMs?: number;
+  /** How often the running log's object may be rewritten (default 2 s; tests make it short). */
+  uploadTickMs?: number;
+}
+
+/**
+ * The log so far in one buffer that grows by doubling: an append copies its bytes once, and an upload sends a view of
+ * the bytes so far (later appends only write beyond it; a grown buffer leaves the view on the old one intact).
+ */
+class LogBuffer {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  length = 0;
+
+  append(bytes: Buffer): void {
+    const need = this.length + bytes.length;
+    if (need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.buf.length));
+      this.buf.copy(grown, 0, 0, this.length);
+      this.buf = grown;
+    }
+    bytes.copy(this.buf, this.length);
+    this.length = need;
+  }
+
+  view(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }
 
 /**
  * Publishes one build's log: every chunk goes to the build's Redis event stream (live subscribers on every API
  * pod) and to the log object in S3, which is rewritten while the build runs and uploaded whole at the end.
  * Secrets are redacted before a byte leaves this class.
+ *
+ * Rewrites are budgeted so a log's uploads stay linear in its size: a rewrite of a log of n bytes is due when the
+ * bytes uploaded so far are at most n plus UPLOAD_SLACK_BYTES. So the rewrites total at most 2n + slack, and with the
+ * final upload at most 3× the final size + slack; a quickly growing log is rewritten about each time it has doubled,
+ * a small one every tick. A log that grows but is over budget is still rewritten every UPLOAD_REFRESH_MS, so a reader
+ * of the presigned URL sees progress (the only rewrites beyond the bound; live readers follow Redis anyway).
  */
 export class BuildReporter {
-  private readonly chunks: Buffer[] = [];
-  private bytes = 0;
+  private readonly buffer = new LogBuffer();
   private truncated = false;
   private pendingRedis = '';
   private redisFlush?: Promise<void>;
-  private dirty = false;
+  /** Bytes of the log the object holds (as last uploaded); it is due an upload while shorter than the log. */
+  private uploaded = 0;
+  private uploadedAt = Date.now();
+  /** Bytes sent to the object store for this log so far (the budget). */
+  private putBytes = 0;
   private uploading?: Promise<void>;
   private readonly timer: NodeJS.Timeout;
   private readonly censor: SecretCensor;
@@ -60,17 +99,17 @@ export class BuildReporter {
     private readonly log: Logger,
   ) {
     this.censor = new SecretCensor(opts.secrets);
-    this.timer = setInterval(() => void this.upload().catch(() => undefined), UPLOAD_INTERVAL_MS);
+    this.timer = setInterval(() => {
+      if (this.due()) void this.upload().catch(() => undefined);
+    }, opts.uploadTickMs ?? UPLOAD_TICK_MS);
     this.timer.unref();
   }
 
   /** Loads what earlier attempts of this build logged, so the object stays the whole log across restarts. */
   async resume(): Promise<void> {
     const prior = await this.logs.readAll(this.opts.buildId);
-    this.chunks.push(prior);
-    this.bytes += prior.length;
+    this.buffer.append(prior);
     this.redisEnd = prior.length;
-    this.dirty = true;
   }
 
   private lose(why: string): void {
@@ -94,17 +133,15 @@ export class BuildReporter {
 
   private append(clean: string): void {
     if (this.truncated || this.lost || !clean) return;
-    const room = this.opts.maxBytes - this.bytes;
+    const room = this.opts.maxBytes - this.buffer.length;
     if (Buffer.byteLength(clean) > room) {
       clean = Buffer.from(clean).subarray(0, Math.max(0, room)).toString('utf8').replace(/\uFFFD$/, '');
       clean += `${clean.endsWith('\n') || clean === '' ? '' : '\n'}[imgbuilder] log truncated: the build printed more than ${this.opts.maxBytes} bytes (IMGBUILDER_LOG_MAX_BYTES); the build goes on, its further output is dropped\n`;
       this.truncated = true;
     }
     const buf = Buffer.from(clean);
-    this.chunks.push(buf);
-    this.bytes += buf.length;
+    this.buffer.append(buf);
     this.opts.onBytes?.(buf.length);
-    this.dirty = true;
     this.pendingRedis += clean;
     this.redisFlush ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flushRedis());
   }
@@ -162,25 +199,27 @@ export class BuildReporter {
     while (this.redisFlush) await this.redisFlush;
   }
 
-  private upload(token = this.opts.token): Promise<void> {
+  /** Whether the running log's object should be rewritten now (see the class comment). */
+  private due(): boolean {
+    const size = this.buffer.length;
+    if (size === this.uploaded || this.uploading) return false;
+    return this.putBytes <= size + UPLOAD_SLACK_BYTES || Date.now() - this.uploadedAt >= UPLOAD_REFRESH_MS;
+  }
+
+  /** Rewrites the object with the log so far (`force`: even when it holds that much already). */
+  private upload(token = this.opts.token, force = false): Promise<void> {
     if (this.lost) return Promise.reject(new Error(this.lost));
-    if (!this.dirty) return this.uploading ?? Promise.resolve();
     if (this.uploading) return this.uploading;
-    this.dirty = false;
-    const body = Buffer.concat(this.chunks);
-    this.chunks.length = 0;
-    this.chunks.push(body);
+    if (!force && this.buffer.length === this.uploaded) return Promise.resolve();
+    const body = this.buffer.view();
+    this.putBytes += body.length;
     this.uploading = this.logs
       .rewrite(this.opts.buildId, body, token === undefined ? '' : String(token))
-      .then(
-        (written) => {
-          if (!written) this.lose('a newer attempt took the build over, or it was ended');
-        },
-        (err: Error) => {
-          this.dirty = true;
-          throw err;
-        },
-      )
+      .then((written) => {
+        if (!written) this.lose('a newer attempt took the build over, or it was ended');
+        this.uploaded = body.length;
+        this.uploadedAt = Date.now();
+      })
       .finally(() => {
         this.uploading = undefined;
       });
@@ -199,8 +238,7 @@ export class BuildReporter {
       await retry(
         async () => {
           if (this.uploading) await this.uploading.catch(() => undefined);
-          this.dirty = true;
-          await this.upload();
+          await this.upload(this.opts.token, true);
         },
         {
           attempts: FINAL_UPLOAD_ATTEMPTS,
@@ -224,8 +262,7 @@ export class BuildReporter {
     for (let delay = 2_000; ; delay = Math.min(delay * 2, 300_000)) {
       await new Promise((r) => setTimeout(r, delay).unref());
       try {
-        this.dirty = true;
-        await this.upload(token);
+        await this.upload(token, true);
         if (this.lost) return;
         this.log.info('pending log upload succeeded');
         onUploaded();
