@@ -6,7 +6,7 @@
 #
 # Usage: engine-start.sh ENGINE_COMMAND...      e.g. engine-start.sh dockerd-entrypoint.sh dockerd --host=…
 # The policy script is egress-policy.sh next to this file (both live in infra/engine, which the k8s base includes);
-# it reads IMGBUILDER_BUILD_EGRESS_ALLOW and IMGBUILDER_BUILD_EGRESS_DNS. If dockerd or the policy fails, this exits
+# it reads IMGBUILDER_BUILD_EGRESS_ALLOW, _DENY and _DNS. If dockerd or the policy fails, this exits
 # non-zero and the engine stops with it: the container restarts rather than build without the rules.
 set -eu
 

@@ -211,7 +211,7 @@ async function main(): Promise<void> {
         log.warn('egress check deferred: the Docker engine is unreachable; it runs before the next build');
         startTakingBuilds();
       } else {
-        log.error({ probed: verdict.targets, allow: env.IMGBUILDER_BUILD_EGRESS_ALLOW }, `worker not ready, taking no builds: ${verdict.reason}`);
+        log.error({ probed: verdict.targets, allow: env.IMGBUILDER_BUILD_EGRESS_ALLOW, deny: env.IMGBUILDER_BUILD_EGRESS_DENY }, `worker not ready, taking no builds: ${verdict.reason}`);
         egressTimer = setTimeout(() => void verify(), EGRESS_RECHECK_MS);
         egressTimer.unref();
       }

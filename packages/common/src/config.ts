@@ -56,6 +56,8 @@ const CIDR_OR_HOST_PORT = /^(\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?|[0-9a-fA-F:]*:[0-
 
 const egressAllow = list.refine((entries) => entries.every((e) => CIDR_OR_HOST_PORT.test(e)), 'expected comma-separated CIDRs (10.1.0.0/16) or host:port (mirror.internal:443)');
 
+const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-fA-F:]*:[0-9a-fA-F:]*\/\d{1,3})$/;
+
 const hostPort = (fallback: string) =>
   z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
 
@@ -107,6 +109,8 @@ export const EnvSchema = z.object({
    * the policy on each kind of engine (infra/engine/egress-policy.sh); the worker only validates and logs it.
    */
   IMGBUILDER_BUILD_EGRESS_ALLOW: egressAllow,
+  /** Ranges build steps may not reach on top of the policy's own (comma-separated CIDRs), read by the same scripts. */
+  IMGBUILDER_BUILD_EGRESS_DENY: list.refine((entries) => entries.every((e) => CIDR.test(e)), 'expected comma-separated CIDRs (203.0.113.0/24, 2001:db8::/32)'),
   /** `on`: the worker proves at start, with a probe container, that build steps cannot reach the engine's host. */
   IMGBUILDER_BUILD_EGRESS_CHECK: z.enum(['on', 'off']).default('on'),
   /** Image for the egress probe; by default the worker imports one made of the host's static busybox. */
