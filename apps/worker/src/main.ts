@@ -49,8 +49,10 @@ async function main(): Promise<void> {
   log.info({ builder: builder.kind }, 'builder selected');
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
-  const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
-  if (builder.kind === 'buildkit' && !sandbox.limitsBuildkit) log.warn('build limits: BuildKit ignores the build API\'s per-step memory and CPU limits, and BuildKit steps cannot be put in their build\'s cgroup from here: only the engine\'s own limits bound them (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
+  const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, builder.kind, log);
+  // A worker that cannot hold builds to their limits takes none, unless the operator accepts that.
+  const limitsProblem = sandbox.unenforceable && `build limits cannot be enforced: ${sandbox.unenforceable}`;
+  if (env.IMGBUILDER_BUILD_LIMITS === 'off') log.warn({ problem: limitsProblem }, 'IMGBUILDER_BUILD_LIMITS=off: builds are taken even where their memory, process and disk limits cannot be enforced; only for trusted Dockerfiles');
   const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY }) : undefined;
@@ -178,9 +180,11 @@ async function main(): Promise<void> {
   runner.useEgressGate(gate);
   let stopping = false;
   // Without a gate (the check turned off) builds are taken at once; with one, only once it has passed.
-  const ready = async () => (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  const refusal = env.IMGBUILDER_BUILD_LIMITS === 'off' ? undefined : limitsProblem;
+  let egressProblem: string | undefined;
+  const ready = async () => !refusal && (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   const http = metricsAddr
-    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready }).catch((err: Error) => {
+    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready, notReadyReason: () => refusal ?? egressProblem }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
         return undefined;
       })
@@ -195,13 +199,16 @@ async function main(): Promise<void> {
       'imgbuilder worker started',
     );
   };
-  if (!gate) {
+  if (refusal) {
+    log.error({ cgroupRoot: env.IMGBUILDER_BUILD_CGROUP_ROOT, builder: builder.kind }, `worker not ready, taking no builds: ${refusal} (run the worker where it sees the engine's cgroups and BuildKit's executor directory, see README "What a build may use"; or IMGBUILDER_BUILD_LIMITS=off)`);
+  } else if (!gate) {
     log.warn('IMGBUILDER_BUILD_EGRESS_CHECK=off: build steps are NOT checked for access to this host, the engine\'s host or private networks; only for trusted Dockerfiles');
     startTakingBuilds();
   } else {
     const verify = async () => {
       const verdict = await gate.check();
       if (stopping) return;
+      egressProblem = verdict.ok || verdict.engineDown ? undefined : verdict.reason;
       if (verdict.ok) {
         log.info({ probed: verdict.targets }, 'egress check passed: build steps cannot reach this host');
         startTakingBuilds();

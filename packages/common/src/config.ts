@@ -123,6 +123,8 @@ export const EnvSchema = z.object({
   IMGBUILDER_BUILD_PIDS: int(1024, 8),
   /** Disk space a build's steps may add (layers written), measured while the build runs. */
   IMGBUILDER_BUILD_DISK: sizeLimit('20GiB'),
+  /** `off`: a worker that cannot enforce the build limits takes builds anyway (warned at every start). */
+  IMGBUILDER_BUILD_LIMITS: z.enum(['on', 'off']).default('on'),
   /** Where the engine's cgroup filesystem is mounted, when the worker shares the engine's host (cgroup v1 or v2). */
   IMGBUILDER_BUILD_CGROUP_ROOT: z.string().default('/sys/fs/cgroup'),
   /** Builds one worker process runs at the same time. */

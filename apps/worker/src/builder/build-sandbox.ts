@@ -1,8 +1,10 @@
 import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
-import { UserBuildError } from '../docker-engine.js';
+import { randomBytes } from 'node:crypto';
+import { EngineError, UserBuildError } from '../docker-engine.js';
 import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
 import { BuildkitExecutions, type BuildkitExecution } from './buildkit-executions.js';
+import type { BuilderKind } from './image-builder.js';
 import { access, readdir, readFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -14,6 +16,34 @@ export class BuildLimitError extends UserBuildError {
       kind === 'memory' ? ['IMGBUILDER_BUILD_MEMORY', limits.memory.text] : kind === 'process' ? ['IMGBUILDER_BUILD_PIDS', String(limits.pids)] : ['IMGBUILDER_BUILD_DISK', limits.disk.text];
     super(`build exceeded its ${kind} limit (${setting}=${value})`);
   }
+}
+
+/**
+ * The worker could not hold a build to its limits (a step it could not move into the build's cgroup, or one it could
+ * not tell the build of): the build fails rather than run unbounded. Not the user's doing.
+ */
+export class BuildSandboxError extends EngineError {
+  override name = 'BuildSandboxError';
+}
+
+/** Why a build ended early: a limit it crossed, or limits that could not be enforced for it. */
+export type SandboxFailure = BuildLimitError | BuildSandboxError;
+
+/** Any build's step marker (see SandboxRun.stepMarker), this worker's or another's on the same engine. */
+const MARKER = /^imgbuilder-build-[\w.-]+\.invalid$/;
+
+/**
+ * The markers an execution's environment carries: a RUN step's `no_proxy` (BuildKit sets it from the build arg over
+ * any ENV of the Dockerfile), and a `# syntax=` frontend's build args, which BuildKit hands its container as
+ * `BUILDKIT_FRONTEND_OPT_<n>=build-arg:no_proxy=<marker>`.
+ */
+export function markersOf(env: string[]): string[] {
+  const out: string[] = [];
+  for (const v of env) {
+    const m = /^(?:no_proxy|BUILDKIT_FRONTEND_OPT_\d+=build-arg:no_proxy)=(.*)$/i.exec(v);
+    if (m && MARKER.test(m[1])) out.push(m[1]);
+  }
+  return out;
 }
 
 /** How often a running build's disk use and process-limit hits are measured. */
@@ -47,6 +77,9 @@ export class BuildSandbox {
   /** Runs by the marker their BuildKit steps carry in their environment (see stepMarker). */
   private readonly runs = new Map<string, SandboxRun>();
 
+  /** Why builds cannot be held to their limits here (set by create); undefined when they can. */
+  private problem?: string;
+
   private constructor(
     private readonly docker: Docker,
     readonly limits: BuildLimits,
@@ -54,14 +87,22 @@ export class BuildSandbox {
     private readonly log: Logger,
   ) {}
 
-  static async create(docker: Docker, limits: BuildLimits, cgroupRoot: string, log: Logger): Promise<BuildSandbox> {
+  static async create(docker: Docker, limits: BuildLimits, cgroupRoot: string, builder: BuilderKind, log: Logger): Promise<BuildSandbox> {
     const cgroups = await CgroupLimits.detect(cgroupRoot);
-    if (cgroups) log.info({ cgroups: cgroups.describe() }, 'build limits: each build gets its own cgroup');
-    else log.warn({ cgroupRoot }, 'build limits: the engine\'s cgroup filesystem is not writable here, so memory and CPU are limited per step and IMGBUILDER_BUILD_PIDS is not enforced (run the worker on the engine\'s host)');
     const sandbox = new BuildSandbox(docker, limits, cgroups, log);
     await sandbox.watchEngine();
-    if (cgroups) await sandbox.watchBuildkit();
+    if (!cgroups) sandbox.problem = `the engine's cgroup filesystem is not writable at ${cgroupRoot} (IMGBUILDER_BUILD_CGROUP_ROOT), so builds get no cgroup of their own: IMGBUILDER_BUILD_PIDS and the build-wide memory limit cannot hold`;
+    else {
+      log.info({ cgroups: cgroups.describe() }, 'build limits: each build gets its own cgroup');
+      const dir = await sandbox.watchBuildkit();
+      if (builder === 'buildkit' && !sandbox.buildkit) sandbox.problem = `BuildKit's executor directory ${dir} is not readable here, so BuildKit steps cannot be moved into their build's cgroup`;
+    }
     return sandbox;
+  }
+
+  /** Why this worker cannot hold builds to their limits (it then takes none, unless IMGBUILDER_BUILD_LIMITS=off). */
+  get unenforceable(): string | undefined {
+    return this.problem;
   }
 
   /** Follows the engine's OOM and container-removal events; reconnects if the engine restarts. */
@@ -96,23 +137,26 @@ export class BuildSandbox {
    * dockerd's BuildKit runs steps in cgroups of its own, ignoring the build's cgroup parent: each step process of a
    * build in this sandbox is moved into the build's cgroup as soon as BuildKit writes its bundle.
    */
-  private async watchBuildkit(): Promise<void> {
+  private async watchBuildkit(): Promise<string> {
     const info = (await this.docker.info().catch(() => undefined)) as { DockerRootDir?: string } | undefined;
     const dir = join(info?.DockerRootDir ?? '/var/lib/docker', 'buildkit', 'executor');
     this.buildkit = await BuildkitExecutions.watch(dir, (e) => this.onExecution(e));
-    if (!this.buildkit) this.log.warn({ dir }, 'build limits: BuildKit\'s executor directory is not readable here, so BuildKit steps run outside their build\'s cgroup (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
+    return dir;
   }
 
+  /**
+   * A BuildKit execution started on the engine. One carrying a build's marker goes into that build's cgroup (markers
+   * hold a random part: nobody else's step can claim one); one carrying another worker's marker is that worker's.
+   * One with no marker at all cannot be told apart from a step of any build running here, so it fails them all.
+   */
   private onExecution(e: BuildkitExecution): void {
-    for (const v of e.env) {
-      const run = this.runs.get(v.slice(v.indexOf('=') + 1));
-      if (run && /^no_proxy=/i.test(v)) return void run.adopt(e);
-    }
-  }
-
-  /** Whether BuildKit steps are moved into their build's cgroup (the worker sees the engine's host). */
-  get limitsBuildkit(): boolean {
-    return Boolean(this.buildkit);
+    const markers = markersOf(e.env);
+    const run = markers.map((m) => this.runs.get(m)).find(Boolean);
+    if (run) return void run.adopt(e);
+    if (markers.length || !this.runs.size) return;
+    const what = `a BuildKit process without any build's marker (${e.id}) started on the engine while this build ran`;
+    this.log.warn({ execution: e.id, builds: this.runs.size }, 'build limits: a BuildKit process carries no build\'s marker; failing every build running here');
+    for (const r of this.runs.values()) r.fail(new BuildSandboxError(`${what}: the worker cannot tell which build it belongs to, so it could not be held to any build's limits (another client of the engine?)`));
   }
 
   /** @internal Whether a BuildKit step's process may still be writing (its bundle is there). */
@@ -214,7 +258,7 @@ export class SandboxRun {
    */
   private readonly endedSteps = new Map<string, number>();
   private readonly ctl = new AbortController();
-  private breach?: BuildLimitError;
+  private breach?: SandboxFailure;
   private timer?: NodeJS.Timeout;
   private polling = false;
   /** The wait for the engine to report this build's step containers gone: verdict and release share one. */
@@ -228,24 +272,34 @@ export class SandboxRun {
   ) {
     this.timer = setInterval(() => void this.poll(), POLL_MS);
     this.timer.unref();
-    this.stepMarker = `imgbuilder-build-${buildId}.invalid`;
+    this.stepMarker = `imgbuilder-build-${buildId}-${randomBytes(8).toString('hex')}.invalid`;
     if (parent) sandbox.register(this.stepMarker, this);
   }
 
-  /** A BuildKit step of this build started: bring it under the build's limits. */
+  /**
+   * A BuildKit step of this build started: bring it under the build's limits, or fail the build. A step that ended
+   * before its process could be seen (a few milliseconds) is let be: it is over.
+   */
   async adopt(e: BuildkitExecution): Promise<void> {
     const cg = this.sandbox.cgroup;
     if (!cg) return;
     this.buildkitSteps.set(e.id, undefined);
+    let outcome;
     try {
-      if (!(await cg.adopt(this.buildId, e.id, e.cgroupsPath))) {
-        this.trip(new BuildLimitError('memory', this.sandbox.limits));
-        return;
-      }
+      outcome = await cg.adopt(this.buildId, e.id, e.cgroupsPath, () => this.sandbox.stepRunning(e.id));
     } catch (err) {
-      this.sandbox.logger.warn({ err: (err as Error).message, build_id: this.buildId }, 'could not move a BuildKit step into its build\'s cgroup');
+      return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: ${(err as Error).message}`));
     }
+    if (outcome === 'over-memory') return this.trip(new BuildLimitError('memory', this.sandbox.limits));
+    if (outcome === 'stuck') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: its processes were still in ${e.cgroupsPath} after 3 s`));
+    if (outcome === 'missing') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) did not show up in its cgroup ${e.cgroupsPath} within 3 s, so it could not be held to the build's limits`));
     this.buildkitSteps.set(e.id, await upperDirOf(e.rootfs));
+  }
+
+  /** Ends the build: the worker cannot hold it to its limits. */
+  fail(err: BuildSandboxError): void {
+    this.sandbox.logger.error({ build_id: this.buildId, err: err.message }, 'build limits cannot be enforced for this build; failing it');
+    this.trip(err);
   }
 
   /** Aborted when the build crosses a limit while it runs. */
@@ -262,7 +316,7 @@ export class SandboxRun {
     this.steps.push(shortId);
   }
 
-  private trip(err: BuildLimitError): void {
+  private trip(err: SandboxFailure): void {
     if (this.breach) return;
     this.breach = err;
     this.ctl.abort(err);
@@ -308,7 +362,7 @@ export class SandboxRun {
    * The limit the finished build crossed, if any: seen while it ran, or found now (an OOM kill the step survived,
    * a refused fork, layers larger than the disk limit). `imageId` is the built image, checked for its new layers.
    */
-  async verdict(failure: unknown, imageId?: string): Promise<BuildLimitError | undefined> {
+  async verdict(failure: unknown, imageId?: string): Promise<SandboxFailure | undefined> {
     clearInterval(this.timer);
     if (this.breach) return this.breach;
     const { limits } = this.sandbox;
