@@ -12,7 +12,7 @@ import { GitServer } from '../support/git-server.js';
 import { httpGet } from '../support/http.js';
 import { NetnsHost } from '../support/netns-host.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { freePort, localEnv, ROOT, ServiceProcess, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
 import Docker from 'dockerode';
 import { pack } from 'tar-stream';
@@ -201,20 +201,39 @@ describe('an engine the worker does not share a network with', () => {
   });
 });
 
-describe('resource limits per build', () => {
+/**
+ * The Kubernetes sidecar layout: the worker in a mount and PID namespace of its own, where neither the engine's
+ * processes, nor its cgroup filesystem, nor its data directory (BuildKit's executor directory) can be seen, and the
+ * limits agent in the engine's namespaces (here the host's, where the shared engine runs), reached over a Unix socket
+ * as through a volume both containers mount. The worker reaches the engine's API as before.
+ */
+describe('resource limits per build, worker beside the engine (sidecar layout)', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
+  let agent: ServiceProcess;
+  let dir: string;
   beforeAll(async () => {
-    stack = await startStack({
-      apis: 1,
-      workers: 1,
-      env: { IMGBUILDER_BUILD_MEMORY: '64MiB', IMGBUILDER_BUILD_PIDS: '64', IMGBUILDER_BUILD_DISK: '64MiB', IMGBUILDER_BUILD_CPUS: '1', IMGBUILDER_WORKER_CONCURRENCY: '4' },
-    });
+    dir = mkdtempSync(join(tmpdir(), 'imgbuilder-limits-agent-'));
+    const socket = join(dir, 'agent.sock');
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/worker/src/limits-agent-main.ts')], { cwd: ROOT, env: { PATH: process.env.PATH, ...localEnv(), IMGBUILDER_LIMITS_AGENT: socket }, stdio: ['ignore', 'pipe', 'pipe'] });
+    agent = new ServiceProcess('limits-agent', child, join(dir, 'agent.log'));
+    [stack] = await Promise.all([
+      startStack({
+        apis: 1,
+        workers: 0,
+        env: { IMGBUILDER_BUILD_MEMORY: '64MiB', IMGBUILDER_BUILD_PIDS: '64', IMGBUILDER_BUILD_DISK: '64MiB', IMGBUILDER_BUILD_CPUS: '1', IMGBUILDER_WORKER_CONCURRENCY: '4' },
+      }),
+      agent.waitForLine(/limits agent listening/),
+    ]);
+    const hideEngineHost = 'mount -t tmpfs none /var/lib/docker && mount -t tmpfs none /sys/fs/cgroup && exec "$@"';
+    await stack.startWorker({ IMGBUILDER_LIMITS_AGENT: socket }, undefined, ['unshare', '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '/bin/sh', '-c', hideEngineHost, 'sh']);
     client = connect(stack.apiAddrs[0]);
   });
   afterAll(async () => {
     client?.close();
     await stack?.stop();
+    await agent?.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: stack.env.DOCKER_HOST }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

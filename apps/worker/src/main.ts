@@ -49,10 +49,11 @@ async function main(): Promise<void> {
   log.info({ builder: builder.kind }, 'builder selected');
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
-  const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, builder.kind, log);
-  // A worker that cannot hold builds to their limits takes none, unless the operator accepts that.
-  const limitsProblem = sandbox.unenforceable && `build limits cannot be enforced: ${sandbox.unenforceable}`;
-  if (env.IMGBUILDER_BUILD_LIMITS === 'off') log.warn({ problem: limitsProblem }, 'IMGBUILDER_BUILD_LIMITS=off: builds are taken even where their memory, process and disk limits cannot be enforced; only for trusted Dockerfiles');
+  const sandbox = await BuildSandbox.create(engine.docker, limits, { cgroupRoot: env.IMGBUILDER_BUILD_CGROUP_ROOT, agent: env.IMGBUILDER_LIMITS_AGENT }, builder.kind, log);
+  // A worker that cannot hold builds to their limits takes none, unless the operator accepts that. Asked again by
+  // every readiness probe: a limits agent can go away and come back.
+  const limitsProblem = () => sandbox.unenforceable && `build limits cannot be enforced: ${sandbox.unenforceable}`;
+  if (env.IMGBUILDER_BUILD_LIMITS === 'off') log.warn({ problem: limitsProblem() }, 'IMGBUILDER_BUILD_LIMITS=off: builds are taken even where their memory, process and disk limits cannot be enforced; only for trusted Dockerfiles');
   const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY }) : undefined;
@@ -180,11 +181,12 @@ async function main(): Promise<void> {
   runner.useEgressGate(gate);
   let stopping = false;
   // Without a gate (the check turned off) builds are taken at once; with one, only once it has passed.
-  const refusal = env.IMGBUILDER_BUILD_LIMITS === 'off' ? undefined : limitsProblem;
+  const limitsRefusal = () => (env.IMGBUILDER_BUILD_LIMITS === 'off' ? undefined : limitsProblem());
+  const refusal = limitsRefusal();
   let egressProblem: string | undefined;
-  const ready = async () => !refusal && (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  const ready = async () => !limitsRefusal() && (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   const http = metricsAddr
-    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready, notReadyReason: () => refusal ?? egressProblem }).catch((err: Error) => {
+    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready, notReadyReason: () => limitsRefusal() ?? egressProblem }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
         return undefined;
       })

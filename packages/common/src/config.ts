@@ -70,7 +70,7 @@ const repository = (fallback: string) => z.string().default(fallback).refine(isR
  * Every environment variable imgbuilder reads, with its default. Defaults describe the local stack that
  * `infra/local/up.sh` starts, so `npm run api` / `npm run worker` work on one machine without settings.
  */
-export const EnvSchema = z.object({
+export const EnvFields = z.object({
   /**
    * Redis (or Redis Cluster: `redis+cluster://host1:port,host2:port`), credentials included
    * (`redis://user:password@host:6379`, `rediss://` for TLS). Unset: the local stack's Redis (see localRedisUrl).
@@ -125,6 +125,11 @@ export const EnvSchema = z.object({
   IMGBUILDER_BUILD_DISK: sizeLimit('20GiB'),
   /** `off`: a worker that cannot enforce the build limits takes builds anyway (warned at every start). */
   IMGBUILDER_BUILD_LIMITS: z.enum(['on', 'off']).default('on'),
+  /**
+   * Unix socket of the limits agent inside the engine's container (the worker then handles cgroups and BuildKit's
+   * steps through it; the agent listens there). Empty: the worker does that itself, on the engine's host.
+   */
+  IMGBUILDER_LIMITS_AGENT: z.string().default(''),
   /** Where the engine's cgroup filesystem is mounted, when the worker shares the engine's host (cgroup v1 or v2). */
   IMGBUILDER_BUILD_CGROUP_ROOT: z.string().default('/sys/fs/cgroup'),
   /** Builds one worker process runs at the same time. */
@@ -252,7 +257,10 @@ export const EnvSchema = z.object({
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: bool(false),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
-}).superRefine((env, ctx) => {
+});
+
+/** EnvFields with the rules that span several of them (a process reading a few fields picks from EnvFields). */
+export const EnvSchema = EnvFields.superRefine((env, ctx) => {
   // One key for API and workers; only development may fall back to the fixed key (SecretBox.fromKey).
   if (!env.IMGBUILDER_SECRET_KEY) {
     if (env.NODE_ENV !== 'development') ctx.addIssue({ code: 'custom', path: [], message: 'IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one' });

@@ -2,10 +2,11 @@ import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
 import { randomBytes } from 'node:crypto';
 import { EngineError, UserBuildError } from '../docker-engine.js';
-import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
-import { BuildkitExecutions, type BuildkitExecution } from './buildkit-executions.js';
+import type { BuildLimits } from './cgroup-limits.js';
+import type { BuildkitExecution } from './buildkit-executions.js';
 import type { BuilderKind } from './image-builder.js';
-import { access, readdir, readFile, lstat } from 'node:fs/promises';
+import { LocalEngineHost, type EngineHost } from './engine-host.js';
+import { AgentEngineHost } from './limits-agent.js';
 import { join } from 'node:path';
 
 /** A build crossed one of its resource limits; the message names the setting and its value. */
@@ -73,7 +74,8 @@ export class BuildSandbox {
   private readonly destroyed = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
   private events?: NodeJS.ReadableStream;
-  private buildkit?: BuildkitExecutions;
+  /** Where cgroups and BuildKit's steps are handled; undefined when nowhere (no writable cgroup filesystem). */
+  private host?: EngineHost;
   /** Runs by the marker their BuildKit steps carry in their environment (see stepMarker). */
   private readonly runs = new Map<string, SandboxRun>();
 
@@ -83,21 +85,38 @@ export class BuildSandbox {
   private constructor(
     private readonly docker: Docker,
     readonly limits: BuildLimits,
-    private readonly cgroups: CgroupLimits | undefined,
     private readonly log: Logger,
   ) {}
 
-  static async create(docker: Docker, limits: BuildLimits, cgroupRoot: string, builder: BuilderKind, log: Logger): Promise<BuildSandbox> {
-    const cgroups = await CgroupLimits.detect(cgroupRoot);
-    const sandbox = new BuildSandbox(docker, limits, cgroups, log);
+  /**
+   * `agent`: the limits agent's socket, where the worker does not share the engine's host (limits-agent.ts); empty
+   * for the engine host's own cgroup filesystem at `cgroupRoot`.
+   */
+  static async create(docker: Docker, limits: BuildLimits, where: { cgroupRoot: string; agent: string }, builder: BuilderKind, log: Logger): Promise<BuildSandbox> {
+    const sandbox = new BuildSandbox(docker, limits, log);
     await sandbox.watchEngine();
-    if (!cgroups) sandbox.problem = `the engine's cgroup filesystem is not writable at ${cgroupRoot} (IMGBUILDER_BUILD_CGROUP_ROOT), so builds get no cgroup of their own: IMGBUILDER_BUILD_PIDS and the build-wide memory limit cannot hold`;
-    else {
-      log.info({ cgroups: cgroups.describe() }, 'build limits: each build gets its own cgroup');
-      const dir = await sandbox.watchBuildkit();
-      if (builder === 'buildkit' && !sandbox.buildkit) sandbox.problem = `BuildKit's executor directory ${dir} is not readable here, so BuildKit steps cannot be moved into their build's cgroup`;
+    const onExecution = (e: BuildkitExecution) => sandbox.onExecution(e);
+    if (where.agent) {
+      const agent = await AgentEngineHost.connect(where.agent, onExecution, (problem) => sandbox.agentProblem(problem));
+      if (typeof agent === 'string') sandbox.problem = agent;
+      else sandbox.host = agent;
+    } else {
+      sandbox.host = await LocalEngineHost.open(where.cgroupRoot, await sandbox.executorDir(), onExecution);
+      if (!sandbox.host) sandbox.problem = `the engine's cgroup filesystem is not writable at ${where.cgroupRoot} (IMGBUILDER_BUILD_CGROUP_ROOT), so builds get no cgroup of their own: IMGBUILDER_BUILD_PIDS and the build-wide memory limit cannot hold`;
+    }
+    if (sandbox.host) {
+      log.info({ cgroups: sandbox.host.describe() }, 'build limits: each build gets its own cgroup');
+      if (builder === 'buildkit' && !sandbox.host.watchesBuildkit) sandbox.problem = `BuildKit's executor directory ${await sandbox.executorDir()} is not readable ${where.agent ? 'by the limits agent' : 'here'}, so BuildKit steps cannot be moved into their build's cgroup`;
     }
     return sandbox;
+  }
+
+  /** The limits agent went away (or came back: undefined): builds running meanwhile cannot be held to their limits. */
+  private agentProblem(problem: string | undefined): void {
+    this.problem = problem;
+    if (!problem) return;
+    this.log.error({ problem }, 'build limits: the limits agent is unreachable; failing every build running here');
+    for (const r of this.runs.values()) r.fail(new BuildSandboxError(`build limits could not be enforced: ${problem}`));
   }
 
   /** Why this worker cannot hold builds to their limits (it then takes none, unless IMGBUILDER_BUILD_LIMITS=off). */
@@ -135,13 +154,11 @@ export class BuildSandbox {
 
   /**
    * dockerd's BuildKit runs steps in cgroups of its own, ignoring the build's cgroup parent: each step process of a
-   * build in this sandbox is moved into the build's cgroup as soon as BuildKit writes its bundle.
+   * build in this sandbox is moved into the build's cgroup as soon as BuildKit writes its bundle here.
    */
-  private async watchBuildkit(): Promise<string> {
+  private async executorDir(): Promise<string> {
     const info = (await this.docker.info().catch(() => undefined)) as { DockerRootDir?: string } | undefined;
-    const dir = join(info?.DockerRootDir ?? '/var/lib/docker', 'buildkit', 'executor');
-    this.buildkit = await BuildkitExecutions.watch(dir, (e) => this.onExecution(e));
-    return dir;
+    return join(info?.DockerRootDir ?? '/var/lib/docker', 'buildkit', 'executor');
   }
 
   /**
@@ -157,11 +174,6 @@ export class BuildSandbox {
     const what = `a BuildKit process without any build's marker (${e.id}) started on the engine while this build ran`;
     this.log.warn({ execution: e.id, builds: this.runs.size }, 'build limits: a BuildKit process carries no build\'s marker; failing every build running here');
     for (const r of this.runs.values()) r.fail(new BuildSandboxError(`${what}: the worker cannot tell which build it belongs to, so it could not be held to any build's limits (another client of the engine?)`));
-  }
-
-  /** @internal Whether a BuildKit step's process may still be writing (its bundle is there). */
-  async stepRunning(id: string): Promise<boolean> {
-    return this.buildkit ? this.buildkit.running(id) : true;
   }
 
   /** @internal */
@@ -188,14 +200,14 @@ export class BuildSandbox {
   }
 
   close(): void {
-    this.buildkit?.close();
+    this.host?.close();
     const s = this.events as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
     this.events = undefined;
     s?.destroy?.();
   }
 
   async open(buildId: string): Promise<SandboxRun> {
-    const parent = this.cgroups ? await this.cgroups.create(buildId, this.limits) : undefined;
+    const parent = this.host ? await this.host.createBuild(buildId, this.limits) : undefined;
     return new SandboxRun(this, buildId, parent);
   }
 
@@ -228,8 +240,8 @@ export class BuildSandbox {
   }
 
   /** @internal */
-  get cgroup(): CgroupLimits | undefined {
-    return this.cgroups;
+  get engineHost(): EngineHost | undefined {
+    return this.host;
   }
 
   /** @internal */
@@ -281,19 +293,19 @@ export class SandboxRun {
    * before its process could be seen (a few milliseconds) is let be: it is over.
    */
   async adopt(e: BuildkitExecution): Promise<void> {
-    const cg = this.sandbox.cgroup;
-    if (!cg) return;
+    const host = this.sandbox.engineHost;
+    if (!host) return;
     this.buildkitSteps.set(e.id, undefined);
     let outcome;
     try {
-      outcome = await cg.adopt(this.buildId, e.id, e.cgroupsPath, () => this.sandbox.stepRunning(e.id));
+      outcome = await host.adopt(this.buildId, e);
     } catch (err) {
       return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: ${(err as Error).message}`));
     }
     if (outcome === 'over-memory') return this.trip(new BuildLimitError('memory', this.sandbox.limits));
     if (outcome === 'stuck') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: its processes were still in ${e.cgroupsPath} after 3 s`));
     if (outcome === 'missing') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) did not show up in its cgroup ${e.cgroupsPath} within 3 s, so it could not be held to the build's limits`));
-    this.buildkitSteps.set(e.id, await upperDirOf(e.rootfs));
+    this.buildkitSteps.set(e.id, await host.upperDir(e.rootfs));
   }
 
   /** Ends the build: the worker cannot hold it to its limits. */
@@ -327,21 +339,21 @@ export class SandboxRun {
     this.polling = true;
     try {
       const { limits } = this.sandbox;
-      const cg = this.sandbox.cgroup;
-      if (cg && (await cg.pidsExceeded(this.buildId, limits))) {
+      const host = this.sandbox.engineHost;
+      if (host && (await host.pidsExceeded(this.buildId, limits))) {
         this.trip(new BuildLimitError('process', limits));
         return;
       }
       for (const [id, upper] of this.buildkitSteps) {
-        if (!upper) continue;
+        if (!upper || !host) continue;
         const ended = this.endedSteps.get(id);
         if (ended !== undefined) {
-          this.stepBytes.set(id, (await access(upper).then(() => true, () => false)) ? ended : 0);
+          this.stepBytes.set(id, (await host.exists(upper)) ? ended : 0);
           continue;
         }
         // Asked before the walk: a step found over here has written all it will by the time the walk starts.
-        const over = !(await this.sandbox.stepRunning(id));
-        const bytes = await dirBytes(upper);
+        const over = !(await host.stepRunning(id));
+        const bytes = await host.dirBytes(upper);
         this.stepBytes.set(id, bytes);
         if (over) this.endedSteps.set(id, bytes);
       }
@@ -367,7 +379,7 @@ export class SandboxRun {
     if (this.breach) return this.breach;
     const { limits } = this.sandbox;
     await this.settle();
-    const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
+    const cg = await this.sandbox.engineHost?.verdict(this.buildId, limits);
     const memory = new BuildLimitError('memory', limits);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
     const killed = failure instanceof Error && /(non-zero|exit) code: 137\b|\bKilled\b/.test(failure.message);
@@ -401,33 +413,9 @@ export class SandboxRun {
         .remove({ force: true })
         .catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the image of a build over its limits'));
     }
-    if (this.sandbox.cgroup) {
+    if (this.sandbox.engineHost) {
       await this.settle();
-      await this.sandbox.cgroup.remove(this.buildId);
+      await this.sandbox.engineHost.removeBuild(this.buildId);
     }
   }
-}
-
-/** The upper (writable) directory of the overlay mounted at `mountPoint`, from this process's mount table. */
-async function upperDirOf(mountPoint: string): Promise<string | undefined> {
-  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  for (const line of table.split('\n')) {
-    const f = line.split(' ');
-    if (f[4] !== mountPoint) continue;
-    const upper = /(?:^|,)upperdir=([^,]+)/.exec(line)?.[1];
-    if (upper) return upper;
-  }
-  return undefined;
-}
-
-/** Bytes of the regular files below `dir` (what a step wrote into its writable layer so far). */
-async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
-  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const e of entries) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) total += await dirBytes(p);
-    else if (e.isFile()) total += (await lstat(p).catch(() => undefined))?.size ?? 0;
-  }
-  return total;
 }
