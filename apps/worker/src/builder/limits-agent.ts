@@ -1,5 +1,5 @@
 import { createServer, request, type Server } from 'node:http';
-import { rm } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { Adoption, BuildLimits, CgroupVerdict } from './cgroup-limits.js';
 import type { BuildkitExecution } from './buildkit-executions.js';
@@ -66,6 +66,8 @@ export async function serveLimitsAgent(host: EngineHost, socketPath: string, dat
     server.once('error', reject);
     server.listen(socketPath, resolve);
   });
+  // The worker runs as another user; only containers that mount the socket's volume can reach it at all.
+  await chmod(socketPath, 0o666);
   return { server, publish };
 }
 
