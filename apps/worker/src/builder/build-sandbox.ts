@@ -65,9 +65,9 @@ export interface SandboxBuildOptions {
 
 /**
  * Bounds what one build's steps may use: memory (swap included), CPU, processes and the disk space they add. The
- * engine enforces memory and CPU per step container; the build's own cgroup (when the worker shares the engine's
- * host) bounds the steps together and adds the process limit; disk use is measured here while the build runs,
- * because overlay2 has no quota on ordinary file systems.
+ * engine enforces memory and CPU per step container; the build's own cgroup (made on the engine's host, by this
+ * process or by the limits agent in the engine's container) bounds the steps together and adds the process limit;
+ * disk use is measured while the build runs, because overlay2 has no quota on ordinary file systems.
  */
 export class BuildSandbox {
   private readonly oomKilled = new Map<string, number>();
