@@ -20,7 +20,7 @@ import { GitServer } from '../support/git-server.js';
 import { engineWithBaseImage, PrivateRegistry } from '../support/private-registry.js';
 import { dumpNamespace } from '../support/redis-dump.js';
 import { BASE_IMAGE, gitSource } from '../support/requests.js';
-import { lastOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
+import { isTerminalStatus, lastOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
 import { localEnv, startStack, type Stack } from '../support/stack.js';
 
 const PASSWORD = `regpw-${randomBytes(8).toString('hex')}`;
@@ -41,7 +41,7 @@ beforeAll(async () => {
   // The installation's credentials hold the private registry: requests decide whether they may be used.
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-installation-auth-'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ auths: { [registry.host]: { auth: registry.additional } } }));
-  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_REGISTRY_AUTH_FILE: join(dir, 'config.json') } }), GitServer.start()]);
+  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_REGISTRY_AUTH_FILE: join(dir, 'config.json'), IMGBUILDER_WORKER_CONCURRENCY: '3' } }), GitServer.start()]);
   api = connect(stack.apiAddrs[0]);
 });
 
@@ -152,6 +152,8 @@ describe('a private base pulled for one build', () => {
       }),
     );
     builds.push(...others);
+    // All of this while the holder still ran on its pulled image.
+    expect(holder.messages.some((m) => isTerminalStatus(m.status))).toBe(false);
     // They fail at their FROM: the engine has no image by that name, and the registry wants credentials.
     others.forEach((msgs, i) => {
       expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
