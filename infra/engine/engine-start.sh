@@ -58,11 +58,12 @@ fi
 
 IMGBUILDER_BUILD_BRIDGE="$BRIDGE" sh "$POLICY" "$BRIDGE" || fail "installing the egress policy on $BRIDGE failed: stopping the engine"
 
-# The limits agent (apps/worker/dist/limits-agent.js, in the `engine` image target) does the worker's cgroup work
-# in this container's namespaces. Without it the worker cannot enforce the build limits: it ending stops the engine.
+# The limits agent (apps/worker/dist/limits-agent.js under IMGBUILDER_APP_DIR, /app in the `engine` image target)
+# does the worker's cgroup work in this container's namespaces. Without it the worker cannot enforce the build
+# limits: it ending stops the engine.
 if [ -n "${IMGBUILDER_LIMITS_AGENT:-}" ]; then
   rm -f "$IMGBUILDER_LIMITS_AGENT"
-  (node /app/apps/worker/dist/limits-agent.js || true; say "the limits agent exited: stopping the engine"; kill -TERM "$engine" 2>/dev/null) &
+  (node "${IMGBUILDER_APP_DIR:-/app}/apps/worker/dist/limits-agent.js" || true; say "the limits agent exited: stopping the engine"; kill -TERM "$engine" 2>/dev/null) &
   until [ -S "$IMGBUILDER_LIMITS_AGENT" ]; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "the limits agent did not listen on $IMGBUILDER_LIMITS_AGENT within ${TIMEOUT}s"
     sleep 1
