@@ -212,11 +212,17 @@ describe('resource limits per build, worker beside the engine (sidecar layout)',
   let client: ImageBuilderClient;
   let agent: ServiceProcess;
   let dir: string;
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'imgbuilder-limits-agent-'));
-    const socket = join(dir, 'agent.sock');
+  let socket: string;
+  let metricsAddr: string;
+  const startAgent = () => {
     const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/worker/src/limits-agent-main.ts')], { cwd: ROOT, env: { PATH: process.env.PATH, ...localEnv(), IMGBUILDER_LIMITS_AGENT: socket }, stdio: ['ignore', 'pipe', 'pipe'] });
     agent = new ServiceProcess('limits-agent', child, join(dir, 'agent.log'));
+  };
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'imgbuilder-limits-agent-'));
+    socket = join(dir, 'agent.sock');
+    metricsAddr = `127.0.0.1:${await freePort()}`;
+    startAgent();
     [stack] = await Promise.all([
       startStack({
         apis: 1,
@@ -226,7 +232,7 @@ describe('resource limits per build, worker beside the engine (sidecar layout)',
       agent.waitForLine(/limits agent listening/),
     ]);
     const hideEngineHost = 'mount -t tmpfs none /var/lib/docker && mount -t tmpfs none /sys/fs/cgroup && exec "$@"';
-    await stack.startWorker({ IMGBUILDER_LIMITS_AGENT: socket }, undefined, ['unshare', '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '/bin/sh', '-c', hideEngineHost, 'sh']);
+    await stack.startWorker({ IMGBUILDER_LIMITS_AGENT: socket, IMGBUILDER_METRICS_ADDR: metricsAddr }, undefined, ['unshare', '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '/bin/sh', '-c', hideEngineHost, 'sh']);
     client = connect(stack.apiAddrs[0]);
   });
   afterAll(async () => {
@@ -301,6 +307,25 @@ describe('resource limits per build, worker beside the engine (sidecar layout)',
     expect(messages.at(-1)?.status).toBe(BuildStatus.done_failure);
     expect(messages.at(-1)?.message).toContain('a BuildKit process without any build\'s marker');
     expect(messages.at(-1)?.message).toContain('could not be held to any build\'s limits');
+  });
+
+  it('fails the running build and turns unready when the limits agent goes away, and takes builds again once it is back', async () => {
+    git.commit('limits-agent-lost', { Dockerfile: dockerfile('echo step-started && sleep 30') });
+    const running = watchBuild(client, { source: gitSource(git.url('limits-agent-lost')) });
+    await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const log = watchLogs(client, { buildId: buildIdOf(running.messages)! });
+    await log.until((m) => textOf(m).includes('step-started'), 'the step to start');
+    log.cancel();
+    await agent.kill('SIGKILL');
+    const { messages } = await running.ended;
+    expect(messages.at(-1)?.status).toBe(BuildStatus.done_failure);
+    expect(messages.at(-1)?.message).toContain('build limits could not be enforced: the limits agent closed its stream of BuildKit executions');
+    const unready = await httpGet(`http://${metricsAddr}/readyz`);
+    expect(unready.status).toBe(503);
+    expect(unready.body).toContain('limits agent');
+    startAgent();
+    await stack.workers[0].waitForLine(/the limits agent is back/);
+    expect((await httpGet(`http://${metricsAddr}/readyz`)).status).toBe(200);
   });
 });
 

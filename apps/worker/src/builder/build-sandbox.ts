@@ -114,7 +114,7 @@ export class BuildSandbox {
   /** The limits agent went away (or came back: undefined): builds running meanwhile cannot be held to their limits. */
   private agentProblem(problem: string | undefined): void {
     this.problem = problem;
-    if (!problem) return;
+    if (!problem) return void this.log.info('build limits: the limits agent is back');
     this.log.error({ problem }, 'build limits: the limits agent is unreachable; failing every build running here');
     for (const r of this.runs.values()) r.fail(new BuildSandboxError(`build limits could not be enforced: ${problem}`));
   }
@@ -207,7 +207,11 @@ export class BuildSandbox {
   }
 
   async open(buildId: string): Promise<SandboxRun> {
-    const parent = this.host ? await this.host.createBuild(buildId, this.limits) : undefined;
+    const parent = this.host
+      ? await this.host.createBuild(buildId, this.limits).catch((err: Error) => {
+          throw new BuildSandboxError(`build limits cannot be enforced: the build's cgroup could not be made: ${err.message}`);
+        })
+      : undefined;
     return new SandboxRun(this, buildId, parent);
   }
 
@@ -305,7 +309,9 @@ export class SandboxRun {
     if (outcome === 'over-memory') return this.trip(new BuildLimitError('memory', this.sandbox.limits));
     if (outcome === 'stuck') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: its processes were still in ${e.cgroupsPath} after 3 s`));
     if (outcome === 'missing') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) did not show up in its cgroup ${e.cgroupsPath} within 3 s, so it could not be held to the build's limits`));
-    this.buildkitSteps.set(e.id, await host.upperDir(e.rootfs));
+    // Without its upper directory the step's disk use cannot be measured.
+    const upper = await host.upperDir(e.rootfs).catch((err: Error) => this.fail(new BuildSandboxError(`the disk use of a BuildKit step (${e.id}) cannot be measured: ${err.message}`)));
+    if (upper) this.buildkitSteps.set(e.id, upper);
   }
 
   /** Ends the build: the worker cannot hold it to its limits. */
@@ -365,6 +371,8 @@ export class SandboxRun {
       let total = 0;
       for (const n of this.stepBytes.values()) total += n;
       if (total > limits.disk.bytes) this.trip(new BuildLimitError('disk', limits));
+    } catch (err) {
+      this.fail(new BuildSandboxError(`build limits could not be checked: ${(err as Error).message}`));
     } finally {
       this.polling = false;
     }
@@ -379,7 +387,12 @@ export class SandboxRun {
     if (this.breach) return this.breach;
     const { limits } = this.sandbox;
     await this.settle();
-    const cg = await this.sandbox.engineHost?.verdict(this.buildId, limits);
+    let cg;
+    try {
+      cg = await this.sandbox.engineHost?.verdict(this.buildId, limits);
+    } catch (err) {
+      return (this.breach = new BuildSandboxError(`whether the build kept its limits could not be read: ${(err as Error).message}`));
+    }
     const memory = new BuildLimitError('memory', limits);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
     const killed = failure instanceof Error && /(non-zero|exit) code: 137\b|\bKilled\b/.test(failure.message);
@@ -415,7 +428,7 @@ export class SandboxRun {
     }
     if (this.sandbox.engineHost) {
       await this.settle();
-      await this.sandbox.engineHost.removeBuild(this.buildId);
+      await this.sandbox.engineHost.removeBuild(this.buildId).catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the build\'s cgroup'));
     }
   }
 }

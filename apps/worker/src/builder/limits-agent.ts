@@ -106,9 +106,20 @@ export class AgentEngineHost implements EngineHost {
       const req = request({ socketPath: this.socketPath, path: '/executions', method: 'GET' }, (res) => {
         open = true;
         resolve();
-        createInterface({ input: res }).on('line', (line) => {
-          if (line) this.onExecution(JSON.parse(line) as BuildkitExecution);
-        });
+        // An agent that dies aborts the response: reported by 'close' below, never thrown.
+        res.on('error', () => undefined);
+        createInterface({ input: res })
+          .on('line', (line) => {
+            let e: BuildkitExecution | undefined;
+            try {
+              e = JSON.parse(line) as BuildkitExecution;
+            } catch {
+              // Not one of the agent's lines: the stream can no longer be trusted to report every step.
+              return void res.destroy();
+            }
+            this.onExecution(e);
+          })
+          .on('error', () => undefined);
         res.on('close', () => this.lost('the limits agent closed its stream of BuildKit executions'));
       });
       req.on('error', (err) => (open ? this.lost(`the limits agent is unreachable (${err.message})`) : reject(err)));
