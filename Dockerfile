@@ -28,6 +28,19 @@ RUN npm ci --no-audit --no-fund
 COPY . .
 RUN npm run build
 
+# The worker's Docker engine (Kubernetes sidecar, compose's `docker`): docker:dind plus Node and the limits agent,
+# which engine-start.sh runs next to dockerd when IMGBUILDER_LIMITS_AGENT names its socket. Build with --target engine.
+FROM docker:27-dind AS engine
+RUN apk add --no-cache nodejs
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json ./
+COPY apps/worker/package.json apps/worker/
+COPY --from=build /app/apps/worker/dist/ apps/worker/dist/
+COPY infra/engine/ /etc/imgbuilder/engine/
+ENTRYPOINT ["/bin/sh", "/etc/imgbuilder/engine/engine-start.sh"]
+CMD ["dockerd-entrypoint.sh", "dockerd"]
+
 FROM ${NODE_IMAGE} AS runtime
 # git: workers clone build sources. tini: PID 1 that forwards signals and reaps git's child processes.
 # busybox-static: /bin/busybox, from which the worker makes its egress probe image (a RUN step's view of the network).

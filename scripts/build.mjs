@@ -16,12 +16,15 @@ const externalThirdParty = {
   },
 };
 
+/** Each app's main, and the limits agent that runs in the worker's engine container (apps/worker/dist/limits-agent.js). */
+const entries = [...apps.map((app) => [`apps/${app}/src/main.ts`, `apps/${app}/dist/main.js`]), ['apps/worker/src/limits-agent-main.ts', 'apps/worker/dist/limits-agent.js']];
+
 await Promise.all(
-  apps.map((app) =>
+  entries.map(([entry, outfile]) =>
     build({
       absWorkingDir: root,
-      entryPoints: [`apps/${app}/src/main.ts`],
-      outfile: `apps/${app}/dist/main.js`,
+      entryPoints: [entry],
+      outfile,
       bundle: true,
       platform: 'node',
       format: 'esm',
@@ -33,4 +36,4 @@ await Promise.all(
     }),
   ),
 );
-console.log(`built ${apps.map((a) => `apps/${a}/dist/main.js`).join(', ')}`);
+console.log(`built ${entries.map(([, out]) => out).join(', ')}`);

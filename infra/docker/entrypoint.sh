@@ -7,7 +7,7 @@ APP_DIR="${IMGBUILDER_APP_DIR:-$(CDPATH= cd -- "$(dirname -- "$0")/../.." && pwd
 cd "$APP_DIR"
 
 usage() {
-  echo "usage: IMAGE api | worker | cli [args…] | COMMAND [args…]" >&2
+  echo "usage: IMAGE api | worker | cli [args…] | limits-agent | COMMAND [args…]" >&2
 }
 
 if [ "$#" -eq 0 ]; then
@@ -22,6 +22,7 @@ case "$target" in
   api) exec node --enable-source-maps apps/api/dist/main.js "$@" ;;
   worker) exec node --enable-source-maps apps/worker/dist/main.js "$@" ;;
   cli) exec node --enable-source-maps apps/cli/dist/main.js "$@" ;;
+  limits-agent) exec node --enable-source-maps apps/worker/dist/limits-agent.js "$@" ;;
   -h | --help | help)
     usage
     exit 0

@@ -3,8 +3,11 @@
 #
 # Build steps (RUN in the classic builder and in BuildKit) run on the engine's default bridge. This script makes
 # that bridge reach the public internet only: no loopback, none of the engine host's own addresses (the bridge
-# gateway included), no link-local or metadata addresses, no private or shared ranges. IMGBUILDER_BUILD_EGRESS_ALLOW
-# (comma-separated CIDRs or host:port) opens exceptions, e.g. an internal package mirror.
+# gateway included), no link-local or metadata addresses (Azure's WireServer too), no private or shared ranges, no NAT64
+# prefix (it reaches IPv4 addresses, private ones included, over IPv6). IMGBUILDER_BUILD_EGRESS_ALLOW (comma-separated
+# CIDRs or host:port) opens exceptions, e.g. an internal package mirror; IMGBUILDER_BUILD_EGRESS_DENY (comma-separated
+# CIDRs) closes more ranges. When the bridge carries IPv6 and ip6tables cannot be used, the script fails: a policy for
+# IPv4 alone would leave build steps the engine host's IPv6 addresses.
 #
 # POSIX sh on purpose: it runs in Debian (infra/local/up.sh) and in the Alpine-based docker:dind sidecar (k8s and
 # compose). Idempotent: the imgbuilder chains are rebuilt from scratch on every run, so running it again with another
@@ -31,9 +34,18 @@ fi
 
 FWD_CHAIN=IMGBUILDER-EGRESS
 IN_CHAIN=IMGBUILDER-INPUT
-V4_DENY="127.0.0.0/8 0.0.0.0/8 169.254.0.0/16 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10 224.0.0.0/4 240.0.0.0/4"
-# fd00:ec2::254 (AWS metadata over IPv6) lies inside fc00::/7.
-V6_DENY="::1/128 fe80::/10 fc00::/7 ff00::/8"
+# 168.63.129.16: Azure's WireServer (host agent, DNS, health probes), outside every private range.
+V4_DENY="127.0.0.0/8 0.0.0.0/8 169.254.0.0/16 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10 224.0.0.0/4 240.0.0.0/4 168.63.129.16/32"
+# fd00:ec2::254 (AWS metadata over IPv6) lies inside fc00::/7; 64:ff9b::/96 and 64:ff9b:1::/48 are NAT64 prefixes
+# (RFC 6052, RFC 8215): through a NAT64 gateway they reach any IPv4 address, the ones denied above included.
+V6_DENY="::1/128 fe80::/10 fc00::/7 ff00::/8 64:ff9b::/96 64:ff9b:1::/48"
+for cidr in $(echo "${IMGBUILDER_BUILD_EGRESS_DENY:-}" | tr ',' ' '); do
+  case "$cidr" in
+    */*:*|*:*/*) V6_DENY="$V6_DENY $cidr" ;;
+    */*) V4_DENY="$V4_DENY $cidr" ;;
+    *) printf 'egress-policy: IMGBUILDER_BUILD_EGRESS_DENY entry "%s" is not a CIDR (like 203.0.113.0/24)\n' "$cidr" >&2; exit 64 ;;
+  esac
+done
 
 say() { printf 'egress-policy: %s\n' "$*" >&2; }
 
@@ -147,11 +159,24 @@ apply() {
   ensure_jump "$tool" INPUT -i "$BRIDGE" -j "$IN_CHAIN"
 }
 
+# Whether containers on the bridge can speak IPv6 to the host: IPv6 not turned off there and an address on it (a
+# link-local one is enough to reach the host's services on the bridge).
+bridge_has_ipv6() {
+  [ "$(cat "/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" 2>/dev/null || echo 1)" = 0 ] && ip -6 addr show dev "$BRIDGE" 2>/dev/null | grep -q inet6
+}
+
 command -v iptables >/dev/null 2>&1 || { say "iptables not found"; exit 1; }
-apply iptables 4 "$V4_DENY"
 if command -v ip6tables >/dev/null 2>&1 && ip6tables -w -L -n >/dev/null 2>&1; then
-  apply ip6tables 6 "$V6_DENY"
+  V6_USABLE=1
+else
+  V6_USABLE=0
+  if [ "$REMOVE" = 0 ] && bridge_has_ipv6; then
+    say "$BRIDGE carries IPv6 but ip6tables cannot be used here (missing, or the kernel lacks ip6_tables/nf_tables for IPv6): refusing to install an IPv4-only policy that build steps could bypass over IPv6; install ip6tables, or turn IPv6 off on the bridge (sysctl net.ipv6.conf.$BRIDGE.disable_ipv6=1)"
+    exit 1
+  fi
 fi
+apply iptables 4 "$V4_DENY"
+[ "$V6_USABLE" = 0 ] || apply ip6tables 6 "$V6_DENY"
 if [ "$REMOVE" = 1 ]; then
   say "removed from $BRIDGE"
 else

@@ -6,7 +6,7 @@
 #
 # Usage: engine-start.sh ENGINE_COMMAND...      e.g. engine-start.sh dockerd-entrypoint.sh dockerd --host=…
 # The policy script is egress-policy.sh next to this file (both live in infra/engine, which the k8s base includes);
-# it reads IMGBUILDER_BUILD_EGRESS_ALLOW and IMGBUILDER_BUILD_EGRESS_DNS. If dockerd or the policy fails, this exits
+# it reads IMGBUILDER_BUILD_EGRESS_ALLOW, _DENY and _DNS. If dockerd or the policy fails, this exits
 # non-zero and the engine stops with it: the container restarts rather than build without the rules.
 set -eu
 
@@ -62,6 +62,18 @@ if [ -x "$LEGACY/iptables" ] && "$LEGACY/iptables" -w -n -L DOCKER-USER >/dev/nu
 fi
 
 IMGBUILDER_BUILD_BRIDGE="$BRIDGE" sh "$POLICY" "$BRIDGE" || fail "installing the egress policy on $BRIDGE failed: stopping the engine"
+
+# The limits agent (apps/worker/dist/limits-agent.js under IMGBUILDER_APP_DIR, /app in the `engine` image target)
+# does the worker's cgroup work in this container's namespaces. Without it the worker cannot enforce the build
+# limits: it ending stops the engine.
+if [ -n "${IMGBUILDER_LIMITS_AGENT:-}" ]; then
+  rm -f "$IMGBUILDER_LIMITS_AGENT"
+  (node "${IMGBUILDER_APP_DIR:-/app}/apps/worker/dist/limits-agent.js" || true; say "the limits agent exited: stopping the engine"; kill -TERM "$engine" 2>/dev/null) &
+  until [ -S "$IMGBUILDER_LIMITS_AGENT" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the limits agent did not listen on $IMGBUILDER_LIMITS_AGENT within ${TIMEOUT}s"
+    sleep 1
+  done
+fi
 mkdir -p "$(dirname "$MARKER")"
 : >"$MARKER"
 say "engine up; build steps on $BRIDGE reach the public internet only"

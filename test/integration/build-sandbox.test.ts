@@ -1,6 +1,6 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,9 +11,11 @@ import { applyEgressPolicy, bridgeGateway } from '../support/egress.js';
 import { GitServer } from '../support/git-server.js';
 import { httpGet } from '../support/http.js';
 import { NetnsHost } from '../support/netns-host.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
-import { buildIdOf } from '../support/streams.js';
+import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
+import { freePort, localEnv, ROOT, ServiceProcess, startStack, type Stack } from '../support/stack.js';
+import { buildIdOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
+import Docker from 'dockerode';
+import { pack } from 'tar-stream';
 
 const TOKEN = `egress-token-${randomBytes(4).toString('hex')}`;
 const METADATA = '169.254.169.254';
@@ -93,14 +95,17 @@ describe('egress policy for build steps', () => {
   });
 });
 
-describe('the worker proves the egress policy at start', () => {
+describe('the worker proves the egress policy and its limits at start', () => {
   let stack: Stack;
+  let dir: string;
   beforeAll(async () => {
     stack = await startStack({ apis: 1, workers: 0 });
+    dir = mkdtempSync(join(tmpdir(), 'imgbuilder-fake-cgroups-'));
   });
   afterAll(async () => {
     await applyEgressPolicy();
     await stack?.stop();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refuses to become ready when a build step can reach its host, and starts with a warning when the check is off', async () => {
@@ -119,6 +124,43 @@ describe('the worker proves the egress policy at start', () => {
     await applyEgressPolicy();
     const checked = await stack.startWorker();
     expect(await checked.waitForLine(/egress check passed/)).toBeTruthy();
+  });
+
+  it('takes no builds where it cannot enforce the build limits, unless IMGBUILDER_BUILD_LIMITS=off', async () => {
+    await Promise.all(stack.workers.map((w) => w.kill()));
+    const addr = `127.0.0.1:${await freePort()}`;
+    const missing = join(dir, 'no-such-cgroup-root');
+    const [refusing, unlimited] = await Promise.all([
+      stack.startWorker({ IMGBUILDER_METRICS_ADDR: addr, IMGBUILDER_BUILD_CGROUP_ROOT: missing }, /worker not ready, taking no builds/),
+      stack.startWorker({ IMGBUILDER_BUILD_CGROUP_ROOT: missing, IMGBUILDER_BUILD_LIMITS: 'off' }, /IMGBUILDER_BUILD_LIMITS=off/),
+    ]);
+    expect(await refusing.waitForLine(/worker not ready/)).toContain(`build limits cannot be enforced: the engine's cgroup filesystem is not writable at ${missing}`);
+    const ready = await httpGet(`http://${addr}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(ready.body).toContain('build limits cannot be enforced');
+    expect(refusing.lines.some((l) => l.includes('imgbuilder worker started'))).toBe(false);
+    expect(await unlimited.waitForLine(/IMGBUILDER_BUILD_LIMITS=off/)).toContain('"level":40');
+    await unlimited.kill();
+  });
+
+  it('fails a build whose BuildKit step cannot be moved into the build\'s cgroup, naming the reason', async () => {
+    // A cgroup root where the engine's step cgroups are real (read through symlinks) but the build's are plain
+    // directories: writing a pid there takes no effect, so the step never leaves the engine's cgroup.
+    for (const c of ['memory', 'cpu', 'pids']) {
+      mkdirSync(join(dir, 'fake', c), { recursive: true });
+      symlinkSync(`/sys/fs/cgroup/${c}/docker`, join(dir, 'fake', c, 'docker'));
+    }
+    // The egress check has nothing to do with this: skipped to save its probe containers' time.
+    await stack.startWorker({ IMGBUILDER_BUILD_CGROUP_ROOT: join(dir, 'fake'), IMGBUILDER_BUILD_EGRESS_CHECK: 'off' });
+    const client = connect(stack.apiAddrs[0]);
+    try {
+      git.commit('limits-unadoptable', { Dockerfile: dockerfile('sleep 8') });
+      const msgs = await build(client, { source: gitSource(git.url('limits-unadoptable')) });
+      expect(msgs.at(-1)?.status).toBe(BuildStatus.done_failure);
+      expect(msgs.at(-1)?.message).toMatch(/a BuildKit step \(\w+\) could not be moved into the build's cgroup, so its limits could not be enforced: its processes were still in \/docker\/buildkit\/\w+ after 3 s/);
+    } finally {
+      client.close();
+    }
   });
 });
 
@@ -159,20 +201,45 @@ describe('an engine the worker does not share a network with', () => {
   });
 });
 
-describe('resource limits per build', () => {
+/**
+ * The Kubernetes sidecar layout: the worker in a mount and PID namespace of its own, where neither the engine's
+ * processes, nor its cgroup filesystem, nor its data directory (BuildKit's executor directory) can be seen, and the
+ * limits agent in the engine's namespaces (here the host's, where the shared engine runs), reached over a Unix socket
+ * as through a volume both containers mount. The worker reaches the engine's API as before.
+ */
+describe('resource limits per build, worker beside the engine (sidecar layout)', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
+  let agent: ServiceProcess;
+  let dir: string;
+  let socket: string;
+  let metricsAddr: string;
+  const startAgent = () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/worker/src/limits-agent-main.ts')], { cwd: ROOT, env: { PATH: process.env.PATH, ...localEnv(), IMGBUILDER_LIMITS_AGENT: socket }, stdio: ['ignore', 'pipe', 'pipe'] });
+    agent = new ServiceProcess('limits-agent', child, join(dir, 'agent.log'));
+  };
   beforeAll(async () => {
-    stack = await startStack({
-      apis: 1,
-      workers: 1,
-      env: { IMGBUILDER_BUILD_MEMORY: '64MiB', IMGBUILDER_BUILD_PIDS: '64', IMGBUILDER_BUILD_DISK: '64MiB', IMGBUILDER_BUILD_CPUS: '1', IMGBUILDER_WORKER_CONCURRENCY: '4' },
-    });
+    dir = mkdtempSync(join(tmpdir(), 'imgbuilder-limits-agent-'));
+    socket = join(dir, 'agent.sock');
+    metricsAddr = `127.0.0.1:${await freePort()}`;
+    startAgent();
+    [stack] = await Promise.all([
+      startStack({
+        apis: 1,
+        workers: 0,
+        env: { IMGBUILDER_BUILD_MEMORY: '64MiB', IMGBUILDER_BUILD_PIDS: '64', IMGBUILDER_BUILD_DISK: '64MiB', IMGBUILDER_BUILD_CPUS: '1', IMGBUILDER_WORKER_CONCURRENCY: '4' },
+      }),
+      agent.waitForLine(/limits agent listening/),
+    ]);
+    const hideEngineHost = 'mount -t tmpfs none /var/lib/docker && mount -t tmpfs none /sys/fs/cgroup && exec "$@"';
+    await stack.startWorker({ IMGBUILDER_LIMITS_AGENT: socket, IMGBUILDER_METRICS_ADDR: metricsAddr }, undefined, ['unshare', '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '/bin/sh', '-c', hideEngineHost, 'sh']);
     client = connect(stack.apiAddrs[0]);
   });
   afterAll(async () => {
     client?.close();
     await stack?.stop();
+    await agent?.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const docker = (...args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: stack.env.DOCKER_HOST }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -220,6 +287,45 @@ describe('resource limits per build', () => {
     const after = await build(client, { source: gitSource(git.url('limits-after')) });
     expect(after.at(-1)?.status).toBe(BuildStatus.done_success);
     expect(stack.workers[0].child.exitCode).toBeNull();
+  });
+
+  it('a BuildKit process carrying no build\'s marker fails the builds running beside it', async () => {
+    git.commit('limits-beside-unmarked', { Dockerfile: dockerfile('echo step-started && sleep 30') });
+    const running = watchBuild(client, { source: gitSource(git.url('limits-beside-unmarked')) });
+    await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const log = watchLogs(client, { buildId: buildIdOf(running.messages)! });
+    await log.until((m) => textOf(m).includes('step-started'), 'the step to start');
+    // Another client of the engine: a BuildKit build posted by hand, without the marker the worker gives its builds.
+    const tar = pack();
+    tar.entry({ name: 'Dockerfile' }, `FROM ${BASE_IMAGE}\nRUN echo unmarked-${Date.now()} && sleep 1\n`);
+    tar.finalize();
+    const engine = new Docker({ socketPath: stack.env.DOCKER_HOST.replace(/^unix:\/\//, '') });
+    const stream = await engine.buildImage(tar as unknown as NodeJS.ReadableStream, { version: '2' } as object);
+    await new Promise((resolve) => engine.modem.followProgress(stream, resolve));
+    const { messages } = await running.ended;
+    log.cancel();
+    expect(messages.at(-1)?.status).toBe(BuildStatus.done_failure);
+    expect(messages.at(-1)?.message).toContain('a BuildKit process without any build\'s marker');
+    expect(messages.at(-1)?.message).toContain('could not be held to any build\'s limits');
+  });
+
+  it('fails the running build and turns unready when the limits agent goes away, and takes builds again once it is back', async () => {
+    git.commit('limits-agent-lost', { Dockerfile: dockerfile('echo step-started && sleep 30') });
+    const running = watchBuild(client, { source: gitSource(git.url('limits-agent-lost')) });
+    await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const log = watchLogs(client, { buildId: buildIdOf(running.messages)! });
+    await log.until((m) => textOf(m).includes('step-started'), 'the step to start');
+    log.cancel();
+    await agent.kill('SIGKILL');
+    const { messages } = await running.ended;
+    expect(messages.at(-1)?.status).toBe(BuildStatus.done_failure);
+    expect(messages.at(-1)?.message).toContain('build limits could not be enforced: the limits agent closed its stream of BuildKit executions');
+    const unready = await httpGet(`http://${metricsAddr}/readyz`);
+    expect(unready.status).toBe(503);
+    expect(unready.body).toContain('limits agent');
+    startAgent();
+    await stack.workers[0].waitForLine(/the limits agent is back/);
+    expect((await httpGet(`http://${metricsAddr}/readyz`)).status).toBe(200);
   });
 });
 

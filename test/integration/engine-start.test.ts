@@ -1,8 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { buildDist } from '../support/dist.js';
 import { ROOT, ServiceProcess } from '../support/stack.js';
 import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 import { checkStepLogs } from '../../apps/worker/src/engine-log-check.js';
@@ -52,11 +53,17 @@ const alive = (pid: number) => {
 };
 
 describe('engine-start.sh with a real dockerd', () => {
-  it('writes the ready marker only with the egress policy in place, allow list included; SIGTERM stops the engine', async () => {
+  it('writes the ready marker only with the egress policy in place, allow list included, and the limits agent listening; SIGTERM stops the engine', async () => {
+    buildDist();
+    const socket = join(mkdtempSync(join(tmpdir(), 'imgbuilder-engine-agent-')), 'agent.sock');
+    dirs.push(dirname(socket));
     // 203.0.113.0/24 is TEST-NET-3: a documentation address, only written into a rule.
-    const { engine, marker, inNetns, dockerdPid } = startEngine({ IMGBUILDER_BUILD_EGRESS_ALLOW: '203.0.113.7:443' });
+    const { engine, marker, inNetns, dockerdPid } = startEngine({ IMGBUILDER_BUILD_EGRESS_ALLOW: '203.0.113.7:443', IMGBUILDER_LIMITS_AGENT: socket, IMGBUILDER_APP_DIR: ROOT });
     await engine.waitForLine(/^engine-start: engine up/, 90_000);
     expect(existsSync(marker)).toBe(true);
+    // The agent (the shipped bundle) answers on its socket, in the engine's namespaces, before the engine counts as up.
+    expect(engine.lines.findIndex((l) => l.includes('limits agent listening'))).toBeLessThan(engine.lines.findIndex((l) => l.startsWith('engine-start: engine up')));
+    expect(statSync(socket).isSocket()).toBe(true);
     const policyLine = engine.lines.findIndex((l) => l.startsWith('egress-policy: installed on docker0'));
     expect(policyLine, engine.lines.join('\n')).toBeGreaterThanOrEqual(0);
     expect(policyLine).toBeLessThan(engine.lines.findIndex((l) => l.startsWith('engine-start: engine up')));

@@ -20,7 +20,7 @@ import { GitServer } from '../support/git-server.js';
 import { engineWithBaseImage, PrivateRegistry } from '../support/private-registry.js';
 import { dumpNamespace } from '../support/redis-dump.js';
 import { BASE_IMAGE, gitSource } from '../support/requests.js';
-import { lastOf } from '../support/streams.js';
+import { isTerminalStatus, lastOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
 import { localEnv, startStack, type Stack } from '../support/stack.js';
 
 const PASSWORD = `regpw-${randomBytes(8).toString('hex')}`;
@@ -41,7 +41,7 @@ beforeAll(async () => {
   // The installation's credentials hold the private registry: requests decide whether they may be used.
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-installation-auth-'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ auths: { [registry.host]: { auth: registry.additional } } }));
-  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_REGISTRY_AUTH_FILE: join(dir, 'config.json') } }), GitServer.start()]);
+  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_REGISTRY_AUTH_FILE: join(dir, 'config.json'), IMGBUILDER_WORKER_CONCURRENCY: '3' } }), GitServer.start()]);
   api = connect(stack.apiAddrs[0]);
 });
 
@@ -130,6 +130,38 @@ describe('Build with a private FROM image', () => {
   it('succeeds with the installation credentials when selective.any_of allows the host', async () => {
     const msgs = await runBuild(privateFromSource('from-private-installation'), selective([registry.host]));
     expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
+  });
+});
+
+describe('a private base pulled for one build', () => {
+  it('cannot be used by a concurrent build without credentials, by its tag or by its digest', async () => {
+    await registry.forget(docker, privateImage);
+    const digestRef = (await resolveBase(privateImage, withAdditional())).ref;
+    git.commit('private-holder', { Dockerfile: `FROM ${privateImage}\nRUN echo holder-started-${randomBytes(4).toString('hex')}\nRUN sleep 6\n` });
+    const holder = watchBuild(api, { source: gitSource(git.url('private-holder')), auth: withAdditional() });
+    await holder.until((m) => Boolean(m[0]?.info?.buildId), 'the build id');
+    const holderLog = watchLogs(api, { buildId: holder.messages[0].info!.buildId });
+    await holderLog.until((m) => textOf(m).includes('holder-started-'), 'the holder\'s first step');
+    holderLog.cancel();
+    // While the holder runs on its pulled private base, builds without credentials name that image.
+    const names = [privateImage, digestRef];
+    const others = await Promise.all(
+      names.map((from, i) => {
+        git.commit(`private-intruder-${i}`, { Dockerfile: `FROM ${from}\nRUN echo intruder-built\n` });
+        return collect(api.build(BuildRequest.fromPartial({ source: gitSource(git.url(`private-intruder-${i}`)) })));
+      }),
+    );
+    builds.push(...others);
+    // All of this while the holder still ran on its pulled image.
+    expect(holder.messages.some((m) => isTerminalStatus(m.status))).toBe(false);
+    // They fail at their FROM: the engine has no image by that name, and the registry wants credentials.
+    others.forEach((msgs, i) => {
+      expect(lastOf(msgs).status).toBe(BuildStatus.done_failure);
+      expect(lastOf(msgs).message).toContain(`step "FROM ${names[i]}"`);
+    });
+    const { messages } = await holder.ended;
+    builds.push(messages);
+    expect(lastOf(messages).status, lastOf(messages).message).toBe(BuildStatus.done_success);
   });
 });
 

@@ -93,8 +93,11 @@ export interface Stack {
   workers: ServiceProcess[];
   logDir: string;
   startApi(extra?: Record<string, string>): Promise<ServiceProcess>;
-  /** `waitFor`: the log line that means the worker is up (default: it started taking builds). */
-  startWorker(extra?: Record<string, string>, waitFor?: RegExp): Promise<ServiceProcess>;
+  /**
+   * `waitFor`: the log line that means the worker is up (default: it started taking builds); `wrapper`: a command
+   * the worker runs under (`unshare …`), its own command line appended.
+   */
+  startWorker(extra?: Record<string, string>, waitFor?: RegExp, wrapper?: string[]): Promise<ServiceProcess>;
   stop(): Promise<void>;
 }
 
@@ -121,9 +124,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const apiAddrs: string[] = [];
   const apis: ServiceProcess[] = [];
   const workers: ServiceProcess[] = [];
-  const spawnService = (kind: 'api' | 'worker', extra: Record<string, string>) => {
+  const spawnService = (kind: 'api' | 'worker', extra: Record<string, string>, wrapper: string[] = []) => {
     const name = `${kind}-${kind === 'api' ? apis.length : workers.length}`;
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, `apps/${kind}/src/main.ts`)], {
+    const [cmd, ...args] = [...wrapper, process.execPath, '--import', 'tsx', join(ROOT, `apps/${kind}/src/main.ts`)];
+    const child = spawn(cmd, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, ...extra },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -144,8 +148,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await p.waitForLine(/API listening/);
       return p;
     },
-    async startWorker(extra = {}, waitFor = /worker started/) {
-      const p = spawnService('worker', { IMGBUILDER_METRICS_ADDR: `127.0.0.1:${await freePort()}`, ...extra });
+    async startWorker(extra = {}, waitFor = /worker started/, wrapper = []) {
+      const p = spawnService('worker', { IMGBUILDER_METRICS_ADDR: `127.0.0.1:${await freePort()}`, ...extra }, wrapper);
       workers.push(p);
       await p.waitForLine(waitFor);
       return p;

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { EngineError, type DockerEngine } from './docker-engine.js';
 import { BUILDKIT_STALLED, BUILDKIT_TRACE_ID, BuildkitProgress } from './builder/buildkit-progress.js';
 import { probeImage } from './egress-check.js';
+import { probeMarker } from './builder/build-sandbox.js';
 
 /**
  * What the probe step prints: beyond the 2 MiB a Docker 20.10 engine's BuildKit keeps of a step by default, and
@@ -40,7 +41,7 @@ export async function checkStepLogs(engine: DockerEngine, opts: { probeImage?: s
     const tar = pack();
     tar.entry({ name: 'Dockerfile' }, `FROM ${image}\nRUN ${JSON.stringify([...shell, '-c', script])}\n`);
     tar.finalize();
-    const stream = await engine.docker.buildImage(tar as unknown as NodeJS.ReadableStream, { version: '2', nocache: true, labels: opts.labels, abortSignal: signal } as unknown as Docker.ImageBuildOptions);
+    const stream = await engine.docker.buildImage(tar as unknown as NodeJS.ReadableStream, { version: '2', nocache: true, labels: opts.labels, buildargs: { no_proxy: probeMarker('step-log-probe') }, abortSignal: signal } as unknown as Docker.ImageBuildOptions);
     let received = 0;
     const progress = new BuildkitProgress();
     const failure = await engine.follow(stream, (p) => {

@@ -53,8 +53,11 @@ async function main(): Promise<void> {
   log.info({ builder: builder.kind }, 'builder selected');
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
-  const sandbox = await BuildSandbox.create(engine.docker, limits, env.IMGBUILDER_BUILD_CGROUP_ROOT, log);
-  if (builder.kind === 'buildkit' && !sandbox.limitsBuildkit) log.warn('build limits: BuildKit ignores the build API\'s per-step memory and CPU limits, and BuildKit steps cannot be put in their build\'s cgroup from here: only the engine\'s own limits bound them (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
+  const sandbox = await BuildSandbox.create(engine.docker, limits, { cgroupRoot: env.IMGBUILDER_BUILD_CGROUP_ROOT, agent: env.IMGBUILDER_LIMITS_AGENT }, builder.kind, log);
+  // A worker that cannot hold builds to their limits takes none, unless the operator accepts that. Asked again by
+  // every readiness probe: a limits agent can go away and come back.
+  const limitsProblem = () => sandbox.unenforceable && `build limits cannot be enforced: ${sandbox.unenforceable}`;
+  if (env.IMGBUILDER_BUILD_LIMITS === 'off') log.warn({ problem: limitsProblem() }, 'IMGBUILDER_BUILD_LIMITS=off: builds are taken even where their memory, process and disk limits cannot be enforced; only for trusted Dockerfiles');
   const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY }) : undefined;
@@ -183,7 +186,10 @@ async function main(): Promise<void> {
   runner.useEgressGate(gate);
   let stopping = false;
   // Without a gate (the check turned off) builds are taken at once; with one, only once it has passed.
-  const ready = async () => (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
+  const limitsRefusal = () => (env.IMGBUILDER_BUILD_LIMITS === 'off' ? undefined : limitsProblem());
+  const refusal = limitsRefusal();
+  let egressProblem: string | undefined;
+  const ready = async () => !limitsRefusal() && (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   // The classic builder passes a step's output through; BuildKit's may be clipped by the engine (see engine-log-check).
   let stepLogs: StepLogVerdict = { stepLogs: builder.kind === 'buildkit' ? 'unchecked' : 'full' };
   if (builder.kind === 'buildkit') {
@@ -195,7 +201,7 @@ async function main(): Promise<void> {
     });
   }
   const http = metricsAddr
-    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready, details: () => ({ engine_step_logs: stepLogs.stepLogs }) }).catch((err: Error) => {
+    ? await startHealthServer({ addr: metricsAddr, registry: metrics.registry, ready, notReadyReason: () => limitsRefusal() ?? egressProblem, details: () => ({ engine_step_logs: stepLogs.stepLogs }) }).catch((err: Error) => {
         log.warn({ err: err.message, addr: metricsAddr }, 'health/metrics HTTP server not started (set IMGBUILDER_METRICS_ADDR)');
         return undefined;
       })
@@ -210,13 +216,16 @@ async function main(): Promise<void> {
       'imgbuilder worker started',
     );
   };
-  if (!gate) {
+  if (refusal) {
+    log.error({ cgroupRoot: env.IMGBUILDER_BUILD_CGROUP_ROOT, builder: builder.kind }, `worker not ready, taking no builds: ${refusal} (run the worker where it sees the engine's cgroups and BuildKit's executor directory, see README "What a build may use"; or IMGBUILDER_BUILD_LIMITS=off)`);
+  } else if (!gate) {
     log.warn('IMGBUILDER_BUILD_EGRESS_CHECK=off: build steps are NOT checked for access to this host, the engine\'s host or private networks; only for trusted Dockerfiles');
     startTakingBuilds();
   } else {
     const verify = async () => {
       const verdict = await gate.check();
       if (stopping) return;
+      egressProblem = verdict.ok || verdict.engineDown ? undefined : verdict.reason;
       if (verdict.ok) {
         log.info({ probed: verdict.targets }, 'egress check passed: build steps cannot reach this host');
         startTakingBuilds();
@@ -226,7 +235,7 @@ async function main(): Promise<void> {
         log.warn('egress check deferred: the Docker engine is unreachable; it runs before the next build');
         startTakingBuilds();
       } else {
-        log.error({ probed: verdict.targets, allow: env.IMGBUILDER_BUILD_EGRESS_ALLOW }, `worker not ready, taking no builds: ${verdict.reason}`);
+        log.error({ probed: verdict.targets, allow: env.IMGBUILDER_BUILD_EGRESS_ALLOW, deny: env.IMGBUILDER_BUILD_EGRESS_DENY }, `worker not ready, taking no builds: ${verdict.reason}`);
         egressTimer = setTimeout(() => void verify(), EGRESS_RECHECK_MS);
         egressTimer.unref();
       }

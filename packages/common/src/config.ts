@@ -67,6 +67,8 @@ const fetchList = (key: keyof FetchPolicyOptions, expected: string) =>
     }
   });
 
+const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-fA-F:]*:[0-9a-fA-F:]*\/\d{1,3})$/;
+
 const hostPort = (fallback: string) =>
   z.string().default(fallback).refine((s) => /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'expected HOST:PORT');
 
@@ -79,7 +81,7 @@ const repository = (fallback: string) => z.string().default(fallback).refine(isR
  * Every environment variable imgbuilder reads, with its default. Defaults describe the local stack that
  * `infra/local/up.sh` starts, so `npm run api` / `npm run worker` work on one machine without settings.
  */
-export const EnvSchema = z.object({
+export const EnvFields = z.object({
   /**
    * Redis (or Redis Cluster: `redis+cluster://host1:port,host2:port`), credentials included
    * (`redis://user:password@host:6379`, `rediss://` for TLS). Unset: the local stack's Redis (see localRedisUrl).
@@ -118,6 +120,8 @@ export const EnvSchema = z.object({
    * the policy on each kind of engine (infra/engine/egress-policy.sh); the worker only validates and logs it.
    */
   IMGBUILDER_BUILD_EGRESS_ALLOW: egressAllow,
+  /** Ranges build steps may not reach on top of the policy's own (comma-separated CIDRs), read by the same scripts. */
+  IMGBUILDER_BUILD_EGRESS_DENY: list.refine((entries) => entries.every((e) => CIDR.test(e)), 'expected comma-separated CIDRs (203.0.113.0/24, 2001:db8::/32)'),
   /** `on`: the worker proves at start, with a probe container, that build steps cannot reach the engine's host. */
   IMGBUILDER_BUILD_EGRESS_CHECK: z.enum(['on', 'off']).default('on'),
   /** Image for the egress probe; by default the worker imports one made of the host's static busybox. */
@@ -130,6 +134,13 @@ export const EnvSchema = z.object({
   IMGBUILDER_BUILD_PIDS: int(1024, 8),
   /** Disk space a build's steps may add (layers written), measured while the build runs. */
   IMGBUILDER_BUILD_DISK: sizeLimit('20GiB'),
+  /** `off`: a worker that cannot enforce the build limits takes builds anyway (warned at every start). */
+  IMGBUILDER_BUILD_LIMITS: z.enum(['on', 'off']).default('on'),
+  /**
+   * Unix socket of the limits agent inside the engine's container (the worker then handles cgroups and BuildKit's
+   * steps through it; the agent listens there). Empty: the worker does that itself, on the engine's host.
+   */
+  IMGBUILDER_LIMITS_AGENT: z.string().default(''),
   /** Where the engine's cgroup filesystem is mounted, when the worker shares the engine's host (cgroup v1 or v2). */
   IMGBUILDER_BUILD_CGROUP_ROOT: z.string().default('/sys/fs/cgroup'),
   /** Builds one worker process runs at the same time. */
@@ -273,7 +284,10 @@ export const EnvSchema = z.object({
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: bool(false),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   NODE_ENV: z.string().optional(),
-}).superRefine((env, ctx) => {
+});
+
+/** EnvFields with the rules that span several of them (a process reading a few fields picks from EnvFields). */
+export const EnvSchema = EnvFields.superRefine((env, ctx) => {
   // One key for API and workers; only development may fall back to the fixed key (SecretBox.fromKey).
   if (!env.IMGBUILDER_SECRET_KEY) {
     if (env.NODE_ENV !== 'development') ctx.addIssue({ code: 'custom', path: [], message: 'IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one' });

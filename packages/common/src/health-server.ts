@@ -8,6 +8,8 @@ export interface HealthServerOptions {
   registry: Registry;
   /** Resolves when the process can do its work (dependencies reachable). */
   ready: () => Promise<boolean>;
+  /** Why the process is not ready, when it knows (shown in /readyz's 503 body). */
+  notReadyReason?: () => string | undefined;
   /** A probe slower than this counts as not ready (a Redis client may queue commands while it reconnects). */
   probeTimeoutMs?: number;
   /** Findings /readyz reports after its verdict, one `name: value` line each (they do not decide readiness). */
@@ -41,8 +43,9 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Serv
     } else if (path === '/readyz') {
       // probe() never rejects: a failing or slow check answers 503.
       void probe(opts.ready, opts.probeTimeoutMs).then((ok) => {
+        const reason = ok ? undefined : opts.notReadyReason?.();
         const details = Object.entries(opts.details?.() ?? {}).map(([k, v]) => `${k}: ${v}\n`);
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end([ok ? 'ready\n' : 'not ready\n', ...details].join(''));
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end([ok ? 'ready\n' : `not ready${reason ? `: ${reason}` : ''}\n`, ...details].join(''));
       });
     } else if (path === '/metrics') {
       opts.registry.metrics().then(

@@ -1,9 +1,12 @@
 import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
-import { UserBuildError } from '../docker-engine.js';
-import { CgroupLimits, type BuildLimits } from './cgroup-limits.js';
-import { BuildkitExecutions, type BuildkitExecution } from './buildkit-executions.js';
-import { access, readdir, readFile, lstat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { EngineError, UserBuildError } from '../docker-engine.js';
+import type { BuildLimits } from './cgroup-limits.js';
+import type { BuildkitExecution } from './buildkit-executions.js';
+import type { BuilderKind } from './image-builder.js';
+import { LocalEngineHost, type EngineHost } from './engine-host.js';
+import { AgentEngineHost } from './limits-agent.js';
 import { join } from 'node:path';
 
 /** A build crossed one of its resource limits; the message names the setting and its value. */
@@ -14,6 +17,42 @@ export class BuildLimitError extends UserBuildError {
       kind === 'memory' ? ['IMGBUILDER_BUILD_MEMORY', limits.memory.text] : kind === 'process' ? ['IMGBUILDER_BUILD_PIDS', String(limits.pids)] : ['IMGBUILDER_BUILD_DISK', limits.disk.text];
     super(`build exceeded its ${kind} limit (${setting}=${value})`);
   }
+}
+
+/**
+ * The worker could not hold a build to its limits (a step it could not move into the build's cgroup, or one it could
+ * not tell the build of): the build fails rather than run unbounded. Not the user's doing.
+ */
+export class BuildSandboxError extends EngineError {
+  override name = 'BuildSandboxError';
+}
+
+/** Why a build ended early: a limit it crossed, or limits that could not be enforced for it. */
+export type SandboxFailure = BuildLimitError | BuildSandboxError;
+
+/** Any build's step marker (see SandboxRun.stepMarker), this worker's or another's on the same engine. */
+const MARKER = /^imgbuilder-build-[\w.-]+\.invalid$/;
+
+/**
+ * A marker for a BuildKit build the worker sends outside any build (a probe of the engine): an unmarked execution
+ * fails every running build on the engine, while one marked for no build of this worker is another's and let be.
+ */
+export function probeMarker(name: string): string {
+  return `imgbuilder-build-${name}-${randomBytes(8).toString('hex')}.invalid`;
+}
+
+/**
+ * The markers an execution's environment carries: a RUN step's `no_proxy` (BuildKit sets it from the build arg over
+ * any ENV of the Dockerfile), and a `# syntax=` frontend's build args, which BuildKit hands its container as
+ * `BUILDKIT_FRONTEND_OPT_<n>=build-arg:no_proxy=<marker>`.
+ */
+export function markersOf(env: string[]): string[] {
+  const out: string[] = [];
+  for (const v of env) {
+    const m = /^(?:no_proxy|BUILDKIT_FRONTEND_OPT_\d+=build-arg:no_proxy)=(.*)$/i.exec(v);
+    if (m && MARKER.test(m[1])) out.push(m[1]);
+  }
+  return out;
 }
 
 /** How often a running build's disk use and process-limit hits are measured. */
@@ -34,34 +73,63 @@ export interface SandboxBuildOptions {
 
 /**
  * Bounds what one build's steps may use: memory (swap included), CPU, processes and the disk space they add. The
- * engine enforces memory and CPU per step container; the build's own cgroup (when the worker shares the engine's
- * host) bounds the steps together and adds the process limit; disk use is measured here while the build runs,
- * because overlay2 has no quota on ordinary file systems.
+ * engine enforces memory and CPU per step container; the build's own cgroup (made on the engine's host, by this
+ * process or by the limits agent in the engine's container) bounds the steps together and adds the process limit;
+ * disk use is measured while the build runs, because overlay2 has no quota on ordinary file systems.
  */
 export class BuildSandbox {
   private readonly oomKilled = new Map<string, number>();
   private readonly destroyed = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
   private events?: NodeJS.ReadableStream;
-  private buildkit?: BuildkitExecutions;
+  /** Where cgroups and BuildKit's steps are handled; undefined when nowhere (no writable cgroup filesystem). */
+  private host?: EngineHost;
   /** Runs by the marker their BuildKit steps carry in their environment (see stepMarker). */
   private readonly runs = new Map<string, SandboxRun>();
+
+  /** Why builds cannot be held to their limits here (set by create); undefined when they can. */
+  private problem?: string;
 
   private constructor(
     private readonly docker: Docker,
     readonly limits: BuildLimits,
-    private readonly cgroups: CgroupLimits | undefined,
     private readonly log: Logger,
   ) {}
 
-  static async create(docker: Docker, limits: BuildLimits, cgroupRoot: string, log: Logger): Promise<BuildSandbox> {
-    const cgroups = await CgroupLimits.detect(cgroupRoot);
-    if (cgroups) log.info({ cgroups: cgroups.describe() }, 'build limits: each build gets its own cgroup');
-    else log.warn({ cgroupRoot }, 'build limits: the engine\'s cgroup filesystem is not writable here, so memory and CPU are limited per step and IMGBUILDER_BUILD_PIDS is not enforced (run the worker on the engine\'s host)');
-    const sandbox = new BuildSandbox(docker, limits, cgroups, log);
+  /**
+   * `agent`: the limits agent's socket, where the worker does not share the engine's host (limits-agent.ts); empty
+   * for the engine host's own cgroup filesystem at `cgroupRoot`.
+   */
+  static async create(docker: Docker, limits: BuildLimits, where: { cgroupRoot: string; agent: string }, builder: BuilderKind, log: Logger): Promise<BuildSandbox> {
+    const sandbox = new BuildSandbox(docker, limits, log);
     await sandbox.watchEngine();
-    if (cgroups) await sandbox.watchBuildkit();
+    const onExecution = (e: BuildkitExecution) => sandbox.onExecution(e);
+    if (where.agent) {
+      const agent = await AgentEngineHost.connect(where.agent, onExecution, (problem) => sandbox.agentProblem(problem));
+      if (typeof agent === 'string') sandbox.problem = agent;
+      else sandbox.host = agent;
+    } else {
+      sandbox.host = await LocalEngineHost.open(where.cgroupRoot, await sandbox.executorDir(), onExecution);
+      if (!sandbox.host) sandbox.problem = `the engine's cgroup filesystem is not writable at ${where.cgroupRoot} (IMGBUILDER_BUILD_CGROUP_ROOT), so builds get no cgroup of their own: IMGBUILDER_BUILD_PIDS and the build-wide memory limit cannot hold`;
+    }
+    if (sandbox.host) {
+      log.info({ cgroups: sandbox.host.describe() }, 'build limits: each build gets its own cgroup');
+      if (builder === 'buildkit' && !sandbox.host.watchesBuildkit) sandbox.problem = `BuildKit's executor directory ${await sandbox.executorDir()} is not readable ${where.agent ? 'by the limits agent' : 'here'}, so BuildKit steps cannot be moved into their build's cgroup`;
+    }
     return sandbox;
+  }
+
+  /** The limits agent went away (or came back: undefined): builds running meanwhile cannot be held to their limits. */
+  private agentProblem(problem: string | undefined): void {
+    this.problem = problem;
+    if (!problem) return void this.log.info('build limits: the limits agent is back');
+    this.log.error({ problem }, 'build limits: the limits agent is unreachable; failing every build running here');
+    for (const r of this.runs.values()) r.fail(new BuildSandboxError(`build limits could not be enforced: ${problem}`));
+  }
+
+  /** Why this worker cannot hold builds to their limits (it then takes none, unless IMGBUILDER_BUILD_LIMITS=off). */
+  get unenforceable(): string | undefined {
+    return this.problem;
   }
 
   /** Follows the engine's OOM and container-removal events; reconnects if the engine restarts. */
@@ -94,30 +162,26 @@ export class BuildSandbox {
 
   /**
    * dockerd's BuildKit runs steps in cgroups of its own, ignoring the build's cgroup parent: each step process of a
-   * build in this sandbox is moved into the build's cgroup as soon as BuildKit writes its bundle.
+   * build in this sandbox is moved into the build's cgroup as soon as BuildKit writes its bundle here.
    */
-  private async watchBuildkit(): Promise<void> {
+  private async executorDir(): Promise<string> {
     const info = (await this.docker.info().catch(() => undefined)) as { DockerRootDir?: string } | undefined;
-    const dir = join(info?.DockerRootDir ?? '/var/lib/docker', 'buildkit', 'executor');
-    this.buildkit = await BuildkitExecutions.watch(dir, (e) => this.onExecution(e));
-    if (!this.buildkit) this.log.warn({ dir }, 'build limits: BuildKit\'s executor directory is not readable here, so BuildKit steps run outside their build\'s cgroup (run the worker on the engine\'s host, or IMGBUILDER_BUILDER=classic)');
+    return join(info?.DockerRootDir ?? '/var/lib/docker', 'buildkit', 'executor');
   }
 
+  /**
+   * A BuildKit execution started on the engine. One carrying a build's marker goes into that build's cgroup (markers
+   * hold a random part: nobody else's step can claim one); one carrying another worker's marker is that worker's.
+   * One with no marker at all cannot be told apart from a step of any build running here, so it fails them all.
+   */
   private onExecution(e: BuildkitExecution): void {
-    for (const v of e.env) {
-      const run = this.runs.get(v.slice(v.indexOf('=') + 1));
-      if (run && /^no_proxy=/i.test(v)) return void run.adopt(e);
-    }
-  }
-
-  /** Whether BuildKit steps are moved into their build's cgroup (the worker sees the engine's host). */
-  get limitsBuildkit(): boolean {
-    return Boolean(this.buildkit);
-  }
-
-  /** @internal Whether a BuildKit step's process may still be writing (its bundle is there). */
-  async stepRunning(id: string): Promise<boolean> {
-    return this.buildkit ? this.buildkit.running(id) : true;
+    const markers = markersOf(e.env);
+    const run = markers.map((m) => this.runs.get(m)).find(Boolean);
+    if (run) return void run.adopt(e);
+    if (markers.length || !this.runs.size) return;
+    const what = `a BuildKit process without any build's marker (${e.id}) started on the engine while this build ran`;
+    this.log.warn({ execution: e.id, builds: this.runs.size }, 'build limits: a BuildKit process carries no build\'s marker; failing every build running here');
+    for (const r of this.runs.values()) r.fail(new BuildSandboxError(`${what}: the worker cannot tell which build it belongs to, so it could not be held to any build's limits (another client of the engine?)`));
   }
 
   /** @internal */
@@ -144,14 +208,18 @@ export class BuildSandbox {
   }
 
   close(): void {
-    this.buildkit?.close();
+    this.host?.close();
     const s = this.events as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
     this.events = undefined;
     s?.destroy?.();
   }
 
   async open(buildId: string): Promise<SandboxRun> {
-    const parent = this.cgroups ? await this.cgroups.create(buildId, this.limits) : undefined;
+    const parent = this.host
+      ? await this.host.createBuild(buildId, this.limits).catch((err: Error) => {
+          throw new BuildSandboxError(`build limits cannot be enforced: the build's cgroup could not be made: ${err.message}`);
+        })
+      : undefined;
     return new SandboxRun(this, buildId, parent);
   }
 
@@ -184,8 +252,8 @@ export class BuildSandbox {
   }
 
   /** @internal */
-  get cgroup(): CgroupLimits | undefined {
-    return this.cgroups;
+  get engineHost(): EngineHost | undefined {
+    return this.host;
   }
 
   /** @internal */
@@ -214,7 +282,7 @@ export class SandboxRun {
    */
   private readonly endedSteps = new Map<string, number>();
   private readonly ctl = new AbortController();
-  private breach?: BuildLimitError;
+  private breach?: SandboxFailure;
   private timer?: NodeJS.Timeout;
   private polling = false;
   /** The wait for the engine to report this build's step containers gone: verdict and release share one. */
@@ -228,24 +296,36 @@ export class SandboxRun {
   ) {
     this.timer = setInterval(() => void this.poll(), POLL_MS);
     this.timer.unref();
-    this.stepMarker = `imgbuilder-build-${buildId}.invalid`;
+    this.stepMarker = `imgbuilder-build-${buildId}-${randomBytes(8).toString('hex')}.invalid`;
     if (parent) sandbox.register(this.stepMarker, this);
   }
 
-  /** A BuildKit step of this build started: bring it under the build's limits. */
+  /**
+   * A BuildKit step of this build started: bring it under the build's limits, or fail the build. A step that ended
+   * before its process could be seen (a few milliseconds) is let be: it is over.
+   */
   async adopt(e: BuildkitExecution): Promise<void> {
-    const cg = this.sandbox.cgroup;
-    if (!cg) return;
+    const host = this.sandbox.engineHost;
+    if (!host) return;
     this.buildkitSteps.set(e.id, undefined);
+    let outcome;
     try {
-      if (!(await cg.adopt(this.buildId, e.id, e.cgroupsPath))) {
-        this.trip(new BuildLimitError('memory', this.sandbox.limits));
-        return;
-      }
+      outcome = await host.adopt(this.buildId, e);
     } catch (err) {
-      this.sandbox.logger.warn({ err: (err as Error).message, build_id: this.buildId }, 'could not move a BuildKit step into its build\'s cgroup');
+      return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: ${(err as Error).message}`));
     }
-    this.buildkitSteps.set(e.id, await upperDirOf(e.rootfs));
+    if (outcome === 'over-memory') return this.trip(new BuildLimitError('memory', this.sandbox.limits));
+    if (outcome === 'stuck') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) could not be moved into the build's cgroup, so its limits could not be enforced: its processes were still in ${e.cgroupsPath} after 3 s`));
+    if (outcome === 'missing') return this.fail(new BuildSandboxError(`a BuildKit step (${e.id}) did not show up in its cgroup ${e.cgroupsPath} within 3 s, so it could not be held to the build's limits`));
+    // Without its upper directory the step's disk use cannot be measured.
+    const upper = await host.upperDir(e.rootfs).catch((err: Error) => this.fail(new BuildSandboxError(`the disk use of a BuildKit step (${e.id}) cannot be measured: ${err.message}`)));
+    if (upper) this.buildkitSteps.set(e.id, upper);
+  }
+
+  /** Ends the build: the worker cannot hold it to its limits. */
+  fail(err: BuildSandboxError): void {
+    this.sandbox.logger.error({ build_id: this.buildId, err: err.message }, 'build limits cannot be enforced for this build; failing it');
+    this.trip(err);
   }
 
   /** Aborted when the build crosses a limit while it runs. */
@@ -262,7 +342,7 @@ export class SandboxRun {
     this.steps.push(shortId);
   }
 
-  private trip(err: BuildLimitError): void {
+  private trip(err: SandboxFailure): void {
     if (this.breach) return;
     this.breach = err;
     this.ctl.abort(err);
@@ -273,21 +353,21 @@ export class SandboxRun {
     this.polling = true;
     try {
       const { limits } = this.sandbox;
-      const cg = this.sandbox.cgroup;
-      if (cg && (await cg.pidsExceeded(this.buildId, limits))) {
+      const host = this.sandbox.engineHost;
+      if (host && (await host.pidsExceeded(this.buildId, limits))) {
         this.trip(new BuildLimitError('process', limits));
         return;
       }
       for (const [id, upper] of this.buildkitSteps) {
-        if (!upper) continue;
+        if (!upper || !host) continue;
         const ended = this.endedSteps.get(id);
         if (ended !== undefined) {
-          this.stepBytes.set(id, (await access(upper).then(() => true, () => false)) ? ended : 0);
+          this.stepBytes.set(id, (await host.exists(upper)) ? ended : 0);
           continue;
         }
         // Asked before the walk: a step found over here has written all it will by the time the walk starts.
-        const over = !(await this.sandbox.stepRunning(id));
-        const bytes = await dirBytes(upper);
+        const over = !(await host.stepRunning(id));
+        const bytes = await host.dirBytes(upper);
         this.stepBytes.set(id, bytes);
         if (over) this.endedSteps.set(id, bytes);
       }
@@ -299,6 +379,8 @@ export class SandboxRun {
       let total = 0;
       for (const n of this.stepBytes.values()) total += n;
       if (total > limits.disk.bytes) this.trip(new BuildLimitError('disk', limits));
+    } catch (err) {
+      this.fail(new BuildSandboxError(`build limits could not be checked: ${(err as Error).message}`));
     } finally {
       this.polling = false;
     }
@@ -308,12 +390,17 @@ export class SandboxRun {
    * The limit the finished build crossed, if any: seen while it ran, or found now (an OOM kill the step survived,
    * a refused fork, layers larger than the disk limit). `imageId` is the built image, checked for its new layers.
    */
-  async verdict(failure: unknown, imageId?: string): Promise<BuildLimitError | undefined> {
+  async verdict(failure: unknown, imageId?: string): Promise<SandboxFailure | undefined> {
     clearInterval(this.timer);
     if (this.breach) return this.breach;
     const { limits } = this.sandbox;
     await this.settle();
-    const cg = this.sandbox.cgroup ? await this.sandbox.cgroup.verdict(this.buildId, limits) : undefined;
+    let cg;
+    try {
+      cg = await this.sandbox.engineHost?.verdict(this.buildId, limits);
+    } catch (err) {
+      return (this.breach = new BuildSandboxError(`whether the build kept its limits could not be read: ${(err as Error).message}`));
+    }
     const memory = new BuildLimitError('memory', limits);
     if (this.steps.some((s) => this.sandbox.wasOomKilled(s)) || cg?.oomKilled) return (this.breach = memory);
     const killed = failure instanceof Error && /(non-zero|exit) code: 137\b|\bKilled\b/.test(failure.message);
@@ -347,33 +434,9 @@ export class SandboxRun {
         .remove({ force: true })
         .catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the image of a build over its limits'));
     }
-    if (this.sandbox.cgroup) {
+    if (this.sandbox.engineHost) {
       await this.settle();
-      await this.sandbox.cgroup.remove(this.buildId);
+      await this.sandbox.engineHost.removeBuild(this.buildId).catch((err: Error) => this.sandbox.logger.warn({ err: err.message, build_id: this.buildId }, 'could not remove the build\'s cgroup'));
     }
   }
-}
-
-/** The upper (writable) directory of the overlay mounted at `mountPoint`, from this process's mount table. */
-async function upperDirOf(mountPoint: string): Promise<string | undefined> {
-  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  for (const line of table.split('\n')) {
-    const f = line.split(' ');
-    if (f[4] !== mountPoint) continue;
-    const upper = /(?:^|,)upperdir=([^,]+)/.exec(line)?.[1];
-    if (upper) return upper;
-  }
-  return undefined;
-}
-
-/** Bytes of the regular files below `dir` (what a step wrote into its writable layer so far). */
-async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
-  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const e of entries) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) total += await dirBytes(p);
-    else if (e.isFile()) total += (await lstat(p).catch(() => undefined))?.size ?? 0;
-  }
-  return total;
 }

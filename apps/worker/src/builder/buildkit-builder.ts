@@ -1,10 +1,12 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import { EngineError, UserBuildError, type DockerEngine } from '../docker-engine.js';
 import { BUILDKIT_STALLED, BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
-import { baseImagesOf } from './dockerfile-bases.js';
+import { baseImagesOf, withBases } from './dockerfile-bases.js';
+import { replaceTarEntry } from './context-rewrite.js';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
+import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
 
 /**
  * The engine's BuildKit (`/build?version=2`): independent stages run at once, and every image carries inline cache
@@ -27,6 +29,8 @@ export class BuildkitBuilder implements ImageBuilder {
     opts.signal.addEventListener('abort', cancel, { once: true });
     const pulled = await this.pullPrivateBases(opts, write);
     try {
+      // The build names its private bases by the names only it knows.
+      if (pulled.size) context = replaceTarEntry(context, opts.dockerfile, withBases(opts.dockerfileText ?? '', pulled));
       try {
         stream = await this.engine.docker.buildImage(context, {
           t: opts.tag,
@@ -70,8 +74,7 @@ export class BuildkitBuilder implements ImageBuilder {
       return id;
     } finally {
       opts.signal.removeEventListener('abort', cancel);
-      // Another build on this engine must not find a private image here that its own credentials cannot pull.
-      for (const image of pulled) await this.engine.untag(image);
+      for (const image of pulled.values()) await this.engine.untag(image);
     }
   }
 
@@ -80,9 +83,14 @@ export class BuildkitBuilder implements ImageBuilder {
    * X-Registry-Config, and it prefers an image already in the engine. So each FROM image on a registry this build
    * holds credentials for is pulled first, by the engine's image API, with those credentials. A pull that fails is
    * left for BuildKit to report, as the step it fails.
+   *
+   * Another build on this engine, running now or later, must not find that image by its name without credentials of
+   * its own: the pulled image is named at once by a random name only this build knows, its own name (and with it the
+   * repository's digest reference) is dropped, and the build's FROM lines are rewritten to the random name. Returns
+   * each image's random name by the name the Dockerfile uses.
    */
-  private async pullPrivateBases(opts: BuildOptions, write: (text: string) => void): Promise<string[]> {
-    const pulled: string[] = [];
+  private async pullPrivateBases(opts: BuildOptions, write: (text: string) => void): Promise<Map<string, string>> {
+    const pulled = new Map<string, string>();
     for (const image of baseImagesOf(opts.dockerfileText ?? '')) {
       let ref;
       try {
@@ -95,14 +103,31 @@ export class BuildkitBuilder implements ImageBuilder {
       if (!c) continue;
       write(`pulling ${image} with this build's credentials for ${ref.domain}\n`);
       try {
-        await this.engine.pull(image, { username: c.username, password: c.password, auth: c.auth }, opts.signal, () => undefined);
-        pulled.push(image);
+        const id = await this.pullAsId(image, { username: c.username, password: c.password, auth: c.auth }, opts.signal);
+        const name = `imgbuilder-private/${randomBytes(16).toString('hex')}`;
+        await this.engine.tag(id, name, 'base');
+        pulled.set(image, `${name}:base`);
       } catch (err) {
         if (opts.signal.aborted) throw err;
         write(`${(err as Error).message}\n`);
+      } finally {
+        await this.engine.untag(image);
       }
     }
     return pulled;
+  }
+
+  /**
+   * Pulls `image` and returns its id. Another build pulling the same name may drop it between the pull and the look
+   * at it: then it is pulled again.
+   */
+  private async pullAsId(image: string, creds: RegistryCredentials, signal: AbortSignal): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      await this.engine.pull(image, creds, signal, () => undefined);
+      const info = (await this.engine.docker.getImage(image).inspect().catch(() => undefined)) as { Id?: string } | undefined;
+      if (info?.Id) return info.Id;
+      if (attempt === 3) throw new UserBuildError(`pull of ${image} succeeded but the image was gone from the engine before it could be used`);
+    }
   }
 
   private async cancel(buildid: string): Promise<void> {

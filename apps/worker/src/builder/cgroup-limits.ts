@@ -10,6 +10,13 @@ export interface BuildLimits {
   disk: { bytes: number; text: string };
 }
 
+/**
+ * How moving a step went: moved; refused because the step was already over the build's memory limit; the step ended
+ * before any of its processes showed up (its bundle is gone); it did not show up within the deadline; or its
+ * processes were still in the source at the deadline (moves that did not take).
+ */
+export type Adoption = 'moved' | 'over-memory' | 'ended' | 'missing' | 'stuck';
+
 /** What a build's cgroup observed, read once the build's steps are gone. */
 export interface CgroupVerdict {
   /** A fork was refused because the build reached its process limit. */
@@ -123,10 +130,10 @@ export class CgroupLimits {
    * Moves the processes of a step that the engine started in a cgroup of its own (`source`, a cgroup path like
    * `/docker/buildkit/<id>`: dockerd's BuildKit ignores the build API's cgroup parent) into a child of the build's
    * cgroup, charges included, so the build's limits hold for it. Keeps moving until `source` stays empty (a process
-   * forking while it moves leaves its child behind). Returns false when the step was already over the build's memory
-   * limit (the kernel refuses to move a charge past it).
+   * forking while it moves leaves its child behind). `running` tells whether the step may still start or run (its
+   * bundle is there). Any other failure to move a process throws.
    */
-  async adopt(buildId: string, step: string, source: string, deadlineMs = 3_000): Promise<boolean> {
+  async adopt(buildId: string, step: string, source: string, running: () => Promise<boolean>, deadlineMs = 3_000): Promise<Adoption> {
     const target = (c?: string) => (this.version === 2 ? join(this.root, PARENT, buildId, step) : join(this.root, c!, PARENT, buildId, step));
     const from = (c?: string) => (this.version === 2 ? join(this.root, source) : join(this.root, c!, source));
     const controllers = this.version === 2 ? [undefined] : ['memory', 'cpu', 'pids'];
@@ -136,10 +143,11 @@ export class CgroupLimits {
     const end = Date.now() + deadlineMs;
     let seen = false;
     let emptyReads = 0;
+    let moved = 0;
     // v1 hierarchies are independent: a process forked between two of its parent's moves starts in the source of
     // the hierarchies not moved yet. Each hierarchy's source is emptied on its own until all stay empty.
     while (Date.now() < end && emptyReads < 3) {
-      let moved = 0;
+      moved = 0;
       for (const c of controllers) {
         const procs = (await readFile(join(from(c), 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
         for (const pid of procs) {
@@ -148,7 +156,7 @@ export class CgroupLimits {
             await writeFile(join(target(c), 'cgroup.procs'), pid);
           } catch (err) {
             const code = (err as NodeJS.ErrnoException).code;
-            if (code === 'ENOMEM') return false;
+            if (code === 'ENOMEM') return 'over-memory';
             // ESRCH: the process ended meanwhile.
             if (code !== 'ESRCH') throw err;
           }
@@ -160,9 +168,11 @@ export class CgroupLimits {
         continue;
       }
       if (seen) emptyReads++;
+      else if (!(await running())) return 'ended';
       await new Promise((r) => setTimeout(r, 2));
     }
-    return true;
+    if (!seen) return 'missing';
+    return moved ? 'stuck' : 'moved';
   }
 
   /** Removes the build's cgroups in every hierarchy the engine created them in (they must be empty by now). */

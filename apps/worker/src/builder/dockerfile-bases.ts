@@ -57,3 +57,30 @@ export function baseImagesOf(dockerfile: string): string[] {
   const images = imageUsesOf(parsed).filter((u) => u.where === 'FROM' && u.unknownAt === undefined).map((u) => u.image);
   return [...new Set(images)];
 }
+
+/**
+ * The Dockerfile with the image of each FROM line that names a key of `names` (as baseImagesOf reads it) replaced by
+ * its value. Only single-line FROM instructions are rewritten; anything else keeps its original name.
+ */
+export function withBases(dockerfile: string, names: ReadonlyMap<string, string>): string {
+  const args = new Map<string, string>();
+  let seenFrom = false;
+  return dockerfile
+    .split('\n')
+    .map((line) => {
+      const arg = /^\s*ARG\s+(.*)$/i.exec(line);
+      if (arg && !seenFrom) {
+        for (const a of arg[1].trim().split(/\s+/)) {
+          const [k, ...v] = a.split('=');
+          args.set(k, v.join('=').replace(/^"(.*)"$/, '$1'));
+        }
+      }
+      const from = /^(\s*FROM\s+(?:--\S+\s+)*)(\S+)(.*)$/i.exec(line);
+      if (!from) return line;
+      seenFrom = true;
+      const image = from[2].replace(/\$\{(\w+)\}|\$(\w+)/g, (m, a: string, b: string) => args.get(a ?? b) ?? m);
+      const to = names.get(image);
+      return to ? `${from[1]}${to}${from[3]}` : line;
+    })
+    .join('\n');
+}
