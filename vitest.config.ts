@@ -2,12 +2,15 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
-    // Integration tests share one Docker engine and registry on a 2-core machine: one file at a time.
-    fileParallelism: false,
     testTimeout: 180_000,
     hookTimeout: 120_000,
     reporters: ['default', './test/support/summary-reporter.ts'],
+    projects: [
+      // In-process and independent of each other: two files at a time (vitest's default is one on two cores).
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], maxWorkers: 2 } },
+      // Integration tests share one Docker engine and registry on a 2-core machine: one file at a time.
+      { extends: true, test: { name: 'integration', include: ['test/integration/**/*.test.ts'], fileParallelism: false } },
+    ],
   },
 });
