@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { buildDist } from '../test/support/dist.js';
 import { GitServer } from '../test/support/git-server.js';
 import { localEnv, ROOT } from '../test/support/stack.js';
 import type { BenchContext, Scenario } from './scenarios/context.js';
@@ -63,6 +64,8 @@ async function main(): Promise<void> {
     log('starting the local stack (idempotent)');
     execFileSync('bash', [join(ROOT, 'infra/local/up.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
+  // The stacks run the bundles, as the tests do.
+  buildDist();
   const git = await GitServer.start();
   let stopping = false;
   const interrupted = (signal: string) => {
