@@ -19,6 +19,9 @@ export function localEnv(): Record<string, string> {
   return env;
 }
 
+/** A process starts in a few seconds; stacks started side by side (describe.concurrent) on a loaded machine take longer. */
+const START_TIMEOUT_MS = 90_000;
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -139,13 +142,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       const p = spawnService('api', { IMGBUILDER_GRPC_ADDR: `127.0.0.1:${port}`, IMGBUILDER_METRICS_ADDR: `127.0.0.1:${await freePort()}`, ...extra });
       apis.push(p);
       apiAddrs.push(`127.0.0.1:${port}`);
-      await p.waitForLine(/API listening/);
+      await p.waitForLine(/API listening/, START_TIMEOUT_MS);
       return p;
     },
     async startWorker(extra = {}, waitFor = /worker started/) {
       const p = spawnService('worker', { IMGBUILDER_METRICS_ADDR: `127.0.0.1:${await freePort()}`, ...extra });
       workers.push(p);
-      await p.waitForLine(waitFor);
+      await p.waitForLine(waitFor, START_TIMEOUT_MS);
       return p;
     },
     async stop() {
