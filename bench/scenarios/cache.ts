@@ -39,9 +39,11 @@ export const cacheScenario: Scenario = {
       ctx.git.commit(repo, { 'README.md': 'imgbuilder cache benchmark\n' });
       const timed = async (c: typeof bkClient, dockerfile: string) => (await buildOk(c, { source: commitSource(url, ctx.git.commit(repo, { Dockerfile: dockerfile })) })).ms;
 
-      ctx.progress('warm-up (untimed)');
-      await timed(bkClient, `FROM ${BASE_IMAGE}\nRUN echo warm-up-${nonce()}\n`);
-      await timed(classicClient, `FROM ${BASE_IMAGE}\nRUN echo warm-up-${nonce()}\n`);
+      if (!ctx.quick) {
+        ctx.progress('warm-up (untimed)');
+        await timed(bkClient, `FROM ${BASE_IMAGE}\nRUN echo warm-up-${nonce()}\n`);
+        await timed(classicClient, `FROM ${BASE_IMAGE}\nRUN echo warm-up-${nonce()}\n`);
+      }
 
       const cacheDockerfile = (n: string, last: string) => `FROM ${BASE_IMAGE}\nRUN echo expensive-${n} && sleep ${expensiveS}\nRUN echo last-${n}-${last}\n`;
       const n = nonce();

@@ -55,8 +55,10 @@ export const dedupeScenario: Scenario = {
         };
       };
 
-      ctx.progress('warm-up');
-      await single();
+      if (!ctx.quick) {
+        ctx.progress('warm-up');
+        await single();
+      }
       const singles: number[] = [];
       const bursts: Awaited<ReturnType<typeof burst>>[] = [];
       for (let r = 0; r < rounds; r++) {

@@ -25,16 +25,16 @@ export const throughputScenario: Scenario = {
   name: 'throughput',
   title: 'Throughput and scaling: 1 vs 2 workers on one engine',
   async run(ctx) {
-    const n = ctx.quick ? 4 : 40;
+    const n = ctx.quick ? 2 : 40;
     const stack = await benchStack({ apis: 1, workers: 0, env: { IMGBUILDER_WORKER_CONCURRENCY: '1' } });
     try {
       const cs = await clients([stack.apiAddrs[0]], 4);
       await stack.startWorker();
-      // Untimed: a fresh worker's first build pays for loading code and opening connections.
-      await run(ctx, stack, cs, 'warmup1', 1);
+      // Untimed: a fresh worker's first build pays for loading code and opening connections (quick runs skip it).
+      if (!ctx.quick) await run(ctx, stack, cs, 'warmup1', 1);
       const one = await run(ctx, stack, cs, 'w1', n);
       await stack.startWorker();
-      await run(ctx, stack, cs, 'warmup2', 2);
+      if (!ctx.quick) await run(ctx, stack, cs, 'warmup2', 2);
       const two = await run(ctx, stack, cs, 'w2', n);
       for (const c of cs) c.close();
 

@@ -41,7 +41,7 @@ export async function benchStack(opts: StackOptions = {}): Promise<BenchStack> {
       mkdirSync(profileDir, { recursive: true });
       const port = await freePort();
       const name = `api-${stack.apis.length}-profiled`;
-      const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--import', 'tsx', join(ROOT, 'apps/api/src/main.ts')], {
+      const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--enable-source-maps', join(ROOT, 'apps/api/dist/main.js')], {
         cwd: ROOT,
         env: { PATH: process.env.PATH, HOME: process.env.HOME, ...stack.env, IMGBUILDER_GRPC_ADDR: `127.0.0.1:${port}`, IMGBUILDER_METRICS_ADDR: `127.0.0.1:${await freePort()}` },
         stdio: ['ignore', 'pipe', 'pipe'],

@@ -95,12 +95,16 @@ up() {
 
 down() {
   [[ -d "$DIR" ]] || return 0
-  local d pid deadline
+  local d pid deadline pids=()
+  # All nodes at once: each takes a second or two to shut down.
   for d in "$DIR"/node-*; do
     [[ -d "$d" ]] || continue
     pid=$(node_pid "$d") || continue
     kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 10))
+    pids+=("$pid")
+  done
+  deadline=$((SECONDS + 10))
+  for pid in "${pids[@]}"; do
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   done

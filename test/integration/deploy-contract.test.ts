@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { buildDist } from '../support/dist.js';
 import { healthCheck } from '../support/health-check.js';
 import { freePort, localEnv, ROOT, ServiceProcess } from '../support/stack.js';
 
@@ -41,7 +40,6 @@ const gauge = (metrics: string, name: string) => {
 };
 
 beforeAll(() => {
-  buildDist();
   env = {
     ...localEnv(),
     NODE_ENV: 'production',

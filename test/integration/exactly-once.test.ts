@@ -14,6 +14,7 @@ import { startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, lastOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
 // Every build reaches exactly one terminal state, whatever process dies or freezes (issue 12).
+// Each describe block has its own stack (and object store where it freezes one): the blocks run at the same time.
 
 let git: GitServer;
 beforeAll(async () => {
@@ -30,7 +31,7 @@ async function objectText(stack: Stack, key: string): Promise<string> {
   return Buffer.concat(parts).toString('utf8');
 }
 
-describe('the API killed between creating a build and queueing it', () => {
+describe.concurrent('the API killed between creating a build and queueing it', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
@@ -70,7 +71,7 @@ describe('the API killed between creating a build and queueing it', () => {
   });
 });
 
-describe('every worker frozen for longer than the job lock', () => {
+describe.concurrent('every worker frozen for longer than the job lock', () => {
   let stack: Stack;
   let a: ImageBuilderClient;
   let b: ImageBuilderClient;
@@ -136,7 +137,7 @@ describe('every worker frozen for longer than the job lock', () => {
   });
 });
 
-describe('an object store that hangs (SIGSTOP) mid-build', () => {
+describe.concurrent('an object store that hangs (SIGSTOP) mid-build', () => {
   let s3: S3Server;
   let stack: Stack;
   let a: ImageBuilderClient;
@@ -189,7 +190,7 @@ describe('an object store that hangs (SIGSTOP) mid-build', () => {
   });
 });
 
-describe('a slow Logs reader across the expiry of the event stream', () => {
+describe.concurrent('a slow Logs reader across the expiry of the event stream', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
@@ -250,7 +251,7 @@ function grpcFrames(buf: Buffer): Buffer[] {
   return out;
 }
 
-describe('a build waiting long in the queue', () => {
+describe.concurrent('a build waiting long in the queue', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {

@@ -19,6 +19,9 @@ const STALLED_CHECK_MS = 2_000;
 /** Room for a loaded 2-core machine on top of the configured pick-up bound. */
 const SLACK_MS = 15_000;
 
+// Each describe block starts its own stack (own Redis namespace, repositories, Redis server where it kills one): the
+// blocks run at the same time, mostly waiting on build steps, lock timeouts and give-up timers. Tests that share a
+// stack and change it (kill its processes) stay in order (it.sequential).
 let git: GitServer;
 beforeAll(async () => {
   git = await GitServer.start();
@@ -27,7 +30,7 @@ afterAll(() => git?.stop());
 
 const closedPortHost = async () => `127.0.0.1:${await freePort()}`;
 
-describe('with two API and two worker processes', () => {
+describe.concurrent('with two API and two worker processes', () => {
   let stack: Stack;
   let a: ImageBuilderClient;
   let b: ImageBuilderClient;
@@ -43,14 +46,14 @@ describe('with two API and two worker processes', () => {
     await stack?.stop();
   });
 
-  it('a worker killed mid-build loses the build to another worker within lock timeout + stalled interval; clients get the rest and done_success', async () => {
+  it.sequential('a worker killed mid-build loses the build to another worker within lock timeout + stalled interval; clients get the rest and done_success', async () => {
     const { pickupMs } = await workerKilledMidBuild(stack, [a, b], git, 'killed');
     console.info(`worker SIGKILL → pick-up by another worker: ${pickupMs} ms (bound ${LOCK_MS + STALLED_CHECK_MS} ms + slack)`);
     expect(pickupMs).toBeLessThan(LOCK_MS + STALLED_CHECK_MS + SLACK_MS);
     await stack.startWorker();
   });
 
-  it('SIGTERM: the worker takes no new builds, finishes the running one and exits 0', async () => {
+  it.sequential('SIGTERM: the worker takes no new builds, finishes the running one and exits 0', async () => {
     git.commit('sigterm-running', { Dockerfile: dockerfile('echo term-start', 'sleep 5', 'echo term-end') });
     const running = watchBuild(a, { source: gitSource(git.url('sigterm-running')) });
     await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
@@ -76,7 +79,7 @@ describe('with two API and two worker processes', () => {
     await stack.startWorker();
   });
 
-  it('API killed while clients stream: the build goes on; Build again on another API attaches to the same build_id; Logs there replays and continues', async () => {
+  it.sequential('API killed while clients stream: the build goes on; Build again on another API attaches to the same build_id; Logs there replays and continues', async () => {
     const victimApi = stack.apis[0];
     git.commit('api-killed', { Dockerfile: dockerfile('echo before-api-death', 'sleep 6', 'echo after-api-death') });
     const req = { source: gitSource(git.url('api-killed')) };
@@ -109,7 +112,7 @@ describe('with two API and two worker processes', () => {
     await stack.startApi();
   });
 
-  it('registry unreachable: pushing to it ends done_failure naming the registry; checking it answers UNAVAILABLE naming it; workers stay up', async () => {
+  it.sequential('registry unreachable: pushing to it ends done_failure naming the registry; checking it answers UNAVAILABLE naming it; workers stay up', async () => {
     const deadBase = await closedPortHost();
     const pushApi = await stack.startApi({ IMGBUILDER_BASE_REPOSITORY: `${deadBase}/dead/base` });
     const pushClient = connect(stack.apiAddrs[stack.apis.indexOf(pushApi)]);
@@ -139,7 +142,7 @@ describe('with two API and two worker processes', () => {
   });
 });
 
-describe('a build whose workers keep dying', () => {
+describe.concurrent('a build whose workers keep dying', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
@@ -172,7 +175,7 @@ describe('a build whose workers keep dying', () => {
   });
 });
 
-describe('SIGTERM past the grace period', () => {
+describe.concurrent('SIGTERM past the grace period', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
@@ -208,7 +211,7 @@ describe('SIGTERM past the grace period', () => {
   });
 });
 
-describe('Redis restarted during builds (persistence on)', () => {
+describe.concurrent('Redis restarted during builds (persistence on)', () => {
   let redis: RedisServer;
   let stack: Stack;
   let a: ImageBuilderClient;
@@ -226,7 +229,7 @@ describe('Redis restarted during builds (persistence on)', () => {
     await redis?.stop();
   });
 
-  it('API and workers reconnect by themselves; the running build finishes and clients get its terminal status (or UNAVAILABLE, then attach again)', async () => {
+  it.sequential('API and workers reconnect by themselves; the running build finishes and clients get its terminal status (or UNAVAILABLE, then attach again)', async () => {
     git.commit('redis-restart', { Dockerfile: dockerfile('echo before-redis-restart', 'sleep 6', 'echo after-redis-restart') });
     const req = { source: gitSource(git.url('redis-restart')) };
     const bs = watchBuild(a, req);
@@ -268,7 +271,7 @@ describe('Redis restarted during builds (persistence on)', () => {
     expect(stack.workers.filter(alive)).toHaveLength(2);
   });
 
-  it('Redis back without its data (no persistence): open streams end UNAVAILABLE instead of waiting for ever; Build again works', async () => {
+  it.sequential('Redis back without its data (no persistence): open streams end UNAVAILABLE instead of waiting for ever; Build again works', async () => {
     git.commit('redis-amnesia', { Dockerfile: dockerfile('echo amnesia-start', 'sleep 6') });
     const req = { source: gitSource(git.url('redis-amnesia')) };
     const bs = watchBuild(a, req);
@@ -285,7 +288,7 @@ describe('Redis restarted during builds (persistence on)', () => {
     expect(stack.workers.filter(alive)).toHaveLength(2);
   });
 
-  it('Redis gone for good: open streams end UNAVAILABLE and workers exit non-zero after IMGBUILDER_REDIS_GIVE_UP', async () => {
+  it.sequential('Redis gone for good: open streams end UNAVAILABLE and workers exit non-zero after IMGBUILDER_REDIS_GIVE_UP', async () => {
     git.commit('redis-gone', { Dockerfile: dockerfile('echo redis-gone-start', 'sleep 60') });
     const bs = watchBuild(a, { source: gitSource(git.url('redis-gone')) });
     await bs.until((m) => Boolean(buildIdOf(m)), 'the build id');
@@ -306,7 +309,7 @@ describe('Redis restarted during builds (persistence on)', () => {
   });
 });
 
-describe('Docker engine unreachable', () => {
+describe.concurrent('Docker engine unreachable', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
@@ -336,7 +339,7 @@ describe('Docker engine unreachable', () => {
   });
 });
 
-describe('build timeout', () => {
+describe.concurrent('build timeout', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {

@@ -12,6 +12,8 @@ import { dockerfile, gitSource } from '../support/requests.js';
 import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
 import { rawServerStream } from '../support/raw-grpc.js';
 
+// Each test or describe block below starts its own stack (stackWith): they run at the same time, except the tests
+// that share one (it.sequential).
 let git: GitServer;
 const stacks: Stack[] = [];
 const clients: ImageBuilderClient[] = [];
@@ -46,14 +48,14 @@ function startBuild(client: ImageBuilderClient, req: Parameters<typeof build>[1]
 
 const terminalOf = (msgs: BuildResponse[]) => msgs[msgs.length - 1];
 
-describe('build logs in object storage', () => {
+describe.concurrent('build logs in object storage', () => {
   let stack: Stack;
   let client: ImageBuilderClient;
   beforeAll(async () => {
     ({ stack, client } = await stackWith());
   });
 
-  it('every BuildInfo carries a presigned URL whose object exists from the first running message and ends byte-equal to what Logs streamed', async () => {
+  it.sequential('every BuildInfo carries a presigned URL whose object exists from the first running message and ends byte-equal to what Logs streamed', async () => {
     git.commit('counted', { Dockerfile: dockerfile('for i in $(seq 1 40); do echo counted-line-$i; sleep 0.05; done') });
     const { first, done } = startBuild(client, { source: gitSource(git.url('counted')) });
     const running = await first;
@@ -96,7 +98,7 @@ describe('build logs in object storage', () => {
     expect(await logs(client, { buildRef: running.ref })).toBe(stored);
   });
 
-  it('censored=true strips the base and workspace repository names and refs', async () => {
+  it.sequential('censored=true strips the base and workspace repository names and refs', async () => {
     git.commit('censor', { Dockerfile: dockerfile('echo censor-me') });
     const msgs = await build(client, { source: gitSource(git.url('censor')) });
     const id = msgs[0].info!.buildId;
@@ -107,12 +109,12 @@ describe('build logs in object storage', () => {
     for (const s of [msgs[0].ref, msgs[0].baseRef, stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]) expect(censored).not.toContain(s);
   });
 
-  it('Logs for an unknown build is NOT_FOUND "build not found"', async () => {
+  it.sequential('Logs for an unknown build is NOT_FOUND "build not found"', async () => {
     await expect(logs(client, { buildId: '00000000-0000-0000-0000-000000000000' })).rejects.toMatchObject({ code: status.NOT_FOUND, details: 'build not found' });
   });
 });
 
-describe('secrets never reach logs or Redis', () => {
+describe.concurrent('secrets never reach logs or Redis', () => {
   it('a git password echoed by the build and registry credentials appear in no stream, object, or Redis value', async () => {
     const { stack, client } = await stackWith();
     const password = `pw-${Math.random().toString(36).slice(2)}-secret`;
@@ -159,7 +161,7 @@ describe('secrets never reach logs or Redis', () => {
   });
 });
 
-describe('bounds', () => {
+describe.concurrent('bounds', () => {
   it('a build that prints without end is cut at IMGBUILDER_LOG_MAX_BYTES with a clear trailing line, and still finishes', async () => {
     const { client } = await stackWith({ IMGBUILDER_LOG_MAX_BYTES: '8KiB' });
     git.commit('chatty', { Dockerfile: dockerfile('for i in $(seq 1 3000); do echo chatty-line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; done') });
@@ -221,7 +223,7 @@ describe('bounds', () => {
   });
 });
 
-describe('object store faults', () => {
+describe.concurrent('object store faults', () => {
   let s3: ChildProcess | undefined;
   const startS3 = (port: number, dir: string) =>
     new Promise<ChildProcess>((resolve, reject) => {

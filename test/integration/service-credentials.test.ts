@@ -12,7 +12,8 @@ import { dockerfile, gitSource } from '../support/requests.js';
 import { freePort, localEnv, startStack, type Stack } from '../support/stack.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
 
-describe('sealed credentials are bound to their build', () => {
+// Each describe block is self-contained (its own stack, or its own Redis server): they run at the same time.
+describe.concurrent('sealed credentials are bound to their build', () => {
   let stack: Stack;
   let git: GitServer;
   let client: ImageBuilderClient;
@@ -63,7 +64,7 @@ describe('sealed credentials are bound to their build', () => {
   });
 });
 
-describe('Redis of the local stack', () => {
+describe.concurrent('Redis of the local stack', () => {
   it('refuses unauthenticated clients; the URL in the stack environment carries the credentials', async () => {
     const url = localEnv().REDIS_URL;
     const { hostname, port, password } = new URL(url);
@@ -88,7 +89,7 @@ describe('Redis of the local stack', () => {
   });
 });
 
-describe('Redis over TLS', () => {
+describe.concurrent('Redis over TLS', () => {
   let pki: TestPki;
   let server: ChildProcess;
   let stack: Stack;

@@ -10,6 +10,7 @@ import { alive } from '../support/scenarios.js';
 import { startStack, type Stack } from '../support/stack.js';
 
 // The upload service is bounded: concurrent uploads, bytes on disk, an overall deadline, and a full disk (issue 12).
+// The two describe blocks have a stack each and run at the same time; the tests sharing one stay in order.
 
 interface OpenUpload {
   call: ClientWritableStream<UploadRequest>;
@@ -34,7 +35,7 @@ async function upload(client: SnapshotUploadClient, bytes: Buffer) {
   return u.result;
 }
 
-describe('upload limits', () => {
+describe.concurrent('upload limits', () => {
   let stack: Stack;
   let client: SnapshotUploadClient;
   beforeAll(async () => {
@@ -50,7 +51,7 @@ describe('upload limits', () => {
     await stack?.stop();
   });
 
-  it('a second upload while one is in progress gets RESOURCE_EXHAUSTED naming IMGBUILDER_MAX_CONCURRENT_UPLOADS; the first one completes', async () => {
+  it.sequential('a second upload while one is in progress gets RESOURCE_EXHAUSTED naming IMGBUILDER_MAX_CONCURRENT_UPLOADS; the first one completes', async () => {
     const data = randomBytes(8 * 1024);
     const first = openUpload(client, data.length);
     first.call.write({ payload: { $case: 'chunk', chunk: data.subarray(0, 1024) } });
@@ -67,14 +68,14 @@ describe('upload limits', () => {
     expect(res?.size).toBe(String(data.length));
   });
 
-  it('an upload beyond the bytes all uploads may hold on disk gets RESOURCE_EXHAUSTED naming IMGBUILDER_UPLOAD_DISK_BYTES', async () => {
+  it.sequential('an upload beyond the bytes all uploads may hold on disk gets RESOURCE_EXHAUSTED naming IMGBUILDER_UPLOAD_DISK_BYTES', async () => {
     const { err } = await upload(client, randomBytes(100 * 1024));
     expect(err).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('IMGBUILDER_UPLOAD_DISK_BYTES') });
     // Its bytes were given back: a small upload fits again.
     expect((await upload(client, randomBytes(1024))).err).toBeUndefined();
   });
 
-  it('an upload that trickles past IMGBUILDER_UPLOAD_TIMEOUT ends DEADLINE_EXCEEDED', async () => {
+  it.sequential('an upload that trickles past IMGBUILDER_UPLOAD_TIMEOUT ends DEADLINE_EXCEEDED', async () => {
     const u = openUpload(client, 1024);
     u.call.write({ payload: { $case: 'chunk', chunk: randomBytes(1) } });
     // One byte now and then keeps the idle timeout away; the overall deadline still ends it.
@@ -89,16 +90,16 @@ describe('upload limits', () => {
   });
 });
 
-describe('a full disk under the upload temp dir (small tmpfs)', () => {
+describe.concurrent('a full disk under the upload temp dir (small tmpfs)', () => {
   let mount: string;
   let stack: Stack;
   let client: SnapshotUploadClient;
   beforeAll(async () => {
     mount = mkdtempSync(join(tmpdir(), 'imgbuilder-tmpfs-'));
-    // Room for what the API itself keeps there (tsx's compile cache, ~5 MiB), not for the 32 MiB upload.
+    // Room for the small upload, not for the 32 MiB one.
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mount]);
-    stack = await startStack({ apis: 1, workers: 0 });
-    // Only this API writes its temp files to the small tmpfs.
+    stack = await startStack({ apis: 0, workers: 0 });
+    // The stack's one API, writing its temp files to the small tmpfs.
     const api = await stack.startApi({ TMPDIR: mount });
     client = new SnapshotUploadClient(stack.apiAddrs[stack.apis.indexOf(api)], credentials.createInsecure());
   });

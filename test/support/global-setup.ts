@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
+import { buildDist } from './dist.js';
 import { ROOT } from './stack.js';
 
-/** Starts the local stack (idempotent; a no-op when .ci/run already did). */
+/** Starts the local stack (idempotent; a no-op when .ci/run already did) and bundles the apps the tests start. */
 export default function setup(): void {
   execFileSync('bash', [`${ROOT}/infra/local/up.sh`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  buildDist();
 }

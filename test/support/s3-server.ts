@@ -29,7 +29,7 @@ export class S3Server {
   /** Starts the server; resolves once it answers HTTP (bounded). */
   async launch(): Promise<void> {
     this.proc = spawn(process.execPath, [join(ROOT, 'infra/local/s3rver.mjs'), '--port', String(this.port), '--directory', this.dir], { stdio: 'ignore' });
-    for (const deadline = Date.now() + 15_000; ; ) {
+    for (const deadline = Date.now() + 60_000; ; ) {
       const up = await fetch(`${this.endpoint}/`).then(
         () => true,
         () => false,

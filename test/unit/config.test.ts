@@ -50,10 +50,11 @@ describe('configuration', () => {
   });
 });
 
-describe('starting without required settings', () => {
+// Each case starts a process that exits at once: they run at the same time.
+describe.concurrent('starting without required settings', () => {
   const start = (app: 'api' | 'worker', env: Record<string, string>) =>
     new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', `apps/${app}/src/main.ts`], {
+      const child = spawn(process.execPath, [`apps/${app}/dist/main.js`], {
         cwd: new URL('../..', import.meta.url).pathname,
         env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -81,15 +82,17 @@ describe('starting without required settings', () => {
   });
 
   it('LOG_LEVEL is validated with the other settings and sets what the processes log', async () => {
-    const bad = await start('worker', { NODE_ENV: 'development', LOG_LEVEL: 'verbose' });
-    expect(bad.code).toBe(1);
-    expect(bad.out).toMatch(/invalid configuration:.*\\n\s+LOG_LEVEL: /);
     // The same refusal, raised once the configuration is read, is logged at fatal and so hidden by `silent`.
     const refuse = { NODE_ENV: 'development', IMGBUILDER_LOG_INFO: 'supervisor', IMGBUILDER_SUPERVISOR_ADDR: '127.0.0.1:0' };
-    const fatal = await start('api', { ...refuse, LOG_LEVEL: 'fatal' });
+    const [bad, fatal, silent] = await Promise.all([
+      start('worker', { NODE_ENV: 'development', LOG_LEVEL: 'verbose' }),
+      start('api', { ...refuse, LOG_LEVEL: 'fatal' }),
+      start('api', { ...refuse, LOG_LEVEL: 'silent' }),
+    ]);
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/invalid configuration:.*\\n\s+LOG_LEVEL: /);
     expect(fatal.code).toBe(1);
     expect(fatal.out).toContain('IMGBUILDER_PUBLIC_URL');
-    const silent = await start('api', { ...refuse, LOG_LEVEL: 'silent' });
     expect(silent.code).toBe(1);
     expect(silent.out).toBe('');
   });

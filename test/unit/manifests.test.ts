@@ -2,13 +2,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
 import { EnvSchema, loadEnv } from '@imgbuilder/common/config';
 import { parseByteSize } from '@imgbuilder/common/byte-size';
 import { parseDuration } from '@imgbuilder/common/duration';
 import { FetchPolicy } from '@imgbuilder/common/fetch-policy';
-import { buildDist } from '../support/dist.js';
 import {
   containers,
   dataOf,
@@ -737,9 +736,8 @@ describe('service image (Dockerfile)', () => {
     expect(text).not.toContain('tsx');
   });
 
+  // The bundles of npm run build: global setup makes them.
   describe('entry point, with the bundles of npm run build', () => {
-    beforeAll(() => buildDist());
-
     it.each(['api', 'worker'])('starts the %s, which validates its configuration', (target) => {
       // A bad setting makes the service exit at once: proves the script reached the right compiled program.
       const res = spawnSync(repoPath('infra/docker/entrypoint.sh'), [target], {
