@@ -15,6 +15,11 @@ export interface Progress {
   aux?: { ID?: string; Digest?: string } | string;
 }
 
+/** How long handling progress messages may hold the event loop before the socket is read again. */
+const DRAIN_SLICE_MS = 10;
+/** A backlog of unread progress this large pauses the socket (the engine waits; memory stays bounded). */
+const DRAIN_BACKLOG_BYTES = 64 * 1024 * 1024;
+
 export class EngineError extends Error {
   override name = 'EngineError';
 }
@@ -75,6 +80,11 @@ export class DockerEngine {
    * Reads a progress stream (JSON lines) to its end, handing each message to `onProgress` as it arrives and keeping
    * none: memory stays flat however many messages a build sends (dockerode's followProgress keeps them all).
    * In-stream errors are not handed on: the first one is returned for the caller to judge.
+   *
+   * The socket is drained as fast as it delivers and the messages are handled in slices between reads: Docker 20.10's
+   * BuildKit, held back by a slow reader while a step prints fast, piles up over 1 MiB of step output and then loops
+   * on empty progress messages for ever (a `curl --limit-rate 1M` reader sets it off every time; a fast one never).
+   * Only a backlog past DRAIN_BACKLOG_BYTES pauses the socket.
    */
   async follow(stream: NodeJS.ReadableStream, onProgress: (p: Progress) => void): Promise<Progress | undefined> {
     let failure: Progress | undefined;
@@ -90,22 +100,68 @@ export class DockerEngine {
       else onProgress(p);
     };
     const decoder = new StringDecoder('utf8');
+    const backlog: (Buffer | string)[] = [];
+    let backlogBytes = 0;
     let rest = '';
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer | string>) {
-        const text = rest + (typeof chunk === 'string' ? chunk : decoder.write(chunk));
-        let start = 0;
-        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
-          handle(text.slice(start, nl));
-          start = nl + 1;
+    let ended = false;
+    let scheduled = false;
+    return new Promise<Progress | undefined>((resolve, reject) => {
+      let done = false;
+      const finish = (err?: unknown) => {
+        if (done) return;
+        done = true;
+        stream.removeListener('data', onData);
+        if (err) {
+          (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+          reject(this.wrap(err));
+        } else resolve(failure);
+      };
+      const drain = () => {
+        scheduled = false;
+        try {
+          const until = performance.now() + DRAIN_SLICE_MS;
+          while (backlog.length && performance.now() < until) {
+            const chunk = backlog.shift()!;
+            backlogBytes -= chunk.length;
+            const text = rest + (typeof chunk === 'string' ? chunk : decoder.write(chunk));
+            let start = 0;
+            for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+              handle(text.slice(start, nl));
+              start = nl + 1;
+            }
+            rest = text.slice(start);
+          }
+          if (stream.isPaused() && backlogBytes < DRAIN_BACKLOG_BYTES / 2 && !ended) stream.resume();
+          if (backlog.length) schedule();
+          else if (ended) {
+            handle(rest + decoder.end());
+            finish();
+          }
+        } catch (err) {
+          finish(err);
         }
-        rest = text.slice(start);
-      }
-      handle(rest + decoder.end());
-    } catch (err) {
-      throw this.wrap(err);
-    }
-    return failure;
+      };
+      const schedule = () => {
+        if (scheduled || done) return;
+        scheduled = true;
+        setImmediate(drain);
+      };
+      const onData = (chunk: Buffer | string) => {
+        backlog.push(chunk);
+        backlogBytes += chunk.length;
+        if (backlogBytes > DRAIN_BACKLOG_BYTES) stream.pause();
+        schedule();
+      };
+      stream.on('data', onData);
+      stream.once('end', () => {
+        ended = true;
+        schedule();
+      });
+      stream.once('error', (err) => finish(err));
+      stream.once('close', () => {
+        if (!ended) finish(Object.assign(new Error('the engine closed the progress stream early'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+      });
+    });
   }
 
   /** Pushes `repository:tag`; returns the manifest digest. */

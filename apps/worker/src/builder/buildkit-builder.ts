@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
 import { EngineError, UserBuildError, type DockerEngine } from '../docker-engine.js';
-import { BUILDKIT_STALLED, BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
+import { BUILDKIT_STALLED, BUILDKIT_STALLED_RETRY, BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 import { baseImagesOf, withBases } from './dockerfile-bases.js';
 import { replaceTarEntry } from './context-rewrite.js';
@@ -16,9 +16,26 @@ import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
 export class BuildkitBuilder implements ImageBuilder {
   readonly kind = 'buildkit';
 
-  constructor(private readonly engine: DockerEngine) {}
+  constructor(
+    private readonly engine: DockerEngine,
+    /** Runs a build again whose progress stream the engine's BuildKit stopped sending (see BUILDKIT_STALLED). */
+    private readonly fallback?: ImageBuilder,
+  ) {}
 
   async build(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string> {
+    try {
+      return await this.buildOnce(context, opts, write);
+    } catch (err) {
+      // Docker 20.10's BuildKit loses a fast step's progress now and then, even for a reader that keeps up (seen with
+      // curl): the classic builder passes every line through, so the build is run again there when its Dockerfile
+      // needs nothing only BuildKit has.
+      if (!(err instanceof BuildkitStalled) || !this.fallback || !opts.contextAgain || opts.signal.aborted || needsBuildkit(opts.dockerfileText ?? '')) throw err;
+      write(`\n[imgbuilder] ${BUILDKIT_STALLED_RETRY}\n`);
+      return this.fallback.build(opts.contextAgain(), opts, write);
+    }
+  }
+
+  private async buildOnce(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string> {
     const progress = new BuildkitProgress();
     const buildid = randomUUID();
     let id = '';
@@ -56,7 +73,7 @@ export class BuildkitBuilder implements ImageBuilder {
         if (p.id === BUILDKIT_TRACE_ID) {
           const status = progress.trace(p.aux);
           if (status) write(progress.feed(status));
-          else if (progress.stalled) throw new EngineError(BUILDKIT_STALLED);
+          else if (progress.stalled) throw new BuildkitStalled(BUILDKIT_STALLED);
         } else if (typeof p.aux === 'object' && p.aux.ID) id = p.aux.ID;
         else if (p.stream) write(p.stream);
       }).catch((err: unknown) => {
@@ -135,4 +152,14 @@ export class BuildkitBuilder implements ImageBuilder {
       this.engine.docker.modem.dial({ path: '/build/cancel?', method: 'POST', options: { id: buildid }, statusCodes: { 200: true, 404: true } }, () => resolve()),
     );
   }
+}
+
+/** The engine's BuildKit stopped sending the build's progress (see BUILDKIT_STALLED); the build was cancelled. */
+export class BuildkitStalled extends EngineError {
+  override name = 'BuildkitStalled';
+}
+
+/** Syntax the classic builder does not know: mounts, `--chmod`/`--link`, here-documents, a frontend of its own. */
+function needsBuildkit(dockerfile: string): boolean {
+  return /--(?:mount|chmod|link|network|security)\b|<<-?["']?[A-Za-z_]|^\s*#\s*syntax\s*=/im.test(dockerfile);
 }

@@ -16,6 +16,10 @@ const STALLED_RUN = 10_000;
 export const BUILDKIT_STALLED =
   "the engine's BuildKit stopped reporting the build's progress (Docker 20.10 does so once a step prints over 1 MiB at once with its step-log limits raised); the build was stopped. Use a newer engine, or IMGBUILDER_BUILDER=classic";
 
+/** The log's line when such a build runs again on the classic builder. */
+export const BUILDKIT_STALLED_RETRY =
+  "the engine's BuildKit stopped reporting the build's progress (Docker 20.10 does so now and then when a step prints fast); building again with the classic builder, which passes every line through";
+
 /** The step a BuildKit build failed in, as `docker build` names it, and BuildKit's error text. */
 export interface FailedStep {
   step: string;

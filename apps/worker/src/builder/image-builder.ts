@@ -24,6 +24,8 @@ export interface BuildOptions {
   cacheNamespace?: string;
   /** Images whose cache metadata the build may reuse (BuildKit: inline cache). */
   cacheFrom?: string[];
+  /** The context again, for a second attempt with another builder (BuildKit's stuck progress stream). */
+  contextAgain?: () => NodeJS.ReadableStream;
 }
 
 /**
@@ -37,6 +39,7 @@ export interface ImageBuilder {
 }
 
 export async function createImageBuilder(kind: BuilderKind, engine: DockerEngine): Promise<ImageBuilder> {
-  if (kind === 'classic') return new (await import('./classic-builder.js')).ClassicBuilder(engine);
-  return new (await import('./buildkit-builder.js')).BuildkitBuilder(engine);
+  const { ClassicBuilder } = await import('./classic-builder.js');
+  if (kind === 'classic') return new ClassicBuilder(engine);
+  return new (await import('./buildkit-builder.js')).BuildkitBuilder(engine, new ClassicBuilder(engine));
 }
