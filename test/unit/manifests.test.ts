@@ -47,6 +47,7 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_TOKENS_FILE: 'access tokens are an opt-in that needs a file mounted (Gitpod reaches the API over mTLS)',
   IMGBUILDER_HTTP_ADDR: "the dashboard's default :8081 is shared with the supervisor endpoint; it stays off without tokens",
   IMGBUILDER_DASHBOARD_TOKEN: 'a secret, and the dashboard an opt-in: set it in an overlay Secret',
+  IMGBUILDER_LIMITS_AGENT: "the agent's socket is a path on the volume the worker and engine containers share (worker.yaml sets it on both)",
   IMGBUILDER_CACHE_REPOSITORY: 'unset, the base repository holds the cache refs, with the credentials that push there already',
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: 'a fault point for tests only',
 };
@@ -212,7 +213,9 @@ describe.each(renders)('%s', (_, load) => {
     const engine = spec.initContainers.find((c: Doc) => c.name === 'docker');
     // A native sidecar: stopped only after the worker has exited, so running builds keep their engine.
     expect(engine.restartPolicy).toBe('Always');
-    expect(engine.image).toMatch(/^docker:[\w.-]*dind/);
+    // The project's `engine` target: docker:dind with the limits agent (Dockerfile).
+    expect(engine.image).toMatch(/^imgbuilder-engine:/);
+    expect(readFileSync(repoPath('Dockerfile'), 'utf8')).toMatch(/^FROM docker:[\w.-]*dind AS engine$/m);
     expect(engine.env).toContainEqual({ name: 'DOCKER_TLS_CERTDIR', value: '' });
     const mount = engine.volumeMounts.find((m: Doc) => m.mountPath === '/var/lib/docker');
     expect(spec.volumes.find((v: Doc) => v.name === mount.name).emptyDir).toBeDefined();
