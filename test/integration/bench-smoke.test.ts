@@ -32,7 +32,9 @@ describe('benchmark suite, quick mode', () => {
   it('runs every scenario and writes finite numeric figures, with one docker build for the deduplicated calls', async () => {
     const out = join(dir, 'result.json');
     const { code, output } = await run('npx', ['tsx', 'bench/main.ts', '--quick', '--out', out], 540_000);
-    expect(code, output.slice(-4000)).toBe(0);
+    // A failed scenario's line is early in the output, its stack and the table after it: name it before the tail.
+    const failed = output.split('\n').filter((l) => / FAILED: /.test(l));
+    expect(code, [...failed, output.slice(-4000)].join('\n')).toBe(0);
     expect(output).toContain(`wrote ${out}`);
 
     const doc = JSON.parse(readFileSync(out, 'utf8')) as { scenarios: Record<string, { error?: string; metrics: Record<string, unknown> }> };

@@ -27,12 +27,10 @@ let filesPort: number;
 
 beforeAll(async () => {
   [stack, git] = await Promise.all([startStack({ apis: 0, workers: 1, env: { IMGBUILDER_LOG_INFO: 'supervisor' } }), GitServer.start()]);
-  for (let i = 0; i < 2; i++) {
-    const port = await freePort();
-    publicUrls.push(`http://127.0.0.1:${port}`);
-    await stack.startApi({ IMGBUILDER_SUPERVISOR_ADDR: `127.0.0.1:${port}`, IMGBUILDER_PUBLIC_URL: publicUrls[i] });
-  }
-  apis = stack.apiAddrs.map((a) => connect(a));
+  for (const port of [await freePort(), await freePort()]) publicUrls.push(`http://127.0.0.1:${port}`);
+  // Both API pods start side by side; apis[i] is the pod serving publicUrls[i].
+  const pods = await Promise.all(publicUrls.map((url) => stack.startApi({ IMGBUILDER_SUPERVISOR_ADDR: url.replace('http://', ''), IMGBUILDER_PUBLIC_URL: url })));
+  apis = pods.map((p) => connect(stack.apiAddrs[stack.apis.indexOf(p)]));
   // A download source that refuses every request.
   files = createServer((_req, res) => res.writeHead(403).end('forbidden'));
   await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
