@@ -23,7 +23,7 @@ let client: ImageBuilderClient;
 
 beforeAll(async () => {
   // Finished builds stay in Redis 5 s here, so their expiry is visible without waiting for days.
-  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_LOG_RETENTION: '5s' } }), GitServer.start()]);
+  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_LOG_RETENTION: '5s', IMGBUILDER_ENGINE_LOG_CHECK: 'on' } }), GitServer.start()]);
   client = connect(stack.apiAddrs[0]);
 });
 

@@ -121,6 +121,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     IMGBUILDER_WORKER_LOCK_TIMEOUT: '5s',
     IMGBUILDER_STALLED_CHECK_INTERVAL: '2s',
     IMGBUILDER_FETCH_ALLOW: TEST_SERVERS_ALLOW,
+    // A 3 MiB probe build at every worker start would load the one engine all tests share; operations.test keeps it.
+    IMGBUILDER_ENGINE_LOG_CHECK: 'off',
     LOG_LEVEL: 'debug',
     ...opts.env,
   };

@@ -192,7 +192,8 @@ async function main(): Promise<void> {
   const ready = async () => !limitsRefusal() && (!gate || gate.ok === true) && (await redis.ping()) === 'PONG' && (await engine.ping().then(() => true, () => false));
   // The classic builder passes a step's output through; BuildKit's may be clipped by the engine (see engine-log-check).
   let stepLogs: StepLogVerdict = { stepLogs: builder.kind === 'buildkit' ? 'unchecked' : 'full' };
-  if (builder.kind === 'buildkit') {
+  if (builder.kind === 'buildkit' && env.IMGBUILDER_ENGINE_LOG_CHECK === 'off') stepLogs = { stepLogs: 'unchecked', reason: 'IMGBUILDER_ENGINE_LOG_CHECK=off' };
+  else if (builder.kind === 'buildkit') {
     void checkStepLogs(engine, { probeImage: env.IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE, labels: engine.labels }).then((v) => {
       stepLogs = v;
       if (v.stepLogs === 'clipped') log.warn({ received: v.received }, 'the Docker engine clips build steps\' output: logs lose lines beyond its BuildKit step-log limits; start dockerd with BUILDKIT_STEP_LOG_MAX_SIZE and BUILDKIT_STEP_LOG_MAX_SPEED raised (infra/engine/engine-start.sh does)');

@@ -124,6 +124,8 @@ export const EnvFields = z.object({
   IMGBUILDER_BUILD_EGRESS_DENY: list.refine((entries) => entries.every((e) => CIDR.test(e)), 'expected comma-separated CIDRs (203.0.113.0/24, 2001:db8::/32)'),
   /** `on`: the worker proves at start, with a probe container, that build steps cannot reach the engine's host. */
   IMGBUILDER_BUILD_EGRESS_CHECK: z.enum(['on', 'off']).default('on'),
+  /** `on`: a BuildKit worker checks at start, with a 3 MiB probe build, whether the engine clips a step's output. */
+  IMGBUILDER_ENGINE_LOG_CHECK: z.enum(['on', 'off']).default('on'),
   /** Image for the egress probe; by default the worker imports one made of the host's static busybox. */
   IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE: z.string().optional(),
   /** Memory (swap counted in it) one build's steps may use together. */
