@@ -5,6 +5,8 @@ import { BUILDKIT_STALLED, BUILDKIT_STALLED_RETRY, BUILDKIT_TRACE_ID, BuildkitPr
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 import { baseImagesOf, withBases } from './dockerfile-bases.js';
 import { replaceTarEntry } from './context-rewrite.js';
+import { parseDockerfile } from './dockerfile-parse.js';
+import { syntaxDirectives } from './dockerfile-frontends.js';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
 
@@ -159,7 +161,17 @@ export class BuildkitStalled extends EngineError {
   override name = 'BuildkitStalled';
 }
 
-/** Syntax the classic builder does not know: mounts, `--chmod`/`--link`, here-documents, a frontend of its own. */
+/** The flags the classic builder reads; any other (`--mount`, `--chmod`, `--link`, `--network`…) is BuildKit's alone. */
+const CLASSIC_FLAGS = new Set(['from', 'chown', 'platform', 'interval', 'timeout', 'start-period', 'retries']);
+
+/** Whether a Dockerfile needs BuildKit: a flag only it reads, a here-document, or a frontend of its own. */
 function needsBuildkit(dockerfile: string): boolean {
-  return /--(?:mount|chmod|link|network|security)\b|<<-?["']?[A-Za-z_]|^\s*#\s*syntax\s*=/im.test(dockerfile);
+  if (syntaxDirectives(dockerfile).length) return true;
+  let parsed;
+  try {
+    parsed = parseDockerfile(dockerfile, { heredocs: true });
+  } catch {
+    return true;
+  }
+  return parsed.instructions.some((i) => i.heredocs.length > 0 || i.flags.some((f) => !CLASSIC_FLAGS.has(/^--([^=]*)/.exec(f)?.[1] ?? '')));
 }
