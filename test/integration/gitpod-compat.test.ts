@@ -9,7 +9,7 @@ import protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { BuildStatus, CloneTargetMode, type BuildResponse, type BuildSource, type ImageBuilderClient, type LogInfo } from '@imgbuilder/proto';
 import { SecretBox } from '@imgbuilder/common/secret-box';
-import { LogTokens } from '../../apps/api/src/log-token.js';
+import { LogTokens } from '../../apps/api/src/logs/log-token.js';
 import { build, connect, logs, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { CallFailed, listen, listTasks, streamImageBuildLog } from '../support/gitpod-log-client.js';

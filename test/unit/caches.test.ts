@@ -2,8 +2,8 @@ import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloneTargetMode, type GitInitializer } from '@imgbuilder/proto';
-import { ImageExistence } from '../../apps/api/src/image-existence.js';
-import { GitRemoteResolver } from '../../apps/api/src/git-remote-resolver.js';
+import { ImageExistence } from '../../apps/api/src/plan/image-existence.js';
+import { GitRemoteResolver } from '../../apps/api/src/plan/git-remote-resolver.js';
 import { GitServer } from '../support/git-server.js';
 import { allowTestServers } from '../support/fetch-allow.js';
 

@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStore, type BuildEvent } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
-import { EventHub } from '../../apps/api/src/event-hub.js';
+import { EventHub } from '../../apps/api/src/logs/event-hub.js';
 import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 

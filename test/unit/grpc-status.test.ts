@@ -3,8 +3,8 @@ import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import * as errors from '@imgbuilder/common/errors';
 import { ConfigError } from '@imgbuilder/common/config';
-import { GRPC_STATUS, toServiceError } from '../../apps/api/src/grpc-status.js';
-import { SlowClientError } from '../../apps/api/src/stream-writer.js';
+import { GRPC_STATUS, toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
+import { SlowClientError } from '../../apps/api/src/grpc/stream-writer.js';
 
 const {
   AccessTokenRejected,

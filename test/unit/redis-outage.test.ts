@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis, isRedisUnavailable, type RedisClient } from '@imgbuilder/common/redis';
-import { toServiceError } from '../../apps/api/src/grpc-status.js';
+import { toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
 import { RedisServer } from '../support/redis-server.js';
 import { freePort } from '../support/stack.js';
 

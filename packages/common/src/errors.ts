@@ -1,6 +1,6 @@
 /**
  * What went wrong, in imgbuilder's own terms. Each class says who is at fault and carries the facts as fields; the
- * API turns them into gRPC statuses in one table (apps/api/src/grpc-status.ts), the worker into build outcomes.
+ * API turns them into gRPC statuses in one table (apps/api/src/grpc/grpc-status.ts), the worker into build outcomes.
  * Nothing here knows a transport.
  */
 

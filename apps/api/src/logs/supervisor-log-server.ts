@@ -9,7 +9,7 @@ import { isTerminal } from '@imgbuilder/common/build-store';
 import { AccessTokenRejected, BuildNotFound, TerminalNotFound } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
-import { toServiceError } from './grpc-status.js';
+import { toServiceError } from '../grpc/grpc-status.js';
 import type { LogTokens } from './log-token.js';
 import { listenOn } from '@imgbuilder/common/listen';
 

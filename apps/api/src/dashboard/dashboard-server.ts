@@ -5,9 +5,10 @@ import { bearerToken, type AccessTokens, type Caller } from '@imgbuilder/common/
 import type { BuildRecord } from '@imgbuilder/common/build-store';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
-import { readBuildLog, type BuildLogDeps } from './build-log.js';
+import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
 import { toRow, type DashboardData } from './dashboard-data.js';
 import { listenOn } from '@imgbuilder/common/listen';
+import { DASHBOARD_ASSETS_DIR } from '../dashboard-assets.js';
 
 /** The session cookie the login page sets: the token itself, HttpOnly and SameSite=Strict. */
 const COOKIE = 'imgbuilder_token';
@@ -19,7 +20,7 @@ const MAX_RANGE_BYTES = 4 * 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
 const BUILD_ID = /^[0-9a-f-]{36}$/;
 
-const ASSETS_DIR = new URL('../dashboard/', import.meta.url);
+const ASSETS_DIR = DASHBOARD_ASSETS_DIR;
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
