@@ -5,7 +5,8 @@
  * measured in the same run, prints a table and writes JSON. Numbers never fail the run; errors do (exit 1).
  *
  * Options: --quick, --out <file> (default bench/results/latest.json), --only <name,…>, --cpu-prof (profile the API
- * in the scenarios that look at API CPU even when their targets are met).
+ * in the scenarios that look at API CPU even when their targets are met), --heap-snapshot (heap snapshots of the API in
+ * the scenarios that look at API memory, with what grew per stream).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -23,23 +24,25 @@ import { throughputScenario } from './scenarios/throughput.js';
 import { redisMemoryScenario } from './scenarios/redis-memory.js';
 import { cacheScenario } from './scenarios/cache.js';
 import { logVolumeScenario } from './scenarios/log-volume.js';
+import { streamsScenario } from './scenarios/streams.js';
 import { renderTable, type ScenarioResult } from './support/report.js';
 import { closeAllStacks } from './support/stack.js';
 
-const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario, cacheScenario, logVolumeScenario];
+const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario, cacheScenario, logVolumeScenario, streamsScenario];
 
 function parseArgs(argv: string[]) {
-  const opts = { quick: false, out: join(ROOT, 'bench/results/latest.json'), only: undefined as string[] | undefined, cpuProf: false, up: true };
+  const opts = { quick: false, out: join(ROOT, 'bench/results/latest.json'), only: undefined as string[] | undefined, cpuProf: false, heapSnapshot: false, up: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') opts.quick = true;
     else if (a === '--cpu-prof') opts.cpuProf = true;
+    else if (a === '--heap-snapshot') opts.heapSnapshot = true;
     // The local stack is already up and shared with others (re-running up.sh would rotate its Redis password).
     else if (a === '--no-up') opts.up = false;
     else if (a === '--out') opts.out = resolve(argv[++i] ?? '');
     else if (a === '--only') opts.only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory,cache,log-volume] [--no-up] [--cpu-prof]');
+      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory,cache,log-volume,streams] [--no-up] [--cpu-prof] [--heap-snapshot]');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -87,7 +90,7 @@ async function main(): Promise<void> {
   const meta = { startedAt: new Date(started).toISOString(), quick: opts.quick, machine: machine() };
   const runOne = async (s: Scenario): Promise<ScenarioResult> => {
     const t0 = Date.now();
-    const ctx: BenchContext = { quick: opts.quick, git, env: localEnv(), cpuProf: opts.cpuProf, artefactDir: join(artefactDir, s.name), progress: (m) => log(`${s.name}: ${m}`) };
+    const ctx: BenchContext = { quick: opts.quick, git, env: localEnv(), cpuProf: opts.cpuProf, heapSnapshot: opts.heapSnapshot, artefactDir: join(artefactDir, s.name), progress: (m) => log(`${s.name}: ${m}`) };
     log(`${s.name}: ${s.title}`);
     try {
       const r = await s.run(ctx);

@@ -8,6 +8,8 @@ export interface BenchContext {
   env: Record<string, string>;
   /** Profile the API process (`node --cpu-prof`) where a scenario looks at API CPU; always done when a target is missed. */
   cpuProf: boolean;
+  /** Heap snapshots of the API where a scenario looks at API memory (`streams`). */
+  heapSnapshot: boolean;
   /** Where profiles and other artefacts go. */
   artefactDir: string;
   progress(msg: string): void;

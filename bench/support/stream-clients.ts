@@ -1,0 +1,107 @@
+/**
+ * A client process of the `streams` scenario (forked by it, so thousands of client streams do not share one event
+ * loop with the bench): opens the Build and Logs streams it is told to over a few connections, reports once every
+ * stream has its first message, and reports again once every stream has ended.
+ */
+import { BuildRequest, BuildStatus, LogsRequest, type BuildResponse, type BuildSource, type ImageBuilderClient, type LogsResponse } from '@imgbuilder/proto';
+import { clients, isTerminal } from './grpc.js';
+
+export interface StreamClientOrder {
+  addr: string;
+  connections: number;
+  /**
+   * Per build: its source (for Build calls that join it), its id (for Logs calls), the line its log ends with, and
+   * how many Build and Logs streams this process opens on it.
+   */
+  builds: { source: BuildSource; buildId: string; lastLine: string; buildStreams: number; logsStreams: number }[];
+}
+
+export type StreamClientReport =
+  | { type: 'open'; build: number; logs: number }
+  | { type: 'done'; buildOk: number; logsOk: number; failures: number; failureSamples: string[] }
+  | { type: 'error'; message: string };
+
+/** One stream's outcome: undefined when it completed as it should, else why not. */
+type Outcome = Promise<string | undefined>;
+
+function buildStream(c: ImageBuilderClient, source: BuildSource, opened: () => void): Outcome {
+  return new Promise((resolve) => {
+    const stream = c.build(BuildRequest.fromPartial({ source, triggeredBy: 'bench-streams' }));
+    let first = true;
+    let terminal: BuildResponse | undefined;
+    stream.on('data', (m: BuildResponse) => {
+      if (first) {
+        first = false;
+        opened();
+      }
+      if (isTerminal(m.status)) terminal = m;
+    });
+    stream.on('error', (e: Error) => resolve(`Build: ${e.message}`));
+    stream.on('end', () => {
+      if (!terminal) resolve('Build: ended without a terminal status');
+      else resolve(terminal.status === BuildStatus.done_success ? undefined : `Build: ${BuildStatus[terminal.status]} ${terminal.message}`);
+    });
+  });
+}
+
+function logsStream(c: ImageBuilderClient, buildId: string, lastLine: string, opened: () => void): Outcome {
+  return new Promise((resolve) => {
+    const stream = c.logs(LogsRequest.fromPartial({ buildId }));
+    let first = true;
+    // Only the tail is kept: the last line may straddle two messages.
+    let tail = '';
+    stream.on('data', (m: LogsResponse) => {
+      if (first) {
+        first = false;
+        opened();
+      }
+      tail = (tail + Buffer.from(m.content).toString('utf8')).slice(-4096);
+    });
+    stream.on('error', (e: Error) => resolve(`Logs: ${e.message}`));
+    stream.on('end', () => resolve(tail.includes(lastLine) ? undefined : `Logs: ended without the build's last line (${JSON.stringify(tail.slice(-120))})`));
+  });
+}
+
+async function run(order: StreamClientOrder): Promise<void> {
+  const send = (r: StreamClientReport) => process.send!(r);
+  const cs = await clients([order.addr], order.connections);
+  const total = order.builds.reduce((n, b) => n + b.buildStreams + b.logsStreams, 0);
+  let open = { build: 0, logs: 0 };
+  const opened = (kind: 'build' | 'logs') => () => {
+    open = { ...open, [kind]: open[kind] + 1 };
+    if (open.build + open.logs === total) send({ type: 'open', ...open });
+  };
+  const outcomes: Outcome[] = [];
+  const kinds: ('build' | 'logs')[] = [];
+  let n = 0;
+  for (const b of order.builds) {
+    for (let i = 0; i < b.buildStreams; i++, n++) {
+      outcomes.push(buildStream(cs[n % cs.length], b.source, opened('build')));
+      kinds.push('build');
+    }
+    for (let i = 0; i < b.logsStreams; i++, n++) {
+      outcomes.push(logsStream(cs[n % cs.length], b.buildId, b.lastLine, opened('logs')));
+      kinds.push('logs');
+    }
+  }
+  const results = await Promise.all(outcomes);
+  const failures = results.filter((r) => r !== undefined);
+  send({
+    type: 'done',
+    buildOk: results.filter((r, i) => r === undefined && kinds[i] === 'build').length,
+    logsOk: results.filter((r, i) => r === undefined && kinds[i] === 'logs').length,
+    failures: failures.length,
+    failureSamples: [...new Set(failures)].slice(0, 5),
+  });
+  for (const c of cs) c.close();
+}
+
+process.once('message', (order: StreamClientOrder) => {
+  run(order).then(
+    () => process.disconnect(),
+    (err: unknown) => {
+      process.send!({ type: 'error', message: (err as Error).message } satisfies StreamClientReport);
+      process.disconnect();
+    },
+  );
+});
