@@ -18,7 +18,7 @@ export interface StreamClientOrder {
 
 export type StreamClientReport =
   | { type: 'open'; build: number; logs: number }
-  | { type: 'done'; buildOk: number; logsOk: number; failures: number; failureSamples: string[] }
+  | { type: 'done'; buildOk: number; logsOk: number; failures: number; failureSamples: string[]; pending: number; logsMessages: number; logsBytes: number }
   | { type: 'error'; message: string };
 
 /** One stream's outcome: undefined when it completed as it should, else why not. */
@@ -44,6 +44,9 @@ function buildStream(c: ImageBuilderClient, source: BuildSource, opened: () => v
   });
 }
 
+/** Messages and bytes every Logs stream of this process received. */
+const received = { messages: 0, bytes: 0 };
+
 function logsStream(c: ImageBuilderClient, buildId: string, lastLine: string, opened: () => void): Outcome {
   return new Promise((resolve) => {
     const stream = c.logs(LogsRequest.fromPartial({ buildId }));
@@ -55,6 +58,8 @@ function logsStream(c: ImageBuilderClient, buildId: string, lastLine: string, op
         first = false;
         opened();
       }
+      received.messages++;
+      received.bytes += m.content.length;
       tail = (tail + Buffer.from(m.content).toString('utf8')).slice(-4096);
     });
     stream.on('error', (e: Error) => resolve(`Logs: ${e.message}`));
@@ -84,15 +89,26 @@ async function run(order: StreamClientOrder): Promise<void> {
       kinds.push('logs');
     }
   }
-  const results = await Promise.all(outcomes);
-  const failures = results.filter((r) => r !== undefined);
-  send({
-    type: 'done',
-    buildOk: results.filter((r, i) => r === undefined && kinds[i] === 'build').length,
-    logsOk: results.filter((r, i) => r === undefined && kinds[i] === 'logs').length,
-    failures: failures.length,
-    failureSamples: [...new Set(failures)].slice(0, 5),
-  });
+  // Settled outcomes by index; 'pending' until a stream ends.
+  const results: (string | undefined | 'pending')[] = outcomes.map(() => 'pending');
+  outcomes.forEach((o, i) => void o.then((r) => (results[i] = r)));
+  const report = (): StreamClientReport => {
+    const failures = results.filter((r): r is string => r !== undefined && r !== 'pending');
+    return {
+      type: 'done',
+      buildOk: results.filter((r, i) => r === undefined && kinds[i] === 'build').length,
+      logsOk: results.filter((r, i) => r === undefined && kinds[i] === 'logs').length,
+      failures: failures.length,
+      failureSamples: [...new Set(failures)].slice(0, 5),
+      pending: results.filter((r) => r === 'pending').length,
+      logsMessages: received.messages,
+      logsBytes: received.bytes,
+    };
+  };
+  // Asked before every stream ended (the bench's wait ran out): what it has so far.
+  process.on('message', (m: unknown) => m === 'report' && send(report()));
+  await Promise.all(outcomes);
+  send(report());
   for (const c of cs) c.close();
 }
 

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
 import { type BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
 import { BuildStateUnavailable } from '@imgbuilder/common/errors';
+import { eventBytes as size, EventHistory } from './event-history.js';
 
 const PAGE = 500;
 /** Safety net for notifications lost while Redis pub/sub reconnects. */
@@ -24,9 +25,9 @@ export interface EventHubOptions {
  * Tails builds' event streams for every local subscriber of this API process.
  *
  * Each build watched here has one shared tail: one Redis pub/sub subscription and one XRANGE per change, fanned out
- * to all local subscribers that are caught up. A new or slow subscriber first reads the stream on its own from its
- * cursor, and joins the shared tail once it has caught up; so 500 subscribers cost one read per change, and a slow
- * one costs memory only up to MAX_BUFFERED_BYTES.
+ * to all local subscribers that are caught up. A new or slow subscriber first replays the tail's history (the events
+ * it has read, shared), or the stream on its own when it is further behind, and joins the shared tail once it has
+ * caught up; so 500 subscribers cost one read per change, and a slow one costs memory only up to MAX_BUFFERED_BYTES.
  */
 export class EventHub {
   private readonly tails = new Map<string, Tail>();
@@ -57,8 +58,10 @@ export class EventHub {
       while (!signal.aborted) {
         if (sub.error) throw new BuildStateUnavailable(sub.error);
         if (sub.mode === 'catchup') {
-          const batch = await this.store.readEvents(buildId, sub.cursor, PAGE);
-          if (batch.length === 0 && !(await this.store.eventsExist(buildId))) {
+          await tail.ready;
+          const shared = tail.history.after(sub.cursor, PAGE);
+          const batch = shared ?? (await this.store.readEvents(buildId, sub.cursor, PAGE));
+          if (batch.length === 0 && (!shared || tail.history.empty) && !(await this.store.eventsExist(buildId))) {
             // The stream expired under a slow reader (it outlives the build only briefly): end with the record's
             // terminal status; the caller continues the log from the object.
             const rec = await this.store.get(buildId);
@@ -146,11 +149,17 @@ interface TailOptions extends EventHubOptions {
 }
 
 class Tail {
+  /** Newest event read (and in `history`); what comes after it reaches live subscribers by `push`. */
   lastId = '0-0';
+  readonly history = new EventHistory(MAX_BUFFERED_BYTES);
+  /** Subscribed, and the stream read once from its start into the history (or the wait for both ran out). */
   readonly ready: Promise<void>;
   private readonly subs = new Set<Subscriber>();
-  private fetching = false;
+  /** The first fetch (the stream so far) runs once subscribed; wakes meanwhile fetch again after it. */
+  private fetching = true;
   private again = false;
+  /** After the first fetch, what is read is new: live, for the onLive metric. */
+  private live = false;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
@@ -166,19 +175,16 @@ class Tail {
   ) {
     const { store, pubsub } = opts;
     ({ store: this.store, pubsub: this.pubsub, onClose: this.onClose, unavailable: this.unavailable, onLive: this.onLive } = opts);
-    let waited = false;
-    const subscribed = (async () => {
-      await pubsub.subscribe(store.keys.eventsNotify(buildId));
-      const last = await store.lastEventId(buildId);
-      // After the wait ran out, fetches already move lastId; a later read must not skip past what they delivered.
-      if (!waited) this.lastId = last;
-    })().catch(() => {
-      // Redis away: start from the beginning; subscribers filter what they already have.
-    });
-    this.ready = Promise.race([
-      subscribed,
-      new Promise<void>((resolve) => setTimeout(() => ((waited = true), resolve()), SUBSCRIBE_WAIT_MS).unref()),
-    ]);
+    // Subscribed first, read second: nothing appended in between is missed. Redis away: the poll timer reads later.
+    const loaded = pubsub
+      .subscribe(store.keys.eventsNotify(buildId))
+      .catch(() => undefined)
+      .then(() => this.fetch())
+      .finally(() => {
+        this.live = true;
+        this.fetched();
+      });
+    this.ready = Promise.race([loaded, new Promise<void>((resolve) => setTimeout(resolve, SUBSCRIBE_WAIT_MS).unref())]);
     let polls = 0;
     this.timer = setInterval(() => {
       const why = this.unavailable?.();
@@ -209,13 +215,15 @@ class Tail {
       return;
     }
     this.fetching = true;
-    void this.fetch().finally(() => {
-      this.fetching = false;
-      if (this.again) {
-        this.again = false;
-        this.wake();
-      }
-    });
+    void this.fetch().finally(() => this.fetched());
+  }
+
+  private fetched(): void {
+    this.fetching = false;
+    if (this.again) {
+      this.again = false;
+      this.wake();
+    }
   }
 
   /** A build whose record vanished before it ended will never end: its streams fail instead of waiting for ever. */
@@ -228,13 +236,13 @@ class Tail {
   }
 
   private async fetch(): Promise<void> {
-    await this.ready;
     try {
       for (;;) {
         const batch = await this.store.readEvents(this.buildId, this.lastId, PAGE);
         if (batch.length === 0) return;
         this.lastId = batch[batch.length - 1].id;
-        this.onLive?.(batch);
+        this.history.append(batch);
+        if (this.live) this.onLive?.(batch);
         for (const s of this.subs) s.push(batch);
         if (batch.length < PAGE) return;
       }
@@ -242,8 +250,4 @@ class Tail {
       // Redis away: the poll timer retries.
     }
   }
-}
-
-function size(e: BuildEvent): number {
-  return e.kind === 'log' ? e.text.length + 64 : 128;
 }
