@@ -99,4 +99,25 @@ describe('EventHub catch-up to live', () => {
     expect(ids).toHaveLength(1 + 60 + 1);
     for (const [n, got] of (await Promise.all(readers)).entries()) expect(got.map((e) => e.id), `reader ${n}`).toEqual(ids);
   });
+
+  it('late subscribers of one build replay the same event objects (one copy of the log per process, not per stream)', async () => {
+    const { id, ref } = await runningBuild();
+    let offset = 0;
+    for (let i = 0; i < 20; i++) {
+      const text = `shared ${i}\n`;
+      await logs.append(id, text, '', offset);
+      offset += text.length;
+    }
+    // A first subscriber holds the build's tail open; two more join after the log was written.
+    const ctl = new AbortController();
+    const first = hub.events(id, ctl.signal);
+    await first.next();
+    const late = [collect(id), collect(id)];
+    await store.finish({ buildId: id, ref, state: 'done_success', message: '', retentionMs: 60_000, eventsTtlMs: 60_000 });
+    const [a, b] = await Promise.all(late);
+    ctl.abort();
+    await first.return(undefined);
+    expect(a).toHaveLength(1 + 20 + 1);
+    for (let i = 0; i < a.length; i++) expect(b[i], `event ${i}`).toBe(a[i]);
+  });
 });
