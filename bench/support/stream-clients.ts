@@ -67,6 +67,20 @@ function logsStream(c: ImageBuilderClient, buildId: string, lastLine: string, op
   });
 }
 
+/** Streams opened at a time. */
+const WAVE = 250;
+
+/** The items of `rare` spread evenly among those of `common`. */
+function interleave<T>(rare: T[], common: T[]): T[] {
+  const every = Math.ceil(common.length / Math.max(1, rare.length));
+  const out: T[] = [];
+  for (let i = 0; i < Math.max(rare.length, Math.ceil(common.length / every)); i++) {
+    if (i < rare.length) out.push(rare[i]);
+    out.push(...common.slice(i * every, (i + 1) * every));
+  }
+  return out;
+}
+
 async function run(order: StreamClientOrder): Promise<void> {
   const send = (r: StreamClientReport) => process.send!(r);
   const cs = await clients([order.addr], order.connections);
@@ -76,18 +90,32 @@ async function run(order: StreamClientOrder): Promise<void> {
     open = { ...open, [kind]: open[kind] + 1 };
     if (open.build + open.logs === total) send({ type: 'open', ...open });
   };
-  const outcomes: Outcome[] = [];
-  const kinds: ('build' | 'logs')[] = [];
-  let n = 0;
+  const starts: { kind: 'build' | 'logs'; start: (c: ImageBuilderClient, opened: () => void) => Outcome }[] = [];
   for (const b of order.builds) {
-    for (let i = 0; i < b.buildStreams; i++, n++) {
-      outcomes.push(buildStream(cs[n % cs.length], b.source, opened('build')));
-      kinds.push('build');
-    }
-    for (let i = 0; i < b.logsStreams; i++, n++) {
-      outcomes.push(logsStream(cs[n % cs.length], b.buildId, b.lastLine, opened('logs')));
-      kinds.push('logs');
-    }
+    for (let i = 0; i < b.buildStreams; i++) starts.push({ kind: 'build', start: (c, o) => buildStream(c, b.source, o) });
+    for (let i = 0; i < b.logsStreams; i++) starts.push({ kind: 'logs', start: (c, o) => logsStream(c, b.buildId, b.lastLine, o) });
+  }
+  // Interleaved (Build and Logs, every build) and in waves, each opened before the next starts: on a loaded machine
+  // a burst of thousands of calls keeps this process from reading what the first ones receive for minutes.
+  const mixed = interleave(
+    starts.filter((x) => x.kind === 'build'),
+    starts.filter((x) => x.kind === 'logs'),
+  );
+  const outcomes: Outcome[] = [];
+  const kinds = mixed.map((x) => x.kind);
+  for (let from = 0; from < mixed.length; from += WAVE) {
+    const wave = mixed.slice(from, from + WAVE).map((x, i) => {
+      let first!: () => void;
+      const firstOrEnd = new Promise<void>((r) => (first = r));
+      const outcome = x.start(cs[(from + i) % cs.length], () => {
+        first();
+        opened(x.kind)();
+      });
+      void outcome.then(first);
+      outcomes.push(outcome);
+      return firstOrEnd;
+    });
+    await Promise.all(wave);
   }
   // Settled outcomes by index; 'pending' until a stream ends.
   const results: (string | undefined | 'pending')[] = outcomes.map(() => 'pending');

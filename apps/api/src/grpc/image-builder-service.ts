@@ -45,6 +45,7 @@ import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from '../logs/supervisor-log-se
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 import { admittedCaller } from './auth.js';
+import { KeepaliveRounds } from './keepalive-rounds.js';
 
 /**
  * Largest job payload (source, auth, sealed secrets) put in Redis: a build request is small; bigger ones are refused
@@ -106,11 +107,13 @@ export class ImageBuilderService {
   private readonly secrets: SecretBox;
   private readonly metrics: ApiMetrics;
   private readonly log: Logger;
+  private readonly keepalive: KeepaliveRounds;
 
   constructor(
     private readonly cfg: ServiceConfig,
     deps: ServiceDeps,
   ) {
+    this.keepalive = new KeepaliveRounds(cfg.keepaliveMs);
     ({ planner: this.planner, registry: this.registry, store: this.store, hub: this.hub, queue: this.queue, logStore: this.logStore, secrets: this.secrets, metrics: this.metrics, log: this.log } = deps);
   }
 
@@ -215,8 +218,7 @@ export class ImageBuilderService {
     const buildId = await this.startOrJoin(plan, req, log);
     const record = await this.store.get(buildId);
     if (!record) throw new BuildStateUnavailable('the build record vanished; retry');
-    const running = async (r: BuildRecord) =>
-      this.write(call, { ref: r.ref, baseRef: r.baseRef, status: BuildStatus.running, message: '', info: await this.buildInfo(r, BuildStatus.running) }, signal);
+    const runningMessage = async (r: BuildRecord): Promise<BuildResponse> => ({ ref: r.ref, baseRef: r.baseRef, status: BuildStatus.running, message: '', info: await this.buildInfo(r, BuildStatus.running) });
     const terminal = async (r: BuildRecord, state: 'done_success' | 'done_failure', message: string) => {
       const st = state === 'done_success' ? BuildStatus.done_success : BuildStatus.done_failure;
       await this.write(call, { ref: r.ref, baseRef: r.baseRef, status: st, message, info: await this.buildInfo(r, st) }, signal);
@@ -225,10 +227,15 @@ export class ImageBuilderService {
       await terminal(record, record.state as 'done_success' | 'done_failure', record.message);
       return;
     }
-    await running(record);
+    await this.write(call, await runningMessage(record), signal);
 
     // Quiet builds still send `running` now and then, so proxies and clients see a live stream.
-    const keepalive = setInterval(() => void running(record).catch(() => undefined), this.cfg.keepaliveMs);
+    const stopKeepalive = this.keepalive.add((round) =>
+      void round
+        .once(buildId, () => runningMessage(record))
+        .then((m) => this.write(call, m, signal))
+        .catch(() => undefined),
+    );
     try {
       for await (const e of this.hub.events(buildId, signal)) {
         if (e.kind !== 'state') continue;
@@ -238,7 +245,7 @@ export class ImageBuilderService {
         }
       }
     } finally {
-      clearInterval(keepalive);
+      stopKeepalive();
     }
   }
 
