@@ -32,6 +32,15 @@ export class Gate {
     this.open_ = true;
   }
 
+  /**
+   * Installs the gate's egress exception again. The engine's egress chain is one for the whole machine, and every
+   * worker or test that installs the policy replaces it with its own list: a gate held for minutes on a shared
+   * machine can lose its exception meanwhile.
+   */
+  async reassert(): Promise<void> {
+    await allowEgress(`${this.host}:${this.port}`);
+  }
+
   async close(): Promise<void> {
     this.server.close();
     await this.revoke();

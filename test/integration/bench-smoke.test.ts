@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT } from '../support/stack.js';
 
-const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume'];
+const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume', 'streams'];
 const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-smoke-'));
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -48,5 +48,6 @@ describe('benchmark suite, quick mode', () => {
     }
     expect(doc.scenarios.dedupe.metrics.dockerBuilds).toBe(1);
     expect(doc.scenarios.dedupe.metrics.workerBuildsRun).toBe(1);
+    expect(doc.scenarios.streams.metrics.failures, 'streams: every Build and Logs stream complete').toBe(0);
   }, 600_000);
 });

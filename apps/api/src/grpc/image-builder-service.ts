@@ -46,6 +46,7 @@ import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 import { admittedCaller } from './auth.js';
 import { KeepaliveRounds } from './keepalive-rounds.js';
+import { PresignedLogUrls } from '../logs/log-urls.js';
 
 /**
  * Largest job payload (source, auth, sealed secrets) put in Redis: a build request is small; bigger ones are refused
@@ -108,12 +109,14 @@ export class ImageBuilderService {
   private readonly metrics: ApiMetrics;
   private readonly log: Logger;
   private readonly keepalive: KeepaliveRounds;
+  private readonly logUrls: PresignedLogUrls;
 
   constructor(
     private readonly cfg: ServiceConfig,
     deps: ServiceDeps,
   ) {
     this.keepalive = new KeepaliveRounds(cfg.keepaliveMs);
+    this.logUrls = new PresignedLogUrls((key, ttlMs) => deps.logStore.presign(key, ttlMs), cfg.logUrlTtlMs);
     ({ planner: this.planner, registry: this.registry, store: this.store, hub: this.hub, queue: this.queue, logStore: this.logStore, secrets: this.secrets, metrics: this.metrics, log: this.log } = deps);
   }
 
@@ -406,7 +409,7 @@ export class ImageBuilderService {
     const sup = this.cfg.supervisorLogs;
     const logInfo: LogInfo = sup
       ? { url: `${sup.publicUrl.replace(/\/$/, '')}${SUPERVISOR_API_PATH}`, headers: { [LOG_TOKEN_HEADER]: sup.tokens.issue(r.id) } }
-      : { url: await this.logStore.presign(r.logKey, this.cfg.logUrlTtlMs).catch(() => ''), headers: {} };
+      : { url: await this.logUrls.get(r.logKey).catch(() => ''), headers: {} };
     return {
       ref: r.ref,
       baseRef: r.baseRef,
