@@ -39,13 +39,14 @@ import type { BuildPlan, BuildPlanner } from '../plan/build-plan.js';
 import type { EventHub } from '../logs/event-hub.js';
 import { toServiceError } from './grpc-status.js';
 import { ImageExistence } from '../plan/image-existence.js';
-import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
+import { readBuildLog, type BuildLogDeps, type LogPiece } from '../logs/build-log.js';
 import type { LogTokens } from '../logs/log-token.js';
 import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from '../logs/supervisor-log-server.js';
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 import { admittedCaller } from './auth.js';
 import { KeepaliveRounds } from './keepalive-rounds.js';
+import { readyBatches } from './ready-batches.js';
 import { PresignedLogUrls } from '../logs/log-urls.js';
 
 /**
@@ -59,6 +60,10 @@ interface JobContent {
   job: Omit<BuildJobData, 'buildId' | 'sealed'>;
   secrets: JobSecrets;
 }
+
+/** Log pieces ready at once are sent together up to this size (see readyBatches). */
+const LOG_BATCH_BYTES = 64 * 1024;
+const logPieceBytes = (p: LogPiece) => (Buffer.isBuffer(p) ? p.length : p.text.length);
 
 /** How long a "the workspace image exists" answer is reused (see ImageExistence). */
 const EXISTS_CACHE_MS = 5_000;
@@ -388,8 +393,12 @@ export class ImageBuilderService {
       const rest = censor ? censor.end() + decoder.end() : '';
       if (rest && !signal.aborted) await this.write(call, { content: Buffer.from(rest) }, signal);
     };
-    for await (const piece of readBuildLog(record, (this.logDeps ??= { store: this.store, logStore: this.logStore, hub: this.hub }), signal)) {
-      if (Buffer.isBuffer(piece)) await send(piece);
+    const pieces = readBuildLog(record, (this.logDeps ??= { store: this.store, logStore: this.logStore, hub: this.hub }), signal);
+    for await (const batch of readyBatches(pieces, logPieceBytes, LOG_BATCH_BYTES)) {
+      const piece = batch[0];
+      // Several pieces ready at once go out as one message; a lone live chunk keeps its encoding shared by all streams.
+      if (batch.length > 1) await send(Buffer.concat(batch.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p.text)))));
+      else if (Buffer.isBuffer(piece)) await send(piece);
       else if (censor) await send(Buffer.from(piece.text));
       else await this.write(call, encodeLogEvent(piece) as unknown as LogsResponse, signal);
     }
