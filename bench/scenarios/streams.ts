@@ -134,9 +134,10 @@ export const streamsScenario: Scenario = {
         rssPeakMiB,
         rssEndPeakMiB,
         growthMiB: rssOpenMiB - rssIdleMiB,
-        peakGrowthMiB: rssPeakMiB - rssIdleMiB,
+        // The target holds over the whole run: opening, holding, and every stream ending at once.
+        peakGrowthMiB: Math.max(rssPeakMiB, rssEndPeakMiB) - rssIdleMiB,
         kbPerStream: ((rssOpenMiB - rssIdleMiB) * 1024) / total,
-        peakKbPerStream: ((rssPeakMiB - rssIdleMiB) * 1024) / total,
+        peakKbPerStream: ((Math.max(rssPeakMiB, rssEndPeakMiB) - rssIdleMiB) * 1024) / total,
         endPeakGrowthMiB: rssEndPeakMiB - rssIdleMiB,
         openMs,
         endMs: ended ? endMs : NaN,
@@ -149,9 +150,10 @@ export const streamsScenario: Scenario = {
       const tFail = target('failures', m.failures, '==', 0);
       const rows: Row[] = [
         { figure: `API VmRSS, ${total} streams open (settled)`, value: m.rssOpenMiB, unit: 'MiB', baseline: { label: 'idle', value: m.rssIdleMiB }, compare: `+${fmt(m.growthMiB, 'MiB')}` },
-        { figure: 'API VmRSS growth, peak while opening', value: m.peakGrowthMiB, unit: 'MiB', compare: `peak ${fmt(m.rssPeakMiB, 'MiB')}`, target: targetText(tGrowth, 'MiB') },
-        { figure: 'API memory per open stream (peak growth / streams)', value: m.peakKbPerStream, unit: 'KB', compare: `settled ${fmt(m.kbPerStream, 'KB')}`, target: targetText(tKb, 'KB') },
+        { figure: 'API VmRSS growth, peak while opening', value: m.rssPeakMiB - m.rssIdleMiB, unit: 'MiB', compare: `peak ${fmt(m.rssPeakMiB, 'MiB')}` },
         { figure: 'API VmRSS growth, peak while the builds end', value: m.endPeakGrowthMiB, unit: 'MiB', compare: `peak ${fmt(m.rssEndPeakMiB, 'MiB')}` },
+        { figure: 'API VmRSS growth, peak of the run', value: m.peakGrowthMiB, unit: 'MiB', target: targetText(tGrowth, 'MiB') },
+        { figure: 'API memory per open stream (peak growth / streams)', value: m.peakKbPerStream, unit: 'KB', compare: `settled, all open: ${fmt(m.kbPerStream, 'KB')}`, target: targetText(tKb, 'KB') },
         { figure: 'time to open every stream', value: m.openMs / 1000, unit: 's' },
         { figure: 'gate opened → every stream ended', value: m.endMs / 1000, unit: 's' },
         { figure: 'streams ended incomplete or with an error', value: m.failures, unit: '', compare: `${m.completed} of ${total} complete, ${m.pending} never ended`, target: targetText(tFail, '') },
