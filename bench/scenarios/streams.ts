@@ -94,9 +94,9 @@ export const streamsScenario: Scenario = {
       await sleep(SETTLE_MS);
       const rssOpenMiB = rssMiB(pid);
       const rssPeakMiB = rss.stop();
-      // The builds' ends go out to every stream at once: that peak counts too.
-      const rssEnd = rssSampler(pid);
       const openSnap = ctx.heapSnapshot ? await heapSnapshot(snapshotDir, pid, c) : undefined;
+      // The builds' ends go out to every stream at once: that peak counts too (a heap snapshot's own growth does not).
+      const rssEnd = rssSampler(pid);
 
       gate.open();
       const t1 = Date.now();
