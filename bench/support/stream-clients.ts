@@ -67,8 +67,9 @@ function logsStream(c: ImageBuilderClient, buildId: string, lastLine: string, op
   });
 }
 
-/** Streams opened at a time. */
+/** Streams opened at a time, and how long a wave may take before the next starts anyway. */
 const WAVE = 250;
+const WAVE_WAIT_MS = 20_000;
 
 /** The items of `rare` spread evenly among those of `common`. */
 function interleave<T>(rare: T[], common: T[]): T[] {
@@ -115,7 +116,8 @@ async function run(order: StreamClientOrder): Promise<void> {
       outcomes.push(outcome);
       return firstOrEnd;
     });
-    await Promise.all(wave);
+    // Bounded: one call that hangs must not hold back every later one (the bench reports it as never opened).
+    await Promise.race([Promise.all(wave), new Promise((r) => setTimeout(r, WAVE_WAIT_MS).unref())]);
   }
   // Settled outcomes by index; 'pending' until a stream ends.
   const results: (string | undefined | 'pending')[] = outcomes.map(() => 'pending');
