@@ -11,12 +11,9 @@ import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
 import { toServiceError } from '../grpc/grpc-status.js';
 import type { LogTokens } from './log-token.js';
+import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './log-info.js';
 import { listenOn } from '@imgbuilder/common/listen';
 
-/** Gitpod's server replaces log_info.url's path with this (HeadlessLogService.SUPERVISOR_API_PATH). */
-export const SUPERVISOR_API_PATH = '/_supervisor/v1';
-/** The header Gitpod's server sends an owner token in; log_info.headers names it, so either way it arrives here. */
-export const LOG_TOKEN_HEADER = 'x-gitpod-owner-token';
 /** The one task a build has; its terminal alias is the build id. */
 const TASK_ID = 'image-build';
 const WEBSOCKET_PROTOCOL = 'grpc-websockets';
