@@ -97,40 +97,40 @@ export class BuildPlanner {
   }
 
   /**
-   * The plan of a Build request, and whether its workspace image exists already. With `base_image_name_resolved`
-   * (and no forced rebuild) the build starts from that base; a base that is gone falls back to the source.
+   * The plan of a Build request, and whether its workspace image exists already (a forced rebuild builds anyway).
+   * With `base_image_name_resolved` the build starts from that base, or from the source when the base is gone.
    */
   async planBuild(req: BuildRequest): Promise<PlannedBuild> {
-    const built = async (plan: BuildPlan) => !req.forceRebuild && (await this.workspaceImageExists(plan.ref));
-    if (!req.baseImageNameResolved || req.forceRebuild) {
-      const plan = await this.plan(req.source, req.auth, req.useRetryClient);
-      return { plan, built: await built(plan) };
-    }
-    // The fast path builds from the given base, not the source; a request without one is still malformed.
-    if (!req.source?.from) throw new InvalidRequest('build source is missing');
-    let plan = await this.planFromResolvedBase(req.baseImageNameResolved, this.policyFor(req.auth)).catch((err: unknown) => this.planFromSourceInstead(req, err));
-    if (await built(plan)) return { plan, built: true };
-    if (plan.kind === 'copy' && !plan.copyFrom) {
-      // base_image_name_resolved names its image by tag or digest, and it may be gone since: pin it to a digest
-      // that exists, or build from the source as Gitpod's builder does (its server's restart path relies on it).
-      try {
-        plan.copyFrom = await this.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
-      } catch (err) {
-        plan = await this.planFromSourceInstead(req, err);
-        return { plan, built: await built(plan) };
-      }
-    }
-    return { plan, built: false };
+    if (req.baseImageNameResolved && !req.forceRebuild) return this.planOnResolvedBase(req);
+    const plan = await this.plan(req.source, req.auth, req.useRetryClient);
+    return { plan, built: !req.forceRebuild && (await this.workspaceImageExists(plan.ref)) };
   }
 
   /**
-   * Plan for `base_image_name_resolved`: the workspace image is a copy of that (already built) base image, named
-   * after the base as given, so the workspace image of an earlier Dockerfile build is found again. The base is
-   * pinned to a digest that exists only when a build is needed (planBuild sets `copyFrom` then).
+   * The workspace image is a copy of the (already built) base `base_image_name_resolved` names, and named after
+   * that base as given, so the workspace image of an earlier Dockerfile build is found again. Only when it must be
+   * built is the base pinned to a digest that exists; a base that is gone leaves the source to build from.
    */
-  private async planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy): Promise<BuildPlan> {
-    const parsed = parseImageRef(baseImage);
-    const baseRef = formatImageRef(parsed);
+  private async planOnResolvedBase(req: BuildRequest): Promise<PlannedBuild> {
+    // The fast path builds from the given base, not the source; a request without one is still malformed.
+    if (!req.source?.from) throw new InvalidRequest('build source is missing');
+    const plan = await this.copyOf(req.baseImageNameResolved, this.policyFor(req.auth)).catch((err: unknown) => this.planFromSourceInstead(req, err));
+    if (await this.workspaceImageExists(plan.ref)) return { plan, built: true };
+    if (plan.kind !== 'copy' || plan.copyFrom) return { plan, built: false };
+    try {
+      // Named by tag or digest, the base may be gone since; Gitpod's builder then builds from the source too (its
+      // server's restart path relies on it).
+      plan.copyFrom = await this.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
+      return { plan, built: false };
+    } catch (err) {
+      const fromSource = await this.planFromSourceInstead(req, err);
+      return { plan: fromSource, built: await this.workspaceImageExists(fromSource.ref) };
+    }
+  }
+
+  /** A plan to copy `baseImage` as it is named (async so that a name that does not parse rejects). */
+  private async copyOf(baseImage: string, policy: RegistryAuthPolicy): Promise<BuildPlan> {
+    const baseRef = formatImageRef(parseImageRef(baseImage));
     return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'copy', policy };
   }
 
