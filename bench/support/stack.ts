@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
+import { redisKeys } from '@imgbuilder/common/build-life';
 import { freePort, ROOT, ServiceProcess, startStack, type Stack, type StackOptions } from '../../test/support/stack.js';
 
 export interface BenchStack extends Stack {

@@ -4,12 +4,10 @@ import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
-import { QUEUE_NAME, redisKeys, type RedisKeys } from '@imgbuilder/common/redis-keys';
-import { BuildStore } from '@imgbuilder/common/build-store';
+import { BuildStore, LogStore, QUEUE_NAME, QueueSamples, redisKeys, type RedisKeys } from '@imgbuilder/common/build-life';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
-import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import { formatDuration } from '@imgbuilder/common/duration';
@@ -194,7 +192,7 @@ async function startDashboard(env: Env, parts: DashboardParts) {
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
+  const data = new DashboardData({ store, samples: new QueueSamples(redis, keys), queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
   const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);

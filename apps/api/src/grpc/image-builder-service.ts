@@ -22,8 +22,7 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { type BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { type BuildRecord, type BuildStore, ENQUEUE_LOCK_TTL_MS, isTerminal, lockTtlMs, type LogStore } from '@imgbuilder/common/build-life';
 import { forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import { BuildNotFound, BuildStateUnavailable, ImageNotFound, ImageRefInvalid, InvalidRequest, QueueFull, RegistryAuthFailed, SourceRefused } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
@@ -222,7 +221,7 @@ export class ImageBuilderService {
       await this.write(call, { ref: r.ref, baseRef: r.baseRef, status: st, message, info: await this.buildInfo(r, st) }, signal);
     };
     if (isTerminal(record.state)) {
-      await terminal(record, record.state as 'done_success' | 'done_failure', record.message);
+      await terminal(record, record.state, record.message);
       return;
     }
     await running(record);
@@ -232,7 +231,7 @@ export class ImageBuilderService {
     try {
       for await (const e of this.hub.events(buildId, signal)) {
         if (e.kind !== 'state') continue;
-        if (e.state === 'done_success' || e.state === 'done_failure') {
+        if (isTerminal(e.state)) {
           await terminal(record, e.state, e.message);
           return;
         }
@@ -279,7 +278,7 @@ export class ImageBuilderService {
       baseRef: plan.baseRef,
       triggeredBy: req.triggeredBy,
       // Short until the job is safely queued: if this process dies in between, the lock frees itself.
-      lockTtlMs: 60_000,
+      lockTtlMs: ENQUEUE_LOCK_TTL_MS,
       retentionMs: this.cfg.retentionMs,
       // Room past the build timeout for the worker's own timeout handling and final log upload.
       deadlineAt: Date.now() + this.cfg.maxQueueWaitMs + this.cfg.buildTimeoutMs + 5 * 60_000,
@@ -301,7 +300,7 @@ export class ImageBuilderService {
         this.logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
         this.queue.add('build', this.sealJob(id, content), { jobId: id }),
       ]);
-      await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
+      await this.store.extendLock(plan.ref, id, lockTtlMs(this.cfg.buildTimeoutMs));
     } catch (err) {
       await this.store.finish({ buildId: id, ref: plan.ref, state: 'done_failure', message: 'build could not be queued', retentionMs: this.cfg.retentionMs, eventsTtlMs: this.cfg.retentionMs }).catch(() => undefined);
       throw err;
