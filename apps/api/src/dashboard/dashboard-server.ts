@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { bearerToken, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
-import type { BuildRecord } from '@imgbuilder/common/build-store';
+import type { BuildRecord } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';

@@ -13,8 +13,7 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { type BuildStore, isTerminal } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { type BuildStore, isTerminal, type LogStore } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ApiMetrics } from '../metrics.js';
 import type { BuildPlanner } from '../plan/build-plan.js';

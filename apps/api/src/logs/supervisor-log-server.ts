@@ -5,7 +5,7 @@ import statusGrpc from '@gitpod/supervisor-api-grpc/lib/status_grpc_pb.js';
 import statusPb from '@gitpod/supervisor-api-grpc/lib/status_pb.js';
 import terminalGrpc from '@gitpod/supervisor-api-grpc/lib/terminal_grpc_pb.js';
 import terminalPb from '@gitpod/supervisor-api-grpc/lib/terminal_pb.js';
-import { isTerminal } from '@imgbuilder/common/build-store';
+import { isTerminal } from '@imgbuilder/common/build-life';
 import { AccessTokenRejected, BuildNotFound, TerminalNotFound } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';

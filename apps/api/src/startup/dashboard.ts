@@ -1,3 +1,4 @@
+import { QueueSamples } from '@imgbuilder/common/build-life';
 import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
 import type { Logger } from '@imgbuilder/common/logger';
 import { DashboardData } from '../dashboard/dashboard-data.js';
@@ -25,7 +26,7 @@ export async function startDashboard({ env, keys, tokens }: ApiConfig, backends:
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
+  const data = new DashboardData({ store, samples: new QueueSamples(redis, keys), queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
   const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
