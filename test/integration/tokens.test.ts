@@ -119,14 +119,21 @@ describe('access tokens on the gRPC API', () => {
     expect(anon.stderr).toMatch(/UNAUTHENTICATED/);
   });
 
-  it("an admin builds; a triggered_by the request sets is kept; no token reaches the API's log", async () => {
+  it("an admin builds; the caller is the token's name plus the request's triggered_by; no token reaches the API's log", async () => {
     git.commit('admin', { Dockerfile: dockerfile('echo from-admin') });
     const c = clientWith(`Bearer ${TOKENS.admin}`);
     const res = await build(c, { source: gitSource(git.url('admin')), triggeredBy: 'gitpod-user-42' }, 150_000);
     expect(res[res.length - 1].status, res[res.length - 1].message).toBe(BuildStatus.done_success);
-    expect(await triggeredBy(res[0].info!.buildId)).toBe('gitpod-user-42');
+    expect(await triggeredBy(res[0].info!.buildId)).toBe(`${NAMES.admin}/gitpod-user-42`);
     // The job carries the token's name too: with triggered_by it keys the caller's cache mounts.
-    expect(await logs(c, { buildId: res[0].info!.buildId })).toContain(`(triggered by gitpod-user-42, token ${NAMES.admin})`);
+    expect(await logs(c, { buildId: res[0].info!.buildId })).toContain(`(triggered by ${NAMES.admin}/gitpod-user-42, token ${NAMES.admin})`);
+    // A builder naming another token's caller as triggered_by is still attributed to its own token.
+    const b = clientWith(`Bearer ${TOKENS.builder}`);
+    const again = await build(b, { source: gitSource(git.url('admin')), triggeredBy: `${NAMES.admin}/gitpod-user-42`, forceRebuild: true }, 150_000);
+    expect(await triggeredBy(again[0].info!.buildId)).toBe(`${NAMES.builder}/${NAMES.admin}/gitpod-user-42`);
+    const bad = await build(b, { source: gitSource(git.url('admin')), triggeredBy: 'x\ny' }, 20_000).catch((err: ServiceError) => err);
+    expect((bad as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+    b.close();
     c.close();
     const apiLog = stack.apis[0].lines.join('\n');
     for (const t of Object.values(TOKENS)) {

@@ -111,10 +111,6 @@ async function main(): Promise<void> {
   const guard: Guard | undefined = tokens
     ? (definition, impl) =>
         guardService(definition, impl, tokens, {
-          admit: (method, call, caller) => {
-            const req = call.request as { triggeredBy?: string } | undefined;
-            if (method === 'build' && req && !req.triggeredBy) req.triggeredBy = caller.name;
-          },
           refused: (rpc, code) => metrics.callStarted(rpc)(GrpcStatus[code]),
         })
     : undefined;

@@ -25,7 +25,7 @@ export function authorize(tokens: AccessTokens, token: string | undefined, need:
   return { ok: true, caller };
 }
 
-/** The caller each admitted request came from, by request object (the Build rpc records the token's name in its job). */
+/** The caller each admitted request came from, by request object (read through caller.ts). */
 const admitted = new WeakMap<object, Caller>();
 
 /** The caller whose token let `request` through; undefined without a tokens file. */
@@ -34,8 +34,6 @@ export function admittedCaller(request: object): Caller | undefined {
 }
 
 export interface GuardHooks {
-  /** A call let through; lets a service use the caller (Build: triggered_by). `method` is the handler name. */
-  admit?: (method: string, call: { request?: unknown }, caller: Caller) => void;
   /** A call refused (for metrics); `rpc` as in the service's path, e.g. "Build". */
   refused?: (rpc: string, code: status) => void;
 }
@@ -64,7 +62,6 @@ export function guardService(definition: ServiceDefinition, impl: UntypedService
         return;
       }
       if (call.request && typeof call.request === 'object') admitted.set(call.request, result.caller);
-      hooks.admit?.(name, call, result.caller);
       fn(call, cb);
     }) as UntypedServiceImplementation[string];
   }

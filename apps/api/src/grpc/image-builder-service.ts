@@ -45,6 +45,7 @@ import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from '../logs/supervisor-log-se
 import { encodeLogEvent } from './log-encoding.js';
 import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
 import { admittedCaller } from './auth.js';
+import { attributeBuild } from './caller.js';
 
 /**
  * Largest job payload (source, auth, sealed secrets) put in Redis: a build request is small; bigger ones are refused
@@ -181,6 +182,7 @@ export class ImageBuilderService {
 
   private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
+    attributeBuild(req);
     const fromResolvedBase = Boolean(req.baseImageNameResolved && !req.forceRebuild);
     let plan: BuildPlan;
     if (fromResolvedBase) {
