@@ -17,8 +17,8 @@ import { ROOT, startStack, type Stack } from '../support/stack.js';
 
 const execFileP = promisify(execFile);
 
-const TOKENS = { viewer: newToken(), builder: newToken(), admin: newToken() };
-const NAMES = { viewer: 'dash-viewer', builder: 'ci-builder', admin: 'ops-admin' };
+const TOKENS = { viewer: newToken(), builder: newToken(), admin: newToken(), gitpod: newToken() };
+const NAMES = { viewer: 'dash-viewer', builder: 'ci-builder', admin: 'ops-admin', gitpod: 'gitpod-server' };
 
 let stack: Stack;
 let git: GitServer;
@@ -27,7 +27,9 @@ let addr: string;
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-'));
   const file = join(dir, 'tokens.json');
-  writeFileSync(file, JSON.stringify({ tokens: (['viewer', 'builder', 'admin'] as const).map((role) => ({ name: NAMES[role], role, sha256: hashToken(TOKENS[role]) })) }));
+  const entries = (['viewer', 'builder', 'admin'] as const).map((role) => ({ name: NAMES[role], role, sha256: hashToken(TOKENS[role]) }));
+  const gitpod = { name: NAMES.gitpod, role: 'builder', sha256: hashToken(TOKENS.gitpod), installationAuth: true };
+  writeFileSync(file, JSON.stringify({ tokens: [...entries, gitpod] }));
   [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_TOKENS_FILE: file } }), GitServer.start()]);
   addr = stack.apiAddrs[0];
 });
@@ -140,6 +142,26 @@ describe('access tokens on the gRPC API', () => {
       expect(apiLog).not.toContain(t);
       expect(apiLog).not.toContain(hashToken(t));
     }
+  });
+
+  it('only tokens with "installationAuth": true, and admins, may ask for the installation\'s registry credentials', async () => {
+    const allowAll = { additional: {}, mode: { $case: 'total' as const, total: { allowAll: true } } };
+    const ask = (token: string, auth: object) => {
+      const c = clientWith(`Bearer ${token}`);
+      return resolveBase(c, { ref: BASE_IMAGE, auth }).finally(() => c.close());
+    };
+    const denied = await ask(TOKENS.builder, allowAll).catch((err: ServiceError) => err);
+    expect((denied as ServiceError).code).toBe(status.PERMISSION_DENIED);
+    expect((denied as ServiceError).details).toMatch(/token "ci-builder" may not use the installation's registry credentials \(total.allow_all\): give its entry in IMGBUILDER_TOKENS_FILE "installationAuth": true/);
+    const workspace = { additional: {}, mode: { $case: 'selective' as const, selective: { allowBaserep: false, allowWorkspacerep: true, anyOf: [] } } };
+    expect(await codeOf(ask(TOKENS.builder, workspace))).toBe(status.PERMISSION_DENIED);
+    const b = clientWith(`Bearer ${TOKENS.builder}`);
+    expect(await codeOf(build(b, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } }, auth: allowAll }, 20_000))).toBe(status.PERMISSION_DENIED);
+    b.close();
+    // Without them, and for the tokens that may, nothing changes.
+    expect(await codeOf(ask(TOKENS.builder, { additional: {} }))).toBe(status.OK);
+    expect(await codeOf(ask(TOKENS.gitpod, allowAll))).toBe(status.OK);
+    expect(await codeOf(ask(TOKENS.admin, workspace))).toBe(status.OK);
   });
 
   it('`imgbuilder token` prints a new token on stdout and its tokens-file entry on stderr', async () => {

@@ -28,11 +28,14 @@ import type { BuildLogDeps } from './logs/build-log.js';
 import { DashboardData } from './dashboard/dashboard-data.js';
 import { DashboardServer } from './dashboard/dashboard-server.js';
 import { guardService } from './grpc/auth.js';
+import { checkInstallationAuth } from './grpc/installation-auth.js';
+import { openGrpcWarning, refuseDevKeyOnNetwork } from './start-checks.js';
 
 const log = createLogger('imgbuilder-api');
 
 async function main(): Promise<void> {
   const env = loadEnv();
+  refuseDevKeyOnNetwork(env);
   // Every fetch this process makes on a build's behalf obeys it (git, downloads, registries).
   installFetchPolicy(FetchPolicy.fromEnv(env));
   // The configured level; child loggers made from here on inherit it.
@@ -111,6 +114,7 @@ async function main(): Promise<void> {
   const guard: Guard | undefined = tokens
     ? (definition, impl) =>
         guardService(definition, impl, tokens, {
+          admit: (_method, request, caller) => checkInstallationAuth(request, caller, installation),
           refused: (rpc, code) => metrics.callStarted(rpc)(GrpcStatus[code]),
         })
     : undefined;
@@ -139,6 +143,8 @@ async function main(): Promise<void> {
   const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub, tokens: supervisorLogs.tokens, log, slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, shared }) : undefined;
   const supervisorPort = shared ? dashboard?.port : await supervisor?.listen(env.IMGBUILDER_SUPERVISOR_ADDR);
   if (supervisor) log.info({ addr: env.IMGBUILDER_SUPERVISOR_ADDR, port: supervisorPort, publicUrl: supervisorLogs?.publicUrl }, 'supervisor log endpoint listening');
+  const open = openGrpcWarning(env, Boolean(tokens));
+  if (open) log.warn(open);
   log.info({ addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT), tokens: tokens ? 'required' : 'off' }, 'imgbuilder API listening');
 
   let stopping = false;

@@ -225,6 +225,8 @@ export const EnvFields = z.object({
     .refine((entries) => entries.every((e) => /^[a-z0-9*][a-z0-9._*:/-]*(@sha256:[a-f0-9]{64})?$/.test(e)), 'expected image patterns like docker/dockerfile or registry.example.com/frontends/*:1.*'),
   /** 32 random bytes, base64: encrypts credentials carried in jobs. Required unless NODE_ENV=development. */
   IMGBUILDER_SECRET_KEY: z.string().optional(),
+  /** Lets the API use NODE_ENV=development's fixed, public key while listening beyond loopback (never in production). */
+  IMGBUILDER_INSECURE_DEV_KEY: bool(false),
   /** TLS for the gRPC port; with a CA, clients must present a certificate it signed. */
   IMGBUILDER_TLS_CERT: z.string().optional(),
   IMGBUILDER_TLS_KEY: z.string().optional(),
