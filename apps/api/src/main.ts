@@ -10,7 +10,7 @@ import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { LogStore } from '@imgbuilder/common/log-store';
-import { SecretBox } from '@imgbuilder/common/secret-box';
+import { deriveKey, SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
 import { formatDuration } from '@imgbuilder/common/duration';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
@@ -27,6 +27,7 @@ import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
 import type { BuildLogDeps } from './logs/build-log.js';
 import { DashboardData } from './dashboard/dashboard-data.js';
 import { DashboardServer } from './dashboard/dashboard-server.js';
+import { DashboardSessions } from './dashboard/session.js';
 import { guardService } from './grpc/auth.js';
 import { checkInstallationAuth } from './grpc/installation-auth.js';
 import { openGrpcWarning, refuseDevKeyOnNetwork } from './start-checks.js';
@@ -197,7 +198,19 @@ async function startDashboard(env: Env, parts: DashboardParts) {
     return undefined;
   }
   const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
-  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
+  const server = new DashboardServer({
+    store,
+    logStore,
+    hub,
+    objects,
+    data,
+    log,
+    tokens: viewers,
+    sessions: new DashboardSessions(deriveKey(env.IMGBUILDER_SECRET_KEY, 'dashboard sessions v1'), viewers, env.IMGBUILDER_DASHBOARD_SESSION_TTL),
+    logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
+    slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
+    maxStreamsPerCaller: env.IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER,
+  });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
     data.startSampling();

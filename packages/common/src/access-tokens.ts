@@ -72,6 +72,11 @@ export class AccessTokens {
     return AccessTokens.fromEntries(parsed.data.tokens);
   }
 
+  /** The caller of the entry named `name` (names are unique), e.g. to check a dashboard session still stands. */
+  named(name: string): Caller | undefined {
+    return this.entries.find((e) => e.caller.name === name)?.caller;
+  }
+
   /**
    * The caller a token belongs to. Every entry is compared, each in constant time, so the answer's timing says
    * nothing about which hash (or how much of one) matched.

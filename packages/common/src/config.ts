@@ -275,6 +275,10 @@ export const EnvFields = z.object({
   IMGBUILDER_HTTP_ADDR: z.union([z.literal(''), hostPort('0.0.0.0:8081')]).default('0.0.0.0:8081'),
   /** Without a tokens file, the one token that opens the dashboard (viewer); without either the dashboard is off. */
   IMGBUILDER_DASHBOARD_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+  /** How long a dashboard login (its session cookie) lasts. */
+  IMGBUILDER_DASHBOARD_SESSION_TTL: duration('12h', 30 * 86_400_000),
+  /** Log streams (SSE) one dashboard caller may hold open on one API process; more get 429. */
+  IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER: int(16, 1),
   /**
    * How long a finished build's event stream stays in Redis once its log object is complete (for readers still
    * catching up; a reader it expires under continues from the object).
