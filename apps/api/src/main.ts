@@ -20,7 +20,7 @@ import { GitRemoteResolver } from './plan/git-remote-resolver.js';
 import { ImageBuilderService } from './grpc/image-builder-service.js';
 import { ApiMetrics } from './metrics.js';
 import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentials, type Guard } from './grpc/server.js';
-import { LogTokens } from './logs/log-token.js';
+import { LogTokens, logTokenKeys } from './logs/log-token.js';
 import { SupervisorLogServer } from './logs/supervisor-log-server.js';
 import { UploadService } from './grpc/upload-service.js';
 import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
@@ -88,7 +88,14 @@ async function main(): Promise<void> {
   // Opt-in: Gitpod's server streams live build logs from a "supervisor"; this API plays one (supervisor-log-server.ts).
   const supervisorLogs =
     env.IMGBUILDER_LOG_INFO === 'supervisor'
-      ? { publicUrl: requirePublicUrl(env.IMGBUILDER_PUBLIC_URL), tokens: new LogTokens(secrets, env.IMGBUILDER_LOG_URL_TTL) }
+      ? {
+          publicUrl: requirePublicUrl(env.IMGBUILDER_PUBLIC_URL),
+          tokens: new LogTokens(
+            logTokenKeys(env.IMGBUILDER_SECRET_KEY, env.IMGBUILDER_LOG_TOKEN_KEY_ID, env.IMGBUILDER_LOG_TOKEN_PREVIOUS_KEY_ID),
+            env.IMGBUILDER_LOG_URL_TTL,
+            env.IMGBUILDER_LOG_TOKEN_TTL_AFTER_END,
+          ),
+        }
       : undefined;
   const service = new ImageBuilderService(
     {

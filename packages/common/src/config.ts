@@ -261,6 +261,15 @@ export const EnvFields = z.object({
     .string()
     .refine((s) => /^https?:\/\/[^/?#\s]+\/?$/.test(s), 'expected an origin like https://imgbuilder.example.com (Gitpod replaces any path)')
     .optional(),
+  /**
+   * Id of the key supervisor log tokens are signed with (derived from IMGBUILDER_SECRET_KEY and this id): a new id
+   * revokes every token signed under the old one, without touching the secret key.
+   */
+  IMGBUILDER_LOG_TOKEN_KEY_ID: z.string().regex(/^[A-Za-z0-9_-]{1,16}$/, 'letters, digits, - and _ only (at most 16)').default('1'),
+  /** The key id before the last rotation, still accepted while its tokens run out; unset after. */
+  IMGBUILDER_LOG_TOKEN_PREVIOUS_KEY_ID: z.string().regex(/^[A-Za-z0-9_-]{1,16}$/, 'letters, digits, - and _ only (at most 16)').optional(),
+  /** A finished build's supervisor log tokens stop working this long after its end. */
+  IMGBUILDER_LOG_TOKEN_TTL_AFTER_END: duration('24h'),
   /** Listen address of the supervisor endpoint (HTTP, WebSocket) with IMGBUILDER_LOG_INFO=supervisor. */
   IMGBUILDER_SUPERVISOR_ADDR: hostPort('0.0.0.0:8081'),
   /**
