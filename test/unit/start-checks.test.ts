@@ -22,8 +22,9 @@ describe('start-up checks of the API', () => {
 
   it('warns when gRPC runs without tokens, naming the setting', () => {
     expect(openGrpcWarning(dev({ IMGBUILDER_GRPC_ADDR: '0.0.0.0:8080' }), false)).toBe(
-      'gRPC on 0.0.0.0:8080 is open to anyone who reaches it: every rpc runs without an access token; set IMGBUILDER_TOKENS_FILE (`imgbuilder token <name>` makes entries)',
+      'gRPC on 0.0.0.0:8080 is open to anyone who reaches it: every rpc runs without an access token; set IMGBUILDER_TOKENS_FILE (`imgbuilder token <name>` makes entries) or require client certificates (IMGBUILDER_TLS_CA)',
     );
     expect(openGrpcWarning(dev(), true)).toBeUndefined();
+    expect(openGrpcWarning(dev({ IMGBUILDER_TLS_CA: '/etc/imgbuilder/ca.pem' }), false)).toBeUndefined();
   });
 });

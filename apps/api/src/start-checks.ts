@@ -31,10 +31,12 @@ export function refuseDevKeyOnNetwork(env: Env): void {
   );
 }
 
-/** The warning an API serving gRPC to anyone logs at start; undefined when a tokens file guards it. */
+/**
+ * The warning an API serving gRPC to anyone logs at start; undefined when a tokens file or mutual TLS (clients need a
+ * certificate IMGBUILDER_TLS_CA signed: Gitpod's setup) guards it.
+ */
 export function openGrpcWarning(env: Env, hasTokens: boolean): string | undefined {
-  if (hasTokens) return undefined;
+  if (hasTokens || env.IMGBUILDER_TLS_CA) return undefined;
   const where = isLoopback(env.IMGBUILDER_GRPC_ADDR) ? 'this machine' : 'anyone who reaches it';
-  const mtls = env.IMGBUILDER_TLS_CA ? ' beyond the client certificates IMGBUILDER_TLS_CA admits' : '';
-  return `gRPC on ${env.IMGBUILDER_GRPC_ADDR} is open to ${where}${mtls}: every rpc runs without an access token; set IMGBUILDER_TOKENS_FILE (\`imgbuilder token <name>\` makes entries)`;
+  return `gRPC on ${env.IMGBUILDER_GRPC_ADDR} is open to ${where}: every rpc runs without an access token; set IMGBUILDER_TOKENS_FILE (\`imgbuilder token <name>\` makes entries) or require client certificates (IMGBUILDER_TLS_CA)`;
 }
