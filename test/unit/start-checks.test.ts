@@ -13,7 +13,9 @@ describe('start-up checks of the API', () => {
   it('refuses the fixed development key on any non-loopback listener, saying what to set', () => {
     expect(() => refuseDevKeyOnNetwork(dev())).not.toThrow();
     expect(() => refuseDevKeyOnNetwork(dev({ IMGBUILDER_GRPC_ADDR: '0.0.0.0:8080' }))).toThrow(ConfigError);
-    expect(() => refuseDevKeyOnNetwork(dev({ IMGBUILDER_HTTP_ADDR: '0.0.0.0:8081' }))).toThrow(/IMGBUILDER_HTTP_ADDR=0\.0\.0\.0:8081 is reachable from other machines: set IMGBUILDER_SECRET_KEY .*IMGBUILDER_INSECURE_DEV_KEY=true/);
+    // The dashboard stays off without tokens: its address is no listener then.
+    expect(() => refuseDevKeyOnNetwork(dev({ IMGBUILDER_HTTP_ADDR: '0.0.0.0:8081' }))).not.toThrow();
+    expect(() => refuseDevKeyOnNetwork(dev({ IMGBUILDER_HTTP_ADDR: '0.0.0.0:8081', IMGBUILDER_DASHBOARD_TOKEN: 'x'.repeat(16) }))).toThrow(/IMGBUILDER_HTTP_ADDR=0\.0\.0\.0:8081 is reachable from other machines: set IMGBUILDER_SECRET_KEY .*IMGBUILDER_INSECURE_DEV_KEY=true/);
     // The metrics address defaults to 0.0.0.0:9090 when unset.
     expect(() => refuseDevKeyOnNetwork(loadEnv({ NODE_ENV: 'development', IMGBUILDER_HTTP_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:8080' }))).toThrow(/IMGBUILDER_METRICS_ADDR=0\.0\.0\.0:9090/);
     expect(() => refuseDevKeyOnNetwork(dev({ IMGBUILDER_GRPC_ADDR: '0.0.0.0:8080', IMGBUILDER_INSECURE_DEV_KEY: 'true' }))).not.toThrow();

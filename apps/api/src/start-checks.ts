@@ -6,7 +6,9 @@ function listeners(env: Env): [string, string][] {
   const out: [string, string][] = [['IMGBUILDER_GRPC_ADDR', env.IMGBUILDER_GRPC_ADDR]];
   const metrics = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
   if (metrics) out.push(['IMGBUILDER_METRICS_ADDR', metrics]);
-  if (env.IMGBUILDER_HTTP_ADDR) out.push(['IMGBUILDER_HTTP_ADDR', env.IMGBUILDER_HTTP_ADDR]);
+  // The dashboard listens only with tokens to admit (main.ts startDashboard).
+  const dashboard = env.IMGBUILDER_TOKENS_FILE || env.IMGBUILDER_DASHBOARD_TOKEN;
+  if (env.IMGBUILDER_HTTP_ADDR && dashboard) out.push(['IMGBUILDER_HTTP_ADDR', env.IMGBUILDER_HTTP_ADDR]);
   if (env.IMGBUILDER_LOG_INFO === 'supervisor') out.push(['IMGBUILDER_SUPERVISOR_ADDR', env.IMGBUILDER_SUPERVISOR_ADDR]);
   return out;
 }
