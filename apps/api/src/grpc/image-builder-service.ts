@@ -27,6 +27,7 @@ import { followBuild, type FollowDeps } from './build-follow.js';
 import { requestedBuild, sendBuildLog } from './logs-stream.js';
 import { serveStream, serveUnary, type CallContext } from './rpc-call.js';
 import { writeMessage } from './stream-writer.js';
+import { attributeBuild } from './caller.js';
 
 export interface ServiceConfig {
   workspaceRepository: string;
@@ -101,6 +102,7 @@ export class ImageBuilderService {
   /** Plan, start or join, follow: an image that exists already is answered at once. */
   private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
+    attributeBuild(req);
     const send = (message: BuildResponse) => this.write(call, message, signal);
     const { plan, built } = await this.deps.planner.planBuild(req);
     const log = this.deps.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
