@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { loadEnv, type Env } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';

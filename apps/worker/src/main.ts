@@ -1,5 +1,6 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
-import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { loadEnv, type Env } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';

@@ -300,7 +300,7 @@ export const EnvSchema = EnvFields.superRefine((env, ctx) => {
 
 export type Env = z.output<typeof EnvSchema>;
 
-export { ConfigError, invalidConfiguration } from './config-error.js';
+export { invalidConfiguration } from './config-error.js';
 
 /** Parses the environment; the error names every bad variable and why. */
 export function loadEnv(source: NodeJS.ProcessEnv = process.env): Env {

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { SealedForOtherUse } from './errors.js';
 
 /** Seals credentials that travel in jobs (AES-256-GCM), so Redis never holds them in plain text. */
 export class SecretBox {
@@ -37,13 +38,5 @@ export class SecretBox {
     } catch {
       throw new SealedForOtherUse();
     }
-  }
-}
-
-/** A sealed blob that does not open here: another key, another build, or altered. */
-export class SealedForOtherUse extends Error {
-  override name = 'SealedForOtherUse';
-  constructor() {
-    super('the sealed credentials do not belong to this build (copied from another job, altered, or sealed under another IMGBUILDER_SECRET_KEY); refused');
   }
 }

@@ -43,7 +43,8 @@ import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
 import type { LogTokens } from '../logs/log-token.js';
 import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from '../logs/supervisor-log-server.js';
 import { encodeLogEvent } from './log-encoding.js';
-import { callSignal, SlowClientError, writeMessage } from './stream-writer.js';
+import { callSignal, writeMessage } from './stream-writer.js';
+import { SlowClientError } from '../errors.js';
 import { admittedCaller } from './auth.js';
 
 /**

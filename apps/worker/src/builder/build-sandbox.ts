@@ -1,31 +1,13 @@
 import type Docker from 'dockerode';
 import type { Logger } from '@imgbuilder/common/logger';
 import { randomBytes } from 'node:crypto';
-import { EngineError, UserBuildError } from '../docker-engine.js';
+import { BuildLimitError, BuildSandboxError } from '../errors.js';
 import type { BuildLimits } from './cgroup-limits.js';
 import type { BuildkitExecution } from './buildkit-executions.js';
 import type { BuilderKind } from './image-builder.js';
 import { LocalEngineHost, type EngineHost } from './engine-host.js';
 import { AgentEngineHost } from './limits-agent.js';
 import { join } from 'node:path';
-
-/** A build crossed one of its resource limits; the message names the setting and its value. */
-export class BuildLimitError extends UserBuildError {
-  override name = 'BuildLimitError';
-  constructor(kind: 'memory' | 'process' | 'disk', limits: BuildLimits) {
-    const [setting, value] =
-      kind === 'memory' ? ['IMGBUILDER_BUILD_MEMORY', limits.memory.text] : kind === 'process' ? ['IMGBUILDER_BUILD_PIDS', String(limits.pids)] : ['IMGBUILDER_BUILD_DISK', limits.disk.text];
-    super(`build exceeded its ${kind} limit (${setting}=${value})`);
-  }
-}
-
-/**
- * The worker could not hold a build to its limits (a step it could not move into the build's cgroup, or one it could
- * not tell the build of): the build fails rather than run unbounded. Not the user's doing.
- */
-export class BuildSandboxError extends EngineError {
-  override name = 'BuildSandboxError';
-}
 
 /** Why a build ended early: a limit it crossed, or limits that could not be enforced for it. */
 export type SandboxFailure = BuildLimitError | BuildSandboxError;

@@ -4,6 +4,7 @@
  * JSON-array form and here-documents. The worker reads a Dockerfile before the engine does, to check what the engine
  * would fetch and to rewrite it, so where engine versions read a file differently the callers look at every reading.
  */
+import { DockerfileSyntaxError } from '../errors.js';
 
 /** One instruction and where it stands in the file. */
 export interface Instruction {
@@ -73,11 +74,6 @@ export function escapeOf(lines: string[]): string {
   const legacy = /^#[ \t]*escape[ \t]*=[ \t]*(.)/i.exec(lines[0] ?? '')?.[1] ?? '\\';
   if (legacy !== value) throw new DockerfileSyntaxError('the escape directive must be the first line of the Dockerfile');
   return value;
-}
-
-/** A Dockerfile the engine would not parse either; its message says where. */
-export class DockerfileSyntaxError extends Error {
-  override name = 'DockerfileSyntaxError';
 }
 
 /** Parses a Dockerfile into instructions; `heredocs` chooses whether `<<EOF` opens a here-document. */

@@ -7,11 +7,10 @@ import { checkRegistryHost } from '@imgbuilder/common/fetch-policy';
 import { parseImageRef, registryHost } from '@imgbuilder/common/image-ref';
 import type { GeneratedFile } from '../build-context.js';
 import { httpGet } from '../sources/http-get.js';
-import { SourceError } from '../sources/source-error.js';
+import { DockerfileSyntaxError, SourceError } from '../errors.js';
 import { imageUsesOf, type ImageUse } from './dockerfile-bases.js';
 import { checkFrontends } from './dockerfile-frontends.js';
 import {
-  DockerfileSyntaxError,
   extractFlags,
   goLower,
   flagText,
