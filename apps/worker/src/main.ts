@@ -22,7 +22,7 @@ import { WorkerMetrics } from './metrics.js';
 import { DiskHygiene } from './disk-hygiene.js';
 import { BuildSandbox } from './builder/build-sandbox.js';
 import { EgressGate } from './egress-check.js';
-import { createImageBuilder } from './builder/image-builder.js';
+import { createImageBuilder } from './builder/builder-factory.js';
 import { BuildCache } from './builder/build-cache.js';
 import { checkStepLogs, type StepLogVerdict } from './engine-log-check.js';
 
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   const objects = new ObjectStore(objectStoreOptions(env));
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
   const engine = new DockerEngine(createDocker(env.DOCKER_HOST), env.DOCKER_HOST, { [NAMESPACE_LABEL]: env.IMGBUILDER_REDIS_NAMESPACE });
-  const builder = await createImageBuilder(env.IMGBUILDER_BUILDER, engine);
+  const builder = createImageBuilder(env.IMGBUILDER_BUILDER, engine);
   log.info({ builder: builder.kind }, 'builder selected');
   const metrics = new WorkerMetrics();
   const limits = { memory: env.IMGBUILDER_BUILD_MEMORY, cpus: env.IMGBUILDER_BUILD_CPUS, pids: env.IMGBUILDER_BUILD_PIDS, disk: env.IMGBUILDER_BUILD_DISK };
