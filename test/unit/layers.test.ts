@@ -59,6 +59,14 @@ describe('layers: where code of each kind lives', () => {
     }
   });
 
+  it('keeps every hand-written source file of the worker, the CLI and the packages within 350 lines', () => {
+    const long = sourceFiles()
+      .filter((f) => /^(apps\/(worker|cli)|packages)\//.test(f))
+      .map((f) => ({ f, lines: readFileSync(join(ROOT, f), 'utf8').split('\n').length - 1 }))
+      .filter(({ lines }) => lines > 350);
+    expect(long.map(({ f, lines }) => `${f}: ${lines} lines`)).toEqual([]);
+  });
+
   it('declares error classes only in its layer\'s errors module', () => {
     const files = sourceFiles();
     const declared = files.flatMap((file) => [...readFileSync(join(ROOT, file), 'utf8').matchAll(/\bclass (\w+)(?:<[^>]*>)? extends (\w+)/g)].map((m) => ({ file, name: m[1], base: m[2] })));

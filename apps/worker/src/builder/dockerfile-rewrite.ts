@@ -10,20 +10,9 @@ import { httpGet } from '../sources/http-get.js';
 import { DockerfileSyntaxError, SourceError } from '../errors.js';
 import { imageUsesOf, type ImageUse } from './dockerfile-bases.js';
 import { checkFrontends } from './dockerfile-frontends.js';
-import {
-  extractFlags,
-  goLower,
-  flagText,
-  mountFields,
-  mountText,
-  parseDockerfile,
-  pathArgs,
-  safeExpand,
-  scopeInstructions,
-  type Instruction,
-  type Lookup,
-  type ParsedDockerfile,
-} from './dockerfile-parse.js';
+import { parseDockerfile, type Instruction, type ParsedDockerfile } from './dockerfile-parse.js';
+import { scopeInstructions } from './dockerfile-scopes.js';
+import { extractFlags, flagText, goLower, mountFields, mountText, pathArgs, safeExpand, type Lookup } from './dockerfile-words.js';
 
 /** Where fetched ADD files sit in the context sent to the engine. */
 export const ADD_DIR = '.imgbuilder-add';
