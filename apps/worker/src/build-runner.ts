@@ -26,7 +26,8 @@ import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './builder/image-builder.js';
 import type { BuildCache } from './builder/build-cache.js';
-import { cacheNamespace, checkImageRegistry, fetchAddSource, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { cacheNamespace, checkImageRegistry, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { fetchAddSource } from './builder/dockerfile-add.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {
