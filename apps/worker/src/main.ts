@@ -1,5 +1,5 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
-import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { cacheRepositoryOf, loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
@@ -8,7 +8,7 @@ import { QUEUE_NAME, redisKeys } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
-import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
+import { loadCredentialFile, pushCredentials } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
 import { startHealthServer } from '@imgbuilder/common/health-server';
@@ -23,6 +23,8 @@ import { BuildSandbox } from './builder/build-sandbox.js';
 import { EgressGate } from './egress-check.js';
 import { createImageBuilder } from './builder/image-builder.js';
 import { BuildCache } from './builder/build-cache.js';
+import { cacheRetentionDuty } from './cache-retention.js';
+import { CacheRefs } from '@imgbuilder/common/cache-refs';
 import { checkStepLogs, type StepLogVerdict } from './engine-log-check.js';
 
 const log = createLogger('imgbuilder-worker');
@@ -60,7 +62,9 @@ async function main(): Promise<void> {
   if (env.IMGBUILDER_BUILD_LIMITS === 'off') log.warn({ problem: limitsProblem() }, 'IMGBUILDER_BUILD_LIMITS=off: builds are taken even where their memory, process and disk limits cannot be enforced; only for trusted Dockerfiles');
   const logs = new LogStore(redis, keys, objects);
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
-  const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY }) : undefined;
+  const cacheRepository = cacheRepositoryOf(env);
+  const cacheRefs = new CacheRefs({ redis, keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) });
+  const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: cacheRepository, refs: cacheRefs }) : undefined;
   const settings: RunnerSettings = {
     baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
     workspaceRepository: env.IMGBUILDER_WORKSPACE_REPOSITORY,
@@ -155,6 +159,7 @@ async function main(): Promise<void> {
     lockTtlMs: lockTtlMs(env.IMGBUILDER_BUILD_TIMEOUT),
     buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
     maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+    duties: [cacheRetentionDuty({ refs: cacheRefs, redis, keys, retentionMs: env.IMGBUILDER_CACHE_RETENTION, log })],
   });
   reaper.start();
 

@@ -102,13 +102,15 @@ export const EnvFields = z.object({
   /** Which of the engine's builders runs Dockerfiles: `buildkit` (parallel stages, registry cache) or `classic`. */
   IMGBUILDER_BUILDER: z.enum(['buildkit', 'classic']).default('buildkit'),
   /**
-   * Repository for build cache images (BuildKit): each build's inline cache is pushed there under its source
-   * identity too. Empty: the previous base image of the same source identity is the cache.
+   * Repository of the layer cache refs (BuildKit), a repository of its own (see cacheRepositoryOf): retention deletes
+   * manifests there.
    */
   IMGBUILDER_CACHE_REPOSITORY: z
     .string()
     .optional()
     .refine((s) => !s || isRepository(s), 'expected a repository like registry.example.com/team/cache'),
+  /** Layer cache refs no build imported or pushed for this long are deleted by the workers' periodic pass. */
+  IMGBUILDER_CACHE_RETENTION: duration('14d'),
   /** Docker engine the worker builds with. */
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */
@@ -288,8 +290,21 @@ export const EnvFields = z.object({
   NODE_ENV: z.string().optional(),
 });
 
+/**
+ * Where the layer cache refs live: IMGBUILDER_CACHE_REPOSITORY, else `<IMGBUILDER_BASE_REPOSITORY>/cache`. Never the
+ * base or workspace repository itself: a cache ref of a final stage is the base image under another tag, and the
+ * registry deletes a manifest with every tag naming it.
+ */
+export function cacheRepositoryOf(env: { IMGBUILDER_CACHE_REPOSITORY?: string; IMGBUILDER_BASE_REPOSITORY: string }): string {
+  return env.IMGBUILDER_CACHE_REPOSITORY || `${env.IMGBUILDER_BASE_REPOSITORY}/cache`;
+}
+
 /** EnvFields with the rules that span several of them (a process reading a few fields picks from EnvFields). */
 export const EnvSchema = EnvFields.superRefine((env, ctx) => {
+  const cache = cacheRepositoryOf(env);
+  if (cache === env.IMGBUILDER_BASE_REPOSITORY || cache === env.IMGBUILDER_WORKSPACE_REPOSITORY) {
+    ctx.addIssue({ code: 'custom', path: [], message: `IMGBUILDER_CACHE_REPOSITORY (${cache}) must not be the base or workspace repository: cache retention deletes manifests there, and with them every tag of the same image` });
+  }
   // One key for API and workers; only development may fall back to the fixed key (SecretBox.fromKey).
   if (!env.IMGBUILDER_SECRET_KEY) {
     if (env.NODE_ENV !== 'development') ctx.addIssue({ code: 'custom', path: [], message: 'IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one' });

@@ -65,6 +65,7 @@ export class BuildkitBuilder implements ImageBuilder {
             ...(opts.cacheNamespace ? { BUILDKIT_CACHE_MOUNT_NS: opts.cacheNamespace } : {}),
           },
           ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify(opts.cacheFrom) } : {}),
+          ...(opts.target ? { target: opts.target } : {}),
           buildid,
           version: '2',
         } as unknown as Docker.ImageBuildOptions);
