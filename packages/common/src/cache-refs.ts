@@ -33,7 +33,7 @@ export interface CacheRefsOptions {
  * The layer-cache refs of one installation: when each was last used (a Redis hash by tag, written by the workers at
  * each import and push) and their retention. A ref unused for longer than the retention is deleted from the registry
  * by its manifest digest; the registry's garbage collection frees the blobs later. The registry deletes manifests,
- * not tags, so a ref sharing its manifest with a ref still in use stays until that one is unused too.
+ * not tags, so a ref sharing its manifest with a ref still in use (or with any tag not a cache ref's) stays.
  */
 export class CacheRefs {
   private readonly repo: ImageRef;
@@ -57,34 +57,41 @@ export class CacheRefs {
    * use (written before uses were recorded, or Redis lost it) counts as used now, so it gets a whole retention period.
    */
   async list(): Promise<CacheRefInfo[]> {
+    return (await this.scan()).refs;
+  }
+
+  /** The cache refs, and the digests of any other tag of the repository (those are never deleted). */
+  private async scan(): Promise<{ refs: CacheRefInfo[]; others: Set<string> }> {
     const { registry, credentials, redis, keys } = this.opts;
-    const tags = (await registry.tags(this.repo, { credentials })).filter((t) => t.startsWith(CACHE_TAG_PREFIX));
+    const all = await registry.tags(this.repo, { credentials });
+    const tags = all.filter((t) => t.startsWith(CACHE_TAG_PREFIX));
+    const others = new Set<string>();
+    for (const tag of all.filter((t) => !t.startsWith(CACHE_TAG_PREFIX))) others.add(await registry.resolveDigest({ ...this.repo, tag }, { credentials }));
     const used = tags.length ? await redis.hmget(keys.cacheLastUse, ...tags) : [];
     const unknown: Record<string, string> = {};
     const now = this.now();
-    const out: CacheRefInfo[] = [];
+    const refs: CacheRefInfo[] = [];
     for (const [i, tag] of tags.entries()) {
-      const ref = { ...this.repo, tag };
       let m;
       try {
-        m = await registry.manifestSize(ref, { credentials });
+        m = await registry.manifestSize({ ...this.repo, tag }, { credentials });
       } catch {
         continue; // Deleted meanwhile (or unreadable): nothing to show or delete.
       }
       const lastUsedAt = used[i] ? Number(used[i]) : now;
       if (!used[i]) unknown[tag] = String(now);
-      out.push({ ref: `${this.opts.repository}:${tag}`, digest: m.digest, bytes: m.bytes, lastUsedAt });
+      refs.push({ ref: `${this.opts.repository}:${tag}`, digest: m.digest, bytes: m.bytes, lastUsedAt });
     }
     if (Object.keys(unknown).length) await redis.hset(keys.cacheLastUse, unknown);
-    return out.sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    return { refs: refs.sort((a, b) => a.lastUsedAt - b.lastUsedAt), others };
   }
 
   /** Deletes the refs unused for longer than `olderThanMs`; returns those deleted. */
   async prune(olderThanMs: number): Promise<CacheRefInfo[]> {
-    const refs = await this.list();
+    const { refs, others } = await this.scan();
     const cutoff = this.now() - olderThanMs;
     const expired = (r: CacheRefInfo) => r.lastUsedAt < cutoff;
-    const live = new Set(refs.filter((r) => !expired(r)).map((r) => r.digest));
+    const live = new Set([...others, ...refs.filter((r) => !expired(r)).map((r) => r.digest)]);
     const deleted: CacheRefInfo[] = [];
     const done = new Set<string>();
     for (const r of refs.filter(expired)) {
