@@ -1,13 +1,13 @@
 import { Queue } from 'bullmq';
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
+import { cacheRepositoryOf, loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, redisKeys, type RedisKeys } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
-import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
+import { loadCredentialFile, pushCredentials } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { SecretBox } from '@imgbuilder/common/secret-box';
@@ -23,6 +23,8 @@ import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentia
 import { LogTokens } from './logs/log-token.js';
 import { SupervisorLogServer } from './logs/supervisor-log-server.js';
 import { UploadService } from './grpc/upload-service.js';
+import { CacheService } from './grpc/cache-service.js';
+import { CacheRefs } from '@imgbuilder/common/cache-refs';
 import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
 import type { BuildLogDeps } from './logs/build-log.js';
 import { DashboardData } from './dashboard/dashboard-data.js';
@@ -127,6 +129,9 @@ async function main(): Promise<void> {
     maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
     timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
   }).register(server, guard);
+  const cacheRepository = cacheRepositoryOf(env);
+  const cacheRefs = new CacheRefs({ redis, keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) });
+  new CacheService({ refs: cacheRefs, repository: cacheRepository, retentionMs: env.IMGBUILDER_CACHE_RETENTION, log }).register(server, guard);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
