@@ -77,6 +77,18 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} fork-heavy-${nonce}$`, 'm'));
   });
 
+  it('force_rebuild opts out: no cache ref imported, no step reused, even on the engine that just ran them', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const source = gitSource(git.url('forced'), { mode: CloneTargetMode.REMOTE_COMMIT, target: git.commit('forced', { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo forced-${nonce}\n` }) });
+    expect((await build(client, { source })).at(-1)?.status).toBe(BuildStatus.done_success);
+    const forced = await build(client, { source, forceRebuild: true });
+    expect(forced.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(forced)! });
+    expect(log).toMatch(/^\[imgbuilder\] build cache: none imported \(force_rebuild\): every step runs again; the result is kept as cache$/m);
+    expect(log).not.toContain('build cache: importing');
+    expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} forced-${nonce}$`, 'm'));
+  });
+
   it('a two-stage build whose builder stage changed a later step, on an engine that forgot it, reuses the unchanged heavy step through the stage\'s own ref', async () => {
     const nonce = Math.random().toString(36).slice(2);
     const heavy = `RUN echo stage-heavy-${nonce} && sleep 3`;

@@ -245,7 +245,7 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
-    const cache = await this.d.cache?.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, job.triggeredBy, policy, (l) => reporter.line(l), signal, cleanup);
+    const cache = await this.d.cache?.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, { caller: job.triggeredBy, fresh: job.noCache === true }, policy, (l) => reporter.line(l), signal, cleanup);
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
@@ -253,7 +253,7 @@ export class BuildRunner {
     const stageImages = new Map<string, string>();
     const imageId = await this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
       const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
-      const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+      const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
       // Stages kept as cache refs of their own: each built again as its target, from this engine's cache, in the sandbox.
       for (const target of cache?.keep.flatMap((k) => k.target ?? []) ?? []) {
         const tag = `imgbuilder-stage/${job.buildId}:${target.replace(/[^\w.-]/g, '_').slice(0, 100)}`;

@@ -336,6 +336,7 @@ export class ImageBuilderService {
       tokenName: admittedCaller(req)?.name,
       resolvedCommits: plan.resolvedCommits,
       notes: plan.fallbackNote ? [plan.fallbackNote] : undefined,
+      ...(req.forceRebuild ? { noCache: true } : {}),
     };
     return { job, secrets };
   }

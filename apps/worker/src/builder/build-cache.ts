@@ -78,13 +78,17 @@ export class BuildCache {
    * first: dockerd's BuildKit takes registry credentials from a client session only, and imports inline cache from a
    * local image before it asks a registry.
    */
-  async plan(s: CacheSource & { dockerfileText: string }, caller: string, policy: RegistryAuthPolicy, line: (t: string) => void, signal: AbortSignal, cleanup: string[]): Promise<CachePlan> {
+  async plan(s: CacheSource & { dockerfileText: string }, how: { caller: string; fresh: boolean }, policy: RegistryAuthPolicy, line: (t: string) => void, signal: AbortSignal, cleanup: string[]): Promise<CachePlan> {
     const repo = parseImageRef(`${this.repository}:x`);
     const credentials = policy.credentialsFor(repo.domain);
     const readerKey = readerOf(credentials);
-    const identity = await this.identityOf(s, caller);
+    const identity = await this.identityOf(s, how.caller);
     const keep = await this.refsToKeep(s.dockerfileText, identity, policy);
     const plan: CachePlan = { cacheFrom: [], keep, readerKey };
+    if (how.fresh) {
+      line('build cache: none imported (force_rebuild): every step runs again; the result is kept as cache');
+      return plan;
+    }
     const seen = new Set<string>();
     try {
       for (const { ref, why } of keep.flatMap((k) => k.refs)) {

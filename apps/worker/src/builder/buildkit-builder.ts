@@ -66,6 +66,7 @@ export class BuildkitBuilder implements ImageBuilder {
           },
           ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify(opts.cacheFrom) } : {}),
           ...(opts.target ? { target: opts.target } : {}),
+          ...(opts.noCache ? { nocache: true } : {}),
           buildid,
           version: '2',
         } as unknown as Docker.ImageBuildOptions);
