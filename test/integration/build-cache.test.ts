@@ -106,6 +106,13 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expectCached(log, `[builder 2/3] ${heavy}`);
     expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} stage-heavy-${nonce}$`, 'm'));
     expect(log).toMatch(new RegExp(`stage-later-${nonce}-two`));
+    // The refs that build left carry the step it took from the import: a third engine still finds it.
+    await forget(nonce);
+    const third = await build(client, { source: pinned(git.commit('two-stage', { Dockerfile: df('three') })) });
+    expect(third.at(-1)?.status).toBe(BuildStatus.done_success);
+    const thirdLog = await logs(client, { buildId: buildIdOf(third)! });
+    expectCached(thirdLog, `[builder 2/3] ${heavy}`);
+    expect(thirdLog).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} stage-heavy-${nonce}$`, 'm'));
   });
 });
 

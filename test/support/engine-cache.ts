@@ -27,9 +27,13 @@ function buildCache(dockerHost: string): { ID: string; Description: string; Pare
  */
 export async function forgetBuilds(dockerHost: string, marker: string, repositoryPrefixes: string[]): Promise<void> {
   const records = () => buildCache(dockerHost).filter((r) => r.Description.includes(marker));
-  const images = docker(dockerHost, ['images', '--format', '{{.Repository}}:{{.Tag}}'])
+  // An image whose tag moved on keeps its repository digest (`repo:<none>`): it goes by that digest.
+  const images = docker(dockerHost, ['images', '--digests', '--format', '{{.Repository}} {{.Tag}} {{.Digest}}'])
     .split('\n')
-    .filter((r) => repositoryPrefixes.some((p) => r.startsWith(p)));
+    .map((l) => l.split(' '))
+    .filter(([repo]) => repo && repositoryPrefixes.some((p) => repo.startsWith(p)))
+    .map(([repo, tag, digest]) => (tag !== '<none>' ? `${repo}:${tag}` : digest !== '<none>' ? `${repo}@${digest}` : ''))
+    .filter(Boolean);
   if (images.length) docker(dockerHost, ['rmi', '-f', ...images]);
   // The engine takes one id per prune, and a record goes only once no later step's record holds it: children are
   // pruned before their parents. A build that just ended may hold its records for a moment: rounds until none is

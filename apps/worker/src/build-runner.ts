@@ -250,20 +250,11 @@ export class BuildRunner {
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
-    const stageImages = new Map<string, string>();
+    let keptImages = new Map<string, string>();
     const imageId = await this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
       const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
       const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
-      // Stages kept as cache refs of their own: each built again as its target, from this engine's cache, in the sandbox.
-      for (const target of cache?.keep.flatMap((k) => k.target ?? []) ?? []) {
-        const tag = `imgbuilder-stage/${job.buildId}:${target.replace(/[^\w.-]/g, '_').slice(0, 100)}`;
-        const stageId = await this.d.builder.build(ctx.tar(), { ...opts, tag, target }, () => undefined).catch((err: Error) => {
-          if (buildSignal.aborted) throw err;
-          reporter.line(`build cache: stage ${target} not kept (${err.message})`);
-        });
-        cleanup.push(tag);
-        if (stageId) stageImages.set(target, stageId);
-      }
+      if (cache) keptImages = await this.d.cache!.buildKept(cache, job.buildId, (target, tag) => this.d.builder.build(ctx.tar(), { ...opts, cacheFrom: undefined, tag, target }, () => undefined), (l) => reporter.line(l), buildSignal, cleanup);
       return id;
     });
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
@@ -271,7 +262,7 @@ export class BuildRunner {
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
     // The cache refs' pushes (mostly manifests of layers just pushed) run beside the workspace push; they never fail the build.
-    const cached = cache ? this.d.cache!.record(cache, imageId || job.baseRef, stageImages, signal, (l) => reporter.line(l), cleanup) : undefined;
+    const cached = cache ? this.d.cache!.record(cache, imageId || job.baseRef, keptImages, signal, (l) => reporter.line(l), cleanup) : undefined;
     try {
       await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
     } finally {

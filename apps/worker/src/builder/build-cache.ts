@@ -51,7 +51,7 @@ export interface CachePlan {
 /**
  * The layer cache shared by every worker through the registry. A BuildKit build writes inline cache metadata into its
  * image, but only for the final stage's steps; so after a successful build each of up to MAX_STAGE_REFS named
- * intermediate stages is built again as its own target (every step cached on this engine) and kept too. Each image
+ * intermediate stages is built again as its own target (every step cached on this engine) and kept too (buildKept). Each image
  * is kept under two refs: one of its source identity (the same repository a week later) and one of its content (the
  * base image's digest and the normalised instructions of the stage and the stages it uses: a fork, or another
  * repository with the same Dockerfile). A build imports at most MAX_IMPORTS of the refs that exist, found by HEAD
@@ -117,14 +117,39 @@ export class BuildCache {
   }
 
   /**
-   * Keeps a successful build's images as cache refs, pushed with the installation's credentials (never a caller's):
-   * the final image, and `stages` (each kept stage's image by target). A failure costs the next build time only.
+   * Builds the images a successful build keeps as cache refs, again on this engine from its records alone (`build`
+   * must not pass cache-from): on Docker 20.10 an image carries no cache metadata for the steps it took from an
+   * imported ref (measured: a third engine importing such a ref ran the step again), while one built again from the
+   * engine's own records carries them all. Each named stage kept is built as its target; the final stage only when
+   * the build imported something. Returns the images by target ('' for the final stage).
    */
-  async record(plan: CachePlan, finalImage: string, stages: ReadonlyMap<string, string>, signal: AbortSignal, line: (t: string) => void, cleanup: string[]): Promise<void> {
+  async buildKept(plan: CachePlan, buildId: string, build: (target: string | undefined, tag: string) => Promise<string>, line: (t: string) => void, signal: AbortSignal, cleanup: string[]): Promise<Map<string, string>> {
+    const kept = new Map<string, string>();
+    for (const k of plan.keep) {
+      if (k.target === undefined && !plan.cacheFrom.length) continue;
+      const tag = `imgbuilder-stage/${buildId}:${(k.target ?? 'final').replace(/[^\w.-]/g, '_').slice(0, 100)}`;
+      try {
+        kept.set(k.target ?? '', await build(k.target, tag));
+      } catch (err) {
+        if (signal.aborted) throw err;
+        line(`build cache: ${k.target ? `stage ${k.target}` : 'the final stage'} not kept (${(err as Error).message})`);
+      } finally {
+        cleanup.push(tag);
+      }
+    }
+    return kept;
+  }
+
+  /**
+   * Keeps a successful build's images as cache refs, pushed with the installation's credentials (never a caller's):
+   * `kept` as buildKept returned it; without an image of its own the final stage is `finalImage`. A failure costs the
+   * next build time only.
+   */
+  async record(plan: CachePlan, finalImage: string, kept: ReadonlyMap<string, string>, signal: AbortSignal, line: (t: string) => void, cleanup: string[]): Promise<void> {
     const creds = pushCredentials(this.installation, this.repository);
     const pushed: string[] = [];
     for (const k of plan.keep) {
-      const image = k.target === undefined ? finalImage : stages.get(k.target);
+      const image = k.target === undefined ? (kept.get('') ?? finalImage) : kept.get(k.target);
       if (!image || !k.refs.length) continue;
       try {
         for (const { ref } of k.refs) {
