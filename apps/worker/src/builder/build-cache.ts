@@ -234,9 +234,10 @@ export class BuildCache {
     const credentials = policy.credentialsFor(ref.domain);
     const key = `base ${image} ${readerOf(credentials)}`;
     const known = this.lookups.get(key);
-    if (typeof known === 'string') return known;
+    if (known !== undefined) return typeof known === 'string' ? `${image}@${known}` : image;
     const digest = await this.registry.resolveDigest(ref, { credentials }).catch(() => undefined);
-    if (digest) this.lookups.set(key, digest);
+    // An image that cannot be resolved is not asked for again at once (a registry that times out would slow each build).
+    this.lookups.set(key, digest ?? { missing: true }, digest ? {} : { ttl: MISSING_TTL_MS });
     return digest ? `${image}@${digest}` : image;
   }
 }
