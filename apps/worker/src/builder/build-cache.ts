@@ -148,24 +148,32 @@ export class BuildCache {
   async record(plan: CachePlan, finalImage: string, kept: ReadonlyMap<string, string>, signal: AbortSignal, line: (t: string) => void, cleanup: string[]): Promise<void> {
     const creds = pushCredentials(this.installation, this.repository);
     const pushed: string[] = [];
-    for (const k of plan.keep) {
-      const image = k.target === undefined ? (kept.get('') ?? finalImage) : kept.get(k.target);
-      if (!image || !k.refs.length) continue;
-      try {
-        for (const { ref } of k.refs) {
-          const parsed = parseImageRef(ref);
-          await this.engine.tag(image, repositoryOf(parsed), parsed.tag!);
-          cleanup.push(ref);
-          const digest = await this.engine.push(repositoryOf(parsed), parsed.tag!, creds, signal, () => undefined);
-          if (digest) this.lookups.set(`${ref} ${plan.readerKey}`, digest);
-          pushed.push(ref);
+    // Every ref at once: mostly manifests of layers the base push already sent, each a round of engine-to-registry checks.
+    await Promise.all(
+      plan.keep.map(async (k) => {
+        const image = k.target === undefined ? (kept.get('') ?? finalImage) : kept.get(k.target);
+        if (!image || !k.refs.length) return;
+        try {
+          for (const { ref } of k.refs) {
+            const parsed = parseImageRef(ref);
+            await this.engine.tag(image, repositoryOf(parsed), parsed.tag!);
+            cleanup.push(ref);
+          }
+          await Promise.all(
+            k.refs.map(async ({ ref }) => {
+              const parsed = parseImageRef(ref);
+              const digest = await this.engine.push(repositoryOf(parsed), parsed.tag!, creds, signal, () => undefined);
+              if (digest) this.lookups.set(`${ref} ${plan.readerKey}`, digest);
+              pushed.push(ref);
+            }),
+          );
+          line(`build cache: pushed ${k.target === undefined ? '' : `stage ${k.target} as `}${k.refs.map((r) => r.ref).join(', ')}`);
+        } catch (err) {
+          if (signal.aborted) throw err;
+          line(`build cache: could not push ${k.refs.map((r) => r.ref).join(', ')} (${(err as Error).message}); the next build of this source may start cold`);
         }
-        line(`build cache: pushed ${k.target === undefined ? '' : `stage ${k.target} as `}${k.refs.map((r) => r.ref).join(', ')}`);
-      } catch (err) {
-        if (signal.aborted) throw err;
-        line(`build cache: could not push ${k.refs.map((r) => r.ref).join(', ')} (${(err as Error).message}); the next build of this source may start cold`);
-      }
-    }
+      }),
+    );
     await this.refs.touch(pushed).catch(() => undefined);
   }
 
