@@ -11,6 +11,8 @@ export const REQUIRED_ROLE: Record<string, Role> = {
   resolveBaseImage: 'builder',
   resolveWorkspaceImage: 'builder',
   upload: 'builder',
+  listCacheRefs: 'admin',
+  pruneCache: 'admin',
 };
 
 /** Outcome of checking one request's credentials. */

@@ -26,6 +26,7 @@ export async function listen(cfg: ApiConfig, backends: Backends, services: Servi
   const grpc = createGrpcServer({ maxMessageBytes: env.IMGBUILDER_MAX_MESSAGE_BYTES, maxConcurrentStreams: env.IMGBUILDER_MAX_CONCURRENT_STREAMS });
   addImageBuilder(grpc, services.imageBuilder.handlers(), services.guard);
   services.upload.register(grpc, services.guard);
+  services.cache.register(grpc, services.guard);
   services.health.register(grpc);
   const port = await bind(grpc, env.IMGBUILDER_GRPC_ADDR, cfg.creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';

@@ -10,6 +10,10 @@ import { guardService } from '../grpc/auth.js';
 import { checkInstallationAuth } from '../grpc/installation-auth.js';
 import { HealthService, type Guard } from '../grpc/server.js';
 import { UploadService } from '../grpc/upload-service.js';
+import { CacheService } from '../grpc/cache-service.js';
+import { CacheRefs } from '@imgbuilder/common/cache-refs';
+import { cacheRepositoryOf } from '@imgbuilder/common/config';
+import { pushCredentials } from '@imgbuilder/common/registry-auth';
 import type { ApiConfig } from './config.js';
 import type { Backends } from './connect.js';
 
@@ -17,6 +21,8 @@ import type { Backends } from './connect.js';
 export interface Services {
   imageBuilder: ImageBuilderService;
   upload: UploadService;
+  /** imgbuilder.cache.v1: the layer cache refs, for operators (admin). */
+  cache: CacheService;
   health: HealthService;
   /** With IMGBUILDER_TOKENS_FILE: each rpc needs a token of its role (auth.ts). */
   guard: Guard | undefined;
@@ -26,6 +32,7 @@ export interface Services {
 export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): Services {
   const { env, installation, secrets } = cfg;
   const { store, hub, queue, logStore, metrics } = backends;
+  const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const planner = new BuildPlanner(
     {
       baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
@@ -38,7 +45,7 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
       snapshots: { ownBucket: env.IMGBUILDER_S3_BUCKET, sources: env.IMGBUILDER_SNAPSHOT_SOURCES },
     },
     {
-      registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }),
+      registry,
       git: new GitRemoteResolver({ allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES, concurrency: env.IMGBUILDER_LS_REMOTE_CONCURRENCY, timeoutMs: env.IMGBUILDER_LS_REMOTE_TIMEOUT }),
       log,
     },
@@ -72,7 +79,10 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
     timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
   });
   const health = new HealthService(['', 'builder.ImageBuilder'], backends.ready);
-  return { imageBuilder, upload, health, guard: tokenGuard(cfg, backends) };
+  const cacheRepository = cacheRepositoryOf(env);
+  const cacheRefs = new CacheRefs({ redis: backends.redis, keys: cfg.keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) });
+  const cache = new CacheService({ refs: cacheRefs, repository: cacheRepository, retentionMs: env.IMGBUILDER_CACHE_RETENTION, log });
+  return { imageBuilder, upload, cache, health, guard: tokenGuard(cfg, backends) };
 }
 
 /** Token checks for every rpc but health, when there is a tokens file; and installation credentials only for callers allowed them. */
