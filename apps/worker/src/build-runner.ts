@@ -14,6 +14,7 @@ import { RegistryAuthPolicy, pushCredentials, registryAuthHint, secretsOf, type 
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { retry } from '@imgbuilder/common/retry';
+import { activeSpan, failSpan, inSpan } from '@imgbuilder/common/tracing';
 import { BuildReporter } from './report/build-reporter.js';
 import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
@@ -186,6 +187,7 @@ export class BuildRunner {
           ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
       if (!isKnownFailure(err) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
+      failSpan(activeSpan(), message);
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
       for (const t of cleanupTags) await this.d.engine.untag(t);
@@ -212,7 +214,7 @@ export class BuildRunner {
     const root = join(workdir, 'context');
     await mkdir(root);
     const limits = { maxBytes: settings.maxContextBytes, maxFiles: settings.maxContextFiles };
-    await runInitializer(file.source!, {
+    await inSpan('source', () => runInitializer(file.source!, {
       root,
       gitSecrets: sealed.git,
       allowLocal: settings.allowLocalSources,
@@ -224,8 +226,8 @@ export class BuildRunner {
       limits,
       downloadUrls: sealed.downloads,
       snapshotSources: settings.snapshotSources,
-    });
-    const given = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
+    }));
+    const given = await inSpan('context packing', () => prepareContext(root, file.dockerfilePath, file.contextPath, limits));
     reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
     const cacheNs = cacheNamespace(callerOf(job));
     await mkdir(join(workdir, 'add'));
@@ -246,18 +248,18 @@ export class BuildRunner {
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
     const cacheRef = await this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath }, job.triggeredBy);
-    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup)) ? [cacheRef] : undefined;
+    const cacheFrom = cacheRef && (await inSpan('cache import', () => this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup))) ? [cacheRef] : undefined;
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
-    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
+    const imageId = await inSpan('build', () => this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
       this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
-    );
+    ));
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
-    await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
+    await inSpan('push base', () => this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal));
     // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
     const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
     try {
@@ -317,7 +319,7 @@ export class BuildRunner {
     const from = job.copyFrom ?? job.baseRef;
     const parsed = parseImageRef(from);
     reporter.line(`pulling ${from}`);
-    await this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+    await inSpan('pull', () => this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint));
     cleanup.push(from);
     await this.pushWorkspace(job, from, reporter, signal, cleanup);
   }
@@ -331,7 +333,7 @@ export class BuildRunner {
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.ref}`);
     const creds = pushCredentials(this.d.installation, this.d.settings.workspaceRepository);
-    await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
+    await inSpan('push workspace', () => this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal));
   }
 }
 

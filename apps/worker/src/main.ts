@@ -3,6 +3,7 @@ import { loadEnv, ConfigError, type Env } from '@imgbuilder/common/config';
 import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
+import { inJobTrace, startTracing, stopTracing } from '@imgbuilder/common/tracing';
 import { redisConnector, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, redisKeys } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
   installFetchPolicy(FetchPolicy.fromEnv(env));
   // The configured level; child loggers made from here on inherit it.
   log.level = env.LOG_LEVEL;
+  await startTracing(env, 'imgbuilder-worker');
   const connectRedis = redisConnector(env.REDIS_URL, env.IMGBUILDER_REDIS_TLS_CA);
   const installation = loadCredentialFile(env.IMGBUILDER_REGISTRY_AUTH_FILE);
   const secrets = SecretBox.fromKey(env.IMGBUILDER_SECRET_KEY);
@@ -79,7 +81,8 @@ async function main(): Promise<void> {
   const runner = new BuildRunner({ settings, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
-  const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
+  // Each pick-up runs in the trace the job carries: its log lines name it, its spans join the caller's trace.
+  const runJob = (job: Job<BuildJobData>, token?: string): Promise<void> => inJobTrace(job.data.trace, job.timestamp, 'build job', async () => {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
@@ -101,7 +104,7 @@ async function main(): Promise<void> {
       running.delete(job.id!);
       metrics.active.dec();
     }
-  };
+  }, { 'imgbuilder.build_id': job.data.buildId });
 
   const worker = new Worker<BuildJobData>(QUEUE_NAME, runJob, {
     connection: connectRedis('imgbuilder-worker-bull', { blocking: true }),
@@ -264,6 +267,7 @@ async function main(): Promise<void> {
     await queue.close().catch(() => undefined);
     redis.disconnect();
     log.info('worker stopped');
+    await stopTracing();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

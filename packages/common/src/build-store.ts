@@ -29,6 +29,8 @@ export interface BuildRecord {
   attempt: number;
   /** Unix ms past which the reaper ends the build (queue wait granted plus build timeout). */
   deadlineAt?: number;
+  /** W3C traceparent of the span that created the build (empty without tracing): joiners link to it, the dashboard shows it. */
+  traceparent?: string;
 }
 
 /** One entry of a build's event stream: a log chunk or a state change. */
@@ -46,7 +48,7 @@ if existing and redis.call('EXISTS', ARGV[9] .. existing) == 1 then
 end
 local id = ARGV[1]
 redis.call('HSET', KEYS[2], 'id', id, 'ref', ARGV[2], 'baseRef', ARGV[3], 'state', 'queued', 'startedAt', ARGV[4],
-  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6], 'attempt', 0, 'deadlineAt', ARGV[10])
+  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6], 'attempt', 0, 'deadlineAt', ARGV[10], 'traceparent', ARGV[12])
 redis.call('SET', KEYS[1], id, 'PX', ARGV[7])
 redis.call('SET', KEYS[3], id, 'PX', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[4], id)
@@ -115,6 +117,8 @@ export interface CreateBuildInput {
   retentionMs: number;
   /** Unix ms past which the reaper ends the build if no worker did (queue wait granted plus build timeout). */
   deadlineAt: number;
+  /** W3C traceparent of the creating span, if traced. */
+  traceparent?: string;
 }
 
 /** How a build ends (BuildStore.finish). */
@@ -166,6 +170,7 @@ export class BuildStore {
       this.keys.build(''),
       String(input.deadlineAt),
       String(RECENT_BUILDS_CAP),
+      input.traceparent ?? '',
     )) as [number, string];
     return { created: res[0] === 1, id: res[1] };
   }
@@ -301,6 +306,7 @@ function toRecord(h: Record<string, string>): BuildRecord {
     pushAt: h.pushAt ? Number(h.pushAt) : undefined,
     attempt: Number(h.attempt ?? 0),
     deadlineAt: h.deadlineAt ? Number(h.deadlineAt) : undefined,
+    traceparent: h.traceparent || undefined,
   };
 }
 

@@ -6,6 +6,7 @@ import type { BuildRecord } from '@imgbuilder/common/build-store';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
+import { traceIdOf, traceUrl } from '@imgbuilder/common/tracing';
 import { toRow, type DashboardData } from './dashboard-data.js';
 import { listenOn } from '@imgbuilder/common/listen';
 import { DASHBOARD_ASSETS_DIR } from '../dashboard-assets.js';
@@ -46,6 +47,8 @@ export interface DashboardOptions extends BuildLogDeps {
   logUrlTtlMs: number;
   /** Cookies get `Secure` when the dashboard is served over HTTPS by a proxy in front (IMGBUILDER_PUBLIC_URL https:). */
   secureCookies: boolean;
+  /** IMGBUILDER_TRACE_URL: where a build's trace id links to (`{traceId}` filled in). */
+  traceUrl?: string;
 }
 
 /**
@@ -167,7 +170,8 @@ export class DashboardServer {
       this.objects.presignGet(record.logKey, this.opts.logUrlTtlMs).catch(() => ''),
       this.objects.size(record.logKey).catch(() => undefined),
     ]);
-    json(res, 200, { build: toRow(record), logUrl, logSize: logSize ?? 0 });
+    const traceId = traceIdOf(record.traceparent);
+    json(res, 200, { build: toRow(record), logUrl, logSize: logSize ?? 0, trace: traceId ? { id: traceId, url: traceUrl(this.opts.traceUrl, traceId) } : undefined });
   }
 
   /** Bytes [start, end) of the stored log, for "load earlier". */

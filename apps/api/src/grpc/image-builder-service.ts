@@ -28,6 +28,7 @@ import { followBuild, type FollowDeps } from './build-follow.js';
 import { requestedBuild, sendBuildLog } from './logs-stream.js';
 import { serveStream, serveUnary, type CallContext } from './rpc-call.js';
 import { writeMessage } from './stream-writer.js';
+import { inSpan } from '@imgbuilder/common/tracing';
 
 export interface ServiceConfig {
   workspaceRepository: string;
@@ -103,7 +104,7 @@ export class ImageBuilderService {
   private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
     const send = (message: BuildResponse) => this.write(call, message, signal);
-    const { plan, built } = await this.deps.planner.planBuild(req);
+    const { plan, built } = await inSpan('plan', () => this.deps.planner.planBuild(req));
     const log = this.deps.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
     if (built) {
       log.debug('workspace image exists');

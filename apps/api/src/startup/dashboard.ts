@@ -26,7 +26,7 @@ export async function startDashboard({ env, keys, tokens }: ApiConfig, backends:
     return undefined;
   }
   const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
-  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
+  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false, traceUrl: env.IMGBUILDER_TRACE_URL });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
     data.startSampling();
