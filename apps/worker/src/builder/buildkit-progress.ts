@@ -174,7 +174,9 @@ export class BuildkitProgress {
 
   private ended(x: Vertex, v: VertexState, how: { cached?: boolean; error?: string }): void {
     if (!this.onStepEnd || v.index === undefined) return;
-    this.onStepEnd({ index: v.index, name: v.name || x.digest, started: v.started ?? x.started, completed: x.completed ?? new Date(), cached: how.cached ?? false, error: how.error });
+    // A cached step did not run: the times BuildKit sends with it are the cache record's, from an earlier build.
+    const at = how.cached ? { completed: new Date() } : { started: v.started ?? x.started, completed: x.completed ?? new Date() };
+    this.onStepEnd({ index: v.index, name: v.name || x.digest, ...at, cached: how.cached ?? false, error: how.error });
   }
 
   private flushOne(v: VertexState): string {
