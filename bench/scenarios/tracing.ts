@@ -9,6 +9,8 @@ import { median } from '../support/stats.js';
 import { commitSource, nonce, smallDockerfile, tinyDockerfile } from '../support/workloads.js';
 import type { Scenario } from './context.js';
 
+const OTHER_CLIENT = /a BuildKit process without any build's marker/;
+
 interface Side {
   label: 'off' | 'on';
   stack: BenchStack;
@@ -44,11 +46,17 @@ export const tracingScenario: Scenario = {
       const url = ctx.git.url(repo);
       const newSource = (dockerfile: (n: string) => string) => commitSource(url, ctx.git.commit(repo, { Dockerfile: dockerfile(nonce()) }));
       const timed = async (side: Side, source: BuildSource, forceRebuild: boolean) => {
-        const t0 = Date.now();
-        const { msg, at } = await startBuild(side.client, { source, forceRebuild }).done;
-        if (msg.status !== BuildStatus.done_success) throw new Error(`build failed (tracing ${side.label}): ${msg.message}`);
-        return at - t0;
+        for (let attempt = 1; ; attempt++) {
+          const t0 = Date.now();
+          const { msg, at } = await startBuild(side.client, { source, forceRebuild: forceRebuild || attempt > 1 }).done;
+          if (msg.status === BuildStatus.done_success) return at - t0;
+          // The sandbox fails a build when another client's BuildKit process runs on the engine meanwhile (it cannot
+          // tell whose it is): on a machine shared with other work, that build is run again, and counted.
+          if (!OTHER_CLIENT.test(msg.message) || attempt === 3) throw new Error(`build failed (tracing ${side.label}): ${msg.message}`);
+          rerun++;
+        }
       };
+      let rerun = 0;
       if (!ctx.quick) {
         ctx.progress('warm-up');
         for (const s of sides) await timed(s, newSource(smallDockerfile), false);
@@ -83,7 +91,7 @@ export const tracingScenario: Scenario = {
         for (const c of cs) c.close();
       }
 
-      const m: Record<string, number> = { pairs, warmRuns: warm.length, spansExportRequests: sink.requests, spansExportBytes: sink.bytes };
+      const m: Record<string, number> = { pairs, warmRuns: warm.length, rerunBuilds: rerun, spansExportRequests: sink.requests, spansExportBytes: sink.bytes };
       const rows: Row[] = [];
       const targets: Target[] = [];
       for (const [kind, runs] of [['cold', cold], ['warm', warm]] as const) {
@@ -115,7 +123,7 @@ export const tracingScenario: Scenario = {
       const notes = [
         'Two stacks started alike (1 API, 1 worker, BuildKit); "on" exports every span (always_on, http/protobuf, batches) to an OTLP/HTTP sink in the bench process, "off" has no endpoint: the SDK is not even loaded.',
         'Builds: the overhead scenario\'s small Dockerfile, each side its own commits; pairs alternate which side goes first; figures are medians of per-pair differences and ratios.',
-        `The sink received ${sink.requests} export requests, ${sink.bytes} bytes, over the run.`,
+        `The sink received ${sink.requests} export requests, ${sink.bytes} bytes, over the run. Builds run again because another engine client's BuildKit process failed them: ${rerun}.`,
       ];
       return { params: { pairs, warmRunsPerPair: warmReps, concurrency, durationMs }, metrics: m, rows, targets, notes, breakdown: { cold, warm, cacheHits: hits } };
     } finally {
