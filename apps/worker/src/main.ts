@@ -5,9 +5,7 @@ import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
 import { inJobTrace, startTracing, stopTracing } from '@imgbuilder/common/tracing';
 import { redisConnector, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
-import { QUEUE_NAME, redisKeys } from '@imgbuilder/common/redis-keys';
-import { BuildStore } from '@imgbuilder/common/build-store';
-import { LogStore } from '@imgbuilder/common/log-store';
+import { BuildStore, LogStore, QUEUE_NAME, redisKeys } from '@imgbuilder/common/build-life';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
@@ -147,7 +145,6 @@ async function main(): Promise<void> {
   });
 
   const reaper = new Reaper({
-    redis,
     store,
     queue,
     end: (r) => endBuild(runner.ending, { ...r, state: 'done_failure' }),
@@ -155,7 +152,6 @@ async function main(): Promise<void> {
     intervalMs: env.IMGBUILDER_REAPER_INTERVAL,
     // The API creates the log object (bounded by the store's deadline) before it queues the job.
     enqueueGraceMs: 2 * env.IMGBUILDER_S3_TIMEOUT + 5_000,
-    lockTtlMs: lockTtlMs(env.IMGBUILDER_BUILD_TIMEOUT),
     buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
     maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
   });
@@ -283,11 +279,6 @@ function failedJobMessage(err: Error, restarts: number): string {
   return /stalled/i.test(err.message)
     ? `build stopped: its worker stopped responding (killed or out of memory?) ${restarts + 1} time${restarts ? 's' : ''}, more than the ${restarts} restart${restarts === 1 ? '' : 's'} IMGBUILDER_MAX_BUILD_RESTARTS allows`
     : `internal error: ${err.message}`;
-}
-
-/** How long a ref's dedupe lock lasts past the last refresh (the reaper refreshes it every interval). */
-function lockTtlMs(buildTimeoutMs: number): number {
-  return buildTimeoutMs * 2 + 600_000;
 }
 
 main().catch((err) => {

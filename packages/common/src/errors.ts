@@ -255,6 +255,9 @@ export class RoleInsufficient extends ImgbuilderError {
   }
 }
 
+/** The request asks for the installation's registry credentials, and its token may not use them (installationAuth). */
+export class InstallationAuthDenied extends ImgbuilderError {}
+
 /** The health service was asked about a service this server does not run. */
 export class UnknownService extends ImgbuilderError {
   constructor(

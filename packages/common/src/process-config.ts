@@ -2,7 +2,7 @@ import { loadEnv, type Env } from './config.js';
 import { FetchPolicy, installFetchPolicy } from './fetch-policy.js';
 import type { Logger } from './logger.js';
 import { redisConnector } from './redis.js';
-import { redisKeys, type RedisKeys } from './redis-keys.js';
+import { redisKeys, type RedisKeys } from './build-life/index.js';
 import { loadCredentialFile, type CredentialTable } from './registry-auth.js';
 import { SecretBox } from './secret-box.js';
 

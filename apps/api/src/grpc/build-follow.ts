@@ -1,5 +1,5 @@
 import { BuildStatus, type BuildResponse } from '@imgbuilder/proto';
-import { isTerminal, type BuildStore } from '@imgbuilder/common/build-store';
+import { isTerminal, type BuildStore } from '@imgbuilder/common/build-life';
 import { BuildStateUnavailable } from '@imgbuilder/common/errors';
 import type { EventHub } from '../logs/event-hub.js';
 import type { LogInfoIssuer } from '../logs/log-info.js';

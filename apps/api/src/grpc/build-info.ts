@@ -1,5 +1,5 @@
 import { BuildStatus, type BuildInfo } from '@imgbuilder/proto';
-import type { BuildRecord, BuildState } from '@imgbuilder/common/build-store';
+import type { BuildRecord, BuildState } from '@imgbuilder/common/build-life';
 import type { LogInfoIssuer } from '../logs/log-info.js';
 
 /** The status a client sees for a build in `state`: queued builds are `running` too. */

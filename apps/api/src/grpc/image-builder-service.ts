@@ -13,8 +13,7 @@ import {
   type ResolveWorkspaceImageRequest,
   type ResolveWorkspaceImageResponse,
 } from '@imgbuilder/proto';
-import { type BuildStore, isTerminal } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { type BuildStore, isTerminal, type LogStore } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ApiMetrics } from '../metrics.js';
 import type { BuildPlanner } from '../plan/build-plan.js';
@@ -28,6 +27,7 @@ import { followBuild, type FollowDeps } from './build-follow.js';
 import { requestedBuild, sendBuildLog } from './logs-stream.js';
 import { serveStream, serveUnary, type CallContext } from './rpc-call.js';
 import { writeMessage } from './stream-writer.js';
+import { attributeBuild } from './caller.js';
 import { inSpan } from '@imgbuilder/common/tracing';
 
 export interface ServiceConfig {
@@ -103,6 +103,7 @@ export class ImageBuilderService {
   /** Plan, start or join, follow: an image that exists already is answered at once. */
   private async build(call: ServerWritableStream<BuildRequest, BuildResponse>, signal: AbortSignal): Promise<void> {
     const req = call.request;
+    attributeBuild(req);
     const send = (message: BuildResponse) => this.write(call, message, signal);
     const { plan, built } = await inSpan('plan', () => this.deps.planner.planBuild(req));
     const log = this.deps.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });

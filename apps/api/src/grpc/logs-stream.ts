@@ -1,6 +1,6 @@
 import { StringDecoder } from 'node:string_decoder';
 import type { LogsRequest, LogsResponse } from '@imgbuilder/proto';
-import type { BuildRecord, BuildStore } from '@imgbuilder/common/build-store';
+import type { BuildRecord, BuildStore } from '@imgbuilder/common/build-life';
 import { RefCensor } from '@imgbuilder/common/censor';
 import { BuildNotFound, InvalidRequest } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';

@@ -1,6 +1,5 @@
 import type { LogInfo } from '@imgbuilder/proto';
-import type { BuildRecord } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { type BuildRecord, type LogStore } from '@imgbuilder/common/build-life';
 import type { LogTokens } from './log-token.js';
 
 /** Gitpod's server replaces log_info.url's path with this (HeadlessLogService.SUPERVISOR_API_PATH). */

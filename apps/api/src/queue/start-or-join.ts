@@ -1,7 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { BuildRequest } from '@imgbuilder/proto';
-import type { BuildStore } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { type BuildStore, ENQUEUE_LOCK_TTL_MS, lockTtlMs, type LogStore } from '@imgbuilder/common/build-life';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import { QueueFull } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
@@ -58,7 +57,7 @@ export class BuildStarter {
       baseRef: plan.baseRef,
       triggeredBy: req.triggeredBy,
       // Short until the job is safely queued: if this process dies in between, the lock frees itself.
-      lockTtlMs: 60_000,
+      lockTtlMs: ENQUEUE_LOCK_TTL_MS,
       retentionMs: this.cfg.retentionMs,
       // Room past the build timeout for the worker's own timeout handling and final log upload.
       deadlineAt: Date.now() + this.cfg.maxQueueWaitMs + this.cfg.buildTimeoutMs + 5 * 60_000,
@@ -84,7 +83,7 @@ export class BuildStarter {
           // The job carries this span's context: the worker's spans continue the caller's trace.
           queue.add('build', { ...sealJob(id), trace: traceCarrier() }, { jobId: id }),
         ]), { kind: SpanKind.PRODUCER, attributes: { 'imgbuilder.build_id': id } });
-      await store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
+      await store.extendLock(plan.ref, id, lockTtlMs(this.cfg.buildTimeoutMs));
     } catch (err) {
       await store.finish({ buildId: id, ref: plan.ref, state: 'done_failure', message: 'build could not be queued', retentionMs: this.cfg.retentionMs, eventsTtlMs: this.cfg.retentionMs }).catch(() => undefined);
       throw err;

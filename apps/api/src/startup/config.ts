@@ -4,7 +4,8 @@ import type { Logger } from '@imgbuilder/common/logger';
 import { loadProcessConfig, type ProcessConfig } from '@imgbuilder/common/process-config';
 import { AccessTokens } from '@imgbuilder/common/access-tokens';
 import { serverCredentials } from '../grpc/server.js';
-import { LogTokens } from '../logs/log-token.js';
+import { LogTokens, logTokenKeys } from '../logs/log-token.js';
+import { refuseDevKeyOnNetwork } from './start-checks.js';
 
 /** The API's configuration: the environment and what the files it names hold. */
 export interface ApiConfig extends ProcessConfig {
@@ -20,6 +21,7 @@ export interface ApiConfig extends ProcessConfig {
 export function configure(log: Logger): ApiConfig {
   const base = loadProcessConfig(log);
   const { env } = base;
+  refuseDevKeyOnNetwork(env);
   return {
     ...base,
     creds: serverCredentials({ cert: env.IMGBUILDER_TLS_CERT, key: env.IMGBUILDER_TLS_KEY, ca: env.IMGBUILDER_TLS_CA }),
@@ -28,7 +30,7 @@ export function configure(log: Logger): ApiConfig {
     // Opt-in: Gitpod's server streams live build logs from a "supervisor"; this API plays one (supervisor-log-server.ts).
     supervisorLogs:
       env.IMGBUILDER_LOG_INFO === 'supervisor'
-        ? { publicUrl: requirePublicUrl(env.IMGBUILDER_PUBLIC_URL), tokens: new LogTokens(base.secrets, env.IMGBUILDER_LOG_URL_TTL) }
+        ? { publicUrl: requirePublicUrl(env.IMGBUILDER_PUBLIC_URL), tokens: new LogTokens(logTokenKeys(env.IMGBUILDER_SECRET_KEY, env.IMGBUILDER_LOG_TOKEN_KEY_ID, env.IMGBUILDER_LOG_TOKEN_PREVIOUS_KEY_ID), env.IMGBUILDER_LOG_URL_TTL, env.IMGBUILDER_LOG_TOKEN_TTL_AFTER_END) }
         : undefined,
   };
 }

@@ -1,7 +1,10 @@
+import { QueueSamples } from '@imgbuilder/common/build-life';
 import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
 import type { Logger } from '@imgbuilder/common/logger';
 import { DashboardData } from '../dashboard/dashboard-data.js';
 import { DashboardServer } from '../dashboard/dashboard-server.js';
+import { DashboardSessions } from '../dashboard/session.js';
+import { deriveKey } from '@imgbuilder/common/secret-box';
 import type { ApiConfig } from './config.js';
 import type { Backends } from './connect.js';
 
@@ -25,8 +28,21 @@ export async function startDashboard({ env, keys, tokens }: ApiConfig, backends:
     log.info({ addr: env.IMGBUILDER_HTTP_ADDR }, 'dashboard off: it needs IMGBUILDER_TOKENS_FILE or IMGBUILDER_DASHBOARD_TOKEN');
     return undefined;
   }
-  const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
-  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false, traceUrl: env.IMGBUILDER_TRACE_URL });
+  const data = new DashboardData({ store, samples: new QueueSamples(redis, keys), queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
+  const server = new DashboardServer({
+    store,
+    logStore,
+    hub,
+    objects,
+    data,
+    log,
+    tokens: viewers,
+    sessions: new DashboardSessions(deriveKey(env.IMGBUILDER_SECRET_KEY, 'dashboard sessions v1'), viewers, env.IMGBUILDER_DASHBOARD_SESSION_TTL),
+    logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
+    slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
+    maxStreamsPerCaller: env.IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER,
+    traceUrl: env.IMGBUILDER_TRACE_URL,
+  });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
     data.startSampling();

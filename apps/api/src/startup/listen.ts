@@ -9,6 +9,7 @@ import type { ApiConfig } from './config.js';
 import type { Backends } from './connect.js';
 import { startDashboard, type RunningDashboard } from './dashboard.js';
 import type { Services } from './services.js';
+import { openGrpcWarning } from './start-checks.js';
 
 /** Every server the API listens with; the optional ones may be off or failed to start. */
 export interface Listeners {
@@ -37,6 +38,8 @@ export async function listen(cfg: ApiConfig, backends: Backends, services: Servi
     : undefined;
   const dashboard = await startDashboard(cfg, backends, log);
   const supervisor = await startSupervisor(cfg, backends, dashboard, log);
+  const open = openGrpcWarning(env, Boolean(cfg.tokens));
+  if (open) log.warn(open);
   log.info(
     { addr: env.IMGBUILDER_GRPC_ADDR, port, redis: describeRedisUrl(env.REDIS_URL), metrics: metricsAddr || 'off', tls: Boolean(env.IMGBUILDER_TLS_CERT), tokens: cfg.tokens ? 'required' : 'off' },
     'imgbuilder API listening',

@@ -7,6 +7,7 @@ import { BuildStarter } from '../queue/start-or-join.js';
 import { LogInfoIssuer } from '../logs/log-info.js';
 import { ImageBuilderService } from '../grpc/image-builder-service.js';
 import { guardService } from '../grpc/auth.js';
+import { checkInstallationAuth } from '../grpc/installation-auth.js';
 import { HealthService, type Guard } from '../grpc/server.js';
 import { UploadService } from '../grpc/upload-service.js';
 import type { ApiConfig } from './config.js';
@@ -74,15 +75,12 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
   return { imageBuilder, upload, health, guard: tokenGuard(cfg, backends) };
 }
 
-/** Token checks for every rpc but health, when there is a tokens file; a Build's triggered_by defaults to the token's name. */
-function tokenGuard({ tokens }: ApiConfig, { metrics }: Backends): Guard | undefined {
+/** Token checks for every rpc but health, when there is a tokens file; and installation credentials only for callers allowed them. */
+function tokenGuard({ tokens, installation }: ApiConfig, { metrics }: Backends): Guard | undefined {
   if (!tokens) return undefined;
   return (definition, impl) =>
     guardService(definition, impl, tokens, {
-      admit: (method, call, caller) => {
-        const req = call.request as { triggeredBy?: string } | undefined;
-        if (method === 'build' && req && !req.triggeredBy) req.triggeredBy = caller.name;
-      },
+      admit: (_method, request, caller) => checkInstallationAuth(request, caller, installation),
       refused: (rpc, code) => metrics.callStarted(rpc)(GrpcStatus[code]),
     });
 }
