@@ -8,21 +8,25 @@ import { collect, connect, logs } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js';
 import { dockerfile, gitSource } from '../support/requests.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { freePort, startStack, type Stack } from '../support/stack.js';
 
 // Two API and two worker processes exporting to one in-process OTLP/HTTP receiver: api-0 and the workers send
-// http/json, api-1 sends http/protobuf.
+// http/json, api-1 sends http/protobuf. api-0 serves the dashboard, with trace links.
 let receiver: OtlpReceiver;
 let stack: Stack;
 let git: GitServer;
 let json: ImageBuilderClient;
 let proto: ImageBuilderClient;
+let dashboard: string;
+const DASHBOARD_TOKEN = randomBytes(16).toString('hex');
 
 beforeAll(async () => {
   receiver = await OtlpReceiver.start();
   // Spans leave each process within 100 ms instead of the SDK's 5 s batches.
   const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' };
-  [stack, git] = await Promise.all([startStack({ apis: 1, workers: 2, env: otel }), GitServer.start()]);
+  [stack, git] = await Promise.all([startStack({ apis: 0, workers: 2, env: otel }), GitServer.start()]);
+  dashboard = `127.0.0.1:${await freePort()}`;
+  await stack.startApi({ IMGBUILDER_HTTP_ADDR: dashboard, IMGBUILDER_DASHBOARD_TOKEN: DASHBOARD_TOKEN, IMGBUILDER_TRACE_URL: 'https://tracing.example/trace/{traceId}?from=imgbuilder' });
   await stack.startApi({ OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' });
   json = connect(stack.apiAddrs[0]);
   proto = connect(stack.apiAddrs[1]);
@@ -122,6 +126,10 @@ describe('traces', () => {
     expect(receiver.contentTypes).toEqual(new Set(['application/json', 'application/x-protobuf']));
     const buildLines = [...stack.apis, ...stack.workers].flatMap((p) => p.lines.filter((l) => l.includes(buildId) && l.includes('"trace_id"')).map((l) => ({ p: p.name, trace: (JSON.parse(l) as { trace_id: string }).trace_id })));
     expect(buildLines.filter((l) => l.trace === caller.traceId).map((l) => l.p.split('-')[0])).toEqual(expect.arrayContaining(['api', 'worker']));
+
+    // The dashboard's build page names the creator's trace, linked through IMGBUILDER_TRACE_URL.
+    const res = await fetch(`http://${dashboard}/api/builds/${buildId}`, { headers: { authorization: `Bearer ${DASHBOARD_TOKEN}` } });
+    expect(((await res.json()) as { trace?: unknown }).trace).toEqual({ id: caller.traceId, url: `https://tracing.example/trace/${caller.traceId}?from=imgbuilder` });
   });
 
   it('a build failing at a step marks that step span, and the job, as an error with the message the client gets', async () => {
