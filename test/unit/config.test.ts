@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadEnv } from '@imgbuilder/common/config';
+import { cacheRepositoryOf, loadEnv } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import { parseDuration } from '@imgbuilder/common/duration';
 
 describe('configuration', () => {
@@ -35,7 +36,16 @@ describe('configuration', () => {
     expect(() => loadEnv({ IMGBUILDER_LOG_INFO: 'websocket' })).toThrow(/IMGBUILDER_LOG_INFO/);
     expect(() => loadEnv({ IMGBUILDER_BUILDER: 'kaniko' })).toThrow(/IMGBUILDER_BUILDER/);
     expect(() => loadEnv({ IMGBUILDER_CACHE_REPOSITORY: 'not a repository' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY/);
+    // Retention deletes manifests in the cache repository: never the base or workspace images'.
+    expect(cacheRepositoryOf(loadEnv({ NODE_ENV: 'development' }))).toBe('127.0.0.1:5000/imgbuilder/base/cache');
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_CACHE_REPOSITORY: '127.0.0.1:5000/imgbuilder/workspace' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY .* must not be the base or workspace repository/);
+    expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_CACHE_RETENTION).toBe(14 * 86_400_000);
     expect(() => loadEnv({ NODE_ENV: 'development', LOG_LEVEL: 'verbose' })).toThrow(/LOG_LEVEL/);
+    // Tracing: OTLP over HTTP only, and a trace link needs a place for the id.
+    expect(() => loadEnv({ NODE_ENV: 'development', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL: http\/protobuf or http\/json/);
+    expect(() => loadEnv({ NODE_ENV: 'development', OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT/);
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_TRACE_URL: 'https://jaeger.example/search' })).toThrow(/IMGBUILDER_TRACE_URL: a URL with \{traceId\}/);
+    expect(loadEnv({ NODE_ENV: 'development', IMGBUILDER_TRACE_URL: 'https://jaeger.example/trace/{traceId}' }).IMGBUILDER_TRACE_URL).toBe('https://jaeger.example/trace/{traceId}');
   });
 
   it('the secret key is required outside development, and must be 32 bytes of base64', () => {
@@ -56,7 +66,7 @@ describe.concurrent('starting without required settings', () => {
     new Promise<{ code: number | null; out: string }>((resolve) => {
       const child = spawn(process.execPath, [`apps/${app}/dist/main.js`], {
         cwd: new URL('../..', import.meta.url).pathname,
-        env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
+        env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_HTTP_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -73,6 +83,12 @@ describe.concurrent('starting without required settings', () => {
     const res = await start(app, {});
     expect(res.code).toBe(1);
     expect(res.out).toContain('IMGBUILDER_SECRET_KEY');
+  });
+
+  it('the API refuses the fixed development key on a listener other machines reach', async () => {
+    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_GRPC_ADDR: '0.0.0.0:0' });
+    expect(res.code).toBe(1);
+    expect(res.out).toMatch(/IMGBUILDER_GRPC_ADDR=0\.0\.0\.0:0 is reachable from other machines: set IMGBUILDER_SECRET_KEY/);
   });
 
   it('a bad setting stops the API with a message naming the variable', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { BuildEvent } from '@imgbuilder/common/build-store';
+import type { BuildEvent } from '@imgbuilder/common/build-life';
 import { eventBytes, EventHistory } from '../../apps/api/src/logs/event-history.js';
 
 const log = (n: number, text = `line ${n}\n`): BuildEvent => ({ id: `1000-${n}`, kind: 'log', text });

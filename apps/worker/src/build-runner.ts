@@ -3,30 +3,31 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
 import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
-import { type BuildStore } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import type { BuildStore, LogStore } from '@imgbuilder/common/build-life';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
-import { RegistryAuthPolicy, pushCredentials, registryAuthHint, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
+import { RegistryAuthPolicy, pushCredentials, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { retry } from '@imgbuilder/common/retry';
+import { activeSpan, failSpan, inSpan } from '@imgbuilder/common/tracing';
 import { BuildReporter } from './report/build-reporter.js';
 import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
-import { type DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
+import type { DockerEngine } from './docker-engine.js';
+import { EngineUnavailableError, SourceError, withRegistryAuthHint } from './errors.js';
 import { failureMessage, isKnownFailure } from './report/failure-message.js';
 import { runInitializer } from './sources/index.js';
-import { SourceError } from './sources/source-error.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './builder/image-builder.js';
 import type { BuildCache } from './builder/build-cache.js';
-import { cacheNamespace, checkImageRegistry, fetchAddSource, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { cacheNamespace, checkImageRegistry, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { fetchAddSource } from './builder/dockerfile-add.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {
@@ -186,6 +187,7 @@ export class BuildRunner {
           ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
       if (!isKnownFailure(err) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
+      failSpan(activeSpan(), message);
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
       for (const t of cleanupTags) await this.d.engine.untag(t);
@@ -212,7 +214,7 @@ export class BuildRunner {
     const root = join(workdir, 'context');
     await mkdir(root);
     const limits = { maxBytes: settings.maxContextBytes, maxFiles: settings.maxContextFiles };
-    await runInitializer(file.source!, {
+    await inSpan('source', () => runInitializer(file.source!, {
       root,
       gitSecrets: sealed.git,
       allowLocal: settings.allowLocalSources,
@@ -224,8 +226,8 @@ export class BuildRunner {
       limits,
       downloadUrls: sealed.downloads,
       snapshotSources: settings.snapshotSources,
-    });
-    const given = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
+    }));
+    const given = await inSpan('context packing', () => prepareContext(root, file.dockerfilePath, file.contextPath, limits));
     reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
     const cacheNs = cacheNamespace(callerOf(job));
     await mkdir(join(workdir, 'add'));
@@ -245,21 +247,26 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
-    const cacheRef = await this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath }, job.triggeredBy);
-    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup)) ? [cacheRef] : undefined;
+    const cache = this.d.cache && (await inSpan('cache import', () => this.d.cache!.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, { caller: job.triggeredBy, fresh: job.noCache === true }, policy, (l) => reporter.line(l), signal, cleanup)));
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
-    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
+    let keptImages = new Map<string, string>();
+    const imageId = await inSpan('build', () =>
+      this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
+        const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
+        const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+        if (cache) keptImages = await this.d.cache!.buildKept(cache, job.buildId, (target, tag) => this.d.builder.build(ctx.tar(), { ...opts, cacheFrom: undefined, tag, target }, () => undefined), (l) => reporter.line(l), buildSignal, cleanup);
+        return id;
+      }),
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
-    await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
-    // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
-    const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
+    await inSpan('push base', () => this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal));
+    // The cache refs' pushes (mostly manifests of layers just pushed) run beside the workspace push; they never fail the build.
+    const cached = cache ? this.d.cache!.record(cache, imageId || job.baseRef, keptImages, signal, (l) => reporter.line(l), cleanup) : undefined;
     try {
       await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
     } finally {
@@ -317,7 +324,7 @@ export class BuildRunner {
     const from = job.copyFrom ?? job.baseRef;
     const parsed = parseImageRef(from);
     reporter.line(`pulling ${from}`);
-    await this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+    await inSpan('pull', () => this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint));
     cleanup.push(from);
     await this.pushWorkspace(job, from, reporter, signal, cleanup);
   }
@@ -331,14 +338,6 @@ export class BuildRunner {
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.ref}`);
     const creds = pushCredentials(this.d.installation, this.d.settings.workspaceRepository);
-    await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
+    await inSpan('push workspace', () => this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal));
   }
-}
-
-/** A pull the registry refused gets told how to pass credentials (BuildRegistryAuth), in the same failure. */
-function withRegistryAuthHint(err: unknown): never {
-  const hint = err instanceof EngineError ? registryAuthHint(err.message) : undefined;
-  // Same error, longer message: whether the user caused it rides on its class.
-  if (hint) (err as Error).message += `; ${hint}`;
-  throw err;
 }

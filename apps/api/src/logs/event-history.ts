@@ -1,4 +1,4 @@
-import { compareStreamIds, type BuildEvent } from '@imgbuilder/common/build-store';
+import { compareStreamIds, type BuildEvent } from '@imgbuilder/common/build-life';
 
 /** What a buffered event costs, roughly: its text and the object around it. */
 export function eventBytes(e: BuildEvent): number {

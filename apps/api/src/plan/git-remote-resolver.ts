@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
-import { FetchRefused, GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
-import { GitError, lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
-import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
+import { FetchRefused, GitError, GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing, LimiterBusyError } from '@imgbuilder/common/errors';
+import { lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
+import { Limiter } from '@imgbuilder/common/limiter';
 import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';
+import { inSpan } from '@imgbuilder/common/tracing';
 
 export interface GitRemoteResolverOptions {
   allowLocal: boolean;
@@ -80,7 +81,11 @@ export class GitRemoteResolver {
     return this.cache.fetch(key, { context: { url, target, credentials: creds, config } });
   }
 
-  private lsRemote({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
+  private lsRemote(query: LsRemoteQuery): Promise<string> {
+    return inSpan('git ls-remote', () => this.lsRemoteOnce(query), { attributes: { 'imgbuilder.git.remote': query.url, 'imgbuilder.git.target': query.target } });
+  }
+
+  private lsRemoteOnce({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
     return this.limiter.run(() => lsRemote(url, target, { credentials, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs, what: 'git remote_uri' })).then(
       (c) => {
         if (!c) throw new GitTargetMissing(target, `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);
