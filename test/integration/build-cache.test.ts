@@ -46,6 +46,8 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(firstLog).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
 
     await forget(nonce);
+    // The same branch again at once: the stack reuses no ls-remote answer (IMGBUILDER_LS_REMOTE_CACHE=0), so the
+    // new commit is built, whatever the engine's speed.
     git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-two\n` });
     const second = await build(client, { source: gitSource(git.url('cached')) });
     expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
@@ -128,7 +130,7 @@ describe('a cache repository the build cannot read (htpasswd registry)', () => {
     const auth = { additional: { [registry.host]: registry.additional } };
     const nonce = Math.random().toString(36).slice(2);
     const df = (last: string) => `FROM ${BASE_IMAGE}\nRUN echo private-expensive-${nonce}\nRUN echo private-last-${last}\n`;
-    // Pinned commits: the API remembers what a branch resolved to for a few seconds.
+    // Pinned commits: what the cache import needs is the commit, not a branch to resolve.
     const pinned = (commit: string) => gitSource(git.url('private-cache'), { mode: CloneTargetMode.REMOTE_COMMIT, target: commit });
     const first = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('one') })), auth });
     expect(first.at(-1)?.status, first.at(-1)?.message).toBe(BuildStatus.done_success);

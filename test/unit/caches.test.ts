@@ -193,6 +193,16 @@ describe('GitRemoteResolver (the ls-remote cache)', () => {
     expect(proxy.connections).toBe(before + 2);
   });
 
+  it('with IMGBUILDER_LS_REMOTE_CACHE=0 reuses no answer: a push is seen by the very next lookup', async () => {
+    const first = git.commit('nocache', { a: '1' });
+    const resolver = new GitRemoteResolver({ allowLocal: false, cacheMs: 0, now: manualClock().now });
+    const before = proxy.connections;
+    expect(await within(resolver.resolve(branch('nocache')))).toBe(first);
+    const second = git.commit('nocache', { a: '2' });
+    expect(await within(resolver.resolve(branch('nocache')))).toBe(second);
+    expect(proxy.connections).toBe(before + 2);
+  });
+
   it('keys by credentials: another caller’s answer is not reused', async () => {
     const commit = git.commit('creds', { a: '1' });
     const resolver = new GitRemoteResolver({ allowLocal: false, now: manualClock().now });

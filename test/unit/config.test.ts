@@ -23,6 +23,12 @@ describe('configuration', () => {
     expect(parseDuration('soon')).toBeUndefined();
   });
 
+  it('a zero duration is refused, except where it means "never reuse" (IMGBUILDER_LS_REMOTE_CACHE)', () => {
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_LS_REMOTE_TIMEOUT: '0' })).toThrow(/IMGBUILDER_LS_REMOTE_TIMEOUT/);
+    expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_LS_REMOTE_CACHE).toBe(5_000);
+    expect(loadEnv({ NODE_ENV: 'development', IMGBUILDER_LS_REMOTE_CACHE: '0' }).IMGBUILDER_LS_REMOTE_CACHE).toBe(0);
+  });
+
   it('a bad value stops the start with a message naming the variable', () => {
     expect(() => loadEnv({ IMGBUILDER_BUILD_TIMEOUT: 'soon' })).toThrow(ConfigError);
     expect(() => loadEnv({ IMGBUILDER_BUILD_TIMEOUT: 'soon' })).toThrow(/IMGBUILDER_BUILD_TIMEOUT/);

@@ -79,6 +79,7 @@ async function main(): Promise<void> {
       allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES,
       concurrency: env.IMGBUILDER_LS_REMOTE_CONCURRENCY,
       timeoutMs: env.IMGBUILDER_LS_REMOTE_TIMEOUT,
+      cacheMs: env.IMGBUILDER_LS_REMOTE_CACHE,
     }),
   );
   // Opt-in: Gitpod's server streams live build logs from a "supervisor"; this API plays one (supervisor-log-server.ts).

@@ -6,13 +6,13 @@ import { parseByteSize } from './byte-size.js';
 import { invalidConfiguration } from './config-error.js';
 import { FetchPolicy, type FetchPolicyOptions } from './fetch-policy.js';
 
-const duration = (fallback: string, max?: number) =>
+const duration = (fallback: string, max?: number, { zero = false } = {}) =>
   z
     .string()
     .default(fallback)
     .transform((text, ctx) => {
       const ms = parseDuration(text);
-      if (ms === undefined || ms <= 0) {
+      if (ms === undefined || ms < 0 || (ms === 0 && !zero)) {
         ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use seconds like 900, or 15m, 1h, 7d)` });
         return z.NEVER;
       }
@@ -200,6 +200,8 @@ export const EnvFields = z.object({
   IMGBUILDER_LS_REMOTE_CONCURRENCY: int(8, 1),
   /** One `git ls-remote` taking longer is stopped; the request answers UNAVAILABLE. */
   IMGBUILDER_LS_REMOTE_TIMEOUT: duration('30s'),
+  /** How long an API process reuses what a branch or HEAD resolved to: a push is seen by Build within this window; 0 asks every time. */
+  IMGBUILDER_LS_REMOTE_CACHE: duration('5s', undefined, { zero: true }),
   /**
    * Buckets snapshots may be read from besides the service's own `snapshots/` prefix: comma-separated `bucket` (any
    * key in it) or `bucket/prefix` (keys under that prefix only).
