@@ -1,5 +1,5 @@
-import { BASE_IMAGE } from '../../test/support/requests.js';
-import { forgetBuilds } from '../../test/support/engine-cache.js';
+import { BASE_IMAGE } from '../../testkit/requests.js';
+import { forgetBuilds } from '../../testkit/engine-cache.js';
 import { buildOk, ownClient, waitReady } from '../support/grpc.js';
 import { manualBuildkit } from '../support/manual-buildkit.js';
 import { ratio, target, targetText, type Row } from '../support/report.js';

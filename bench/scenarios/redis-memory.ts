@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { BuildStatus } from '@imgbuilder/proto';
-import { RedisServer } from '../../test/support/redis-server.js';
-import { BASE_IMAGE } from '../../test/support/requests.js';
+import { RedisServer } from '../../testkit/redis-server.js';
+import { BASE_IMAGE } from '../../testkit/requests.js';
 import { clients, startBuild } from '../support/grpc.js';
 import { fmt, target, type Row } from '../support/report.js';
 import { benchStack } from '../support/stack.js';

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:net';
-import { allowEgress, bridgeGateway } from '../../test/support/egress.js';
+import { allowEgress, bridgeGateway } from '../../testkit/egress.js';
 
 /**
  * A TCP gate a build step polls: it answers "wait" until opened, then "go". Listens on the Docker bridge's gateway

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { CloneTargetMode, type BuildSource } from '@imgbuilder/proto';
-import { BASE_IMAGE, gitSource } from '../../test/support/requests.js';
+import { BASE_IMAGE, gitSource } from '../../testkit/requests.js';
 
 export const nonce = () => randomBytes(6).toString('hex');
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from '../support/stack.js';
+import { ROOT } from '../../testkit/stack.js';
 
 const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume'];
 const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-smoke-'));

@@ -5,12 +5,12 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
-import { BASE_IMAGE, gitSource } from '../support/requests.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { BASE_IMAGE, gitSource } from '../../testkit/requests.js';
+import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf } from '../support/streams.js';
 import { PrivateRegistry } from '../support/private-registry.js';
-import { cacheRecords, forgetBuilds } from '../support/engine-cache.js';
+import { cacheRecords, forgetBuilds } from '../../testkit/engine-cache.js';
 
 let stack: Stack;
 let git: GitServer;

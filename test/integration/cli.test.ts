@@ -5,10 +5,10 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GitServer } from '../support/git-server.js';
-import { BASE_IMAGE, dockerfile } from '../support/requests.js';
-import { allowEgress, bridgeGateway } from '../support/egress.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { BASE_IMAGE, dockerfile } from '../../testkit/requests.js';
+import { allowEgress, bridgeGateway } from '../../testkit/egress.js';
+import { freePort, ROOT, startStack, type Stack } from '../../testkit/stack.js';
 
 /** Small enough that a 1 MiB file of random bytes cannot be uploaded; every test context is far below it. */
 const MAX_UPLOAD = '256KiB';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
 
 interface Target {
   refId: string;

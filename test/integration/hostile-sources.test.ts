@@ -23,13 +23,13 @@ import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store
 import { loadEnv } from '@imgbuilder/common/config';
 import { build, collect, connect, listBuilds, resolveBase, resolveWorkspace } from '../support/client.js';
 import { FakeRegistry } from '../support/fake-registry.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../../testkit/requests.js';
 import { lastOf } from '../support/streams.js';
 import { SourceServer } from '../support/source-server.js';
 import { NetnsHost } from '../support/netns-host.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 
 /**
  * Each attack of issue 11 against the real stack: requests a hostile user could send, and what must not happen.

@@ -4,7 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, localEnv, ROOT, ServiceProcess } from '../support/stack.js';
+import { freePort, localEnv, ROOT, ServiceProcess } from '../../testkit/stack.js';
 
 // Global setup ran `infra/local/up.sh` (what `npm run local:up` runs): its env file is all these processes get.
 describe('npm run api and npm run worker right after npm run local:up', () => {

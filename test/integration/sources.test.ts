@@ -26,12 +26,12 @@ import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store
 import { loadEnv } from '@imgbuilder/common/config';
 import { workspaceRef } from '@imgbuilder/common/refs';
 import { build, collect, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../../testkit/requests.js';
 import { lastOf } from '../support/streams.js';
 import { SourceServer } from '../support/source-server.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 
 const USER = 'gituser';
 const PASSWORD = `pw-${randomBytes(8).toString('hex')}`;

@@ -9,11 +9,11 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { BuildStatus } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { build, connectAs, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { BASE_IMAGE, dockerfile, gitSource } from '../../testkit/requests.js';
+import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
 
 const execFileP = promisify(execFile);
 

@@ -6,9 +6,9 @@ import { LogStore } from '@imgbuilder/common/log-store';
 import { ObjectStore } from '@imgbuilder/common/object-store';
 import { BuildReporter, type ReporterOptions } from '../../apps/worker/src/report/build-reporter.js';
 import { redisKeys } from '@imgbuilder/common/redis-keys';
-import { RedisServer } from '../support/redis-server.js';
+import { RedisServer } from '../../testkit/redis-server.js';
 import { S3Server } from '../support/s3-server.js';
-import { S3PutCounter } from '../support/s3-counter.js';
+import { S3PutCounter } from '../../testkit/s3-counter.js';
 
 // The reporter against a private redis-server and a private s3rver: what reaches the event stream and the log object.
 const keys = redisKeys('imgb');

@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStore, type CreateBuildInput } from '@imgbuilder/common/build-store';
 import { redisKeys } from '@imgbuilder/common/redis-keys';
-import { RedisServer } from '../support/redis-server.js';
+import { RedisServer } from '../../testkit/redis-server.js';
 
 // The build state machine's Lua scripts against a real, private redis-server: no engine, no worker.
 const keys = redisKeys('imgb');

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloneTargetMode, type GitInitializer } from '@imgbuilder/proto';
 import { ImageExistence } from '../../apps/api/src/plan/image-existence.js';
 import { GitRemoteResolver } from '../../apps/api/src/plan/git-remote-resolver.js';
-import { GitServer } from '../support/git-server.js';
-import { allowTestServers } from '../support/fetch-allow.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { allowTestServers } from '../../testkit/fetch-allow.js';
 
 allowTestServers();
 

@@ -4,7 +4,7 @@ import { BuildStore, type BuildEvent } from '@imgbuilder/common/build-store';
 import { LogStore } from '@imgbuilder/common/log-store';
 import { EventHub } from '../../apps/api/src/logs/event-hub.js';
 import { redisKeys } from '@imgbuilder/common/redis-keys';
-import { RedisServer } from '../support/redis-server.js';
+import { RedisServer } from '../../testkit/redis-server.js';
 
 // EventHub against a private redis-server: subscribers join while a writer appends, the way the worker does.
 const keys = redisKeys('imgb');

@@ -3,8 +3,8 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis, isRedisUnavailable, type RedisClient } from '@imgbuilder/common/redis';
 import { toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
-import { RedisServer } from '../support/redis-server.js';
-import { freePort } from '../support/stack.js';
+import { RedisServer } from '../../testkit/redis-server.js';
+import { freePort } from '../../testkit/stack.js';
 
 // The errors a service's own Redis client raises, from a real private redis-server, told apart: Redis away or not.
 let server: RedisServer;

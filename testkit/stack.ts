@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { TEST_SERVERS_ALLOW } from './fetch-allow.js';
 
-export const ROOT = new URL('../..', import.meta.url).pathname;
+export const ROOT = new URL('..', import.meta.url).pathname;
 const LOCAL_ENV = process.env.IMGBUILDER_LOCAL_DIR ? join(process.env.IMGBUILDER_LOCAL_DIR, 'env') : '/tmp/imgbuilder-local/env';
 
 /** The local stack's environment (written by infra/local/up.sh). */
