@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { dataOf, find, hasKubectl, kubectlKustomize, render, repoPath, type Doc } from '../support/manifests.js';
+import { dataOf, find, render, repoPath, type Doc } from '../support/manifests.js';
+import { hasKubectl, kubectlKustomize } from '../support/kubectl.js';
 import { BASE, container, OVERLAY } from '../support/k8s.js';
 import { renderContract } from '../support/k8s-render-contract.js';
 
