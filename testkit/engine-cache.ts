@@ -32,8 +32,9 @@ export async function forgetBuilds(dockerHost: string, marker: string, repositor
     .filter((r) => repositoryPrefixes.some((p) => r.startsWith(p)));
   if (images.length) docker(dockerHost, ['rmi', '-f', ...images]);
   // The engine takes one id per prune; a record goes once no later step's record holds it, and a build that just
-  // ended may hold its records for a moment: rounds until none is left, bounded.
-  for (const deadline = Date.now() + 15_000; records().length && Date.now() < deadline; ) {
+  // ended may hold its records for a moment: rounds until none is left, bounded (generously: on a loaded engine one
+  // disk-usage query takes seconds).
+  for (const deadline = Date.now() + 60_000; records().length && Date.now() < deadline; ) {
     for (const r of records().reverse()) docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${r.ID.replace(/\*$/, '')}`]);
     if (records().length) await new Promise((r) => setTimeout(r, 250));
   }

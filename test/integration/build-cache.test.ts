@@ -8,6 +8,7 @@ import { build, connect, logs } from '../support/client.js';
 import { GitServer } from '../../testkit/git-server.js';
 import { BASE_IMAGE, gitSource } from '../../testkit/requests.js';
 import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
+import { CLI_BUNDLE } from '../../testkit/cli.js';
 import { buildIdOf } from '../support/streams.js';
 import { PrivateRegistry } from '../support/private-registry.js';
 import { cacheRecords, forgetBuilds } from '../../testkit/engine-cache.js';
@@ -65,7 +66,7 @@ describe('layer cache shared through the registry (BuildKit)', () => {
 /** `imgbuilder build DIR` with the real CLI; resolves with its stderr (the build log) once it exits 0. */
 function cliBuild(dir: string): Promise<string> {
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), 'build', dir], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: stack.apiAddrs[0] }, timeout: 120_000 }, (err, _out, stderr) =>
+    execFile(process.execPath, [CLI_BUNDLE, 'build', dir], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: stack.apiAddrs[0] }, timeout: 120_000 }, (err, _out, stderr) =>
       err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stderr),
     ),
   );

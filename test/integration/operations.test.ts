@@ -14,7 +14,8 @@ import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
 import { dropNamespace } from '../../testkit/redis-server.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../../testkit/requests.js';
-import { ROOT, freePort, startStack, type Stack } from '../../testkit/stack.js';
+import { freePort, startStack, type Stack } from '../../testkit/stack.js';
+import { CLI_BUNDLE } from '../../testkit/cli.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
 
 let stack: Stack;
@@ -80,7 +81,7 @@ describe('transport security', () => {
 
       const cli = (...tls: string[]) =>
         new Promise<number>((resolve) => {
-          execFile(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), '--server', addr, ...tls, 'ls'], { timeout: 60_000 }, (err) =>
+          execFile(process.execPath, [CLI_BUNDLE, '--server', addr, ...tls, 'ls'], { timeout: 60_000 }, (err) =>
             resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
           );
         });

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { walkContext, type WalkOptions } from '@imgbuilder/common/context-walker';
 
 /** A temp directory holding `files` (path → content). */
-export function contextDir(files: Record<string, string>): string {
+export function contextDir(files: Record<string, string | Buffer>): string {
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-walker-'));
   for (const [path, content] of Object.entries(files)) {
     mkdirSync(dirname(join(dir, path)), { recursive: true });
