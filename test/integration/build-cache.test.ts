@@ -30,7 +30,7 @@ afterAll(async () => {
 
 /** The engine as another worker's would be: none of `marker`'s build cache, none of this stack's images. */
 async function forget(marker: string): Promise<void> {
-  expect(cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
+  expect(await cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
   await forgetBuilds(stack.env.DOCKER_HOST, marker, [stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
 }
 
