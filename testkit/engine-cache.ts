@@ -17,10 +17,12 @@ const docker = async (dockerHost: string, args: string[]) => (await execFileP('d
  * The engine's BuildKit cache records. The engine runs one disk-usage query at a time and refuses others meanwhile
  * (tests and benchmarks on one engine ask side by side): a refused query is asked again, bounded.
  */
-async function buildCache(dockerHost: string): Promise<{ ID: string; Description: string }[]> {
+type CacheRecord = { ID: string; Description: string; Parent?: string };
+
+async function buildCache(dockerHost: string): Promise<CacheRecord[]> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return JSON.parse(await docker(dockerHost, ['system', 'df', '-v', '--format', '{{json .BuildCache}}'])) as { ID: string; Description: string }[];
+      return JSON.parse(await docker(dockerHost, ['system', 'df', '-v', '--format', '{{json .BuildCache}}'])) as CacheRecord[];
     } catch (err) {
       if (attempt >= 40 || !String((err as { stderr?: string }).stderr).includes('disk usage operation is already running')) throw err;
       await sleep(250);
@@ -35,16 +37,32 @@ async function buildCache(dockerHost: string): Promise<{ ID: string; Description
  */
 export async function forgetBuilds(dockerHost: string, marker: string, repositoryPrefixes: string[]): Promise<void> {
   const records = async () => (await buildCache(dockerHost)).filter((r) => r.Description.includes(marker));
-  const images = (await docker(dockerHost, ['images', '--format', '{{.Repository}}:{{.Tag}}'])).split('\n').filter((r) => repositoryPrefixes.some((p) => r.startsWith(p)));
+  // An image whose tag moved on keeps its repository digest (`repo:<none>`): it goes by that digest.
+  const images = (await docker(dockerHost, ['images', '--digests', '--format', '{{.Repository}} {{.Tag}} {{.Digest}}']))
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter(([repo]) => repo && repositoryPrefixes.some((p) => repo.startsWith(p)))
+    .map(([repo, tag, digest]) => (tag !== '<none>' ? `${repo}:${tag}` : digest !== '<none>' ? `${repo}@${digest}` : ''))
+    .filter(Boolean);
   if (images.length) await docker(dockerHost, ['rmi', '-f', ...images]);
-  // The engine takes one id per prune; a record goes once no later step's record holds it, and a build that just
-  // ended may hold its records for a moment: rounds until none is left, bounded (generously: on a loaded engine one
-  // disk-usage query takes seconds).
+  // The engine takes one id per prune, and a record goes only once no later step's record holds it: children are
+  // pruned before their parents. A build that just ended may hold its records for a moment: rounds until none is
+  // left, bounded. On a long-used shared engine one listing takes seconds, so the bound counts rounds, not time.
+  const id = (r: { ID: string }) => r.ID.replace(/\*$/, '');
   let left = await records();
-  for (const deadline = Date.now() + 60_000; left.length && Date.now() < deadline; ) {
-    for (const r of left.reverse()) await docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${r.ID.replace(/\*$/, '')}`]);
+  for (let round = 0; left.length && round < 6; round++) {
+    if (round) await sleep(500);
+    const pending = new Set(left.map(id));
+    while (pending.size) {
+      // Those no pending record names as its parent (a cycle cannot happen; all are taken if it did).
+      const parents = new Set(left.filter((r) => pending.has(id(r))).map((r) => r.Parent ?? ''));
+      const leaves = [...pending].filter((i) => !parents.has(i));
+      for (const i of leaves.length ? leaves : [...pending]) {
+        await docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${i}`]);
+        pending.delete(i);
+      }
+    }
     left = await records();
-    if (left.length) await sleep(250);
   }
   if (left.length) throw new Error(`build cache records of ${marker} survived the prune: ${left.map((r) => r.ID).join(', ')}`);
 }

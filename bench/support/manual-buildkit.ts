@@ -11,7 +11,7 @@ import { probeMarker } from '../../apps/worker/src/builder/build-sandbox.js';
  * [--cache-from REF]` posts to the engine (a tar context to /build with version=2; the CLI here has no buildx), then
  * `docker push`. Resolves with the wall time in ms.
  */
-export async function manualBuildkit(opts: { remote: string; branch: string; tag: string; cacheFrom?: string; push: boolean; dockerHost: string }): Promise<number> {
+export async function manualBuildkit(opts: { remote: string; branch: string; tag: string; cacheFrom?: string | string[]; push: boolean; dockerHost: string }): Promise<number> {
   const t0 = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-bk-'));
   try {
@@ -24,7 +24,7 @@ export async function manualBuildkit(opts: { remote: string; branch: string; tag
       // Marked as no worker's build: the workers of the bench's other scenarios on this engine let it be, where an
       // unmarked BuildKit step would fail every build they run (the build limits fail closed).
       buildargs: { BUILDKIT_INLINE_CACHE: '1', no_proxy: probeMarker('bench-by-hand') },
-      ...(opts.cacheFrom ? { cachefrom: JSON.stringify([opts.cacheFrom]) } : {}),
+      ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify([opts.cacheFrom].flat()) } : {}),
     } as unknown as Docker.ImageBuildOptions);
     const out = await new Promise<{ error?: string }[]>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null, res: { error?: string }[]) => (err ? reject(err) : resolve(res))));
     const failed = out.find((p) => p.error);

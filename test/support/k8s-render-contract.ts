@@ -5,6 +5,7 @@ import { EnvSchema, loadEnv } from '@imgbuilder/common/config';
 import { parseByteSize } from '@imgbuilder/common/byte-size';
 import { parseDuration } from '@imgbuilder/common/duration';
 import { containers, dataOf, find, podSpec, repoPath, validateManifest, type Doc } from './manifests.js';
+import { networkPolicyContract } from './k8s-network-policy.js';
 import { BUNDLED_KEYS, byKind, container, ENGINE, ENGINE_MARKER, environmentOf, hostPort, portNumber, quantity, SECRET_KEYS, UNSET_ON_PURPOSE } from './k8s.js';
 
 /**
@@ -311,4 +312,6 @@ export function renderContract(_: string, load: () => Doc[]): void {
     }
     for (const ss of byKind(docs, 'StatefulSet')) expect(names('Service')).toContain(ss.spec.serviceName);
   });
+
+  networkPolicyContract(docs);
 }

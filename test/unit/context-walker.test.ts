@@ -1,7 +1,8 @@
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ContextLimitExceeded, ContextSymlinkEscape, walkContext } from '@imgbuilder/common/context-walker';
+import { walkContext } from '@imgbuilder/common/context-walker';
+import { ContextLimitExceeded, ContextSymlinkEscape } from '@imgbuilder/common/errors';
 import { contextDir, paths } from '../support/context-dir.js';
 
 describe('context walker', () => {

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { BuildEvent } from '@imgbuilder/common/build-store';
+import type { BuildEvent } from '@imgbuilder/common/build-life';
 import type { Queue } from 'bullmq';
 
 /** Prometheus metrics of an API process; every name starts with `imgbuilder_`. */

@@ -3,8 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
 import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
-import { type BuildStore } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import type { BuildStore, LogStore } from '@imgbuilder/common/build-life';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
@@ -17,16 +16,17 @@ import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './report/build-reporter.js';
 import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
-import { type DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
+import type { DockerEngine } from './docker-engine.js';
+import { EngineError, EngineUnavailableError, SourceError } from './errors.js';
 import { failureMessage, isKnownFailure } from './report/failure-message.js';
 import { runInitializer } from './sources/index.js';
-import { SourceError } from './sources/source-error.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './builder/image-builder.js';
 import type { BuildCache } from './builder/build-cache.js';
-import { cacheNamespace, checkImageRegistry, fetchAddSource, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { cacheNamespace, checkImageRegistry, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { fetchAddSource } from './builder/dockerfile-add.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {
@@ -245,21 +245,24 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
-    const cacheRef = await this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath }, job.triggeredBy);
-    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup)) ? [cacheRef] : undefined;
+    const cache = await this.d.cache?.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, { caller: job.triggeredBy, fresh: job.noCache === true }, policy, (l) => reporter.line(l), signal, cleanup);
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
-    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
-    );
+    let keptImages = new Map<string, string>();
+    const imageId = await this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
+      const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
+      const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+      if (cache) keptImages = await this.d.cache!.buildKept(cache, job.buildId, (target, tag) => this.d.builder.build(ctx.tar(), { ...opts, cacheFrom: undefined, tag, target }, () => undefined), (l) => reporter.line(l), buildSignal, cleanup);
+      return id;
+    });
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
-    // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
-    const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
+    // The cache refs' pushes (mostly manifests of layers just pushed) run beside the workspace push; they never fail the build.
+    const cached = cache ? this.d.cache!.record(cache, imageId || job.baseRef, keptImages, signal, (l) => reporter.line(l), cleanup) : undefined;
     try {
       await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
     } finally {

@@ -22,3 +22,13 @@ export {
   SnapshotUploadClient,
   type SnapshotUploadServer,
 } from './gen/upload.js';
+export {
+  CacheRef,
+  ListCacheRefsRequest,
+  ListCacheRefsResponse,
+  PruneCacheRequest,
+  PruneCacheResponse,
+  BuildCacheService,
+  BuildCacheClient,
+  type BuildCacheServer,
+} from './gen/cache.js';

@@ -1,5 +1,6 @@
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine } from '../docker-engine.js';
+import type { DockerEngine } from '../docker-engine.js';
+import { UserBuildError } from '../errors.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 
 /**
@@ -27,6 +28,7 @@ export class ClassicBuilder implements ImageBuilder {
         abortSignal: opts.signal,
         labels: this.engine.labels,
         ...opts.limits,
+        ...(opts.noCache ? { nocache: true } : {}),
         version: '1',
       } as Docker.ImageBuildOptions);
     } catch (err) {

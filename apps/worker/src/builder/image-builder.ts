@@ -1,5 +1,3 @@
-import type { DockerEngine } from '../docker-engine.js';
-
 /** Which of the engine's builders runs Dockerfiles (IMGBUILDER_BUILDER). */
 export type BuilderKind = 'buildkit' | 'classic';
 
@@ -22,6 +20,10 @@ export interface BuildOptions {
   onStepContainer?: (id: string) => void;
   /** The caller's prefix for cache mount ids (BuildKit: BUILDKIT_CACHE_MOUNT_NS, also for ONBUILD triggers). */
   cacheNamespace?: string;
+  /** Reuse no cached step (force_rebuild). */
+  noCache?: boolean;
+  /** A named stage to build instead of the final one (BuildKit: the layer cache keeps stages this way). */
+  target?: string;
   /** Images whose cache metadata the build may reuse (BuildKit: inline cache). */
   cacheFrom?: string[];
   /** The context again, for a second attempt with another builder (BuildKit's stuck progress stream). */
@@ -36,10 +38,4 @@ export interface ImageBuilder {
   readonly kind: BuilderKind;
   /** Returns the built image's id. */
   build(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string>;
-}
-
-export async function createImageBuilder(kind: BuilderKind, engine: DockerEngine): Promise<ImageBuilder> {
-  const { ClassicBuilder } = await import('./classic-builder.js');
-  if (kind === 'classic') return new ClassicBuilder(engine);
-  return new (await import('./buildkit-builder.js')).BuildkitBuilder(engine, new ClassicBuilder(engine));
 }
