@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT } from '../../testkit/stack.js';
 
-const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume'];
+const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume', 'tracing'];
 const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-smoke-'));
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

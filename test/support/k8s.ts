@@ -17,6 +17,7 @@ export const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_TLS_KEY: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_TLS_CA: 'TLS is an opt-in that also needs files mounted',
   IMGBUILDER_PUBLIC_URL: 'only IMGBUILDER_LOG_INFO=supervisor needs it, and it names an Ingress of the installation',
+  IMGBUILDER_TRACE_URL: 'a link template into the installation\'s own tracing UI; empty shows the trace id without a link',
   IMGBUILDER_REDIS_TLS_CA: 'rediss:// with a private CA is an opt-in that also needs a file mounted',
   IMGBUILDER_BUILD_EGRESS_PROBE_IMAGE: "the worker makes its probe image from the service image's busybox",
   IMGBUILDER_BUILD_CGROUP_ROOT: "the worker does not share the engine's host in a pod",

@@ -46,6 +46,11 @@ describe('configuration', () => {
     expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_CACHE_REPOSITORY: '127.0.0.1:5000/imgbuilder/workspace' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY .* must not be the base or workspace repository/);
     expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_CACHE_RETENTION).toBe(14 * 86_400_000);
     expect(() => loadEnv({ NODE_ENV: 'development', LOG_LEVEL: 'verbose' })).toThrow(/LOG_LEVEL/);
+    // Tracing: OTLP over HTTP only, and a trace link needs a place for the id.
+    expect(() => loadEnv({ NODE_ENV: 'development', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL: http\/protobuf or http\/json/);
+    expect(() => loadEnv({ NODE_ENV: 'development', OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT/);
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_TRACE_URL: 'https://jaeger.example/search' })).toThrow(/IMGBUILDER_TRACE_URL: a URL with \{traceId\}/);
+    expect(loadEnv({ NODE_ENV: 'development', IMGBUILDER_TRACE_URL: 'https://jaeger.example/trace/{traceId}' }).IMGBUILDER_TRACE_URL).toBe('https://jaeger.example/trace/{traceId}');
   });
 
   it('the secret key is required outside development, and must be 32 bytes of base64', () => {

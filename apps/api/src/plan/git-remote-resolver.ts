@@ -5,6 +5,7 @@ import { lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/
 import { Limiter } from '@imgbuilder/common/limiter';
 import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';
+import { inSpan } from '@imgbuilder/common/tracing';
 
 export interface GitRemoteResolverOptions {
   allowLocal: boolean;
@@ -85,7 +86,11 @@ export class GitRemoteResolver {
     return this.cache.fetch(key, { context: { url, target, credentials: creds, config }, forceRefresh: this.noReuse });
   }
 
-  private lsRemote({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
+  private lsRemote(query: LsRemoteQuery): Promise<string> {
+    return inSpan('git ls-remote', () => this.lsRemoteOnce(query), { attributes: { 'imgbuilder.git.remote': query.url, 'imgbuilder.git.target': query.target } });
+  }
+
+  private lsRemoteOnce({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
     return this.limiter.run(() => lsRemote(url, target, { credentials, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs, what: 'git remote_uri' })).then(
       (c) => {
         if (!c) throw new GitTargetMissing(target, `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);

@@ -1,5 +1,6 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Env } from '@imgbuilder/common/config';
+import { inJobTrace } from '@imgbuilder/common/tracing';
 import type { Logger } from '@imgbuilder/common/logger';
 import { QUEUE_NAME } from '@imgbuilder/common/build-life';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
@@ -24,7 +25,8 @@ export interface BuildQueue {
 export function openBuildQueue(env: Env, services: WorkerServices, runner: BuildRunner, metrics: WorkerMetrics, log: Logger): BuildQueue {
   const { connectRedis, keys, store } = services;
   const running = new Map<string, AbortController>();
-  const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
+  // Each pick-up runs in the trace the job carries: its log lines name it, its spans join the caller's trace.
+  const runJob = (job: Job<BuildJobData>, token?: string): Promise<void> => inJobTrace(job.data.trace, job.timestamp, 'build job', async () => {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
@@ -46,7 +48,7 @@ export function openBuildQueue(env: Env, services: WorkerServices, runner: Build
       running.delete(job.id!);
       metrics.active.dec();
     }
-  };
+  }, { 'imgbuilder.build_id': job.data.buildId });
 
   const worker = new Worker<BuildJobData>(QUEUE_NAME, runJob, {
     connection: connectRedis('imgbuilder-worker-bull', { blocking: true }),
