@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BuildStatus, type BuildSource } from '@imgbuilder/proto';
 import { describeProfile, newestProfile, profileClockUs, summarizeProfile, type ProfileSummary } from '../support/cpu-profile.js';
-import { Gate } from '../support/gate.js';
+import { Gate } from '../../testkit/gate.js';
 import { healthCheck, ownClient, startBuild, waitReady, type BuildCall } from '../support/grpc.js';
 import { summarizeHeapSnapshot, type HeapGroup, type HeapSummary } from '../support/heap-snapshot.js';
 import { rssMiB, rssSampler } from '../support/proc.js';
@@ -12,7 +12,7 @@ import { fmt, target, targetText, type Row } from '../support/report.js';
 import { benchStack } from '../support/stack.js';
 import type { StreamClientOrder, StreamClientReport } from '../support/stream-clients.js';
 import { commitSource, nonce } from '../support/workloads.js';
-import { BASE_IMAGE } from '../../test/support/requests.js';
+import { BASE_IMAGE } from '../../testkit/requests.js';
 import type { Scenario } from './context.js';
 
 const CLIENT_PROCESSES = 2;

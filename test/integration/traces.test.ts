@@ -5,10 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata } from '@grpc/grpc-js';
 import { BuildRequest, BuildStatus, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { collect, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, startStack, type Stack } from '../support/stack.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import { freePort, startStack, type Stack } from '../../testkit/stack.js';
 
 // Two API and two worker processes exporting to one in-process OTLP/HTTP receiver: api-0 and the workers send
 // http/json, api-1 sends http/protobuf. api-0 serves the dashboard, with trace links.
