@@ -6,6 +6,8 @@ import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage, type RedisClient } from '@imgbuilder/common/redis';
 import { QUEUE_NAME, redisKeys, type RedisKeys } from '@imgbuilder/common/redis-keys';
 import { BuildStore } from '@imgbuilder/common/build-store';
+import { CancelRequests } from '@imgbuilder/common/build-cancel';
+import { FairShare } from '@imgbuilder/common/fair-share';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
@@ -23,11 +25,13 @@ import { addImageBuilder, bind, createGrpcServer, HealthService, serverCredentia
 import { LogTokens } from './logs/log-token.js';
 import { SupervisorLogServer } from './logs/supervisor-log-server.js';
 import { UploadService } from './grpc/upload-service.js';
-import { AccessTokens, hashToken } from '@imgbuilder/common/access-tokens';
+import { AccessTokens, hashToken, type Caller } from '@imgbuilder/common/access-tokens';
 import type { BuildLogDeps } from './logs/build-log.js';
 import { DashboardData } from './dashboard/dashboard-data.js';
 import { DashboardServer } from './dashboard/dashboard-server.js';
 import { guardService } from './grpc/auth.js';
+import { BuildCanceller } from './control/build-canceller.js';
+import { BuildControl } from './grpc/build-control-service.js';
 
 const log = createLogger('imgbuilder-api');
 
@@ -60,6 +64,7 @@ async function main(): Promise<void> {
       outage.downForMs() > env.IMGBUILDER_REDIS_GIVE_UP ? `the build queue (Redis) has been unreachable for over ${formatDuration(env.IMGBUILDER_REDIS_GIVE_UP)}; retry` : undefined,
   });
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
+  const fair = new FairShare(redis, keys, env.IMGBUILDER_MAX_QUEUE_WAIT + env.IMGBUILDER_BUILD_TIMEOUT + 10 * 60_000);
   const objects = new ObjectStore(objectStoreOptions(env));
   const logStore = new LogStore(redis, keys, objects);
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet; log URLs will be presigned anyway'));
@@ -97,12 +102,14 @@ async function main(): Promise<void> {
       maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
       faultExitBeforeEnqueue: env.IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
+      maxQueuedPerCaller: env.IMGBUILDER_MAX_QUEUED_PER_CALLER,
       keepaliveMs: env.IMGBUILDER_STREAM_KEEPALIVE,
       slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
       supervisorLogs,
     },
-    { planner, registry, store, hub, queue, logStore, secrets, metrics, log },
+    { planner, registry, store, hub, queue, fair, logStore, secrets, metrics, log },
   );
+  const canceller = new BuildCanceller({ store, cancels: new CancelRequests(redis, keys), fair, queue, hub, log, retentionMs: env.IMGBUILDER_LOG_RETENTION });
 
   const ready = async () => (await redis.ping()) === 'PONG';
   const server = createGrpcServer({ maxMessageBytes: env.IMGBUILDER_MAX_MESSAGE_BYTES, maxConcurrentStreams: env.IMGBUILDER_MAX_CONCURRENT_STREAMS });
@@ -127,6 +134,7 @@ async function main(): Promise<void> {
     maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
     timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
   }).register(server, guard);
+  new BuildControl(canceller, metrics, log).register(server, guard);
   new HealthService(['', 'builder.ImageBuilder'], ready).register(server);
   const port = await bind(server, env.IMGBUILDER_GRPC_ADDR, creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';
@@ -137,7 +145,7 @@ async function main(): Promise<void> {
         return undefined;
       })
     : undefined;
-  const dashboard = await startDashboard(env, { tokens, store, logStore, hub, objects, redis, keys, queue });
+  const dashboard = await startDashboard(env, { tokens, store, logStore, hub, objects, redis, keys, queue, canceller });
   // Both default to :8081: one address means one HTTP server, the dashboard's, also taking the supervisor's upgrades.
   const shared = dashboard && env.IMGBUILDER_SUPERVISOR_ADDR === env.IMGBUILDER_HTTP_ADDR ? dashboard.server.http : undefined;
   const supervisor = supervisorLogs ? new SupervisorLogServer({ store, logStore, hub, tokens: supervisorLogs.tokens, log, slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT, shared }) : undefined;
@@ -179,6 +187,7 @@ interface DashboardParts extends BuildLogDeps {
   redis: RedisClient;
   keys: RedisKeys;
   queue: Queue;
+  canceller: BuildCanceller;
 }
 
 /**
@@ -187,7 +196,7 @@ interface DashboardParts extends BuildLogDeps {
  * on the host is logged, not fatal.
  */
 async function startDashboard(env: Env, parts: DashboardParts) {
-  const { tokens, store, logStore, hub, objects, redis, keys, queue } = parts;
+  const { tokens, store, logStore, hub, objects, redis, keys, queue, canceller } = parts;
   if (!env.IMGBUILDER_HTTP_ADDR) return undefined;
   const viewers = tokens ?? (env.IMGBUILDER_DASHBOARD_TOKEN ? AccessTokens.fromEntries([{ name: 'dashboard', role: 'viewer', sha256: hashToken(env.IMGBUILDER_DASHBOARD_TOKEN) }]) : undefined);
   if (!viewers) {
@@ -195,7 +204,9 @@ async function startDashboard(env: Env, parts: DashboardParts) {
     return undefined;
   }
   const data = new DashboardData({ redis, store, keys, queue, retentionMs: env.IMGBUILDER_LOG_RETENTION, log });
-  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
+  // Without a tokens file the gRPC API lets anyone cancel, and so does the dashboard's one viewer token.
+  const cancel = (id: string, caller: Caller) => canceller.cancel(id, tokens ? caller : undefined, caller.name);
+  const server = new DashboardServer({ store, logStore, hub, objects, data, log, tokens: viewers, cancel, logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, secureCookies: env.IMGBUILDER_PUBLIC_URL?.startsWith('https:') ?? false });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);
     data.startSampling();

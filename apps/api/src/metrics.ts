@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BuildEvent } from '@imgbuilder/common/build-store';
 import type { Queue } from 'bullmq';
+import { DEMAND_STATES } from '@imgbuilder/common/fair-share';
 
 /** Prometheus metrics of an API process; every name starts with `imgbuilder_`. */
 export class ApiMetrics {
@@ -33,10 +34,10 @@ export class ApiMetrics {
       });
       new Gauge({
         name: 'imgbuilder_queue_demand',
-        help: 'Waiting + prioritized + active builds: the number of workers slots wanted',
+        help: 'Builds wanting a worker slot, whatever line fair share put them in (waiting, prioritized, delayed, active)',
         registers: [this.registry],
         async collect() {
-          const c = await queue.getJobCounts('waiting', 'prioritized', 'active');
+          const c = await queue.getJobCounts(...DEMAND_STATES);
           this.set(Object.values(c).reduce((a, b) => a + b, 0));
         },
       });

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { credentials, InterceptingCall, Metadata, type CallOptions, type Interceptor, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
-import { ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
+import { BuildControlClient, ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
 import { usageError } from './cli-error.js';
 
 /** Connection options every command takes (flags or environment variables). */
@@ -15,11 +15,12 @@ export interface ConnectionOptions {
   token?: string;
 }
 
-/** Both services of one API, over one channel (one connection, one TLS session). */
+/** The services of one API, over one channel (one connection, one TLS session). */
 export interface Connection {
   server: string;
   builder: ImageBuilderClient;
   uploads: SnapshotUploadClient;
+  control: BuildControlClient;
   /** A token is sent: the server knows the caller, so builds leave triggered_by to it (the token's name). */
   authenticated: boolean;
   close(): void;
@@ -44,10 +45,12 @@ export function connect(opts: ConnectionOptions): Connection {
   const interceptors = opts.token ? [bearerInterceptor(opts.token)] : [];
   const builder = new ImageBuilderClient(opts.server, channelCredentials(opts), { ...channelOptions, interceptors });
   const uploads = new SnapshotUploadClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
+  const control = new BuildControlClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
   return {
     server: opts.server,
     builder,
     uploads,
+    control,
     authenticated: Boolean(opts.token),
     close: () => builder.close(),
   };

@@ -6,7 +6,7 @@ import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgb
 import { type BuildStore } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
 import { formatDuration } from '@imgbuilder/common/duration';
-import { ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
+import { BuildCancelled, ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -159,6 +159,7 @@ export class BuildRunner {
     };
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy}${job.tokenName ? `, token ${job.tokenName}` : ''})` : ''}`);
+      signal.throwIfAborted();
       if (sealRefused) throw new SecretsUnsealable(sealRefused);
       for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
@@ -174,17 +175,21 @@ export class BuildRunner {
       outcome = { state: 'done_success', message: '' };
     } catch (err) {
       if (lost.signal.aborted) return await stopLost();
-      if (external.aborted && !timeout.aborted) {
+      // Someone cancelled the build (build-control.ts): it ends failed, saying who.
+      const cancelled = external.reason instanceof BuildCancelled && !timeout.aborted ? (external.reason as BuildCancelled) : undefined;
+      if (external.aborted && !timeout.aborted && !cancelled) {
         // Shutdown: hand the job back; the next worker starts over. No terminal state.
         reporter.line('worker is shutting down; the build is handed to another worker');
         await reporter.close();
         throw err;
       }
-      const message = refused.signal.aborted
-        ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
-        : timeout.aborted
-          ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
-      if (!isKnownFailure(err) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
+      const message = cancelled
+        ? cancelled.message
+        : refused.signal.aborted
+          ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
+          : timeout.aborted
+            ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
+      if (!isKnownFailure(err) && !timeout.aborted && !cancelled) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
@@ -255,6 +260,8 @@ export class BuildRunner {
       this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
+    // A cancel that lands between the build and the push pushes nothing.
+    signal.throwIfAborted();
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
@@ -326,6 +333,7 @@ export class BuildRunner {
     const ws = parseImageRef(job.ref);
     const repo = repositoryOf(ws);
     const tag = ws.tag ?? 'latest';
+    signal.throwIfAborted();
     await this.d.engine.tag(image, repo, tag);
     cleanup.push(job.ref);
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);

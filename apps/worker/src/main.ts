@@ -24,6 +24,9 @@ import { EgressGate } from './egress-check.js';
 import { createImageBuilder } from './builder/image-builder.js';
 import { BuildCache } from './builder/build-cache.js';
 import { checkStepLogs, type StepLogVerdict } from './engine-log-check.js';
+import { WorkerBuildControl } from './build-control.js';
+import { DEFER_MS, FairShare } from '@imgbuilder/common/fair-share';
+import { BuildCancelled } from '@imgbuilder/common/errors';
 
 const log = createLogger('imgbuilder-worker');
 /** A worker whose egress probe failed checks again this often, so fixing the engine's rules needs no restart. */
@@ -79,18 +82,28 @@ async function main(): Promise<void> {
   const runner = new BuildRunner({ settings, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
+  const fair = new FairShare(redis, keys, env.IMGBUILDER_MAX_QUEUE_WAIT + env.IMGBUILDER_BUILD_TIMEOUT + 10 * 60_000);
+  const control = new WorkerBuildControl({ redis, subscriber: connectRedis('imgbuilder-worker-cancel', { blocking: true }), keys, fair, log, maxRunningPerCaller: env.IMGBUILDER_MAX_RUNNING_PER_CALLER }, running);
+  await control.start();
   const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
+    if (token && !(await control.mayStart(job.data))) {
+      // Its caller has IMGBUILDER_MAX_RUNNING_PER_CALLER builds running: back to the queue, same priority.
+      log.debug({ build_id: job.data.buildId }, 'build deferred: its caller is at its running limit');
+      await job.moveToDelayed(Date.now() + DEFER_MS, token);
+      throw new DelayedError();
+    }
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
     const buildLog = log.child({ build_id: job.data.buildId, ref: job.data.ref });
     try {
+      await control.checkCancelled(job.data.buildId);
       const restarted = (job.stalledCounter ?? 0) > 0 || (job.attemptsStarted ?? 1) > 1 || (await store.get(job.data.buildId))?.state === 'running';
       if (restarted) metrics.restarted.inc();
       buildLog.info({ restarted, attempt: job.attemptsStarted, stalled: job.stalledCounter }, restarted ? 'build picked up again after its worker stopped' : 'build picked up');
       await runner.run(job.data, ctl.signal, { restarted });
     } catch (err) {
-      if (ctl.signal.aborted && token) {
+      if (ctl.signal.aborted && !(ctl.signal.reason instanceof BuildCancelled) && token) {
         // Graceful shutdown ran out of grace: hand the job back for another worker.
         buildLog.info('build handed back to the queue: shutdown grace period over');
         await job.moveToDelayed(Date.now(), token);

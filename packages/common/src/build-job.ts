@@ -37,6 +37,24 @@ export function callerOf(job: Pick<BuildJobData, 'tokenName' | 'triggeredBy'>): 
   return JSON.stringify([job.tokenName ?? '', job.triggeredBy ?? '']);
 }
 
+/** The parts of a caller made by callerOf; empty strings for text that is not one. */
+export function parseCaller(caller: string): { tokenName: string; triggeredBy: string } {
+  try {
+    const parsed = JSON.parse(caller) as unknown;
+    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && typeof parsed[1] === 'string') return { tokenName: parsed[0], triggeredBy: parsed[1] };
+  } catch {
+    // Not made by callerOf.
+  }
+  return { tokenName: '', triggeredBy: '' };
+}
+
+/** A caller (callerOf) as people read it: the token's name, with triggered_by when that differs. */
+export function describeCaller(caller: string): string {
+  const { tokenName, triggeredBy } = parseCaller(caller);
+  if (tokenName && triggeredBy && tokenName !== triggeredBy) return `${tokenName} (triggered_by ${triggeredBy})`;
+  return tokenName || triggeredBy || 'anonymous';
+}
+
 /**
  * What a job's sealed credentials are bound to (the AES-GCM additional data): the build id, the workspace ref and the
  * plan — what is built from which source with which auth. A sealed blob moved into another job, or a job whose

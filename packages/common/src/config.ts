@@ -164,6 +164,10 @@ export const EnvFields = z.object({
   IMGBUILDER_WORKER_SHUTDOWN_GRACE: duration('5m'),
   /** Queued (not yet running) builds beyond which Build answers RESOURCE_EXHAUSTED. */
   IMGBUILDER_MAX_QUEUED_BUILDS: int(1000, 1),
+  /** Builds one caller may have running at once across all workers; 0: no limit (fair share still applies). */
+  IMGBUILDER_MAX_RUNNING_PER_CALLER: int(0, 0),
+  /** Queued builds one caller may have; beyond, its Build answers RESOURCE_EXHAUSTED. 0: no limit. */
+  IMGBUILDER_MAX_QUEUED_PER_CALLER: int(0, 0),
   /** S3-compatible endpoint for build logs and snapshots; empty means AWS S3. */
   IMGBUILDER_S3_ENDPOINT: z.string().default('http://127.0.0.1:4568'),
   IMGBUILDER_S3_BUCKET: z.string().min(3).default('imgbuilder-logs'),

@@ -3,6 +3,7 @@
  * API turns them into gRPC statuses in one table (apps/api/src/grpc/grpc-status.ts), the worker into build outcomes.
  * Nothing here knows a transport.
  */
+import { cancelMessage } from './build-cancel.js';
 
 /** An error whose message is safe to show the caller (it never carries credentials). The base of all below. */
 export abstract class ImgbuilderError extends Error {
@@ -182,6 +183,46 @@ export class QueueFull extends ImgbuilderError {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** One caller has IMGBUILDER_MAX_QUEUED_PER_CALLER builds waiting already. */
+export class CallerQueueFull extends QueueFull {
+  constructor(
+    readonly caller: string,
+    queued: number,
+    limit: number,
+    message: string,
+  ) {
+    super(queued, limit, message);
+  }
+}
+
+/** Cancel of a build that has already ended (other than by a cancel): there is nothing to stop. */
+export class BuildAlreadyEnded extends ImgbuilderError {
+  constructor(
+    readonly buildId: string,
+    readonly state: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The caller may not cancel this build: a builder token cancels only the builds it triggered. */
+export class CancelNotPermitted extends ImgbuilderError {
+  constructor(
+    readonly caller: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Why a worker stopped a build: someone cancelled it (the build's failure message names who). */
+export class BuildCancelled extends ImgbuilderError {
+  constructor(readonly by: string) {
+    super(cancelMessage(by));
   }
 }
 

@@ -22,3 +22,10 @@ export {
   SnapshotUploadClient,
   type SnapshotUploadServer,
 } from './gen/upload.js';
+export {
+  CancelBuildRequest,
+  CancelBuildResponse,
+  BuildControlService,
+  BuildControlClient,
+  type BuildControlServer,
+} from './gen/control.js';

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { status } from '@grpc/grpc-js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { bearerToken, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
@@ -9,6 +10,7 @@ import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
 import { toRow, type DashboardData } from './dashboard-data.js';
 import { listenOn } from '@imgbuilder/common/listen';
 import { DASHBOARD_ASSETS_DIR } from '../dashboard-assets.js';
+import { grpcStatusOf } from '../grpc/grpc-status.js';
 
 /** The session cookie the login page sets: the token itself, HttpOnly and SameSite=Strict. */
 const COOKIE = 'imgbuilder_token';
@@ -19,6 +21,13 @@ const MAX_LIST = 1000;
 const MAX_RANGE_BYTES = 4 * 1024 * 1024;
 const SSE_HEARTBEAT_MS = 15_000;
 const BUILD_ID = /^[0-9a-f-]{36}$/;
+/** HTTP answers for the errors a cancel may end in, by their gRPC status (grpc-status.ts). */
+const HTTP_STATUS: Partial<Record<status, number>> = {
+  [status.NOT_FOUND]: 404,
+  [status.PERMISSION_DENIED]: 403,
+  [status.FAILED_PRECONDITION]: 409,
+  [status.UNAVAILABLE]: 503,
+};
 
 const ASSETS_DIR = DASHBOARD_ASSETS_DIR;
 const ASSETS: Record<string, string> = {
@@ -44,6 +53,8 @@ export interface DashboardOptions extends BuildLogDeps {
   tokens: AccessTokens;
   /** How long a presigned link to a finished log stays valid (IMGBUILDER_LOG_URL_TTL, 1h). */
   logUrlTtlMs: number;
+  /** Cancels a build for a caller (the Cancel button); rejects with the same errors as the CancelBuild rpc. */
+  cancel: (buildId: string, caller: Caller) => Promise<{ cancelledBy: string; alreadyCancelled: boolean }>;
   /** Cookies get `Secure` when the dashboard is served over HTTPS by a proxy in front (IMGBUILDER_PUBLIC_URL https:). */
   secureCookies: boolean;
 }
@@ -95,7 +106,8 @@ export class DashboardServer {
       res.writeHead(303, { ...SECURITY_HEADERS, location: '/login', 'set-cookie': this.cookie('', 0) }).end();
       return;
     }
-    if (req.method !== 'GET') return json(res, 405, { error: 'method not allowed' });
+    const cancel = /^\/api\/builds\/([^/]+)\/cancel$/.exec(path);
+    if (req.method !== 'GET' && !(cancel && req.method === 'POST')) return json(res, 405, { error: 'method not allowed' });
 
     const caller = this.caller(req);
     const isApi = path.startsWith('/api/');
@@ -105,6 +117,7 @@ export class DashboardServer {
       return;
     }
 
+    if (cancel) return this.cancel(req, res, decodeURIComponent(cancel[1]), caller);
     if (path === '/') return this.page(res, 'builds.html');
     const page = /^\/builds\/([^/]+)$/.exec(path);
     if (page) return this.page(res, 'build.html');
@@ -124,6 +137,20 @@ export class DashboardServer {
       return this.logRange(res, record, Number(url.searchParams.get('start')) || 0, Number(url.searchParams.get('end')) || 0);
     }
     json(res, 404, { error: 'not found' });
+  }
+
+  /** The Cancel button: same checks and outcome as the CancelBuild rpc, answered as JSON. */
+  private async cancel(req: IncomingMessage, res: ServerResponse, id: string, caller: Caller): Promise<void> {
+    // The cookie is SameSite=Strict already; a request another site's page makes is refused outright as well.
+    if (req.headers.origin && hostOf(req.headers.origin) !== req.headers.host) return json(res, 403, { error: 'cross-site request refused' });
+    if (!BUILD_ID.test(id)) return json(res, 404, { error: `build ${id} not found` });
+    try {
+      return json(res, 200, await this.opts.cancel(id, caller));
+    } catch (err) {
+      const code = grpcStatusOf(err);
+      if (code === undefined) throw err;
+      return json(res, HTTP_STATUS[code] ?? 500, { error: (err as Error).message });
+    }
   }
 
   /** The caller of a request: a Bearer header wins over the cookie. */

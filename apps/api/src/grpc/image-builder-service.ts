@@ -24,8 +24,9 @@ import {
 } from '@imgbuilder/proto';
 import { type BuildStore, isTerminal, type BuildRecord } from '@imgbuilder/common/build-store';
 import type { LogStore } from '@imgbuilder/common/log-store';
-import { forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
-import { BuildNotFound, BuildStateUnavailable, ImageNotFound, ImageRefInvalid, InvalidRequest, QueueFull, RegistryAuthFailed, SourceRefused } from '@imgbuilder/common/errors';
+import { callerOf, describeCaller, forEachDownload, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
+import type { FairShare } from '@imgbuilder/common/fair-share';
+import { BuildNotFound, BuildStateUnavailable, CallerQueueFull, ImageNotFound, ImageRefInvalid, InvalidRequest, QueueFull, RegistryAuthFailed, SourceRefused } from '@imgbuilder/common/errors';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
@@ -71,6 +72,8 @@ export interface ServiceConfig {
   /** How long a build may wait in the queue; with the build timeout, its deadline (enforced by the reaper). */
   maxQueueWaitMs: number;
   maxQueued: number;
+  /** Queued builds one caller may have (IMGBUILDER_MAX_QUEUED_PER_CALLER); 0: no limit. */
+  maxQueuedPerCaller: number;
   /** Test only: exit between creating a build and queueing its job (IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE). */
   faultExitBeforeEnqueue?: boolean;
   /** A stream client that reads nothing this long is dropped (RESOURCE_EXHAUSTED). */
@@ -88,6 +91,8 @@ export interface ServiceDeps {
   store: BuildStore;
   hub: EventHub;
   queue: Queue<BuildJobData>;
+  /** Each caller's line in the queue (priorities). */
+  fair: FairShare;
   logStore: LogStore;
   /** Seals the credentials a job carries. */
   secrets: SecretBox;
@@ -102,6 +107,7 @@ export class ImageBuilderService {
   private readonly store: BuildStore;
   private readonly hub: EventHub;
   private readonly queue: Queue<BuildJobData>;
+  private readonly fair: FairShare;
   private readonly logStore: LogStore;
   private readonly secrets: SecretBox;
   private readonly metrics: ApiMetrics;
@@ -111,7 +117,7 @@ export class ImageBuilderService {
     private readonly cfg: ServiceConfig,
     deps: ServiceDeps,
   ) {
-    ({ planner: this.planner, registry: this.registry, store: this.store, hub: this.hub, queue: this.queue, logStore: this.logStore, secrets: this.secrets, metrics: this.metrics, log: this.log } = deps);
+    ({ planner: this.planner, registry: this.registry, store: this.store, hub: this.hub, queue: this.queue, fair: this.fair, logStore: this.logStore, secrets: this.secrets, metrics: this.metrics, log: this.log } = deps);
   }
 
   handlers(): ImageBuilderServer {
@@ -268,10 +274,16 @@ export class ImageBuilderService {
       throw new InvalidRequest(`build request is too large: ${jobBytes} bytes of source, auth and secrets, more than the ${MAX_JOB_BYTES} bytes a queued build may carry; send less (large files belong in the build context)`);
     }
     const existing = await this.store.activeIdForRef(plan.ref);
+    const caller = callerOf(content.job);
     if (!existing) {
       const queued = await this.queue.getJobCountByTypes('waiting', 'prioritized', 'delayed');
       if (queued >= this.cfg.maxQueued) {
         throw new QueueFull(queued, this.cfg.maxQueued, `build queue is full (${queued} builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=${this.cfg.maxQueued}); retry later`);
+      }
+      const mine = this.cfg.maxQueuedPerCaller ? (await this.fair.count(caller)).queued : 0;
+      if (this.cfg.maxQueuedPerCaller && mine >= this.cfg.maxQueuedPerCaller) {
+        const who = describeCaller(caller);
+        throw new CallerQueueFull(caller, mine, this.cfg.maxQueuedPerCaller, `${who} has ${mine} builds waiting, the limit per caller (IMGBUILDER_MAX_QUEUED_PER_CALLER=${this.cfg.maxQueuedPerCaller}); retry once some have started`);
       }
     }
     const { created, id } = await this.store.createOrJoin({
@@ -299,7 +311,8 @@ export class ImageBuilderService {
       // leaves a build without a job, which the reaper ends.
       await Promise.all([
         this.logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
-        this.queue.add('build', this.sealJob(id, content), { jobId: id }),
+        // The build's place in its caller's line (fair-share.ts); a joined build keeps its creator's.
+        this.fair.enqueue(id, caller).then((priority) => this.queue.add('build', this.sealJob(id, content), { jobId: id, priority })),
       ]);
       await this.store.extendLock(plan.ref, id, this.cfg.buildTimeoutMs * 2 + 600_000);
     } catch (err) {
