@@ -14,6 +14,8 @@ import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
 import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { cancelBuild, connectControl } from '../support/control.js';
+import { buildIdOf, watchBuild } from '../support/streams.js';
 
 const execFileP = promisify(execFile);
 
@@ -133,6 +135,35 @@ describe('access tokens on the gRPC API', () => {
       expect(apiLog).not.toContain(t);
       expect(apiLog).not.toContain(hashToken(t));
     }
+  });
+
+  it('a builder cancels the builds it triggered, not others\'; admin cancels any; a viewer none', async () => {
+    const start = async (token: string, repo: string, triggeredBy = '') => {
+      git.commit(repo, { Dockerfile: dockerfile('sleep 600') });
+      const w = watchBuild(clientWith(`Bearer ${token}`), { source: gitSource(git.url(repo)), triggeredBy });
+      await w.until((m) => Boolean(buildIdOf(m)), `${repo}'s build id`);
+      return { w, id: buildIdOf(w.messages)! };
+    };
+    const [mine, mine2, admins] = await Promise.all([start(TOKENS.builder, 'cancel-b1'), start(TOKENS.builder, 'cancel-b2'), start(TOKENS.admin, 'cancel-a1', NAMES.builder)]);
+    const clients = { viewer: connectControl(addr, `Bearer ${TOKENS.viewer}`), builder: connectControl(addr, `Bearer ${TOKENS.builder}`), admin: connectControl(addr, `Bearer ${TOKENS.admin}`), none: connectControl(addr) };
+    const control = (role: keyof typeof clients) => clients[role];
+    const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: ServiceError) => ({ code: e.code, details: e.details }));
+
+    expect(await refusal(cancelBuild(control('viewer'), { buildId: mine.id }))).toEqual({ code: status.PERMISSION_DENIED, details: `token "${NAMES.viewer}" has role viewer; CancelBuild needs role builder or above` });
+    expect(await refusal(cancelBuild(control('none'), { buildId: mine.id }))).toMatchObject({ code: status.UNAUTHENTICATED });
+    // triggered_by names the builder, but the admin's token queued it: not the builder's to cancel.
+    expect(await refusal(cancelBuild(control('builder'), { buildId: admins.id, requestedBy: 'spoof' }))).toEqual({
+      code: status.PERMISSION_DENIED,
+      details: `token "${NAMES.builder}" (role builder) may cancel only the builds it triggered; build ${admins.id} is not one of them (role admin may cancel any)`,
+    });
+    const r = await cli(['cancel', mine.id], { IMGBUILDER_TOKEN: TOKENS.builder });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(`build ${mine.id} cancelled by ${NAMES.builder}`);
+    expect(await cancelBuild(control('admin'), { buildId: mine2.id, requestedBy: 'spoof' })).toMatchObject({ cancelledBy: NAMES.admin });
+    expect(await cancelBuild(control('admin'), { buildId: admins.id })).toMatchObject({ cancelledBy: NAMES.admin });
+    const ends = await Promise.all([mine, mine2, admins].map((x) => x.w.ended));
+    expect(ends.map((e) => e.messages.at(-1)?.message)).toEqual([`build cancelled by ${NAMES.builder}`, `build cancelled by ${NAMES.admin}`, `build cancelled by ${NAMES.admin}`]);
+    for (const c of Object.values(clients)) c.close();
   });
 
   it('`imgbuilder token` prints a new token on stdout and its tokens-file entry on stderr', async () => {
