@@ -8,6 +8,7 @@ import { BuildStatus, type BuildControlClient, type BuildResponse, type ImageBui
 import { connect, logs } from '../support/client.js';
 import { cancelBuild, connectControl, eventually, sleepProcesses } from '../support/control.js';
 import { GitServer } from '../support/git-server.js';
+import { httpGet, metricsUrl } from '../support/http.js';
 import { dockerfile, gitSource } from '../support/requests.js';
 import { manifestPuts } from '../support/scenarios.js';
 import { ROOT, startStack, type Stack } from '../support/stack.js';
@@ -63,12 +64,22 @@ async function endedWithin(t0: number, waiters: WatchedStream<BuildResponse>[]):
 }
 
 describe('CancelBuild (imgbuilder.control.v1.BuildControl)', () => {
-  it('a cancel through one API ends the waiters on both within 5 s, stops the step on the engine and pushes nothing; twice is fine; the next Build starts anew', async () => {
+  it('a cancel through one API ends the waiters on both within 5 s, stops the step on the engine and pushes nothing; closing a stream cancels nothing; twice is fine; the next Build starts anew', async () => {
     const n = uniqueSleep();
     const first = await startSleeping(a, 'cancel-running', n);
     const joined = watchBuild(b, first.req);
     await joined.until((m) => buildIdOf(m) === first.id, 'the second waiter to join');
     await eventually(() => sleepProcesses(n) > 0, `the step "sleep ${n}" to run on the engine`, 90_000);
+
+    // A waiter that closes its Build stream cancels nothing (Gitpod relies on it): once API a has ended that call,
+    // the step still runs and the other waiters still wait.
+    const quitter = watchBuild(a, first.req);
+    await quitter.until((m) => buildIdOf(m) === first.id, 'the third waiter to join');
+    quitter.cancel();
+    const metrics = `${await metricsUrl(stack.apis[0])}/metrics`;
+    await eventually(async () => /imgbuilder_grpc_calls_total\{method="Build",code="OK"\} 1\b/.test((await httpGet(metrics)).body), 'API a to end the closed stream', 10_000);
+    expect(sleepProcesses(n)).toBe(1);
+    expect(terminalMessages(first.watched.messages).length + terminalMessages(joined.messages).length).toBe(0);
 
     const t0 = Date.now();
     const res = await cancelBuild(ca, { buildId: first.id, requestedBy: 'test-operator' });
@@ -154,8 +165,11 @@ describe('CancelBuild (imgbuilder.control.v1.BuildControl)', () => {
       const ends = await endedWithin(Date.now(), [w1, w2]);
       log.cancel();
       for (const end of ends) {
-        if (outcome === 'cancelled') expect(end).toMatchObject({ status: BuildStatus.done_failure, message: 'build cancelled by racer' });
-        else expect(end.status).toBe(BuildStatus.done_success);
+        if (outcome === 'cancelled') {
+          expect(end).toMatchObject({ status: BuildStatus.done_failure, message: 'build cancelled by racer' });
+          // However far the base image's push got, the workspace image never appears.
+          expect(manifestPuts(stack, end.ref)).toBe(0);
+        } else expect(end.status).toBe(BuildStatus.done_success);
       }
       console.info(`cancel at "${at.trim()}": ${outcome}`);
     }
