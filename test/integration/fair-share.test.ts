@@ -97,6 +97,12 @@ describe('fair share across callers', () => {
     await eventually(async () => (await running()).length === 3, 'one build of each caller to run', 60_000);
     await eventually(() => limited.workers[0].lines.some((l) => l.includes('build deferred')), 'a build to be deferred', 30_000);
 
+    // Dedupe stays cluster-wide: dave's Build of alice's source joins her build, which stays in her line.
+    const dave = watchBuild(limitedClient, { source: gitSource(git.url('limited-alice-1')), triggeredBy: 'dave' });
+    await dave.until((m) => Boolean(buildIdOf(m)), "dave's Build to join");
+    expect(buildIdOf(dave.messages)).toBe(all[1].id);
+    expect(await redis.hget(`{${limited.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${all[1].id}`, 'caller')).toBe(JSON.stringify(['', 'alice']));
+
     // Whatever state BullMQ holds each deferred build in at the moment, all 7 are counted, and no caller runs two.
     const url = `${await metricsUrl(limited.apis[0])}/metrics`;
     const demand = async () => Number(/^imgbuilder_queue_demand (\d+)$/m.exec((await httpGet(url)).body)?.[1]);
@@ -106,7 +112,7 @@ describe('fair share across callers', () => {
     }
 
     await Promise.all(all.map((x) => cancelBuild(limitedControl, { buildId: x.id, requestedBy: 'cleanup' })));
-    const ends = await Promise.all(all.map((x) => x.w.ended));
+    const ends = await Promise.all([...all.map((x) => x.w.ended), dave.ended]);
     for (const e of ends) expect(terminalMessages(e.messages).at(-1)?.message).toBe('build cancelled by cleanup');
     await eventually(async () => (await demand()) === 0, 'demand to drop to 0', 10_000);
   });
