@@ -11,6 +11,8 @@ trap cleanup EXIT
 
 export NODE_ENV=${NODE_ENV:-development}
 export IMGBUILDER_GRPC_ADDR=${IMGBUILDER_GRPC_ADDR:-127.0.0.1:8080}
+# Loopback only: the API refuses development's fixed key on a listener other machines reach.
+export IMGBUILDER_METRICS_ADDR=${IMGBUILDER_METRICS_ADDR:-127.0.0.1:9090}
 export IMGBUILDER_SERVER=$IMGBUILDER_GRPC_ADDR
 # The example repository is served on loopback, which the fetch policy refuses unless re-allowed.
 export IMGBUILDER_FETCH_ALLOW=${IMGBUILDER_FETCH_ALLOW:-127.0.0.1:9418}

@@ -152,7 +152,7 @@ async function measure(ctx: BenchContext, stack: BenchStack, subscribers: number
     const printToS3 = s3 ? await s3.stop() : [];
 
     const xaddAt = new Map<number, number>();
-    for (const e of await readEvents(stack.redis, stack.namespace, buildId)) if (e.fields.l) for (const t of ticksIn(e.fields.l)) xaddAt.set(t, e.ms);
+    for (const { ms, event: e } of await readEvents(stack.redis, stack.namespace, buildId)) if (e.kind === 'log') for (const t of ticksIn(e.text)) xaddAt.set(t, ms);
     const printToRedis = [...xaddAt.entries()].map(([t, ms]) => ms - t);
     const e2e: number[] = [];
     const redisToClient: number[] = [];

@@ -1,3 +1,4 @@
+import { isTerminal } from '@imgbuilder/common/build-life';
 import type { StreamEntry } from './stack.js';
 
 /**
@@ -6,9 +7,10 @@ import type { StreamEntry } from './stack.js';
  * `callAt` is when the client called Build, `receivedAt` when it got the terminal status (both wall-clock ms).
  */
 export function buildStages(events: StreamEntry[], callAt: number, receivedAt: number): Record<string, number> {
-  const logAt = (re: RegExp, nth = 0) => events.filter((e) => e.fields.l !== undefined && re.test(e.fields.l))[nth]?.ms ?? NaN;
-  const running = events.find((e) => e.fields.s === 'running')?.ms ?? NaN;
-  const terminal = events.find((e) => e.fields.s === 'done_success' || e.fields.s === 'done_failure')?.ms ?? NaN;
+  const logAt = (re: RegExp, nth = 0) => events.filter(({ event: e }) => e.kind === 'log' && re.test(e.text))[nth]?.ms ?? NaN;
+  const stateAt = (is: (state: string) => boolean) => events.find(({ event: e }) => e.kind === 'state' && is(e.state))?.ms ?? NaN;
+  const running = stateAt((s) => s === 'running');
+  const terminal = stateAt(isTerminal);
   const checkedOut = logAt(/\[imgbuilder\] checked out /);
   const context = logAt(/\[imgbuilder\] build context:/);
   const pushBase = logAt(/\[imgbuilder\] pushing /, 0);

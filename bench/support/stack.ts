@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
+import { BuildStore, redisKeys, type BuildEvent } from '@imgbuilder/common/build-life';
 import { freePort, ROOT, ServiceProcess, startStack, type Stack, type StackOptions } from '../../test/support/stack.js';
 
 export interface BenchStack extends Stack {
@@ -75,27 +75,20 @@ async function deleteNamespace(redis: Redis, namespace: string): Promise<void> {
   } while (cursor !== '0');
 }
 
-/** Redis key of a build's event stream in a namespace. */
-export const eventsKey = (namespace: string, buildId: string) => redisKeys(namespace).events(buildId);
-
 export interface StreamEntry {
   /** Milliseconds part of the stream id: when Redis appended the entry (Redis server clock). */
   ms: number;
-  fields: Record<string, string>;
+  event: BuildEvent;
 }
 
 /** A build's whole event stream as stored in Redis. */
 export async function readEvents(redis: Redis, namespace: string, buildId: string): Promise<StreamEntry[]> {
-  const rows = await redis.xrange(eventsKey(namespace, buildId), '-', '+');
-  return rows.map(([id, f]) => {
-    const fields: Record<string, string> = {};
-    for (let i = 0; i + 1 < f.length; i += 2) fields[f[i]] = f[i + 1];
-    return { ms: Number(id.split('-')[0]), fields };
-  });
+  const events = await new BuildStore(redis, redisKeys(namespace)).readEvents(buildId, '0-0', Number.MAX_SAFE_INTEGER);
+  return events.map((event) => ({ ms: Number(event.id.split('-')[0]), event }));
 }
 
 /** When the worker marked the build running (the `running` state event), or NaN. */
 export async function runningAt(redis: Redis, namespace: string, buildId: string): Promise<number> {
-  const e = (await readEvents(redis, namespace, buildId)).find((x) => x.fields.s === 'running');
+  const e = (await readEvents(redis, namespace, buildId)).find((x) => x.event.kind === 'state' && x.event.state === 'running');
   return e ? e.ms : NaN;
 }

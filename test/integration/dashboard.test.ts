@@ -94,7 +94,7 @@ describe('dashboard access', () => {
     expect(crossSite.headers.get('set-cookie')).toBeNull();
   });
 
-  it('logs in through the login page: an HttpOnly SameSite=Strict cookie, a bad token is refused', async () => {
+  it('logs in through the login page: an HttpOnly SameSite=Strict session cookie, a bad token is refused', async () => {
     const page = await newPage();
     await page.goto(`${base}/builds/${randomUUID()}`);
     expect(new URL(page.url()).pathname).toBe('/login');
@@ -107,8 +107,8 @@ describe('dashboard access', () => {
     await login(page, TOKENS.viewer);
     expect(new URL(page.url()).pathname).toBe('/');
     await page.waitForFunction(() => document.querySelector('#whoami')?.textContent === 'ops-viewer (viewer)', { timeout: 10_000 });
-    const cookie = (await page.browserContext().cookies()).find((c) => c.name === 'imgbuilder_token');
-    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    const cookie = (await page.browserContext().cookies()).find((c) => c.name === '__Host-imgbuilder_session');
+    expect(cookie).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Strict' });
     expect(await page.evaluate(() => document.cookie)).toBe('');
     // Logging out clears it: the next page is the login page again.
     await Promise.all([page.waitForNavigation(), page.click('header form button')]);
@@ -120,7 +120,9 @@ describe('dashboard access', () => {
   it('with no tokens file, IMGBUILDER_DASHBOARD_TOKEN opens it and nothing else does', async () => {
     const port = await freePort();
     const dashToken = `dash-${randomUUID()}`;
-    await stack.startApi({ IMGBUILDER_TOKENS_FILE: '', IMGBUILDER_HTTP_ADDR: `127.0.0.1:${port}`, IMGBUILDER_DASHBOARD_TOKEN: dashToken });
+    const api = await stack.startApi({ IMGBUILDER_TOKENS_FILE: '', IMGBUILDER_HTTP_ADDR: `127.0.0.1:${port}`, IMGBUILDER_DASHBOARD_TOKEN: dashToken });
+    // gRPC without tokens is open, and the API says so at start.
+    expect(api.lines.join('\n')).toMatch(/"level":40.*gRPC on 127\.0\.0\.1:\d+ is open to this machine: every rpc runs without an access token; set IMGBUILDER_TOKENS_FILE/);
     expect((await fetch(`http://127.0.0.1:${port}/api/builds`)).status).toBe(401);
     expect((await fetch(`http://127.0.0.1:${port}/api/builds`, { headers: { authorization: `Bearer ${TOKENS.viewer}` } })).status).toBe(401);
     const me = await fetch(`http://127.0.0.1:${port}/api/whoami`, { headers: { authorization: `Bearer ${dashToken}` } });

@@ -92,7 +92,7 @@ describe('API started by the image entry point', () => {
     const before = await (await get(`${metrics}/metrics`)).text();
     expect(gauge(before, 'imgbuilder_queue_demand')).toBe(0);
     // Jobs in this test's own namespace, where no worker listens: they stay where they are put.
-    // The queue name and prefix are those of packages/common/src/redis-keys.ts for this namespace.
+    // The queue name and prefix are those of packages/common/src/build-life/redis-keys.ts for this namespace.
     const queue = new Queue('builds', { connection: new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }), prefix: `{${namespace}}` });
     try {
       await queue.add('waiting', {}, { jobId: 'deploy-contract-waiting' });

@@ -8,8 +8,8 @@ import { credentials, makeGenericClientConstructor, status, type Client, type Cl
 import protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { BuildStatus, CloneTargetMode, type BuildResponse, type BuildSource, type ImageBuilderClient, type LogInfo } from '@imgbuilder/proto';
-import { SecretBox } from '@imgbuilder/common/secret-box';
-import { LogTokens } from '../../apps/api/src/logs/log-token.js';
+import { Redis } from 'ioredis';
+import { LogTokens, logTokenKeys } from '../../apps/api/src/logs/log-token.js';
 import { build, connect, logs, resolveWorkspace } from '../support/client.js';
 import { GitServer } from '../support/git-server.js';
 import { CallFailed, listen, listTasks, streamImageBuildLog } from '../support/gitpod-log-client.js';
@@ -180,13 +180,25 @@ describe('IMGBUILDER_LOG_INFO=supervisor: Gitpod streams the live log from log_i
       expect(err).toBeInstanceOf(CallFailed);
       expect((err as CallFailed).end.code).toBe(status.UNAUTHENTICATED);
     }
-    // Sealed with the installation's key, but expired.
-    const expired = new LogTokens(SecretBox.fromKey(stack.env.IMGBUILDER_SECRET_KEY), 1000, () => Date.now() - 60_000).issue(info.buildId);
+    // Signed with the installation's current log-token key, but expired.
+    const keys = logTokenKeys(stack.env.IMGBUILDER_SECRET_KEY, '1');
+    const expired = new LogTokens(keys, 1000, 86_400_000, () => Date.now() - 60_000).issue(info.buildId);
     const err = await refusal({ 'x-gitpod-owner-token': expired });
     expect((err as CallFailed).end).toMatchObject({ code: status.UNAUTHENTICATED, message: expect.stringMatching(/missing, invalid or expired/) });
+    // Signed under a key id the API does not (or no longer) use: rotating IMGBUILDER_LOG_TOKEN_KEY_ID revokes tokens.
+    const retired = new LogTokens(logTokenKeys(stack.env.IMGBUILDER_SECRET_KEY, 'retired'), 3_600_000, 86_400_000).issue(info.buildId);
+    expect(((await refusal({ 'x-gitpod-owner-token': retired })) as CallFailed).end.code).toBe(status.UNAUTHENTICATED);
 
     const other = await listen(url, info.logInfo!.headers, 'some-other-build').then(() => undefined, (e: unknown) => e);
     expect((other as CallFailed).end.code).toBe(status.NOT_FOUND);
+
+    // A build that ended longer ago than IMGBUILDER_LOG_TOKEN_TTL_AFTER_END (24h): even a fresh token of it lapses.
+    const fresh = new LogTokens(keys, 3_600_000, 86_400_000).issue(info.buildId);
+    expect(await refusal({ 'x-gitpod-owner-token': fresh })).toBeUndefined();
+    const redis = new Redis(stack.env.REDIS_URL, { maxRetriesPerRequest: 2 });
+    await redis.hset(`{${stack.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${info.buildId}`, 'finishedAt', String(Math.floor(Date.now() / 1000) - 2 * 86_400));
+    redis.disconnect();
+    expect(((await refusal({ 'x-gitpod-owner-token': fresh })) as CallFailed).end.code).toBe(status.UNAUTHENTICATED);
   });
 });
 

@@ -7,7 +7,7 @@ import { status } from '@grpc/grpc-js';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { loadEnv } from '@imgbuilder/common/config';
-import { LogStore } from '@imgbuilder/common/log-store';
+import { LogStore } from '@imgbuilder/common/build-life';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { build, connect, connectAs, logs } from '../support/client.js';
 import { RedisServer } from '../support/redis-server.js';

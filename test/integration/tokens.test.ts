@@ -19,8 +19,8 @@ import { buildIdOf, watchBuild } from '../support/streams.js';
 
 const execFileP = promisify(execFile);
 
-const TOKENS = { viewer: newToken(), builder: newToken(), admin: newToken() };
-const NAMES = { viewer: 'dash-viewer', builder: 'ci-builder', admin: 'ops-admin' };
+const TOKENS = { viewer: newToken(), builder: newToken(), admin: newToken(), gitpod: newToken() };
+const NAMES = { viewer: 'dash-viewer', builder: 'ci-builder', admin: 'ops-admin', gitpod: 'gitpod-server' };
 
 let stack: Stack;
 let git: GitServer;
@@ -29,7 +29,9 @@ let addr: string;
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-tokens-'));
   const file = join(dir, 'tokens.json');
-  writeFileSync(file, JSON.stringify({ tokens: (['viewer', 'builder', 'admin'] as const).map((role) => ({ name: NAMES[role], role, sha256: hashToken(TOKENS[role]) })) }));
+  const entries = (['viewer', 'builder', 'admin'] as const).map((role) => ({ name: NAMES[role], role, sha256: hashToken(TOKENS[role]) }));
+  const gitpod = { name: NAMES.gitpod, role: 'builder', sha256: hashToken(TOKENS.gitpod), installationAuth: true };
+  writeFileSync(file, JSON.stringify({ tokens: [...entries, gitpod] }));
   [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_TOKENS_FILE: file } }), GitServer.start()]);
   addr = stack.apiAddrs[0];
 });
@@ -121,14 +123,21 @@ describe('access tokens on the gRPC API', () => {
     expect(anon.stderr).toMatch(/UNAUTHENTICATED/);
   });
 
-  it("an admin builds; a triggered_by the request sets is kept; no token reaches the API's log", async () => {
+  it("an admin builds; the caller is the token's name plus the request's triggered_by; no token reaches the API's log", async () => {
     git.commit('admin', { Dockerfile: dockerfile('echo from-admin') });
     const c = clientWith(`Bearer ${TOKENS.admin}`);
     const res = await build(c, { source: gitSource(git.url('admin')), triggeredBy: 'gitpod-user-42' }, 150_000);
     expect(res[res.length - 1].status, res[res.length - 1].message).toBe(BuildStatus.done_success);
-    expect(await triggeredBy(res[0].info!.buildId)).toBe('gitpod-user-42');
+    expect(await triggeredBy(res[0].info!.buildId)).toBe(`${NAMES.admin}/gitpod-user-42`);
     // The job carries the token's name too: with triggered_by it keys the caller's cache mounts.
-    expect(await logs(c, { buildId: res[0].info!.buildId })).toContain(`(triggered by gitpod-user-42, token ${NAMES.admin})`);
+    expect(await logs(c, { buildId: res[0].info!.buildId })).toContain(`(triggered by ${NAMES.admin}/gitpod-user-42, token ${NAMES.admin})`);
+    // A builder naming another token's caller as triggered_by is still attributed to its own token.
+    const b = clientWith(`Bearer ${TOKENS.builder}`);
+    const again = await build(b, { source: gitSource(git.url('admin')), triggeredBy: `${NAMES.admin}/gitpod-user-42`, forceRebuild: true }, 150_000);
+    expect(await triggeredBy(again[0].info!.buildId)).toBe(`${NAMES.builder}/${NAMES.admin}/gitpod-user-42`);
+    const bad = await build(b, { source: gitSource(git.url('admin')), triggeredBy: 'x\ny' }, 20_000).catch((err: ServiceError) => err);
+    expect((bad as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+    b.close();
     c.close();
     const apiLog = stack.apis[0].lines.join('\n');
     for (const t of Object.values(TOKENS)) {
@@ -164,6 +173,26 @@ describe('access tokens on the gRPC API', () => {
     const ends = await Promise.all([mine, mine2, admins].map((x) => x.w.ended));
     expect(ends.map((e) => e.messages.at(-1)?.message)).toEqual([`build cancelled by ${NAMES.builder}`, `build cancelled by ${NAMES.admin}`, `build cancelled by ${NAMES.admin}`]);
     for (const c of Object.values(clients)) c.close();
+  });
+
+  it('only tokens with "installationAuth": true, and admins, may ask for the installation\'s registry credentials', async () => {
+    const allowAll = { additional: {}, mode: { $case: 'total' as const, total: { allowAll: true } } };
+    const ask = (token: string, auth: object) => {
+      const c = clientWith(`Bearer ${token}`);
+      return resolveBase(c, { ref: BASE_IMAGE, auth }).finally(() => c.close());
+    };
+    const denied = await ask(TOKENS.builder, allowAll).catch((err: ServiceError) => err);
+    expect((denied as ServiceError).code).toBe(status.PERMISSION_DENIED);
+    expect((denied as ServiceError).details).toMatch(/token "ci-builder" may not use the installation's registry credentials \(total.allow_all\): give its entry in IMGBUILDER_TOKENS_FILE "installationAuth": true/);
+    const workspace = { additional: {}, mode: { $case: 'selective' as const, selective: { allowBaserep: false, allowWorkspacerep: true, anyOf: [] } } };
+    expect(await codeOf(ask(TOKENS.builder, workspace))).toBe(status.PERMISSION_DENIED);
+    const b = clientWith(`Bearer ${TOKENS.builder}`);
+    expect(await codeOf(build(b, { source: { from: { $case: 'ref', ref: { ref: BASE_IMAGE } } }, auth: allowAll }, 20_000))).toBe(status.PERMISSION_DENIED);
+    b.close();
+    // Without them, and for the tokens that may, nothing changes.
+    expect(await codeOf(ask(TOKENS.builder, { additional: {} }))).toBe(status.OK);
+    expect(await codeOf(ask(TOKENS.gitpod, allowAll))).toBe(status.OK);
+    expect(await codeOf(ask(TOKENS.admin, workspace))).toBe(status.OK);
   });
 
   it('`imgbuilder token` prints a new token on stdout and its tokens-file entry on stderr', async () => {

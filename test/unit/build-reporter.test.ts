@@ -1,11 +1,9 @@
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuildStore } from '@imgbuilder/common/build-store';
-import { LogStore } from '@imgbuilder/common/log-store';
+import { BuildStore, LogStore, redisKeys } from '@imgbuilder/common/build-life';
 import { ObjectStore } from '@imgbuilder/common/object-store';
 import { BuildReporter, type ReporterOptions } from '../../apps/worker/src/report/build-reporter.js';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 import { S3Server } from '../support/s3-server.js';
 import { S3PutCounter } from '../support/s3-counter.js';

@@ -1,7 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuildStore, type CreateBuildInput } from '@imgbuilder/common/build-store';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
+import { BuildStore, type CreateBuildInput, QueueSamples, redisKeys } from '@imgbuilder/common/build-life';
 import { RedisServer } from '../support/redis-server.js';
 
 // The build state machine's Lua scripts against a real, private redis-server: no engine, no worker.
@@ -153,5 +152,32 @@ describe('finish', () => {
   it('of a build that does not exist does nothing', async () => {
     expect(await store.finish({ buildId: 'no-such-build', ref: 'reg.example.com/ws:none', state: 'done_success', message: '', retentionMs: 60_000, eventsTtlMs: 30_000 })).toBe(0);
     expect(await redis.exists(keys.build('no-such-build'), keys.events('no-such-build'))).toBe(0);
+  });
+});
+
+describe('indexes and locks', () => {
+  it('lists recent builds newest first and forgets those whose records are gone', async () => {
+    const a = await store.createOrJoin(input());
+    const b = await store.createOrJoin(input());
+    // Both queued in the same second (the score is unix seconds): their order is not defined, only membership.
+    expect(await store.recentIds()).toEqual(expect.arrayContaining([a.id, b.id]));
+    await store.forgetRecent([a.id]);
+    const ids = await store.recentIds();
+    expect(ids).toContain(b.id);
+    expect(ids).not.toContain(a.id);
+  });
+
+  it('gives the reaper’s turn to one holder at a time', async () => {
+    const turns = await Promise.all(['p1', 'p2', 'p3'].map((p) => new BuildStore(client(), keys).takeReaperTurn(p, 60_000)));
+    expect(turns.filter(Boolean)).toHaveLength(1);
+    expect(await redis.pttl(keys.reaperLock)).toBeGreaterThan(0);
+  });
+
+  it('keeps queue samples of the last hour only', async () => {
+    const samples = new QueueSamples(redis, keys);
+    const now = Date.now();
+    await samples.add({ at: now - 2 * 3_600_000, queued: 9, running: 9 }, 'pod-a');
+    await samples.add({ at: now, queued: 3, running: 1 }, 'pod-b');
+    expect(await samples.since(0)).toEqual([{ at: now, queued: 3, running: 1 }]);
   });
 });

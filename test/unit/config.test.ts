@@ -56,7 +56,7 @@ describe.concurrent('starting without required settings', () => {
     new Promise<{ code: number | null; out: string }>((resolve) => {
       const child = spawn(process.execPath, [`apps/${app}/dist/main.js`], {
         cwd: new URL('../..', import.meta.url).pathname,
-        env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
+        env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_HTTP_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -73,6 +73,12 @@ describe.concurrent('starting without required settings', () => {
     const res = await start(app, {});
     expect(res.code).toBe(1);
     expect(res.out).toContain('IMGBUILDER_SECRET_KEY');
+  });
+
+  it('the API refuses the fixed development key on a listener other machines reach', async () => {
+    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_GRPC_ADDR: '0.0.0.0:0' });
+    expect(res.code).toBe(1);
+    expect(res.out).toMatch(/IMGBUILDER_GRPC_ADDR=0\.0\.0\.0:0 is reachable from other machines: set IMGBUILDER_SECRET_KEY/);
   });
 
   it('a bad setting stops the API with a message naming the variable', async () => {

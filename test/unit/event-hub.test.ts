@@ -1,9 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuildStore, type BuildEvent } from '@imgbuilder/common/build-store';
-import { LogStore } from '@imgbuilder/common/log-store';
+import { type BuildEvent, BuildStore, LogStore, redisKeys } from '@imgbuilder/common/build-life';
 import { EventHub } from '../../apps/api/src/logs/event-hub.js';
-import { redisKeys } from '@imgbuilder/common/redis-keys';
 import { RedisServer } from '../support/redis-server.js';
 
 // EventHub against a private redis-server: subscribers join while a writer appends, the way the worker does.

@@ -3,7 +3,7 @@ import { CloneTargetMode, type BuildSourceDockerfile, type WorkspaceInitializer 
 import { checkGitConfig, checkSourceUrl, parseSourceUrl, stripUrlCredentials } from '@imgbuilder/common/source-policy';
 import { dockerfileBaseRef } from '@imgbuilder/common/refs';
 import { FetchRefused, InvalidRequest, SourceRefused } from '@imgbuilder/common/errors';
-import { checkRelativePath } from '../../apps/api/src/plan/build-plan.js';
+import { checkRelativePath } from '../../apps/api/src/plan/source-checks.js';
 
 const refused = (url: string, allowLocal = false) => expect(() => checkSourceUrl(url, 'git remote_uri', allowLocal)).toThrowError(SourceRefused);
 const accepted = (url: string, allowLocal = false) => expect(() => checkSourceUrl(url, 'git remote_uri', allowLocal)).not.toThrow();

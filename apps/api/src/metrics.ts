@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { BuildEvent } from '@imgbuilder/common/build-store';
+import { DEMAND_STATES, type BuildEvent } from '@imgbuilder/common/build-life';
 import type { Queue } from 'bullmq';
-import { DEMAND_STATES } from '@imgbuilder/common/fair-share';
 
 /** Prometheus metrics of an API process; every name starts with `imgbuilder_`. */
 export class ApiMetrics {

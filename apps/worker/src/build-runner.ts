@@ -2,9 +2,8 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
-import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
-import { type BuildStore } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
+import type { BuildStore, LogStore } from '@imgbuilder/common/build-life';
 import { formatDuration } from '@imgbuilder/common/duration';
 import { BuildCancelled, ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
@@ -232,7 +231,7 @@ export class BuildRunner {
     });
     const given = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
     reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
-    const cacheNs = cacheNamespace(callerOf(job));
+    const cacheNs = cacheNamespace(job.triggeredBy);
     await mkdir(join(workdir, 'add'));
     const dockerfile = await rewriteDockerfile(given.dockerfileText, {
       frontends: settings.allowedFrontends,

@@ -2,7 +2,7 @@ import { readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
-import { isTerminal, type BuildStore } from '@imgbuilder/common/build-store';
+import { isTerminal, type BuildStore } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { WorkerMetrics } from './metrics.js';
 

@@ -4,9 +4,7 @@ import { FetchPolicy, installFetchPolicy } from '@imgbuilder/common/fetch-policy
 import { formatDuration } from '@imgbuilder/common/duration';
 import { createLogger } from '@imgbuilder/common/logger';
 import { redisConnector, describeRedisUrl, watchOutage } from '@imgbuilder/common/redis';
-import { QUEUE_NAME, redisKeys } from '@imgbuilder/common/redis-keys';
-import { BuildStore } from '@imgbuilder/common/build-store';
-import { LogStore } from '@imgbuilder/common/log-store';
+import { BuildStore, CancelRequests, DEFER_MS, FairShare, fairShareTtlMs, LogStore, QUEUE_NAME, redisKeys } from '@imgbuilder/common/build-life';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { loadCredentialFile } from '@imgbuilder/common/registry-auth';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
@@ -25,7 +23,6 @@ import { createImageBuilder } from './builder/image-builder.js';
 import { BuildCache } from './builder/build-cache.js';
 import { checkStepLogs, type StepLogVerdict } from './engine-log-check.js';
 import { WorkerBuildControl } from './build-control.js';
-import { DEFER_MS, FairShare } from '@imgbuilder/common/fair-share';
 import { BuildCancelled } from '@imgbuilder/common/errors';
 
 const log = createLogger('imgbuilder-worker');
@@ -82,8 +79,9 @@ async function main(): Promise<void> {
   const runner = new BuildRunner({ settings, store, objects, logs, registry, engine, builder, cache, secrets, installation, metrics, log, sandbox });
 
   const running = new Map<string, AbortController>();
-  const fair = new FairShare(redis, keys, env.IMGBUILDER_MAX_QUEUE_WAIT + env.IMGBUILDER_BUILD_TIMEOUT + 10 * 60_000);
-  const control = new WorkerBuildControl({ redis, subscriber: connectRedis('imgbuilder-worker-cancel', { blocking: true }), keys, fair, log, maxRunningPerCaller: env.IMGBUILDER_MAX_RUNNING_PER_CALLER }, running);
+  const fair = new FairShare(redis, keys, fairShareTtlMs(env.IMGBUILDER_MAX_QUEUE_WAIT, env.IMGBUILDER_BUILD_TIMEOUT));
+  const cancels = new CancelRequests(redis, keys);
+  const control = new WorkerBuildControl({ cancels, subscriber: connectRedis('imgbuilder-worker-cancel', { blocking: true }), fair, log, maxRunningPerCaller: env.IMGBUILDER_MAX_RUNNING_PER_CALLER }, running);
   await control.start();
   const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
     if (token && !(await control.mayStart(job.data))) {
@@ -157,7 +155,6 @@ async function main(): Promise<void> {
   });
 
   const reaper = new Reaper({
-    redis,
     store,
     queue,
     end: (r) => endBuild(runner.ending, { ...r, state: 'done_failure' }),
@@ -165,7 +162,6 @@ async function main(): Promise<void> {
     intervalMs: env.IMGBUILDER_REAPER_INTERVAL,
     // The API creates the log object (bounded by the store's deadline) before it queues the job.
     enqueueGraceMs: 2 * env.IMGBUILDER_S3_TIMEOUT + 5_000,
-    lockTtlMs: lockTtlMs(env.IMGBUILDER_BUILD_TIMEOUT),
     buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
     maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
   });
@@ -292,11 +288,6 @@ function failedJobMessage(err: Error, restarts: number): string {
   return /stalled/i.test(err.message)
     ? `build stopped: its worker stopped responding (killed or out of memory?) ${restarts + 1} time${restarts ? 's' : ''}, more than the ${restarts} restart${restarts === 1 ? '' : 's'} IMGBUILDER_MAX_BUILD_RESTARTS allows`
     : `internal error: ${err.message}`;
-}
-
-/** How long a ref's dedupe lock lasts past the last refresh (the reaper refreshes it every interval). */
-function lockTtlMs(buildTimeoutMs: number): number {
-  return buildTimeoutMs * 2 + 600_000;
 }
 
 main().catch((err) => {

@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import { isTerminal, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-store';
+import { isTerminal, lockTtlMs, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-life';
 import { formatDuration } from '@imgbuilder/common/duration';
 import type { Logger } from '@imgbuilder/common/logger';
-import type { RedisClient } from '@imgbuilder/common/redis';
 
 export interface ReaperOptions {
-  redis: RedisClient;
   store: BuildStore;
   /** The build queue: a build whose job is gone from it is ended. */
   queue: Queue;
@@ -20,9 +18,7 @@ export interface ReaperOptions {
    * IMGBUILDER_S3_TIMEOUT (10s) plus 5s.
    */
   enqueueGraceMs: number;
-  /** The dedupe lock of every live build is pushed this far ahead at each pass: twice the build timeout plus 10m. */
-  lockTtlMs: number;
-  /** IMGBUILDER_BUILD_TIMEOUT (60m): with the queue wait, a build's deadline. */
+  /** IMGBUILDER_BUILD_TIMEOUT (60m): with the queue wait, a build's deadline; the dedupe lock's TTL (lockTtlMs). */
   buildTimeoutMs: number;
   /** How long a build may wait in the queue (IMGBUILDER_MAX_QUEUE_WAIT, 6h). */
   maxQueueWaitMs: number;
@@ -49,14 +45,13 @@ export class Reaper {
   private readonly me = randomUUID();
   private passes = 0;
 
-  private readonly redis: RedisClient;
   private readonly store: BuildStore;
   private readonly queue: Queue;
   private readonly end: (r: ReapReason) => Promise<boolean>;
   private readonly log: Logger;
 
   constructor(private readonly opts: ReaperOptions) {
-    ({ redis: this.redis, store: this.store, queue: this.queue, end: this.end, log: this.log } = opts);
+    ({ store: this.store, queue: this.queue, end: this.end, log: this.log } = opts);
   }
 
   start(): void {
@@ -77,14 +72,13 @@ export class Reaper {
   /** One pass, if this process holds the lock for the interval. */
   async pass(): Promise<void> {
     // Held for most of an interval: the next pass, on whichever process, starts once it lapses.
-    const got = await this.redis.set(this.store.keys.reaperLock, this.me, 'PX', Math.max(1, this.opts.intervalMs - 200), 'NX');
-    if (got !== 'OK') return;
+    if (!(await this.store.takeReaperTurn(this.me, this.opts.intervalMs - 200))) return;
     const live = await this.store.listLive();
     let ended = 0;
     for (const rec of live) {
       const why = await this.verdict(rec);
       if (!why) {
-        await this.store.extendLock(rec.ref, rec.id, this.opts.lockTtlMs);
+        await this.store.extendLock(rec.ref, rec.id, lockTtlMs(this.opts.buildTimeoutMs));
         continue;
       }
       ended++;

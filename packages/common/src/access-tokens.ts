@@ -12,6 +12,8 @@ export const roleAtLeast = (have: Role, need: Role) => ROLES.indexOf(have) >= RO
 export interface Caller {
   name: string;
   role: Role;
+  /** May use the installation's registry credentials (BuildRegistryAuth allow_all / selective); admins always may. */
+  installationAuth?: boolean;
 }
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -23,6 +25,7 @@ const TokensFile = z.object({
         name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'letters, digits, . _ @ - only (at most 64)'),
         role: z.enum(ROLES),
         sha256: z.string().regex(SHA256_HEX, 'the lowercase hex SHA-256 of the token (64 characters): `imgbuilder token <name>` prints it'),
+        installationAuth: z.boolean().optional(),
       }),
     )
     .min(1, 'lists no token'),
@@ -45,8 +48,8 @@ export function newToken(): string {
 export class AccessTokens {
   private constructor(private readonly entries: { caller: Caller; hash: Buffer }[]) {}
 
-  static fromEntries(entries: { name: string; role: Role; sha256: string }[]): AccessTokens {
-    return new AccessTokens(entries.map((e) => ({ caller: { name: e.name, role: e.role }, hash: Buffer.from(e.sha256, 'hex') })));
+  static fromEntries(entries: { name: string; role: Role; sha256: string; installationAuth?: boolean }[]): AccessTokens {
+    return new AccessTokens(entries.map((e) => ({ caller: { name: e.name, role: e.role, ...(e.installationAuth ? { installationAuth: true } : {}) }, hash: Buffer.from(e.sha256, 'hex') })));
   }
 
   /** Reads the tokens file; the error names the file and what is wrong, never a hash. */
@@ -67,6 +70,11 @@ export class AccessTokens {
       names.add(t.name);
     }
     return AccessTokens.fromEntries(parsed.data.tokens);
+  }
+
+  /** The caller of the entry named `name` (names are unique), e.g. to check a dashboard session still stands. */
+  named(name: string): Caller | undefined {
+    return this.entries.find((e) => e.caller.name === name)?.caller;
   }
 
   /**

@@ -20,6 +20,10 @@ export interface BuildJobData {
   auth: unknown;
   /** SecretBox-sealed JobSecrets. */
   sealed: string;
+  /**
+   * Who the build is attributed to: the caller's id of apps/api/src/grpc/caller.ts (`<token>/<triggered_by>` with
+   * tokens). The one caller string the worker and common know: cache mounts and fair share key on it.
+   */
   triggeredBy: string;
   /** Name of the access token the Build came with (IMGBUILDER_TOKENS_FILE); absent without tokens. */
   tokenName?: string;
@@ -27,32 +31,6 @@ export interface BuildJobData {
   resolvedCommits?: Record<string, string>;
   /** Lines the API wants at the top of the build log (why the build differs from what was asked). */
   notes?: string[];
-}
-
-/**
- * Who a build runs for, as far as keeping callers apart on one engine goes (cache mounts): the token's name plus
- * triggered_by, or triggered_by alone without tokens.
- */
-export function callerOf(job: Pick<BuildJobData, 'tokenName' | 'triggeredBy'>): string {
-  return JSON.stringify([job.tokenName ?? '', job.triggeredBy ?? '']);
-}
-
-/** The parts of a caller made by callerOf; empty strings for text that is not one. */
-export function parseCaller(caller: string): { tokenName: string; triggeredBy: string } {
-  try {
-    const parsed = JSON.parse(caller) as unknown;
-    if (Array.isArray(parsed) && typeof parsed[0] === 'string' && typeof parsed[1] === 'string') return { tokenName: parsed[0], triggeredBy: parsed[1] };
-  } catch {
-    // Not made by callerOf.
-  }
-  return { tokenName: '', triggeredBy: '' };
-}
-
-/** A caller (callerOf) as people read it: the token's name, with triggered_by when that differs. */
-export function describeCaller(caller: string): string {
-  const { tokenName, triggeredBy } = parseCaller(caller);
-  if (tokenName && triggeredBy && tokenName !== triggeredBy) return `${tokenName} (triggered_by ${triggeredBy})`;
-  return tokenName || triggeredBy || 'anonymous';
 }
 
 /**

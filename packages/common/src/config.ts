@@ -229,6 +229,8 @@ export const EnvFields = z.object({
     .refine((entries) => entries.every((e) => /^[a-z0-9*][a-z0-9._*:/-]*(@sha256:[a-f0-9]{64})?$/.test(e)), 'expected image patterns like docker/dockerfile or registry.example.com/frontends/*:1.*'),
   /** 32 random bytes, base64: encrypts credentials carried in jobs. Required unless NODE_ENV=development. */
   IMGBUILDER_SECRET_KEY: z.string().optional(),
+  /** Lets the API use NODE_ENV=development's fixed, public key while listening beyond loopback (never in production). */
+  IMGBUILDER_INSECURE_DEV_KEY: bool(false),
   /** TLS for the gRPC port; with a CA, clients must present a certificate it signed. */
   IMGBUILDER_TLS_CERT: z.string().optional(),
   IMGBUILDER_TLS_KEY: z.string().optional(),
@@ -263,6 +265,15 @@ export const EnvFields = z.object({
     .string()
     .refine((s) => /^https?:\/\/[^/?#\s]+\/?$/.test(s), 'expected an origin like https://imgbuilder.example.com (Gitpod replaces any path)')
     .optional(),
+  /**
+   * Id of the key supervisor log tokens are signed with (derived from IMGBUILDER_SECRET_KEY and this id): a new id
+   * revokes every token signed under the old one, without touching the secret key.
+   */
+  IMGBUILDER_LOG_TOKEN_KEY_ID: z.string().regex(/^[A-Za-z0-9_-]{1,16}$/, 'letters, digits, - and _ only (at most 16)').default('1'),
+  /** The key id before the last rotation, still accepted while its tokens run out; unset after. */
+  IMGBUILDER_LOG_TOKEN_PREVIOUS_KEY_ID: z.string().regex(/^[A-Za-z0-9_-]{1,16}$/, 'letters, digits, - and _ only (at most 16)').optional(),
+  /** A finished build's supervisor log tokens stop working this long after its end. */
+  IMGBUILDER_LOG_TOKEN_TTL_AFTER_END: duration('24h'),
   /** Listen address of the supervisor endpoint (HTTP, WebSocket) with IMGBUILDER_LOG_INFO=supervisor. */
   IMGBUILDER_SUPERVISOR_ADDR: hostPort('0.0.0.0:8081'),
   /**
@@ -277,6 +288,10 @@ export const EnvFields = z.object({
   IMGBUILDER_HTTP_ADDR: z.union([z.literal(''), hostPort('0.0.0.0:8081')]).default('0.0.0.0:8081'),
   /** Without a tokens file, the one token that opens the dashboard (viewer); without either the dashboard is off. */
   IMGBUILDER_DASHBOARD_TOKEN: z.string().min(16, 'at least 16 characters').optional(),
+  /** How long a dashboard login (its session cookie) lasts. */
+  IMGBUILDER_DASHBOARD_SESSION_TTL: duration('12h', 30 * 86_400_000),
+  /** Log streams (SSE) one dashboard caller may hold open on one API process; more get 429. */
+  IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER: int(16, 1),
   /**
    * How long a finished build's event stream stays in Redis once its log object is complete (for readers still
    * catching up; a reader it expires under continues from the object).

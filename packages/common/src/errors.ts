@@ -3,7 +3,6 @@
  * API turns them into gRPC statuses in one table (apps/api/src/grpc/grpc-status.ts), the worker into build outcomes.
  * Nothing here knows a transport.
  */
-import { cancelMessage } from './build-cancel.js';
 
 /** An error whose message is safe to show the caller (it never carries credentials). The base of all below. */
 export abstract class ImgbuilderError extends Error {
@@ -219,6 +218,9 @@ export class CancelNotPermitted extends ImgbuilderError {
   }
 }
 
+/** The terminal message of a cancelled build; waiters, logs and the dashboard all show it. */
+export const cancelMessage = (by: string) => `build cancelled by ${by}`;
+
 /** Why a worker stopped a build: someone cancelled it (the build's failure message names who). */
 export class BuildCancelled extends ImgbuilderError {
   constructor(readonly by: string) {
@@ -295,6 +297,9 @@ export class RoleInsufficient extends ImgbuilderError {
     super(message);
   }
 }
+
+/** The request asks for the installation's registry credentials, and its token may not use them (installationAuth). */
+export class InstallationAuthDenied extends ImgbuilderError {}
 
 /** The health service was asked about a service this server does not run. */
 export class UnknownService extends ImgbuilderError {

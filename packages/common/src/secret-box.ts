@@ -1,4 +1,17 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+
+/** NODE_ENV=development's key when IMGBUILDER_SECRET_KEY is unset: public, so the API refuses it beyond loopback. */
+const DEVELOPMENT_KEY = Buffer.alloc(32, 'imgbuilder-development-only-key!');
+
+const masterKey = (secretKey: string | undefined) => (secretKey ? Buffer.from(secretKey, 'base64') : DEVELOPMENT_KEY);
+
+/**
+ * A key of its own for one purpose (dashboard sessions, log tokens), derived from IMGBUILDER_SECRET_KEY with HKDF-SHA256:
+ * one secret to manage, and a key leaked or rotated for one purpose says nothing about the others.
+ */
+export function deriveKey(secretKey: string | undefined, purpose: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', masterKey(secretKey), Buffer.alloc(0), `imgbuilder ${purpose}`, 32));
+}
 
 /** Seals credentials that travel in jobs (AES-256-GCM), so Redis never holds them in plain text. */
 export class SecretBox {
@@ -10,7 +23,7 @@ export class SecretBox {
    * could not.
    */
   static fromKey(secretKey: string | undefined): SecretBox {
-    return new SecretBox(secretKey ? Buffer.from(secretKey, 'base64') : Buffer.alloc(32, 'imgbuilder-development-only-key!'));
+    return new SecretBox(masterKey(secretKey));
   }
 
   /**

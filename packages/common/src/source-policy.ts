@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { SourceRefused } from './errors.js';
 import { canonicalHost, checkFetchUrl } from './fetch-policy.js';
 import { quote } from './client-text.js';
-import { LOG_KEY_PREFIX } from './log-store.js';
+import { LOG_KEY_PREFIX } from './build-life/index.js';
 
 const ALLOWED_SCHEMES = new Set(['https:', 'http:', 'ssh:', 'git:']);
 

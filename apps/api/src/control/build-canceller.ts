@@ -1,11 +1,10 @@
 import type { Queue } from 'bullmq';
 import type { Caller } from '@imgbuilder/common/access-tokens';
-import { cancelMessage, type CancelRequests } from '@imgbuilder/common/build-cancel';
-import { isTerminal, type BuildStore } from '@imgbuilder/common/build-store';
-import { BuildAlreadyEnded, BuildNotFound, CancelNotPermitted } from '@imgbuilder/common/errors';
-import type { FairShare } from '@imgbuilder/common/fair-share';
+import { isTerminal, type BuildStore, type CancelRequests } from '@imgbuilder/common/build-life';
+import { BuildAlreadyEnded, BuildNotFound, cancelMessage, CancelNotPermitted } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { EventHub } from '../logs/event-hub.js';
+import type { BuildCaller } from '../grpc/caller.js';
 import { mayCancel } from './cancel-permission.js';
 
 /**
@@ -17,7 +16,6 @@ const WORKER_END_WAIT_MS = 3_000;
 export interface CancelDeps {
   store: BuildStore;
   cancels: CancelRequests;
-  fair: FairShare;
   queue: Queue;
   hub: EventHub;
   log: Logger;
@@ -39,15 +37,21 @@ export interface CancelResult {
 export class BuildCanceller {
   constructor(private readonly d: CancelDeps) {}
 
-  /** `caller`: the token's caller, undefined without tokens; `requestedBy`: who asks, used without tokens. */
-  async cancel(buildId: string, caller: Caller | undefined, requestedBy: string): Promise<CancelResult> {
+  /**
+   * `token`: the access token the request came with, undefined without tokens (its role decides); `caller`: who asks
+   * (caller.ts), compared with the build's attributed triggered_by and recorded as who cancelled it.
+   */
+  async cancel(buildId: string, token: Caller | undefined, caller: BuildCaller): Promise<CancelResult> {
     const { store, cancels, log } = this.d;
     const record = await store.get(buildId);
     if (!record) throw new BuildNotFound(buildId, `build ${buildId} not found (finished builds are kept for IMGBUILDER_LOG_RETENTION)`);
-    if (!mayCancel(caller, await this.d.fair.callerOfBuild(buildId))) {
-      throw new CancelNotPermitted(caller!.name, `token "${caller!.name}" (role ${caller!.role}) may cancel only the builds it triggered; build ${buildId} is not one of them (role admin may cancel any)`);
+    if (!mayCancel(token, caller, record.triggeredBy)) {
+      throw new CancelNotPermitted(
+        caller.id,
+        `"${caller.id}" (token "${token!.name}", role ${token!.role}) may cancel only the builds it triggered; build ${buildId} is not one of them (role admin may cancel any)`,
+      );
     }
-    const by = caller?.name ?? (requestedBy.trim().slice(0, 200) || 'anonymous');
+    const by = caller.id || 'anonymous';
     const asked = await cancels.request(buildId, by);
     if (asked.outcome === 'gone') throw new BuildNotFound(buildId);
     if (asked.outcome === 'ended') throw ended(buildId, asked.state);

@@ -1,14 +1,13 @@
 import type { Caller } from '@imgbuilder/common/access-tokens';
-import { parseCaller } from '@imgbuilder/common/build-job';
+import { actsFor, type BuildCaller } from '../grpc/caller.js';
 
 /**
- * Who may cancel a build. Without a tokens file (`caller` undefined) anyone may, as anyone may build; `admin` may
- * cancel any build; a `builder` only the builds it triggered: those queued under its token's name (callerOf, which
- * the build's record keeps). The one place that decides; the caller identity of the access work plugs in here.
+ * Who may cancel a build attributed to `attributedTo` (its record's triggered_by). Without a tokens file (`token`
+ * undefined) anyone may, as anyone may build; `admin` may cancel any build; a `builder` only those it acts for
+ * (caller.ts's actsFor: its own, and for a token calling without triggered_by every build of that token's callers).
  */
-export function mayCancel(caller: Caller | undefined, buildCaller: string | undefined): boolean {
-  if (!caller) return true;
-  if (caller.role === 'admin') return true;
-  if (caller.role !== 'builder' || !buildCaller) return false;
-  return parseCaller(buildCaller).tokenName === caller.name;
+export function mayCancel(token: Caller | undefined, caller: BuildCaller, attributedTo: string): boolean {
+  if (!token) return true;
+  if (token.role === 'admin') return true;
+  return token.role === 'builder' && actsFor(caller, attributedTo);
 }

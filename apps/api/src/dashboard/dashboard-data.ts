@@ -1,8 +1,6 @@
 import { hostname } from 'node:os';
 import type { Queue } from 'bullmq';
-import { isTerminal, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-store';
-import type { RedisClient } from '@imgbuilder/common/redis';
-import type { RedisKeys } from '@imgbuilder/common/redis-keys';
+import { type BuildRecord, type BuildStore, isTerminal, type QueueSamples } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 
 const HOUR_MS = 3_600_000;
@@ -55,10 +53,9 @@ export const toRow = (r: BuildRecord): BuildRow => ({
 });
 
 export interface DashboardDataOptions {
-  redis: RedisClient;
   /** Reads the build records the `recent` index lists. */
   store: BuildStore;
-  keys: RedisKeys;
+  samples: QueueSamples;
   /** The build queue, sampled for the chart's queue depth. */
   queue: Queue;
   /** How long finished builds stay in Redis (IMGBUILDER_LOG_RETENTION, 7d): a finished record kept in memory goes when Redis lets it expire. */
@@ -78,15 +75,14 @@ export class DashboardData {
   private sampler?: NodeJS.Timeout;
   private readonly pod = `${hostname()}-${process.pid}`;
 
-  private readonly redis: RedisClient;
   private readonly store: BuildStore;
-  private readonly keys: RedisKeys;
+  private readonly samples: QueueSamples;
   private readonly queue: Queue;
   private readonly retentionMs: number;
   private readonly log: Logger;
 
   constructor(opts: DashboardDataOptions) {
-    ({ redis: this.redis, store: this.store, keys: this.keys, queue: this.queue, retentionMs: this.retentionMs, log: this.log } = opts);
+    ({ store: this.store, samples: this.samples, queue: this.queue, retentionMs: this.retentionMs, log: this.log } = opts);
   }
 
   startSampling(): void {
@@ -105,11 +101,7 @@ export class DashboardData {
     const c = await this.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
     const now = Date.now();
     const queued = (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
-    await this.redis
-      .pipeline()
-      .zadd(this.keys.queueSamples, now, `${now}:${queued}:${c.active ?? 0}:${this.pod}`)
-      .zremrangebyscore(this.keys.queueSamples, '-inf', now - HOUR_MS)
-      .exec();
+    await this.samples.add({ at: now, queued, running: c.active ?? 0 }, this.pod);
   }
 
   /** Recent builds, newest first. */
@@ -124,7 +116,7 @@ export class DashboardData {
   }
 
   private async readRows(): Promise<BuildRow[]> {
-    const ids = await this.redis.zrevrange(this.keys.recent, 0, -1);
+    const ids = await this.store.recentIds();
     const now = Date.now();
     for (const [id, row] of this.finished) if ((row.finishedAt ?? now) + this.retentionMs <= now) this.finished.delete(id);
     const missing = ids.filter((id) => !this.finished.has(id));
@@ -140,7 +132,7 @@ export class DashboardData {
       });
     }
     // Records past their retention leave the index too, so it holds only builds that still exist.
-    if (expired.length) await this.redis.zrem(this.keys.recent, ...expired).catch(() => undefined);
+    await this.store.forgetRecent(expired).catch(() => undefined);
     const listed = new Set(ids);
     for (const id of this.finished.keys()) if (!listed.has(id)) this.finished.delete(id);
     return ids.map((id) => this.finished.get(id) ?? fetched.get(id)).filter((r): r is BuildRow => Boolean(r));
@@ -172,9 +164,8 @@ export class DashboardData {
       if (i >= 0 && i < 60) minutes[i][r.state === 'done_success' ? 'success' : 'failure']++;
     }
     // Pods sample independently: a minute shows the deepest queue any of them saw; null when none was running.
-    for (const m of await this.redis.zrangebyscore(this.keys.queueSamples, first, '+inf')) {
-      const [t, queued, running] = m.split(':').map(Number);
-      const i = slot(t);
+    for (const { at, queued, running } of await this.samples.since(first)) {
+      const i = slot(at);
       if (i < 0 || i >= 60) continue;
       minutes[i].queued = Math.max(minutes[i].queued ?? 0, queued);
       minutes[i].running = Math.max(minutes[i].running ?? 0, running);

@@ -1,33 +1,27 @@
 import { readFileSync } from 'node:fs';
-import { status } from '@grpc/grpc-js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { bearerToken, type AccessTokens, type Caller } from '@imgbuilder/common/access-tokens';
-import type { BuildRecord } from '@imgbuilder/common/build-store';
+import type { BuildRecord } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
 import { toRow, type DashboardData } from './dashboard-data.js';
 import { listenOn } from '@imgbuilder/common/listen';
 import { DASHBOARD_ASSETS_DIR } from '../dashboard-assets.js';
-import { grpcStatusOf } from '../grpc/grpc-status.js';
+import { SESSION_COOKIE, type DashboardSessions } from './session.js';
+import { LoginLimiter } from './login-limiter.js';
+import { HttpError, intParam, safeNext, textParam } from './request-input.js';
+import { httpStatusOf } from './http-status.js';
 
-/** The session cookie the login page sets: the token itself, HttpOnly and SameSite=Strict. */
-const COOKIE = 'imgbuilder_token';
-const COOKIE_MAX_AGE_S = 12 * 3600;
 const MAX_FORM_BYTES = 4096;
 const MAX_LIST = 1000;
 /** The largest piece of a log one "load earlier" request returns. */
 const MAX_RANGE_BYTES = 4 * 1024 * 1024;
+/** Byte offsets past this are no log's (IMGBUILDER_LOG_MAX_BYTES is far below). */
+const MAX_LOG_OFFSET = 2 ** 40;
 const SSE_HEARTBEAT_MS = 15_000;
 const BUILD_ID = /^[0-9a-f-]{36}$/;
-/** HTTP answers for the errors a cancel may end in, by their gRPC status (grpc-status.ts). */
-const HTTP_STATUS: Partial<Record<status, number>> = {
-  [status.NOT_FOUND]: 404,
-  [status.PERMISSION_DENIED]: 403,
-  [status.FAILED_PRECONDITION]: 409,
-  [status.UNAVAILABLE]: 503,
-};
 
 const ASSETS_DIR = DASHBOARD_ASSETS_DIR;
 const ASSETS: Record<string, string> = {
@@ -51,12 +45,16 @@ export interface DashboardOptions extends BuildLogDeps {
   log: Logger;
   /** Who may look: the tokens of IMGBUILDER_TOKENS_FILE, else IMGBUILDER_DASHBOARD_TOKEN as a viewer. */
   tokens: AccessTokens;
+  /** What the login page exchanges a token for (the cookie). */
+  sessions: DashboardSessions;
   /** How long a presigned link to a finished log stays valid (IMGBUILDER_LOG_URL_TTL, 1h). */
   logUrlTtlMs: number;
   /** Cancels a build for a caller (the Cancel button); rejects with the same errors as the CancelBuild rpc. */
   cancel: (buildId: string, caller: Caller) => Promise<{ cancelledBy: string; alreadyCancelled: boolean }>;
-  /** Cookies get `Secure` when the dashboard is served over HTTPS by a proxy in front (IMGBUILDER_PUBLIC_URL https:). */
-  secureCookies: boolean;
+  /** A log stream that cannot send for this long is dropped, as gRPC drops a slow client (IMGBUILDER_SLOW_CLIENT_TIMEOUT). */
+  slowClientTimeoutMs: number;
+  /** Log streams one caller may hold open at once (IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER). */
+  maxStreamsPerCaller: number;
 }
 
 /**
@@ -73,6 +71,9 @@ export class DashboardServer {
   private readonly objects: ObjectStore;
   private readonly data: DashboardData;
   private readonly log: Logger;
+  private readonly logins = new LoginLimiter();
+  /** Open log streams by caller name. */
+  private readonly streams = new Map<string, number>();
 
   constructor(private readonly opts: DashboardOptions) {
     ({ objects: this.objects, data: this.data, log: this.log } = opts);
@@ -80,6 +81,11 @@ export class DashboardServer {
     for (const name of [...Object.keys(ASSETS), ...PAGES]) this.assets.set(name, readFileSync(new URL(name, ASSETS_DIR)));
     this.http = createServer((req, res) => {
       this.route(req, res).catch((err: Error) => {
+        if (err instanceof HttpError) {
+          if (!res.headersSent) json(res, err.status, { error: err.message }, err.headers);
+          else res.destroy();
+          return;
+        }
         this.log.warn({ err: err.message, path: pathOf(req) }, 'dashboard request failed');
         if (!res.headersSent) json(res, 500, { error: 'internal error; see the API server log' });
         else res.destroy();
@@ -97,13 +103,17 @@ export class DashboardServer {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://dashboard');
+    // Only origin-form targets ("/path?query"); glued to a fixed origin so "//host/…" stays a path here.
+    if (!req.url?.startsWith('/')) throw new HttpError(400, 'the request target must be a path');
+    const url = new URL(`http://dashboard${req.url}`);
     const path = url.pathname;
     if (path.startsWith('/static/')) return this.asset(res, path.slice('/static/'.length));
     if (path === '/login' && req.method === 'GET') return this.page(res, 'login.html');
     if (path === '/login' && req.method === 'POST') return this.login(req, res);
     if (path === '/logout' && req.method === 'POST') {
-      res.writeHead(303, { ...SECURITY_HEADERS, location: '/login', 'set-cookie': this.cookie('', 0) }).end();
+      // Another site must not be able to end a session either.
+      if (crossSite(req)) return json(res, 403, { error: 'cross-site logout refused' });
+      res.writeHead(303, { ...SECURITY_HEADERS, location: '/login', 'set-cookie': this.opts.sessions.cookie('') }).end();
       return;
     }
     const cancel = /^\/api\/builds\/([^/]+)\/cancel$/.exec(path);
@@ -117,66 +127,73 @@ export class DashboardServer {
       return;
     }
 
-    if (cancel) return this.cancel(req, res, decodeURIComponent(cancel[1]), caller);
+    if (cancel) return this.cancel(req, res, decodePathSegment(cancel[1]), caller);
     if (path === '/') return this.page(res, 'builds.html');
     const page = /^\/builds\/([^/]+)$/.exec(path);
     if (page) return this.page(res, 'build.html');
     if (path === '/api/whoami') return json(res, 200, caller);
+    const q = url.searchParams;
     if (path === '/api/builds') {
-      const limit = Math.min(MAX_LIST, Math.max(1, Number(url.searchParams.get('limit')) || 200));
-      return json(res, 200, await this.data.list({ status: url.searchParams.get('status') || undefined, ref: url.searchParams.get('ref') || undefined, id: url.searchParams.get('id') || undefined, limit }));
+      const limit = intParam(q, 'limit', 200, 1, MAX_LIST);
+      return json(res, 200, await this.data.list({ status: textParam(q, 'status'), ref: textParam(q, 'ref'), id: textParam(q, 'id'), limit }));
     }
     if (path === '/api/charts') return json(res, 200, await this.data.charts());
     const m = /^\/api\/builds\/([^/]+)(\/log(\/range)?)?$/.exec(path);
     if (m) {
-      const id = decodeURIComponent(m[1]);
+      const id = decodePathSegment(m[1]);
       const record = BUILD_ID.test(id) ? await this.deps.store.get(id) : undefined;
-      if (!record) return json(res, 404, { error: `build ${id} not found (finished builds are kept for IMGBUILDER_LOG_RETENTION)` });
+      if (!record) return json(res, 404, { error: `build ${id.slice(0, 64)} not found (finished builds are kept for IMGBUILDER_LOG_RETENTION)` });
       if (!m[2]) return this.buildDetail(res, record);
-      if (!m[3]) return this.streamLog(req, res, record, Number(url.searchParams.get('from')) || 0);
-      return this.logRange(res, record, Number(url.searchParams.get('start')) || 0, Number(url.searchParams.get('end')) || 0);
+      if (!m[3]) return this.streamLog(req, res, record, intParam(q, 'from', 0, 0, MAX_LOG_OFFSET), caller);
+      const start = intParam(q, 'start', 0, 0, MAX_LOG_OFFSET);
+      return this.logRange(res, record, start, intParam(q, 'end', start, start, MAX_LOG_OFFSET));
     }
     json(res, 404, { error: 'not found' });
   }
 
   /** The Cancel button: same checks and outcome as the CancelBuild rpc, answered as JSON. */
   private async cancel(req: IncomingMessage, res: ServerResponse, id: string, caller: Caller): Promise<void> {
-    // The cookie is SameSite=Strict already; a request another site's page makes is refused outright as well.
-    if (req.headers.origin && hostOf(req.headers.origin) !== req.headers.host) return json(res, 403, { error: 'cross-site request refused' });
-    if (!BUILD_ID.test(id)) return json(res, 404, { error: `build ${id} not found` });
+    // The session cookie is SameSite=Strict already; a request another site's page makes is refused outright as well.
+    if (crossSite(req)) return json(res, 403, { error: 'cross-site request refused' });
+    if (!BUILD_ID.test(id)) return json(res, 404, { error: `build ${id.slice(0, 64)} not found` });
     try {
       return json(res, 200, await this.opts.cancel(id, caller));
     } catch (err) {
-      const code = grpcStatusOf(err);
+      const code = httpStatusOf(err);
       if (code === undefined) throw err;
-      return json(res, HTTP_STATUS[code] ?? 500, { error: (err as Error).message });
+      return json(res, code, { error: (err as Error).message });
     }
   }
 
-  /** The caller of a request: a Bearer header wins over the cookie. */
+  /** The caller of a request: a Bearer header wins over the session cookie. */
   private caller(req: IncomingMessage): Caller | undefined {
-    const token = bearerToken(req.headers.authorization) ?? cookieValue(req.headers.cookie, COOKIE);
-    return token ? this.opts.tokens.identify(token) : undefined;
+    const token = bearerToken(req.headers.authorization);
+    if (token) return this.opts.tokens.identify(token);
+    return this.opts.sessions.verify(cookieValue(req.headers.cookie, SESSION_COOKIE));
   }
 
+  /** Exchanges a token for a session cookie; the token itself is never stored in the browser, nor logged. */
   private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // A form posted from another site must not log this browser in (to the other site's token).
-    if (req.headers.origin && hostOf(req.headers.origin) !== req.headers.host) return json(res, 403, { error: 'cross-site login refused' });
+    if (crossSite(req)) return json(res, 403, { error: 'cross-site login refused' });
+    const client = req.socket.remoteAddress ?? 'unknown';
+    if (!this.logins.allows(client)) {
+      this.log.warn({ client }, 'dashboard login refused: too many failed logins from this address');
+      throw new HttpError(429, 'too many failed logins from this address; try again in a minute', { 'retry-after': String(this.logins.retryAfterS(client)) });
+    }
     const form = new URLSearchParams(await readBody(req, MAX_FORM_BYTES));
     const token = (form.get('token') ?? '').trim();
     const next = safeNext(form.get('next'));
     const caller = token ? this.opts.tokens.identify(token) : undefined;
     if (!caller) {
+      this.logins.failed(client);
+      this.log.warn({ client }, 'dashboard login refused: the token is not valid here');
       const html = this.assets.get('login.html')!.toString('utf8').replace('<!--error-->', '<p class="error" role="alert">That token is not valid here.</p>');
       res.writeHead(401, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(html);
       return;
     }
-    this.log.info({ caller: caller.name }, 'dashboard login');
-    res.writeHead(303, { ...SECURITY_HEADERS, location: next, 'set-cookie': this.cookie(token, COOKIE_MAX_AGE_S) }).end();
-  }
-
-  private cookie(value: string, maxAge: number): string {
-    return `${COOKIE}=${encodeURIComponent(value)}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Strict${this.opts.secureCookies ? '; Secure' : ''}`;
+    this.log.info({ caller: caller.name, client }, 'dashboard login');
+    res.writeHead(303, { ...SECURITY_HEADERS, location: next, 'set-cookie': this.opts.sessions.cookie(this.opts.sessions.issue(caller)) }).end();
   }
 
   private page(res: ServerResponse, name: (typeof PAGES)[number]): void {
@@ -209,10 +226,20 @@ export class DashboardServer {
    * SSE: the log from byte `from` (the page asks for a tail window of a long log), followed until the build ends,
    * then an `end` event with the final state. Each `log` event is {t: text, n: its size in bytes}.
    */
-  private async streamLog(req: IncomingMessage, res: ServerResponse, record: BuildRecord, from: number): Promise<void> {
+  private async streamLog(req: IncomingMessage, res: ServerResponse, record: BuildRecord, from: number, caller: Caller): Promise<void> {
+    const open = this.streams.get(caller.name) ?? 0;
+    if (open >= this.opts.maxStreamsPerCaller) {
+      throw new HttpError(429, `${caller.name} has ${open} log streams open, the most IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER allows; close some`);
+    }
+    this.streams.set(caller.name, open + 1);
     const abort = new AbortController();
     req.once('close', () => abort.abort());
     res.once('close', () => abort.abort());
+    abort.signal.addEventListener('abort', () => {
+      const n = (this.streams.get(caller.name) ?? 1) - 1;
+      if (n > 0) this.streams.set(caller.name, n);
+      else this.streams.delete(caller.name);
+    });
     res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
     res.write(': log\n\n');
     const heartbeat = setInterval(() => res.write(': keepalive\n\n'), SSE_HEARTBEAT_MS);
@@ -220,7 +247,7 @@ export class DashboardServer {
     const send = async (bytes: Buffer) => {
       if (!bytes.length) return;
       const text = decoder.write(bytes);
-      if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: bytes.length })}\n\n`)) await drained(res);
+      if (!res.write(`event: log\ndata: ${JSON.stringify({ t: text, n: bytes.length })}\n\n`)) await this.drained(res);
     };
     try {
       const log = readBuildLog(record, this.deps, abort.signal, Math.max(0, Math.floor(from)));
@@ -232,24 +259,32 @@ export class DashboardServer {
       if (!abort.signal.aborted) res.end(`event: failure\ndata: ${JSON.stringify({ error: (err as Error).message })}\n\n`);
     } finally {
       clearInterval(heartbeat);
+      // Ends the count of this stream too, however it ended.
+      if (!abort.signal.aborted) abort.abort();
     }
+  }
+
+  /** Waits until `res` takes more; a client that reads nothing for the slow-client timeout is dropped. */
+  private drained(res: ServerResponse): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.info({ timeoutMs: this.opts.slowClientTimeoutMs }, 'slow dashboard log client dropped');
+        res.destroy();
+      }, this.opts.slowClientTimeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        res.off('drain', done);
+        res.off('close', done);
+        resolve();
+      };
+      res.once('drain', done);
+      res.once('close', done);
+    });
   }
 }
 
 function json(res: ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(code, { ...SECURITY_HEADERS, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(JSON.stringify(body));
-}
-
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.once('drain', done);
-    res.once('close', done);
-  });
 }
 
 function readBody(req: IncomingMessage, max: number): Promise<string> {
@@ -259,7 +294,7 @@ function readBody(req: IncomingMessage, max: number): Promise<string> {
     req.on('data', (d: Buffer) => {
       size += d.length;
       if (size > max) {
-        reject(new Error('form too large'));
+        reject(new HttpError(413, `the form is larger than ${max} bytes`));
         req.destroy();
       } else parts.push(d);
     });
@@ -282,9 +317,21 @@ function cookieValue(header: string | undefined, name: string): string | undefin
   return undefined;
 }
 
-/** Only a path on this dashboard: never another origin (no open redirect). */
-function safeNext(next: string | null): string {
-  return next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+/** A path segment, percent-decoded; malformed encoding (`%ff%fe`, a lone `%`) is the client's error. */
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, 'malformed percent-encoding in the path');
+  }
+}
+
+/** A request a browser sent from another site: its Origin is not this host, or Fetch Metadata says so. */
+function crossSite(req: IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin !== undefined && hostOf(origin) !== req.headers.host) return true;
+  const site = req.headers['sec-fetch-site'];
+  return site === 'cross-site' || site === 'same-site';
 }
 
 function hostOf(origin: string): string | undefined {

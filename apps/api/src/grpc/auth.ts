@@ -1,6 +1,6 @@
 import type { Metadata, status, ServiceDefinition, ServiceError, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { bearerToken, roleAtLeast, type AccessTokens, type Caller, type Role } from '@imgbuilder/common/access-tokens';
-import { AccessTokenRejected, RoleInsufficient } from '@imgbuilder/common/errors';
+import { AccessTokenRejected, ImgbuilderError, RoleInsufficient } from '@imgbuilder/common/errors';
 import { domainServiceError } from './grpc-status.js';
 
 /** The role each rpc needs (IMGBUILDER_TOKENS_FILE). Handler names as in the generated service definitions. */
@@ -27,7 +27,7 @@ export function authorize(tokens: AccessTokens, token: string | undefined, need:
   return { ok: true, caller };
 }
 
-/** The caller each admitted request came from, by request object (the Build rpc records the token's name in its job). */
+/** The caller each admitted request came from, by request object (read through caller.ts). */
 const admitted = new WeakMap<object, Caller>();
 
 /** The caller whose token let `request` through; undefined without a tokens file. */
@@ -36,8 +36,11 @@ export function admittedCaller(request: object): Caller | undefined {
 }
 
 export interface GuardHooks {
-  /** A call let through; lets a service use the caller (Build: triggered_by). `method` is the handler name. */
-  admit?: (method: string, call: { request?: unknown }, caller: Caller) => void;
+  /**
+   * Checks an admitted call's request against what its caller may do beyond its role (installation credentials);
+   * a domain error it throws answers the call. `method` is the handler name.
+   */
+  admit?: (method: string, request: unknown, caller: Caller) => void;
   /** A call refused (for metrics); `rpc` as in the service's path, e.g. "Build". */
   refused?: (rpc: string, code: status) => void;
 }
@@ -57,18 +60,29 @@ export function guardService(definition: ServiceDefinition, impl: UntypedService
     out[name] = ((call: { metadata: Metadata; request?: unknown; emit(event: 'error', e: ServiceError): void }, cb?: (e: ServiceError) => void) => {
       const header = call.metadata.get('authorization')[0];
       const result = authorize(tokens, bearerToken(typeof header === 'string' ? header : header?.toString('utf8')), need, rpc);
-      if (!result.ok) {
-        const e = domainServiceError(result.error);
+      const refusal = result.ok ? admitRefusal(name, call.request, result.caller, hooks) : result.error;
+      if (refusal) {
+        const e = domainServiceError(refusal);
         hooks.refused?.(rpc, e.code);
         // Unary and client-streaming calls answer through their callback, server streams by an error event.
         if (!method.responseStream && cb) cb(e);
         else call.emit('error', e);
         return;
       }
-      if (call.request && typeof call.request === 'object') admitted.set(call.request, result.caller);
-      hooks.admit?.(name, call, result.caller);
+      if (result.ok && call.request && typeof call.request === 'object') admitted.set(call.request, result.caller);
       fn(call, cb);
     }) as UntypedServiceImplementation[string];
   }
   return out;
+}
+
+/** The error `hooks.admit` refuses a call with, if any. */
+function admitRefusal(method: string, request: unknown, caller: Caller, hooks: GuardHooks): ImgbuilderError | undefined {
+  try {
+    hooks.admit?.(method, request, caller);
+    return undefined;
+  } catch (err) {
+    if (err instanceof ImgbuilderError) return err;
+    throw err;
+  }
 }

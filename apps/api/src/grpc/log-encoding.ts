@@ -1,5 +1,5 @@
 import { ImageBuilderService, LogsResponse } from '@imgbuilder/proto';
-import type { BuildEvent } from '@imgbuilder/common/build-store';
+import type { BuildEvent } from '@imgbuilder/common/build-life';
 
 /**
  * One log chunk goes to every subscriber of a build; encoding it once instead of once per subscriber is most of

@@ -1,6 +1,5 @@
-import { isTerminal, type BuildEvent, type BuildRecord, type BuildStore } from '@imgbuilder/common/build-store';
+import { type BuildEvent, type BuildRecord, type BuildStore, isTerminal, type LogStore, missingLine } from '@imgbuilder/common/build-life';
 import { BuildLogExpired } from '@imgbuilder/common/errors';
-import { missingLine, type LogStore } from '@imgbuilder/common/log-store';
 import type { EventHub } from './event-hub.js';
 
 /** A reader behind the Redis tail waits this long for the running build's next log upload to cover the gap. */

@@ -1,6 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { RedisClient } from '@imgbuilder/common/redis';
-import { type BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-store';
+import { type BuildStore, compareStreamIds, isTerminal, type BuildEvent } from '@imgbuilder/common/build-life';
 import { BuildStateUnavailable } from '@imgbuilder/common/errors';
 
 const PAGE = 500;
@@ -37,8 +36,7 @@ export class EventHub {
     private readonly opts: EventHubOptions = {},
   ) {
     pubsub.on('message', (channel: string) => {
-      const id = channel.slice(channel.lastIndexOf(':') + 1);
-      this.tails.get(id)?.wake();
+      this.tails.get(store.buildOfNotification(channel))?.wake();
     });
   }
 
@@ -46,7 +44,7 @@ export class EventHub {
   async *events(buildId: string, signal: AbortSignal, afterId = '0-0'): AsyncGenerator<BuildEvent> {
     let tail = this.tails.get(buildId);
     if (!tail) {
-      tail = new Tail(buildId, { store: this.store, pubsub: this.pubsub as Redis, onClose: () => this.tails.delete(buildId), unavailable: this.opts.unavailable, onLive: this.opts.onLive });
+      tail = new Tail(buildId, { store: this.store, pubsub: this.pubsub, onClose: () => this.tails.delete(buildId), unavailable: this.opts.unavailable, onLive: this.opts.onLive });
       this.tails.set(buildId, tail);
     }
     const sub = new Subscriber(afterId);
@@ -71,7 +69,7 @@ export class EventHub {
           for (const e of batch) {
             sub.cursor = e.id;
             yield e;
-            if (e.kind === 'state' && (e.state === 'done_success' || e.state === 'done_failure')) return;
+            if (e.kind === 'state' && isTerminal(e.state)) return;
           }
           await tail.ready;
           // Single-threaded: no shared fetch can interleave between this check and the switch.
@@ -87,7 +85,7 @@ export class EventHub {
         if (compareStreamIds(e.id, sub.cursor) <= 0) continue;
         sub.cursor = e.id;
         yield e;
-        if (e.kind === 'state' && (e.state === 'done_success' || e.state === 'done_failure')) return;
+        if (e.kind === 'state' && isTerminal(e.state)) return;
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
@@ -140,7 +138,7 @@ class Subscriber {
 interface TailOptions extends EventHubOptions {
   store: BuildStore;
   /** The hub's subscriber connection, shared by every tail. */
-  pubsub: Redis;
+  pubsub: RedisClient;
   /** Called once the last subscriber left, so the hub forgets this tail. */
   onClose: () => void;
 }
@@ -155,7 +153,7 @@ class Tail {
   private closed = false;
 
   private readonly store: BuildStore;
-  private readonly pubsub: Redis;
+  private readonly pubsub: RedisClient;
   private readonly onClose: () => void;
   private readonly unavailable?: () => string | undefined;
   private readonly onLive?: (batch: BuildEvent[]) => void;
@@ -168,7 +166,7 @@ class Tail {
     ({ store: this.store, pubsub: this.pubsub, onClose: this.onClose, unavailable: this.unavailable, onLive: this.onLive } = opts);
     let waited = false;
     const subscribed = (async () => {
-      await pubsub.subscribe(store.keys.eventsNotify(buildId));
+      await store.subscribeEvents(pubsub, buildId);
       const last = await store.lastEventId(buildId);
       // After the wait ran out, fetches already move lastId; a later read must not skip past what they delivered.
       if (!waited) this.lastId = last;
@@ -199,7 +197,7 @@ class Tail {
       this.closed = true;
       clearInterval(this.timer);
       this.onClose();
-      this.pubsub.unsubscribe(this.store.keys.eventsNotify(this.buildId)).catch(() => undefined);
+      this.store.unsubscribeEvents(this.pubsub, this.buildId).catch(() => undefined);
     }
   }
 

@@ -5,18 +5,15 @@ import statusGrpc from '@gitpod/supervisor-api-grpc/lib/status_grpc_pb.js';
 import statusPb from '@gitpod/supervisor-api-grpc/lib/status_pb.js';
 import terminalGrpc from '@gitpod/supervisor-api-grpc/lib/terminal_grpc_pb.js';
 import terminalPb from '@gitpod/supervisor-api-grpc/lib/terminal_pb.js';
-import { isTerminal } from '@imgbuilder/common/build-store';
+import { isTerminal } from '@imgbuilder/common/build-life';
 import { AccessTokenRejected, BuildNotFound, TerminalNotFound } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { readBuildLog, type BuildLogDeps } from './build-log.js';
 import { toServiceError } from '../grpc/grpc-status.js';
 import type { LogTokens } from './log-token.js';
+import { LOG_TOKEN_HEADER, SUPERVISOR_API_PATH } from './log-info.js';
 import { listenOn } from '@imgbuilder/common/listen';
 
-/** Gitpod's server replaces log_info.url's path with this (HeadlessLogService.SUPERVISOR_API_PATH). */
-export const SUPERVISOR_API_PATH = '/_supervisor/v1';
-/** The header Gitpod's server sends an owner token in; log_info.headers names it, so either way it arrives here. */
-export const LOG_TOKEN_HEADER = 'x-gitpod-owner-token';
 /** The one task a build has; its terminal alias is the build id. */
 const TASK_ID = 'image-build';
 const WEBSOCKET_PROTOCOL = 'grpc-websockets';
@@ -194,7 +191,10 @@ export class SupervisorLogServer {
   private async serve(route: Route | undefined, payload: Buffer, headers: Record<string, string>, call: WebSocketCall): Promise<void> {
     if (!route) return call.end(GrpcStatus.UNIMPLEMENTED, `only ${[...this.routes.values()].map((r) => r.method).join(' and ')} are served here`);
     const buildId = this.tokens.verify(headers[LOG_TOKEN_HEADER]);
-    if (!buildId) {
+    // A finished build's tokens lapse IMGBUILDER_LOG_TOKEN_TTL_AFTER_END after its end, whatever their own expiry.
+    const record = buildId ? await this.deps.store.get(buildId).catch(() => undefined) : undefined;
+    const finishedAt = record?.finishedAt === undefined ? undefined : record.finishedAt * 1000;
+    if (!buildId || this.tokens.endedTooLongAgo(finishedAt)) {
       const e = toServiceError(new AccessTokenRejected(`the log token (${LOG_TOKEN_HEADER}) is missing, invalid or expired: take a fresh one from BuildInfo.log_info.headers`), this.log, route.method);
       return call.end(e.code, e.details);
     }

@@ -1,16 +1,14 @@
-import { posix } from 'node:path';
-import type { BuildRegistryAuth, BuildSource, WorkspaceInitializer, GitInitializer } from '@imgbuilder/proto';
-import { CloneTargetMode, GitAuthMethod } from '@imgbuilder/proto';
-import { InvalidRequest } from '@imgbuilder/common/errors';
+import type { BuildRegistryAuth, BuildRequest, BuildSource, WorkspaceInitializer } from '@imgbuilder/proto';
+import { CloneTargetMode } from '@imgbuilder/proto';
+import { ImageNotFound, ImageRefInvalid, InvalidRequest, RegistryAuthFailed, SourceRefused } from '@imgbuilder/common/errors';
 import { formatImageRef, parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/refs';
-import { forEachInitializer } from '@imgbuilder/common/initializers';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
-import { RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
-import { checkDownloadUrl, checkGitConfig, checkHttpUrl, checkSnapshotSource, checkSourceUrl, hasGitPart, parseSourceUrl, type SnapshotPolicy } from '@imgbuilder/common/source-policy';
-import { checkResolvedUrl } from '@imgbuilder/common/fetch-policy';
+import { pushCredentials, RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
+import type { Logger } from '@imgbuilder/common/logger';
 import type { GitRemoteResolver } from './git-remote-resolver.js';
-import { quote } from '@imgbuilder/common/client-text';
+import { ImageExistence } from './image-existence.js';
+import { checkDockerfileSource, type SourceLimits } from './source-checks.js';
 
 /** What a request turns into: the refs, and how the worker produces the workspace image. */
 export interface BuildPlan {
@@ -27,25 +25,43 @@ export interface BuildPlan {
   fallbackNote?: string;
 }
 
-export interface PlannerConfig {
+/** What a Build request comes to: its plan, and whether that plan's workspace image is there already. */
+export interface PlannedBuild {
+  plan: BuildPlan;
+  /** The workspace image exists and no rebuild was asked for: there is nothing to build. */
+  built: boolean;
+}
+
+/** How long a "the workspace image exists" answer is reused (see ImageExistence). */
+const EXISTS_CACHE_MS = 5_000;
+
+export interface PlannerConfig extends SourceLimits {
   baseRepository: string;
   workspaceRepository: string;
   installation: CredentialTable;
-  allowLocalSources: boolean;
-  /** IMGBUILDER_MAX_INITIALIZERS, IMGBUILDER_MAX_COMPOSITE_DEPTH, IMGBUILDER_MAX_DOWNLOAD_FILES. */
-  maxInitializers: number;
-  maxCompositeDepth: number;
-  maxDownloadFiles: number;
-  snapshots: SnapshotPolicy;
+}
+
+export interface PlannerDeps {
+  registry: RegistryClient;
+  git: GitRemoteResolver;
+  log: Logger;
 }
 
 /** Validates a build source and computes its refs (REFERENCE.md "Refs"); fetches nothing but digests and commits. */
 export class BuildPlanner {
+  private readonly registry: RegistryClient;
+  private readonly git: GitRemoteResolver;
+  private readonly log: Logger;
+  private readonly existence: ImageExistence;
+
   constructor(
     private readonly cfg: PlannerConfig,
-    private readonly registry: RegistryClient,
-    private readonly git: GitRemoteResolver,
-  ) {}
+    deps: PlannerDeps,
+  ) {
+    ({ registry: this.registry, git: this.git, log: this.log } = deps);
+    const credentials = pushCredentials(cfg.installation, cfg.workspaceRepository);
+    this.existence = new ImageExistence((ref) => this.registry.exists(parseImageRef(ref), { credentials }), EXISTS_CACHE_MS);
+  }
 
   policyFor(auth: BuildRegistryAuth | undefined): RegistryAuthPolicy {
     return new RegistryAuthPolicy(auth, this.cfg.installation, this.cfg);
@@ -69,26 +85,71 @@ export class BuildPlanner {
     }
     const file = from.file;
     if (!file.source?.spec) throw new InvalidRequest('build source is missing: the Dockerfile source has no initializer');
-    checkRelativePath('dockerfile_path', file.dockerfilePath);
-    checkRelativePath('context_path', file.contextPath);
-    this.checkShape(file.source);
-    this.checkInitializers(file.source);
-    checkCheckoutsGoIntoNewDirectories(file.source);
-    await checkResolvedSources(file.source, this.cfg.allowLocalSources);
+    await checkDockerfileSource(file, file.source, this.cfg);
     const resolvedCommits = file.dockerfileVersion ? {} : await this.resolveMutableTargets(file.source);
     const baseRef = dockerfileBaseRef(file, this.cfg.baseRepository, { resolvedCommits });
     return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'dockerfile', resolvedCommits, policy };
   }
 
+  /** Whether the workspace image `ref` is in the registry (asked with the installation's push credentials). */
+  workspaceImageExists(ref: string): Promise<boolean> {
+    return this.existence.exists(ref);
+  }
+
   /**
-   * Plan for `base_image_name_resolved`: the workspace image is a copy of that (already built) base image, named
-   * after the base as given, so the workspace image of an earlier Dockerfile build is found again. The base is
-   * pinned to a digest that exists only when a build is needed (the caller sets `copyFrom` then).
+   * The plan of a Build request, and whether its workspace image exists already (a forced rebuild builds anyway).
+   * With `base_image_name_resolved` the build starts from that base, or from the source when the base is gone.
    */
-  async planFromResolvedBase(baseImage: string, policy: RegistryAuthPolicy): Promise<BuildPlan> {
-    const parsed = parseImageRef(baseImage);
-    const baseRef = formatImageRef(parsed);
+  async planBuild(req: BuildRequest): Promise<PlannedBuild> {
+    if (req.baseImageNameResolved && !req.forceRebuild) return this.planOnResolvedBase(req);
+    const plan = await this.plan(req.source, req.auth, req.useRetryClient);
+    return { plan, built: !req.forceRebuild && (await this.workspaceImageExists(plan.ref)) };
+  }
+
+  /**
+   * The workspace image is a copy of the (already built) base `base_image_name_resolved` names, and named after
+   * that base as given, so the workspace image of an earlier Dockerfile build is found again. Only when it must be
+   * built is the base pinned to a digest that exists; a base that is gone leaves the source to build from.
+   */
+  private async planOnResolvedBase(req: BuildRequest): Promise<PlannedBuild> {
+    // The fast path builds from the given base, not the source; a request without one is still malformed.
+    if (!req.source?.from) throw new InvalidRequest('build source is missing');
+    const plan = await this.copyOf(req.baseImageNameResolved, this.policyFor(req.auth)).catch((err: unknown) => this.planFromSourceInstead(req, err));
+    if (await this.workspaceImageExists(plan.ref)) return { plan, built: true };
+    if (plan.kind !== 'copy' || plan.copyFrom) return { plan, built: false };
+    try {
+      // Named by tag or digest, the base may be gone since; Gitpod's builder then builds from the source too (its
+      // server's restart path relies on it).
+      plan.copyFrom = await this.resolveImage(plan.baseRef, plan.policy, req.useRetryClient);
+      return { plan, built: false };
+    } catch (err) {
+      const fromSource = await this.planFromSourceInstead(req, err);
+      return { plan: fromSource, built: await this.workspaceImageExists(fromSource.ref) };
+    }
+  }
+
+  /** A plan to copy `baseImage` as it is named (async so that a name that does not parse rejects). */
+  private async copyOf(baseImage: string, policy: RegistryAuthPolicy): Promise<BuildPlan> {
+    const baseRef = formatImageRef(parseImageRef(baseImage));
     return { ref: workspaceRef(baseRef, this.cfg.workspaceRepository), baseRef, kind: 'copy', policy };
+  }
+
+  /**
+   * base_image_name_resolved could not be used (`err`): plan the build from the request's source instead. A base
+   * that is merely unreachable (registry down, rate-limited) is not "gone": that error stands, as it does when the
+   * source itself cannot be planned. Gone means: its name does not parse or is refused, the image is not there, or
+   * the registry will not let us read it.
+   */
+  private async planFromSourceInstead(req: BuildRequest, err: unknown): Promise<BuildPlan> {
+    const gone = err instanceof ImageRefInvalid || err instanceof SourceRefused || err instanceof ImageNotFound || err instanceof RegistryAuthFailed;
+    if (!gone) throw err;
+    const plan = await this.plan(req.source, req.auth, req.useRetryClient).catch((sourceErr: unknown) => {
+      this.log.debug({ err: (sourceErr as Error).message }, 'the source cannot replace base_image_name_resolved');
+      throw err;
+    });
+    // One line in the build log, whatever the caller put in the field.
+    plan.fallbackNote = `base image ${req.baseImageNameResolved} (base_image_name_resolved) cannot be used: ${(err as Error).message}; building from the source instead`.replace(/[\r\n\t\0]+/g, ' ');
+    return plan;
   }
 
   /** Commits of every mutable git target in the source, by depth-first position (REFERENCE.md "Refs", README). */
@@ -106,161 +167,4 @@ export class BuildPlanner {
     await Promise.all(pending);
     return out;
   }
-
-  /**
-   * Caps on the request's shape, checked before anything else looks at the tree: each git initializer may cost an
-   * ls-remote process here and a clone on the worker, and every check below recurses over the tree.
-   */
-  private checkShape(root: WorkspaceInitializer): void {
-    const { maxInitializers, maxCompositeDepth, maxDownloadFiles } = this.cfg;
-    let count = 0;
-    const counted = (n: number) => {
-      count += n;
-      if (count > maxInitializers) throw new InvalidRequest(`build source has more than ${maxInitializers} initializers (IMGBUILDER_MAX_INITIALIZERS=${maxInitializers})`);
-    };
-    forEachInitializer(root, (init, depth) => {
-      counted(1);
-      const spec = init.spec;
-      if (spec?.$case === 'composite') {
-        // Thrown before the walk descends into the children.
-        if (depth >= maxCompositeDepth) throw new InvalidRequest(`composite initializers nest more than ${maxCompositeDepth} levels deep (IMGBUILDER_MAX_COMPOSITE_DEPTH=${maxCompositeDepth})`);
-      } else if (spec?.$case === 'prebuild') {
-        counted(spec.prebuild.git.length);
-      } else if (spec?.$case === 'download' && spec.download.files.length > maxDownloadFiles) {
-        throw new InvalidRequest(`a download initializer lists ${spec.download.files.length} files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=${maxDownloadFiles}`);
-      }
-    });
-  }
-
-  private checkInitializers(root: WorkspaceInitializer): void {
-    forEachInitializer(root, (init) => this.checkInitializer(init));
-  }
-
-  /** One initializer, not its children (checkInitializers walks the tree). */
-  private checkInitializer(init: WorkspaceInitializer): void {
-    const spec = init.spec;
-    if (!spec) throw new InvalidRequest('build source is missing: an initializer is empty');
-    switch (spec.$case) {
-      case 'backup':
-        throw new InvalidRequest('the backup initializer is not supported: imgbuilder has no workspace backups; use git, download, snapshot or composite');
-      case 'git':
-        checkGit(spec.git, this.cfg.allowLocalSources);
-        return;
-      case 'download':
-        checkRelativePath('download target_location', spec.download.targetLocation);
-        checkNoGitPart('download target_location', spec.download.targetLocation);
-        for (const [i, f] of spec.download.files.entries()) {
-          checkDownloadUrl(f.url, 'download url', this.cfg.allowLocalSources);
-          // Messages name files, not URLs: download URLs often carry tokens.
-          if (!f.filePath) throw new InvalidRequest(`download #${i + 1}: file_path is empty`);
-          checkRelativePath('download file_path', posix.join(spec.download.targetLocation || '.', f.filePath));
-          checkNoGitPart('download file_path', f.filePath);
-          if (!/^sha256:[a-f0-9]{64}$/.test(f.digest)) throw new InvalidRequest(`download of ${f.filePath}: digest must be sha256:<64 hex digits>`);
-        }
-        return;
-      case 'composite':
-        return;
-      case 'prebuild':
-        // A missing snapshot makes the worker fall back to git (REFERENCE.md); one outside the allowed sources is refused.
-        for (const g of spec.prebuild.git) checkGit(g, this.cfg.allowLocalSources);
-        if (spec.prebuild.prebuild?.snapshot) checkSnapshotSource(spec.prebuild.prebuild.snapshot, this.cfg.snapshots);
-        return;
-      case 'snapshot':
-        checkSnapshot(spec.snapshot.snapshot, spec.snapshot.fromVolumeSnapshot, this.cfg.snapshots);
-        return;
-      case 'empty':
-        return;
-    }
-  }
-}
-
-/**
- * The fetch policy after DNS, for every URL the worker will fetch: a host name none of whose addresses the policy
- * allows is the caller's to fix (INVALID_ARGUMENT), not a build to start. The worker checks again when it fetches.
- */
-async function checkResolvedSources(root: WorkspaceInitializer, allowLocal: boolean): Promise<void> {
-  const checks: Promise<void>[] = [];
-  const check = (url: string, what: string, showPath = true) => {
-    if (!(allowLocal && parseSourceUrl(url).kind === 'local')) checks.push(checkResolvedUrl(url, what, { showPath }));
-  };
-  const checkGitUrls = (git: GitInitializer) => {
-    check(git.remoteUri, 'git remote_uri');
-    if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) check(git.config.authOts, 'git auth_ots', false);
-  };
-  forEachInitializer(root, (init) => {
-    const spec = init.spec;
-    if (spec?.$case === 'git') checkGitUrls(spec.git);
-    else if (spec?.$case === 'prebuild') spec.prebuild.git.forEach(checkGitUrls);
-    else if (spec?.$case === 'download') for (const f of spec.download.files) check(f.url, 'download url');
-  });
-  await Promise.all(checks);
-}
-
-function checkGit(git: GitInitializer, allowLocal: boolean): void {
-  if (!git.remoteUri) throw new InvalidRequest('git initializer has no remote_uri');
-  checkSourceUrl(git.remoteUri, 'git remote_uri', allowLocal);
-  if (git.upstreamRemoteUri) checkSourceUrl(git.upstreamRemoteUri, 'git upstream_Remote_uri', allowLocal);
-  if (git.config?.authentication === GitAuthMethod.BASIC_AUTH_OTS) {
-    if (!git.config.authOts) throw new InvalidRequest('git authentication BASIC_AUTH_OTS needs auth_ots');
-    checkHttpUrl(git.config.authOts, 'git auth_ots', { showPath: false });
-  }
-  checkGitConfig(git.config?.customConfig);
-  checkRelativePath('git checkout_location', git.checkoutLocation);
-  if ((git.targetMode === CloneTargetMode.REMOTE_COMMIT || git.targetMode === CloneTargetMode.REMOTE_BRANCH || git.targetMode === CloneTargetMode.LOCAL_BRANCH) && !git.cloneTaget) {
-    throw new InvalidRequest(`git initializer: clone_taget is required for target mode ${CloneTargetMode[git.targetMode]}`);
-  }
-  if (git.cloneTaget.startsWith('-')) throw new InvalidRequest('git initializer: clone_taget must not start with "-"');
-}
-
-/** Snapshots are tars in object storage: `s3://bucket/key` or a key of the default bucket, never a build log. */
-function checkSnapshot(name: string, fromVolume: boolean, policy: SnapshotPolicy): void {
-  if (!name) throw new InvalidRequest('snapshot initializer names no snapshot');
-  if (fromVolume) throw new InvalidRequest('volume snapshots are not supported: imgbuilder restores tar snapshots from object storage (s3://bucket/key or a key in the default bucket)');
-  checkSnapshotSource(name, policy);
-}
-
-/** `.git` comes from git initializers only (see hasGitPart). */
-function checkNoGitPart(what: string, p: string): void {
-  if (hasGitPart(p)) throw new InvalidRequest(`${what} ${quote(p)} has a .git part: git metadata may only come from a git initializer`);
-}
-
-/**
- * A git checkout must go into an empty or new directory: git reads the config, hooks and attributes it finds there.
- * Here: no earlier download or checkout of the request writes at or under a later checkout_location. (What a
- * snapshot holds is only known on the worker, which checks the directory again before the checkout.)
- */
-function checkCheckoutsGoIntoNewDirectories(root: WorkspaceInitializer): void {
-  const written: string[] = [];
-  const norm = (p: string) => normalizeRequestPath(p).replace(/\/+$/, '') || '.';
-  const under = (p: string, dir: string) => dir === '.' || p === dir || p.startsWith(`${dir}/`);
-  const checkout = (g: GitInitializer) => {
-    const dir = norm(g.checkoutLocation);
-    const clash = written.find((w) => under(w, dir));
-    if (clash !== undefined) {
-      throw new InvalidRequest(
-        `git checkout_location ${quote(g.checkoutLocation || '.')} is not empty: an earlier initializer writes ${quote(clash)}; a git checkout must go into an empty or new directory`,
-      );
-    }
-    written.push(dir);
-  };
-  forEachInitializer(root, (init) => {
-    const spec = init.spec;
-    if (spec?.$case === 'git') checkout(spec.git);
-    else if (spec?.$case === 'prebuild') written.push(...spec.prebuild.git.map((g) => norm(g.checkoutLocation)));
-    else if (spec?.$case === 'download') written.push(...spec.download.files.map((f) => norm(posix.join(spec.download.targetLocation || '.', f.filePath))));
-  });
-}
-
-/** Paths from the request must stay inside the build context. Empty is fine (it means the default). */
-export function checkRelativePath(what: string, p: string): void {
-  if (!p) return;
-  if (p.includes('\0')) throw new InvalidRequest(`${what} contains a NUL byte`);
-  if (posix.isAbsolute(p) || /^[a-zA-Z]:[\\/]/.test(p)) throw new InvalidRequest(`${what} ${quote(p)} must be relative to the build context, not absolute`);
-  const n = normalizeRequestPath(p);
-  if (n === '..' || n.startsWith('../')) throw new InvalidRequest(`${what} ${quote(p)} points outside the build context`);
-}
-
-/** A request path in posix form, normalised; empty becomes `.`. */
-function normalizeRequestPath(p: string): string {
-  return posix.normalize(p.replace(/\\/g, '/'));
 }

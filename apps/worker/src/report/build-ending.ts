@@ -1,5 +1,4 @@
-import type { BuildStore } from '@imgbuilder/common/build-store';
-import type { LogStore } from '@imgbuilder/common/log-store';
+import type { BuildStore, LogStore } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './build-reporter.js';

@@ -1,4 +1,4 @@
-import type { LogStore } from '@imgbuilder/common/log-store';
+import type { LogStore } from '@imgbuilder/common/build-life';
 import { retry } from '@imgbuilder/common/retry';
 import { SecretCensor } from '@imgbuilder/common/censor';
 import { stripUrlCredentials } from '@imgbuilder/common/source-policy';

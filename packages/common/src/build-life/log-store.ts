@@ -1,35 +1,12 @@
 import type { Readable } from 'node:stream';
-import type { ObjectStore } from './object-store.js';
-import type { RedisClient } from './redis.js';
+import type { ObjectStore } from '../object-store.js';
+import type { RedisClient } from '../redis.js';
 import type { RedisKeys } from './redis-keys.js';
+import { runScript } from './scripts.js';
+import { streamFields } from './state.js';
 
 /** Where build logs live in the service's own bucket; snapshots are never read from under it. */
 export const LOG_KEY_PREFIX = 'logs/';
-
-// Appends a log chunk starting at byte ARGV[3] of the log, for the attempt holding the fencing token ARGV[1] (''
-// for an unfenced writer such as the reaper), and trims the stream's older entries below id ARGV[4] ('*': all
-// before this one; '': none). A stale attempt, or any writer after the build ended, writes nothing: 0. Else the
-// new entry's id.
-const APPEND = `
-local h = redis.call('HMGET', KEYS[1], 'state', 'attempt')
-if h[1] == false or h[1] == 'done_success' or h[1] == 'done_failure' then return 0 end
-if ARGV[1] ~= '' and (h[2] or '0') ~= ARGV[1] then return 0 end
-local id = redis.call('XADD', KEYS[2], '*', 'l', ARGV[2], 'o', ARGV[3])
-if ARGV[4] == '*' then redis.call('XTRIM', KEYS[2], 'MINID', id)
-elseif ARGV[4] ~= '' then redis.call('XTRIM', KEYS[2], 'MINID', ARGV[4]) end
-redis.call('PUBLISH', KEYS[3], 'l')
-return id
-`;
-
-// Whether the attempt holding token ARGV[1] may still write the log object: it holds the current token, and the
-// build is live or ended by that very attempt with its upload pending.
-const MAY_REWRITE = `
-local h = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'logPending')
-if h[1] == false then return 0 end
-if ARGV[1] ~= '' and (h[2] or '0') ~= ARGV[1] then return 0 end
-if (h[1] == 'done_success' or h[1] == 'done_failure') and h[3] ~= '1' then return 0 end
-return 1
-`;
 
 /**
  * A build's log, the one module touching its Redis entries and its object: log chunks go to the build's event
@@ -56,11 +33,11 @@ export class LogStore {
 
   /**
    * Appends text (starting at byte `offset` of the log) for the attempt holding `token`, trimming entries older
-   * than `trimBelow` (see APPEND). Returns the entry's id, or undefined when that attempt is stale or the build has
+   * than `trimBelow` (see lua/append-log-3.lua). Returns the entry's id, or undefined when that attempt is stale or the build has
    * ended.
    */
   async append(buildId: string, text: string, token: string, offset: number, trimBelow = ''): Promise<string | undefined> {
-    const res = await this.redis.eval(APPEND, 3, this.keys.build(buildId), this.keys.events(buildId), this.keys.eventsNotify(buildId), token, text, String(offset), trimBelow);
+    const res = await runScript(this.redis, 'append-log', [this.keys.build(buildId), this.keys.events(buildId), this.keys.eventsNotify(buildId)], [token, text, offset, trimBelow]);
     return typeof res === 'string' ? res : undefined;
   }
 
@@ -70,7 +47,7 @@ export class LogStore {
    * PUT, which is as far as a store without conditional writes allows.
    */
   async rewrite(buildId: string, body: Buffer, token = ''): Promise<boolean> {
-    if ((await this.redis.eval(MAY_REWRITE, 1, this.keys.build(buildId), token)) !== 1) return false;
+    if ((await runScript(this.redis, 'may-rewrite-log', [this.keys.build(buildId)], [token])) !== 1) return false;
     await this.objects.put(LogStore.objectKey(buildId), body);
     return true;
   }
@@ -148,11 +125,4 @@ export class LogStore {
 /** Says that part of a log is gone, in place of those bytes. */
 export function missingLine(bytes: number): Buffer {
   return Buffer.from(`[imgbuilder] ${bytes} bytes of this log are missing: they were kept only in the object store, which did not have them\n`);
-}
-
-/** The fields of a build's event stream entry (XRANGE gives them as a flat name, value, … list). */
-export function streamFields(fields: string[]): Record<string, string> {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-  return f;
 }

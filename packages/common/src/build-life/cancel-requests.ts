@@ -1,8 +1,6 @@
-import type { RedisClient } from './redis.js';
+import type { RedisClient } from '../redis.js';
 import type { RedisKeys } from './redis-keys.js';
-
-/** The terminal message of a cancelled build; waiters, logs and the dashboard all show it. */
-export const cancelMessage = (by: string) => `build cancelled by ${by}`;
+import { runScript } from './scripts.js';
 
 /** What a cancel request found (CancelRequests.request). */
 export type CancelOutcome =
@@ -10,23 +8,6 @@ export type CancelOutcome =
   | { outcome: 'again'; by: string; state: string }
   | { outcome: 'ended'; state: string; message: string }
   | { outcome: 'gone' };
-
-// Records who asked to cancel a live build and tells every worker (the one running it aborts it). A second request
-// finds the first's name and publishes again (a worker that missed the first hears it now); an ended build is left
-// alone. One script, so a cancel and the build's own end never both win the record.
-const REQUEST = `
-local h = redis.call('HMGET', KEYS[1], 'state', 'cancelledBy', 'message')
-if h[1] == false then return {'gone'} end
-local ended = h[1] == 'done_success' or h[1] == 'done_failure'
-if h[2] then
-  if not ended then redis.call('PUBLISH', KEYS[2], ARGV[3]) end
-  return {'again', h[1], h[2]}
-end
-if ended then return {'ended', h[1], h[3] or ''} end
-redis.call('HSET', KEYS[1], 'cancelledBy', ARGV[1], 'cancelAt', ARGV[2])
-redis.call('PUBLISH', KEYS[2], ARGV[3])
-return {'requested', h[1]}
-`;
 
 /** A message on the cancel channel. */
 export interface CancelNotice {
@@ -36,8 +17,8 @@ export interface CancelNotice {
 
 /**
  * Cancel requests in Redis: a field on the build's record (who asked) plus a notice on one channel every worker
- * subscribes to. Ending the build stays with the build's one ending path (the worker's, or the API's for a job no
- * worker holds).
+ * subscribes to (lua/cancel-request-2.lua). Ending the build stays with the build's one ending path (the worker's, or
+ * the API's for a job no worker holds).
  */
 export class CancelRequests {
   constructor(
@@ -47,7 +28,7 @@ export class CancelRequests {
 
   async request(buildId: string, by: string): Promise<CancelOutcome> {
     const notice: CancelNotice = { id: buildId, by };
-    const res = (await this.redis.eval(REQUEST, 2, this.keys.build(buildId), this.keys.cancelRequests, by, String(Date.now()), JSON.stringify(notice))) as string[];
+    const res = (await runScript(this.redis, 'cancel-request', [this.keys.build(buildId), this.keys.cancelRequests], [by, Date.now(), JSON.stringify(notice)])) as string[];
     switch (res[0]) {
       case 'requested':
         return { outcome: 'requested', state: res[1] };
@@ -66,9 +47,10 @@ export class CancelRequests {
   }
 
   /** Calls `fn` for each cancel notice on `subscriber` (a connection of its own, left in subscribe mode). */
-  static async listen(subscriber: RedisClient, keys: RedisKeys, fn: (n: CancelNotice) => void): Promise<void> {
-    subscriber.on('message', (channel: string, text: string) => {
-      if (channel !== keys.cancelRequests) return;
+  async listen(subscriber: RedisClient, fn: (n: CancelNotice) => void): Promise<void> {
+    const channel = this.keys.cancelRequests;
+    subscriber.on('message', (from: string, text: string) => {
+      if (from !== channel) return;
       try {
         const n = JSON.parse(text) as CancelNotice;
         if (typeof n.id === 'string' && typeof n.by === 'string') fn(n);
@@ -76,6 +58,6 @@ export class CancelRequests {
         // Not ours: nothing to do.
       }
     });
-    await subscriber.subscribe(keys.cancelRequests);
+    await subscriber.subscribe(channel);
   }
 }
