@@ -91,7 +91,7 @@ describe('fair share across callers', () => {
     git.commit('limited-alice-4', { Dockerfile: dockerfile('sleep 600') });
     const { error } = await watchBuild(limitedClient, { source: gitSource(git.url('limited-alice-4')), triggeredBy: 'alice' }).ended;
     expect((error as ServiceError).code).toBe(status.RESOURCE_EXHAUSTED);
-    expect((error as ServiceError).details).toBe('alice has 3 builds waiting, the limit per caller (IMGBUILDER_MAX_QUEUED_PER_CALLER=3); retry once some have started');
+    expect((error as ServiceError).details).toBe('caller "alice" has 3 builds waiting, the limit per caller (IMGBUILDER_MAX_QUEUED_PER_CALLER=3); retry once some have started');
     for (let i = 0; i < 2; i++) await add('bob', i);
     await add('carol', 0);
     await eventually(async () => (await running()).length === 3, 'one build of each caller to run', 60_000);
@@ -101,7 +101,7 @@ describe('fair share across callers', () => {
     const dave = watchBuild(limitedClient, { source: gitSource(git.url('limited-alice-1')), triggeredBy: 'dave' });
     await dave.until((m) => Boolean(buildIdOf(m)), "dave's Build to join");
     expect(buildIdOf(dave.messages)).toBe(all[1].id);
-    expect(await redis.hget(`{${limited.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${all[1].id}`, 'caller')).toBe(JSON.stringify(['', 'alice']));
+    expect(await redis.hget(`{${limited.env.IMGBUILDER_REDIS_NAMESPACE}}:build:${all[1].id}`, 'triggeredBy')).toBe('alice');
 
     // Whatever state BullMQ holds each deferred build in at the moment, all 7 are counted, and no caller runs two.
     const url = `${await metricsUrl(limited.apis[0])}/metrics`;

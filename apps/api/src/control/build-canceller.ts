@@ -46,10 +46,8 @@ export class BuildCanceller {
     const record = await store.get(buildId);
     if (!record) throw new BuildNotFound(buildId, `build ${buildId} not found (finished builds are kept for IMGBUILDER_LOG_RETENTION)`);
     if (!mayCancel(token, caller, record.triggeredBy)) {
-      throw new CancelNotPermitted(
-        caller.id,
-        `"${caller.id}" (token "${token!.name}", role ${token!.role}) may cancel only the builds it triggered; build ${buildId} is not one of them (role admin may cancel any)`,
-      );
+      const who = caller.triggeredBy ? `caller "${caller.id}" (token "${token!.name}", role ${token!.role})` : `token "${token!.name}" (role ${token!.role})`;
+      throw new CancelNotPermitted(caller.id, `${who} may cancel only the builds it triggered; build ${buildId} is not one of them (role admin may cancel any)`);
     }
     const by = caller.id || 'anonymous';
     const asked = await cancels.request(buildId, by);

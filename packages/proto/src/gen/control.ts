@@ -26,8 +26,8 @@ export const protobufFileName = "control.proto";
 export interface CancelBuildRequest {
   buildId: string;
   /**
-   * Who asks, as triggered_by names a Build's caller: used without tokens. With a tokens file the caller is the
-   * token's name, whatever this says.
+   * Who asks, as triggered_by names a Build's caller, and the same identity: without tokens this alone; with a
+   * tokens file "<token name>/<requested_by>" (the token's name when empty, which acts for all its callers).
    */
   requestedBy: string;
 }
@@ -252,7 +252,7 @@ export const BuildControlService = {
    * Stops a queued or running build, cluster-wide: every Build stream waiting on it (on any API process) ends with
    * one done_failure "build cancelled by <caller>", the engine's solve is aborted, nothing is pushed, a job not yet
    * started leaves the queue, and the next Build of the same source starts a new build.
-   * A caller of role builder may cancel the builds it triggered, admin any; without tokens anyone may.
+   * A caller of role builder may cancel the builds it triggered (attributed to it), admin any; without tokens anyone may.
    * Cancelling a build already cancelled answers OK again; a build that ended otherwise is FAILED_PRECONDITION.
    */
   cancelBuild: {
@@ -271,7 +271,7 @@ export interface BuildControlServer extends UntypedServiceImplementation {
    * Stops a queued or running build, cluster-wide: every Build stream waiting on it (on any API process) ends with
    * one done_failure "build cancelled by <caller>", the engine's solve is aborted, nothing is pushed, a job not yet
    * started leaves the queue, and the next Build of the same source starts a new build.
-   * A caller of role builder may cancel the builds it triggered, admin any; without tokens anyone may.
+   * A caller of role builder may cancel the builds it triggered (attributed to it), admin any; without tokens anyone may.
    * Cancelling a build already cancelled answers OK again; a build that ended otherwise is FAILED_PRECONDITION.
    */
   cancelBuild: handleUnaryCall<CancelBuildRequest, CancelBuildResponse>;
@@ -282,7 +282,7 @@ export interface BuildControlClient extends Client {
    * Stops a queued or running build, cluster-wide: every Build stream waiting on it (on any API process) ends with
    * one done_failure "build cancelled by <caller>", the engine's solve is aborted, nothing is pushed, a job not yet
    * started leaves the queue, and the next Build of the same source starts a new build.
-   * A caller of role builder may cancel the builds it triggered, admin any; without tokens anyone may.
+   * A caller of role builder may cancel the builds it triggered (attributed to it), admin any; without tokens anyone may.
    * Cancelling a build already cancelled answers OK again; a build that ended otherwise is FAILED_PRECONDITION.
    */
   cancelBuild(
