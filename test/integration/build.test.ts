@@ -15,7 +15,8 @@ import { manifestPuts as countManifestPuts } from '../support/scenarios.js';
 import { allowTestServers } from '../support/fetch-allow.js';
 import { prepareContext } from '../../apps/worker/src/build-context.js';
 import { ClassicBuilder } from '../../apps/worker/src/builder/classic-builder.js';
-import { checkImageRegistry, fetchAddSource, rewriteDockerfile } from '../../apps/worker/src/builder/dockerfile-rewrite.js';
+import { checkImageRegistry, rewriteDockerfile } from '../../apps/worker/src/builder/dockerfile-rewrite.js';
+import { fetchAddSource } from '../../apps/worker/src/builder/dockerfile-add.js';
 import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 
 let stack: Stack;

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadEnv } from '@imgbuilder/common/config';
+import { loadEnv } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import { parseDuration } from '@imgbuilder/common/duration';
 
 describe('configuration', () => {

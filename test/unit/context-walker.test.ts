@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ContextLimitExceeded, ContextSymlinkEscape, walkContext, type WalkOptions } from '@imgbuilder/common/context-walker';
+import { walkContext, type WalkOptions } from '@imgbuilder/common/context-walker';
+import { ContextLimitExceeded, ContextSymlinkEscape } from '@imgbuilder/common/errors';
 
 /** A temp directory holding `files` (path → content). */
 function contextDir(files: Record<string, string>): string {

@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { RegistryUnavailable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
-import { EngineError, EngineUnavailableError, UserBuildError } from '../../apps/worker/src/docker-engine.js';
-import { failureLogLine, failureMessage } from '../../apps/worker/src/report/failure-message.js';
-import { SourceError } from '../../apps/worker/src/sources/source-error.js';
+import * as workerErrors from '../../apps/worker/src/errors.js';
+import { failureLogLine, failureMessage, isKnownFailure } from '../../apps/worker/src/report/failure-message.js';
+
+const { EngineError, EngineUnavailableError, SourceError, UserBuildError } = workerErrors;
+
+/** Raised and turned into a SourceError where they arise (context-fs.ts, dockerfile-rewrite.ts): never reach failureMessage. */
+const CONVERTED_TO_SOURCE_ERROR = new Set<unknown>([workerErrors.ContextWriteError, workerErrors.DockerfileSyntaxError]);
 
 describe('failureMessage: only what the user caused starts "build failed: " (Gitpod pages its operators for the rest)', () => {
   it('prefixes failing steps, unpullable images and source errors', () => {
@@ -23,6 +27,17 @@ describe('failureMessage: only what the user caused starts "build failed: " (Git
     ];
     for (const err of infra) expect(failureMessage(err)).not.toMatch(/^build failed:/);
     expect(failureMessage(new Error('boom'))).toBe('internal error: boom');
+  });
+
+  it('words every error class of the worker\'s errors module itself (none ends as "internal error")', () => {
+    const classes = (Object.values(workerErrors) as unknown[]).filter((v): v is new (message: string) => Error => typeof v === 'function' && v.prototype instanceof Error && !CONVERTED_TO_SOURCE_ERROR.has(v));
+    expect(classes.length).toBeGreaterThanOrEqual(7);
+    const limits = { memory: { text: '1GiB' }, pids: 8, disk: { text: '1GiB' } };
+    for (const cls of classes) {
+      const err = (cls as unknown) === workerErrors.BuildLimitError ? new workerErrors.BuildLimitError('memory', limits) : new cls('x');
+      expect(isKnownFailure(err), cls.name).toBe(true);
+      expect(failureMessage(err), cls.name).not.toMatch(/^internal error/);
+    }
   });
 
   it('the log line says "build failed" once either way', () => {

@@ -2,9 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import * as errors from '@imgbuilder/common/errors';
-import { ConfigError } from '@imgbuilder/common/config';
-import { GRPC_STATUS, toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
-import { SlowClientError } from '../../apps/api/src/grpc/stream-writer.js';
+import * as apiErrors from '../../apps/api/src/errors.js';
+import { CONVERTED_BELOW, GRPC_STATUS, toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
 
 const {
   AccessTokenRejected,
@@ -16,6 +15,10 @@ const {
   BuildLogExpired,
   BuildNotFound,
   BuildStateUnavailable,
+  ConfigError,
+  ContextLimitExceeded,
+  ContextSymlinkEscape,
+  GitError,
   GitRemoteAuthFailed,
   GitRemoteNotFound,
   GitRemoteUnavailable,
@@ -24,14 +27,18 @@ const {
   ImageNotFound,
   ImageRefInvalid,
   ImgbuilderError,
+  InternalError,
   InvalidRequest,
+  LimiterBusyError,
   QueueFull,
   RegistryAuthFailed,
   RegistryFailed,
+  RegistryHttpError,
   RegistryMisconfigured,
   RegistryUnavailable,
   RoleInsufficient,
   InstallationAuthDenied,
+  SealedForOtherUse,
   SecretsUnsealable,
   SourceRefused,
   StorageFull,
@@ -44,6 +51,7 @@ const {
   UploadTooLarge,
   WorkspaceImageMissing,
 } = errors;
+const { HttpError, SlowClientError } = apiErrors;
 
 /** Records what the mapper logs, so a test can see the unexpected error went to the log and not to the caller. */
 function capturingLogger() {
@@ -77,10 +85,11 @@ const cases: [Error, status][] = [
   [new TerminalNotFound('x', "terminal x not found: the token grants build b1's terminal"), status.NOT_FOUND],
   [new QueueFull(3, 3, 'build queue is full (3 builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=3); retry later'), status.RESOURCE_EXHAUSTED],
   [new BuildStateUnavailable('the build record vanished; retry'), status.UNAVAILABLE],
-  [new CallerQueueFull('["","alice"]', 3, 3, 'alice has 3 builds waiting, the limit per caller (IMGBUILDER_MAX_QUEUED_PER_CALLER=3); retry once some have started'), status.RESOURCE_EXHAUSTED],
+  [new CallerQueueFull('alice', 3, 3, 'caller "alice" has 3 builds waiting, the limit per caller (IMGBUILDER_MAX_QUEUED_PER_CALLER=3); retry once some have started'), status.RESOURCE_EXHAUSTED],
   [new BuildAlreadyEnded('b1', 'done_success', 'build b1 has already ended (done_success); only queued or running builds can be cancelled'), status.FAILED_PRECONDITION],
   [new CancelNotPermitted('ci', 'token "ci" (role builder) may cancel only the builds it triggered; build b1 is not one of them (role admin may cancel any)'), status.PERMISSION_DENIED],
   [new BuildCancelled('ops'), status.CANCELLED],
+  [new HttpError(400, 'malformed percent-encoding in the path'), status.INVALID_ARGUMENT],
   [new SlowClientError(5000, 'client read nothing for 5s; stream dropped (reconnect to resume: Logs replays from the start)'), status.RESOURCE_EXHAUSTED],
   [new WorkspaceImageMissing('r/ws:1'), status.INTERNAL],
   [new SecretsUnsealable('sealed secrets do not belong to this job'), status.FAILED_PRECONDITION],
@@ -93,6 +102,21 @@ const cases: [Error, status][] = [
   [new ConfigError('invalid configuration:\n  IMGBUILDER_TOKENS_FILE: cannot read /x as JSON: ENOENT'), status.FAILED_PRECONDITION],
 ];
 
+// Faults of common's parts, which the API converts where it calls them; one that slips through is answered INTERNAL.
+const converted: Error[] = [
+  new GitError('git ls-remote failed: fatal: unable to access https://x/: secret detail'),
+  new LimiterBusyError('waited 10 ms for one of 1 slots'),
+  new RegistryHttpError(418, 'registry answered 418'),
+  new SealedForOtherUse(),
+  new ContextSymlinkEscape('a', '/etc', 'symlink a points outside the build context (/etc)'),
+  new ContextLimitExceeded('files', 3),
+];
+
+/** Every error class a module exports (abstract bases included: they are left out by the caller). */
+function errorClasses(module: Record<string, unknown>): (abstract new (...args: never[]) => Error)[] {
+  return Object.values(module).filter((v): v is abstract new (...args: never[]) => Error => typeof v === 'function' && v.prototype instanceof Error);
+}
+
 describe('grpc-status: the one table from imgbuilder errors to gRPC statuses', () => {
   it('answers each error with its status and its own message', () => {
     const { log, lines } = capturingLogger();
@@ -103,11 +127,18 @@ describe('grpc-status: the one table from imgbuilder errors to gRPC statuses', (
     expect(lines).toEqual([]);
   });
 
-  it('lists every error class the common package exports, and covers each in this test', () => {
-    const exported = (Object.values(errors) as unknown[]).filter((v): v is typeof ImgbuilderError => typeof v === 'function' && v.prototype instanceof ImgbuilderError);
-    expect(exported.length).toBeGreaterThan(20);
+  it('lists every error class the API can meet (common\'s and the API\'s own), and covers each in this test', () => {
+    const exported = [...errorClasses(errors), ...errorClasses(apiErrors)].filter((cls) => cls !== ImgbuilderError && cls !== InternalError);
+    expect(exported.length).toBeGreaterThan(30);
     for (const cls of exported) expect(GRPC_STATUS.has(cls), cls.name).toBe(true);
-    expect(new Set(cases.map(([e]) => e.constructor))).toEqual(new Set(GRPC_STATUS.keys()));
+    expect(new Set([...cases.map(([e]) => e.constructor), ...converted.map((e) => e.constructor)])).toEqual(new Set(GRPC_STATUS.keys()));
+    expect(converted.every((e) => e instanceof InternalError && GRPC_STATUS.get(e.constructor as typeof InternalError) === CONVERTED_BELOW)).toBe(true);
+  });
+
+  it('answers a fault that should have been converted below as INTERNAL, logged, without its message', () => {
+    const { log, lines } = capturingLogger();
+    for (const err of converted) expect(toServiceError(err, log, 'Build')).toMatchObject({ code: status.INTERNAL, details: 'internal error; see the API server log' });
+    expect(lines).toHaveLength(converted.length);
   });
 
   it('answers INTERNAL for errors that are not imgbuilder\'s, logging them but not sending their message', () => {

@@ -1,7 +1,8 @@
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedis, isRedisUnavailable, type RedisClient } from '@imgbuilder/common/redis';
+import { createRedis, type RedisClient } from '@imgbuilder/common/redis';
+import { isRedisUnavailable } from '@imgbuilder/common/errors';
 import { toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
 import { RedisServer } from '../support/redis-server.js';
 import { freePort } from '../support/stack.js';

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { SecretBox, SealedForOtherUse } from '@imgbuilder/common/secret-box';
+import { SecretBox } from '@imgbuilder/common/secret-box';
+import { SealedForOtherUse } from '@imgbuilder/common/errors';
 
 describe('SecretBox', () => {
   const box = SecretBox.fromKey(randomBytes(32).toString('base64'));

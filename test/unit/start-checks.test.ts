@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadEnv } from '@imgbuilder/common/config';
+import { loadEnv } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import { isLoopback, openGrpcWarning, refuseDevKeyOnNetwork } from '../../apps/api/src/startup/start-checks.js';
 
 const dev = (env: Record<string, string> = {}) => loadEnv({ NODE_ENV: 'development', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_HTTP_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:8080', ...env });

@@ -230,20 +230,8 @@ function buildPage() {
     return d;
   }
 
-  const cancel = $('#cancel');
-  cancel.addEventListener('click', async () => {
-    if (!confirm(`Cancel build ${id}? Everyone waiting for it gets a failure.`)) return;
-    cancel.disabled = true;
-    const problem = $('#cancel-error');
-    problem.hidden = true;
-    const res = await fetch(`/api/builds/${encodeURIComponent(id)}/cancel`, { method: 'POST', credentials: 'same-origin' }).catch((err) => ({ ok: false, json: async () => ({ error: err.message }) }));
-    if (!res.ok) {
-      problem.textContent = `Not cancelled: ${(await res.json().catch(() => ({}))).error || `HTTP ${res.status}`}`;
-      problem.hidden = false;
-      cancel.disabled = false;
-    }
-    refreshBuild().catch(() => undefined);
-  });
+  // cancel-button.js, loaded before this file.
+  wireCancelButton(id, () => refreshBuild().catch(() => undefined));
 
   earlier.addEventListener('click', async () => {
     const start = Math.max(0, from - WINDOW_BYTES);
@@ -307,8 +295,7 @@ function renderBuild(b) {
   status.className = `status ${b.state}`;
   status.textContent = STATUS_TEXT[b.state] || b.state;
   status.dataset.state = b.state;
-  // Queued and running builds can be cancelled; the server decides whether this caller may.
-  $('#cancel').hidden = b.state === 'done_success' || b.state === 'done_failure';
+  showCancelButton(b.state);
   $('#ref').textContent = b.ref;
   $('#base-ref').textContent = b.baseRef;
   $('#triggered-by').textContent = b.triggeredBy || '—';

@@ -1,4 +1,4 @@
-import { ConfigError } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import { createLogger } from '@imgbuilder/common/logger';
 import { configure } from './startup/config.js';
 import { connect } from './startup/connect.js';

@@ -4,7 +4,8 @@ import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import { ContextSymlinkEscape, walkContext } from '@imgbuilder/common/context-walker';
+import { walkContext } from '@imgbuilder/common/context-walker';
+import { ContextSymlinkEscape } from '@imgbuilder/common/errors';
 import { usageError } from './cli-error.js';
 
 /** Where a Dockerfile outside the directory goes in the archive (the directory's files then go under `context/`). */

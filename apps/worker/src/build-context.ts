@@ -3,9 +3,10 @@ import { lstat, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-fs';
-import { ContextLimitExceeded, ContextSymlinkEscape, walkContext, type ContextLimits } from '@imgbuilder/common/context-walker';
+import { walkContext, type ContextLimits } from '@imgbuilder/common/context-walker';
+import { ContextLimitExceeded, ContextSymlinkEscape } from '@imgbuilder/common/errors';
 import { inside } from './sources/context-fs.js';
-import { SourceError, contextLimitMessage } from './sources/source-error.js';
+import { SourceError, contextLimitMessage } from './errors.js';
 
 export interface PreparedContext {
   /** Tar stream of the context, .dockerignore applied. */

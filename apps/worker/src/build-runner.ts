@@ -16,16 +16,17 @@ import { retry } from '@imgbuilder/common/retry';
 import { BuildReporter } from './report/build-reporter.js';
 import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
-import { type DockerEngine, EngineError, EngineUnavailableError } from './docker-engine.js';
+import type { DockerEngine } from './docker-engine.js';
+import { EngineError, EngineUnavailableError, SourceError } from './errors.js';
 import { failureMessage, isKnownFailure } from './report/failure-message.js';
 import { runInitializer } from './sources/index.js';
-import { SourceError } from './sources/source-error.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { BuildSandbox } from './builder/build-sandbox.js';
 import type { EgressGate } from './egress-check.js';
 import type { ImageBuilder } from './builder/image-builder.js';
 import type { BuildCache } from './builder/build-cache.js';
-import { cacheNamespace, checkImageRegistry, fetchAddSource, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { cacheNamespace, checkImageRegistry, rewriteDockerfile } from './builder/dockerfile-rewrite.js';
+import { fetchAddSource } from './builder/dockerfile-add.js';
 
 /** What builds run under, from the configuration (the variable and its default in brackets). */
 export interface RunnerSettings {
@@ -182,12 +183,9 @@ export class BuildRunner {
         await reporter.close();
         throw err;
       }
-      const message = cancelled
-        ? cancelled.message
-        : refused.signal.aborted
-          ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
-          : timeout.aborted
-            ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
+      const redisFull = refused.signal.aborted ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory` : undefined;
+      const timedOut = timeout.aborted ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : undefined;
+      const message = cancelled?.message ?? redisFull ?? timedOut ?? failureMessage(err);
       if (!isKnownFailure(err) && !timeout.aborted && !cancelled) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
     } finally {

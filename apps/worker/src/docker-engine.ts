@@ -2,6 +2,7 @@ import { StringDecoder } from 'node:string_decoder';
 import Docker from 'dockerode';
 import { isConnectionError } from '@imgbuilder/common/errors';
 import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
+import { EngineError, EngineUnavailableError, UserBuildError } from './errors.js';
 
 /** Engine progress message (JSON lines of /build, /images/create, /images/push). */
 export interface Progress {
@@ -19,23 +20,6 @@ export interface Progress {
 const DRAIN_SLICE_MS = 10;
 /** A backlog of unread progress this large pauses the socket (the engine waits; memory stays bounded). */
 const DRAIN_BACKLOG_BYTES = 64 * 1024 * 1024;
-
-export class EngineError extends Error {
-  override name = 'EngineError';
-}
-
-/**
- * The engine refused the user's build or image: a failing step, a Dockerfile it cannot parse, a `FROM` or source
- * image it cannot pull. Gitpod counts these as the user's fault (see failure-message.ts).
- */
-export class UserBuildError extends EngineError {
-  override name = 'UserBuildError';
-}
-
-/** The engine could not be reached at all. */
-export class EngineUnavailableError extends EngineError {
-  override name = 'EngineUnavailableError';
-}
 
 export function createDocker(dockerHost: string): Docker {
   const m = /^unix:\/\/(.+)$/.exec(dockerHost);

@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type Docker from 'dockerode';
 import { pack } from 'tar-stream';
-import { EngineError } from './docker-engine.js';
+import { EgressPolicyError } from './errors.js';
 
 /** Where a static busybox usually lives (Debian's busybox-static); the probe image is made from it. */
 const BUSYBOX_PATHS = ['/bin/busybox', '/usr/bin/busybox'];
@@ -111,10 +111,6 @@ export class EgressGate {
     const v = await this.check();
     if (!v.ok && !v.engineDown) throw new EgressPolicyError(`this worker does not run build steps: ${v.reason}`);
   }
-}
-
-export class EgressPolicyError extends EngineError {
-  override name = 'EgressPolicyError';
 }
 
 /** The bridge gateway and every non-loopback IPv4 address of this process' host. */

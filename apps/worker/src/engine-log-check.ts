@@ -1,7 +1,8 @@
 import { pack } from 'tar-stream';
 import type Docker from 'dockerode';
 import { randomUUID } from 'node:crypto';
-import { EngineError, type DockerEngine } from './docker-engine.js';
+import type { DockerEngine } from './docker-engine.js';
+import { EngineError } from './errors.js';
 import { BUILDKIT_STALLED, BUILDKIT_TRACE_ID, BuildkitProgress } from './builder/buildkit-progress.js';
 import { probeImage } from './egress-check.js';
 import { probeMarker } from './builder/build-sandbox.js';

@@ -1,9 +1,7 @@
 // Apart from config.ts so that code which only reports bad settings (the tokens file, which the CLI loads too)
 // does not load zod's EnvSchema with it.
+import { ConfigError } from './errors.js';
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
 
 /** The error for bad settings: one problem a line, each naming the variable (or file) it is about. */
 export function invalidConfiguration(problems: readonly string[]): ConfigError {

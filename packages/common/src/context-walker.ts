@@ -2,6 +2,7 @@ import type { Stats } from 'node:fs';
 import { lstat, readFile, readdir, readlink, realpath } from 'node:fs/promises';
 import { dirname, join, posix, relative, resolve, sep } from 'node:path';
 import dockerignore from '@balena/dockerignore';
+import { ContextLimitExceeded, ContextSymlinkEscape } from './errors.js';
 
 /**
  * What a build context holds, as `docker build` sends it: one walk shared by the CLI (before an upload) and the
@@ -37,31 +38,6 @@ export interface WalkOptions {
   keep?: readonly string[];
   /** Caps checked while walking: the walk stops at the first entry past one. */
   limits?: ContextLimits;
-}
-
-/** A symlink (or the `.dockerignore`) pointing outside the context. */
-export class ContextSymlinkEscape extends Error {
-  override name = 'ContextSymlinkEscape';
-  constructor(
-    /** Relative to the context. */
-    readonly path: string,
-    /** The link's own target text. */
-    readonly link: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** The context holds more files or bytes than a cap allows. */
-export class ContextLimitExceeded extends Error {
-  override name = 'ContextLimitExceeded';
-  constructor(
-    readonly limit: 'files' | 'bytes',
-    readonly max: number,
-  ) {
-    super(limit === 'files' ? `build context has more than ${max} files` : `build context is larger than ${max} bytes`);
-  }
 }
 
 /** Lists the context at `dir` (absolute); see the rules above. */

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { SECRET_GIT_CONFIG, stripUrlCredentials } from './source-policy.js';
 import { fetchProxySession, type ProxySession } from './fetch-proxy.js';
+import { GitError } from './errors.js';
 
 export interface GitCredentials {
   username: string;
@@ -32,10 +33,6 @@ export function splitUrlCredentials(url: string): { url: string; credentials?: G
   if (!m || !/^https?:/i.test(url)) return { url };
   const [user, ...rest] = m[2].split(':');
   return { url: m[1] + m[3], credentials: { username: decodeURIComponent(user), password: decodeURIComponent(rest.join(':')) } };
-}
-
-export class GitError extends Error {
-  override name = 'GitError';
 }
 
 export interface RunGitOptions {

@@ -1,7 +1,4 @@
-/** A task that waited longer than the limiter's `maxWaitMs` for a slot; it never ran. */
-export class LimiterBusyError extends Error {
-  override name = 'LimiterBusyError';
-}
+import { LimiterBusyError } from './errors.js';
 
 /**
  * At most `limit` tasks at a time; the rest wait in order, each at most `maxWaitMs` (then it fails with

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { BuildStateUnavailable, isConnectionError } from './errors.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -35,24 +34,6 @@ export function createRedis(url: string, opts: { blocking?: boolean; name?: stri
     });
   }
   return new Redis(url, url.startsWith('rediss://') ? { ...common, tls } : common);
-}
-
-/**
- * True when a Redis client error means Redis is away (unreachable, restarting, failing over) rather than a bug or a
- * refusal. ioredis and BullMQ raise plain Errors for these: only their errno code or wording tells them apart, so this
- * is the one place that reads their message text.
- */
-export function isRedisUnavailable(err: unknown): boolean {
-  const msg = (err as Error | undefined)?.message ?? '';
-  return (
-    isConnectionError(err) ||
-    /Connection is closed|Stream isn't writeable|max retries per request|MaxRetriesPerRequest|ClusterAllFailedError|Failed to refresh slots|LOADING|READONLY|enableOfflineQueue/i.test(msg)
-  );
-}
-
-/** The domain error a Redis client's error stands for when it means Redis is away; undefined for any other error. */
-export function redisOutage(err: unknown): BuildStateUnavailable | undefined {
-  return isRedisUnavailable(err) ? new BuildStateUnavailable('the build queue (Redis) is unreachable; retry shortly', { cause: err }) : undefined;
 }
 
 /** Host:port of a REDIS_URL without credentials, for log lines and messages. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ImageNotFound, ImgbuilderError, isConnectionError, RegistryAuthFailed, RegistryFailed, RegistryMisconfigured, RegistryUnavailable } from './errors.js';
+import { ImageNotFound, ImgbuilderError, isConnectionError, RegistryAuthFailed, RegistryFailed, RegistryHttpError, RegistryMisconfigured, RegistryUnavailable } from './errors.js';
 import { type ImageRef, registryHost } from './image-ref.js';
 import type { RegistryCredentials } from './registry-auth.js';
 import { registryFetch } from './registry-http.js';
@@ -25,17 +25,6 @@ export interface RequestOptions {
   credentials?: RegistryCredentials;
   /** Gitpod's `use_retry_client`: retry connection errors, 429 and 5xx (not 501). */
   retry?: boolean;
-}
-
-/** Raised for an HTTP answer; `status` lets callers tell not-found from denied. */
-export class RegistryHttpError extends Error {
-  override name = 'RegistryHttpError';
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const RETRY_ATTEMPTS = 4;

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { SealedForOtherUse } from './errors.js';
 
 /** NODE_ENV=development's key when IMGBUILDER_SECRET_KEY is unset: public, so the API refuses it beyond loopback. */
 const DEVELOPMENT_KEY = Buffer.alloc(32, 'imgbuilder-development-only-key!');
@@ -50,13 +51,5 @@ export class SecretBox {
     } catch {
       throw new SealedForOtherUse();
     }
-  }
-}
-
-/** A sealed blob that does not open here: another key, another build, or altered. */
-export class SealedForOtherUse extends Error {
-  override name = 'SealedForOtherUse';
-  constructor() {
-    super('the sealed credentials do not belong to this build (copied from another job, altered, or sealed under another IMGBUILDER_SECRET_KEY); refused');
   }
 }

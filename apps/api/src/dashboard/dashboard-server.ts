@@ -26,6 +26,7 @@ const BUILD_ID = /^[0-9a-f-]{36}$/;
 const ASSETS_DIR = DASHBOARD_ASSETS_DIR;
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
+  'cancel-button.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
 const PAGES = ['builds.html', 'build.html', 'login.html'] as const;

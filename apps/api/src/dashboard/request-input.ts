@@ -1,13 +1,6 @@
-/** A request the dashboard refuses with a 4xx: its status, a message a person can act on, and extra headers. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
+import { HttpError } from '../errors.js';
+
+export { HttpError };
 
 const MAX_TEXT_PARAM = 256;
 

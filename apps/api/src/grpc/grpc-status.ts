@@ -8,7 +8,11 @@ import {
   BuildStateUnavailable,
   CallerQueueFull,
   CancelNotPermitted,
+  ConfigError,
+  ContextLimitExceeded,
+  ContextSymlinkEscape,
   FetchRefused,
+  GitError,
   GitRemoteAuthFailed,
   GitRemoteNotFound,
   GitRemoteUnavailable,
@@ -18,13 +22,17 @@ import {
   type ImgbuilderError,
   ImageRefInvalid,
   InvalidRequest,
+  LimiterBusyError,
   QueueFull,
   RegistryAuthFailed,
   RegistryFailed,
+  RegistryHttpError,
   RegistryMisconfigured,
   RegistryUnavailable,
+  redisOutage,
   RoleInsufficient,
   InstallationAuthDenied,
+  SealedForOtherUse,
   SecretsUnsealable,
   SourceRefused,
   StorageFull,
@@ -37,19 +45,24 @@ import {
   UploadTooLarge,
   WorkspaceImageMissing,
 } from '@imgbuilder/common/errors';
-import { ConfigError } from '@imgbuilder/common/config';
 import { limitStatusMessage } from '@imgbuilder/common/client-text';
-import { redisOutage } from '@imgbuilder/common/redis';
 import type { Logger } from '@imgbuilder/common/logger';
-import { SlowClientError } from './stream-writer.js';
+import { HttpError, SlowClientError } from '../errors.js';
 
 type ErrorClass = abstract new (...args: never[]) => Error;
 
 /**
- * The one table from imgbuilder's errors to gRPC statuses, for every service this API serves. The caller sees the
- * error's own message with its status. A class not listed here (nor any class it extends) answers INTERNAL.
+ * For faults a lower layer converts into a domain error before any caller could see them (common's InternalError
+ * family): one that reaches a call anyway is a bug, logged and answered INTERNAL without its message.
  */
-export const GRPC_STATUS: ReadonlyMap<ErrorClass, status> = new Map<ErrorClass, status>([
+export const CONVERTED_BELOW = 'converted below';
+
+/**
+ * The one table from imgbuilder's errors to gRPC statuses, for every service this API serves: every error class the
+ * API can meet (test/unit/grpc-status.test.ts checks). The caller sees the error's own message with its status. A
+ * class not listed here (nor any class it extends) answers INTERNAL, logged, without its message.
+ */
+export const GRPC_STATUS: ReadonlyMap<ErrorClass, status | typeof CONVERTED_BELOW> = new Map<ErrorClass, status | typeof CONVERTED_BELOW>([
   // The caller's request
   [InvalidRequest, status.INVALID_ARGUMENT],
   [ImageRefInvalid, status.INVALID_ARGUMENT],
@@ -80,6 +93,7 @@ export const GRPC_STATUS: ReadonlyMap<ErrorClass, status> = new Map<ErrorClass, 
   [CancelNotPermitted, status.PERMISSION_DENIED],
   [BuildStateUnavailable, status.UNAVAILABLE],
   [SlowClientError, status.RESOURCE_EXHAUSTED],
+  [HttpError, status.INVALID_ARGUMENT],
   // Raised by the worker, where they end a build rather than a call; listed so the table stays complete.
   [WorkspaceImageMissing, status.INTERNAL],
   [SecretsUnsealable, status.FAILED_PRECONDITION],
@@ -93,6 +107,13 @@ export const GRPC_STATUS: ReadonlyMap<ErrorClass, status> = new Map<ErrorClass, 
   [UploadCancelled, status.CANCELLED],
   // The operator's configuration (a tokens file that stopped parsing, …)
   [ConfigError, status.FAILED_PRECONDITION],
+  // Faults of common's parts, converted where they are called (git-remote-resolver, registry-client, …)
+  [GitError, CONVERTED_BELOW],
+  [LimiterBusyError, CONVERTED_BELOW],
+  [RegistryHttpError, CONVERTED_BELOW],
+  [SealedForOtherUse, CONVERTED_BELOW],
+  [ContextSymlinkEscape, CONVERTED_BELOW],
+  [ContextLimitExceeded, CONVERTED_BELOW],
 ]);
 
 /** The status of `err` by its class, or the nearest listed class it extends; undefined for errors not ours. */
@@ -100,6 +121,7 @@ export function grpcStatusOf(err: unknown): status | undefined {
   if (!(err instanceof Error)) return undefined;
   for (let proto: unknown = Object.getPrototypeOf(err); proto && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
     const found = GRPC_STATUS.get((proto as { constructor: ErrorClass }).constructor);
+    if (found === CONVERTED_BELOW) return undefined;
     if (found !== undefined) return found;
   }
   return undefined;

@@ -2,7 +2,8 @@ import { status as GrpcStatus, type ServerUnaryCall, type ServerWritableStream, 
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ApiMetrics } from '../metrics.js';
 import { toServiceError } from './grpc-status.js';
-import { callSignal, SlowClientError } from './stream-writer.js';
+import { callSignal } from './stream-writer.js';
+import { SlowClientError } from '../errors.js';
 
 /** What every call is counted and its errors logged with. */
 export interface CallContext {

@@ -1,17 +1,6 @@
 import { once } from 'node:events';
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { ImgbuilderError } from '@imgbuilder/common/errors';
-
-
-/** The client stopped reading; it is dropped rather than buffered for without bound. */
-export class SlowClientError extends ImgbuilderError {
-  constructor(
-    readonly drainTimeoutMs: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { SlowClientError } from '../errors.js';
 
 /**
  * Writes to a server stream honouring back-pressure: when `write()` returns false, waits for `'drain'`

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { CloneTargetMode, GitAuthMethod, type GitInitializer } from '@imgbuilder/proto';
-import { FetchRefused, GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing } from '@imgbuilder/common/errors';
-import { GitError, lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
-import { Limiter, LimiterBusyError } from '@imgbuilder/common/limiter';
+import { FetchRefused, GitError, GitRemoteAuthFailed, GitRemoteNotFound, GitRemoteUnavailable, GitResolverBusy, GitTargetMissing, LimiterBusyError } from '@imgbuilder/common/errors';
+import { lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/common/git';
+import { Limiter } from '@imgbuilder/common/limiter';
 import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';
 

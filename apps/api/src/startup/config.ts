@@ -1,5 +1,5 @@
 import type { ServerCredentials } from '@grpc/grpc-js';
-import { ConfigError } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 import type { Logger } from '@imgbuilder/common/logger';
 import { loadProcessConfig, type ProcessConfig } from '@imgbuilder/common/process-config';
 import { AccessTokens } from '@imgbuilder/common/access-tokens';

@@ -1,5 +1,5 @@
 import type { Env } from '@imgbuilder/common/config';
-import { ConfigError } from '@imgbuilder/common/config';
+import { ConfigError } from '@imgbuilder/common/errors';
 
 /** The addresses this API listens on, by the variable that sets each. */
 function listeners(env: Env): [string, string][] {

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type Docker from 'dockerode';
-import { EngineError, UserBuildError, type DockerEngine } from '../docker-engine.js';
+import type { DockerEngine } from '../docker-engine.js';
+import { BuildkitStalled, UserBuildError } from '../errors.js';
 import { BUILDKIT_STALLED, BUILDKIT_STALLED_RETRY, BUILDKIT_TRACE_ID, BuildkitProgress } from './buildkit-progress.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 import { baseImagesOf, withBases } from './dockerfile-bases.js';
@@ -154,11 +155,6 @@ export class BuildkitBuilder implements ImageBuilder {
       this.engine.docker.modem.dial({ path: '/build/cancel?', method: 'POST', options: { id: buildid }, statusCodes: { 200: true, 404: true } }, () => resolve()),
     );
   }
-}
-
-/** The engine's BuildKit stopped sending the build's progress (see BUILDKIT_STALLED); the build was cancelled. */
-export class BuildkitStalled extends EngineError {
-  override name = 'BuildkitStalled';
 }
 
 /** The flags the classic builder reads; any other (`--mount`, `--chmod`, `--link`, `--network`…) is BuildKit's alone. */

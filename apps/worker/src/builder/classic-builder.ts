@@ -1,5 +1,6 @@
 import type Docker from 'dockerode';
-import { UserBuildError, type DockerEngine } from '../docker-engine.js';
+import type { DockerEngine } from '../docker-engine.js';
+import { UserBuildError } from '../errors.js';
 import type { BuildOptions, ImageBuilder } from './image-builder.js';
 
 /**

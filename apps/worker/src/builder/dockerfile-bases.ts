@@ -1,4 +1,6 @@
-import { flagValue, goLower, mountFields, parseDockerfile, safeExpand, scopeInstructions, type ParsedDockerfile } from './dockerfile-parse.js';
+import { parseDockerfile, type ParsedDockerfile } from './dockerfile-parse.js';
+import { scopeInstructions } from './dockerfile-scopes.js';
+import { flagValue, goLower, mountFields, safeExpand } from './dockerfile-words.js';
 
 /** An image a Dockerfile makes the engine pull: a stage's base, `COPY --from=<image>` or `RUN --mount=from=<image>`. */
 export interface ImageUse {

@@ -1,5 +1,5 @@
 import { parseImageRef, type ImageRef } from '@imgbuilder/common/image-ref';
-import { SourceError } from '../sources/source-error.js';
+import { SourceError } from '../errors.js';
 import { dockerfileLines, leadingDirectives } from './dockerfile-parse.js';
 
 /** A `syntax` directive: the frontend image the engine would pull and run instead of its own Dockerfile parser. */

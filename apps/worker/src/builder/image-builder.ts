@@ -1,5 +1,3 @@
-import type { DockerEngine } from '../docker-engine.js';
-
 /** Which of the engine's builders runs Dockerfiles (IMGBUILDER_BUILDER). */
 export type BuilderKind = 'buildkit' | 'classic';
 
@@ -36,10 +34,4 @@ export interface ImageBuilder {
   readonly kind: BuilderKind;
   /** Returns the built image's id. */
   build(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string>;
-}
-
-export async function createImageBuilder(kind: BuilderKind, engine: DockerEngine): Promise<ImageBuilder> {
-  const { ClassicBuilder } = await import('./classic-builder.js');
-  if (kind === 'classic') return new ClassicBuilder(engine);
-  return new (await import('./buildkit-builder.js')).BuildkitBuilder(engine, new ClassicBuilder(engine));
 }

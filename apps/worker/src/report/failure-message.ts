@@ -1,6 +1,5 @@
 import { ImgbuilderError } from '@imgbuilder/common/errors';
-import { EngineError, UserBuildError } from '../docker-engine.js';
-import { SourceError } from '../sources/source-error.js';
+import { EngineError, SourceError, UserBuildError } from '../errors.js';
 
 /**
  * Gitpod's server counts a failed build as the user's fault (no alert for its operators) only when the terminal

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, relative, resolve, sep } from 'node:path';
-import { SourceError } from './source-error.js';
+import { ContextWriteError, SourceError } from '../errors.js';
 
 /**
  * Writes into the build context that cannot leave it. A path check on strings (`inside()`) is not enough: an
@@ -10,10 +10,6 @@ import { SourceError } from './source-error.js';
  * and files are opened with O_NOFOLLOW. The context belongs to this build alone, so nothing changes it between the
  * check and the write.
  */
-export class ContextWriteError extends Error {
-  override name = 'ContextWriteError';
-}
-
 /** Creates `dir` (absolute, under `root`) and its missing parents; every existing part must be a directory. */
 export async function mkdirInside(root: string, dir: string, what: string): Promise<void> {
   const rel = relative(root, dir);

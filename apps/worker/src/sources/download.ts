@@ -8,7 +8,7 @@ import { hasGitPart, parseSourceUrl } from '@imgbuilder/common/source-policy';
 import { asWriteError, inside, openInside } from './context-fs.js';
 import { httpGet } from './http-get.js';
 import { overBudget, type InitializerContext, type RunState } from './initializer-context.js';
-import { SourceError } from './source-error.js';
+import { SourceError } from '../errors.js';
 
 /** A download initializer: each file fetched into target_location and checked against its digest. */
 export async function download(files: { url: string; filePath: string; digest: string }[], target: string, ctx: InitializerContext, state: RunState): Promise<void> {

@@ -6,7 +6,7 @@ import { checkResolvedUrl } from '@imgbuilder/common/fetch-policy';
 import { asWriteError, inside, mkdirInside } from './context-fs.js';
 import { httpGet, readBody } from './http-get.js';
 import type { InitializerContext, RunState } from './initializer-context.js';
-import { asSource, SourceError } from './source-error.js';
+import { asSource, SourceError } from '../errors.js';
 
 const GIT_TIMEOUT_MS = 15 * 60_000;
 

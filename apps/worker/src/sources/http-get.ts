@@ -3,7 +3,7 @@ import * as https from 'node:https';
 import { checkHttpUrl } from '@imgbuilder/common/source-policy';
 import { fetchPolicy, fetchTargetOf, pinnedLookup } from '@imgbuilder/common/fetch-policy';
 import { SourceRefused } from '@imgbuilder/common/errors';
-import { asSource, SourceError } from './source-error.js';
+import { asSource, SourceError } from '../errors.js';
 
 /**
  * GET with the URL and fetch policies applied on every redirect hop: each hop's host is resolved and checked, and

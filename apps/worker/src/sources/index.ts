@@ -5,7 +5,7 @@ import { gitClone } from './git.js';
 import type { InitializerContext, RunState } from './initializer-context.js';
 import { materializePrebuild } from './prebuild.js';
 import { restoreSnapshot } from './snapshot.js';
-import { SourceError } from './source-error.js';
+import { SourceError } from '../errors.js';
 
 /** Materialises a WorkspaceInitializer into ctx.root (contentservice semantics). */
 export async function runInitializer(init: WorkspaceInitializer, ctx: InitializerContext): Promise<void> {

@@ -1,7 +1,8 @@
-import { ContextLimitExceeded, type ContextLimits } from '@imgbuilder/common/context-walker';
+import type { ContextLimits } from '@imgbuilder/common/context-walker';
+import { ContextLimitExceeded } from '@imgbuilder/common/errors';
 import type { GitCredentials } from '@imgbuilder/common/git';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
-import { contextLimitMessage } from './source-error.js';
+import { contextLimitMessage } from '../errors.js';
 
 /** Git secrets of one git initializer, unsealed from the job. */
 export interface GitSecrets {

@@ -6,7 +6,7 @@ import { inside } from './context-fs.js';
 import { checkoutTarget, checkRemote, gitClone, gitOptions, wantOf } from './git.js';
 import type { InitializerContext, RunState } from './initializer-context.js';
 import { restoreSnapshot } from './snapshot.js';
-import { SourceError } from './source-error.js';
+import { SourceError } from '../errors.js';
 
 /**
  * A prebuild initializer: its snapshot, then each git working copy in it brought to its target. A snapshot that

@@ -7,7 +7,7 @@ import * as tar from 'tar-fs';
 import { httpStatus } from '@imgbuilder/common/object-store';
 import { checkSnapshotSource, hasGitPart } from '@imgbuilder/common/source-policy';
 import { overBudget, type InitializerContext, type RunState } from './initializer-context.js';
-import { asSource, SourceError } from './source-error.js';
+import { asSource, SourceError } from '../errors.js';
 
 /** A tar, optionally gzip-compressed, extracted into the context within the size and file caps. */
 export async function restoreSnapshot(name: string, fromVolume: boolean, ctx: InitializerContext, state: RunState, prebuild: boolean): Promise<void> {
