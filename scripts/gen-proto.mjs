@@ -21,6 +21,7 @@ execFileSync(join(root, 'node_modules/.bin/protoc'), [
   'content-service-api/initializer.proto',
   'upload.proto',
   'control.proto',
+  'cache.proto',
   'buildkit/control.proto',
 ], { stdio: 'inherit' });
 

@@ -1,6 +1,6 @@
 import { BASE_IMAGE } from '../../test/support/requests.js';
 import { forgetBuilds } from '../../test/support/engine-cache.js';
-import { buildOk, ownClient, waitReady } from '../support/grpc.js';
+import { buildOk, logsStream, ownClient, waitReady } from '../support/grpc.js';
 import { manualBuildkit } from '../support/manual-buildkit.js';
 import { ratio, target, targetText, type Row } from '../support/report.js';
 import { benchStack, type BenchStack } from '../support/stack.js';
@@ -38,6 +38,15 @@ export const cacheScenario: Scenario = {
       const url = ctx.git.url(repo);
       ctx.git.commit(repo, { 'README.md': 'imgbuilder cache benchmark\n' });
       const timed = async (c: typeof bkClient, dockerfile: string) => (await buildOk(c, { source: commitSource(url, ctx.git.commit(repo, { Dockerfile: dockerfile })) })).ms;
+      /** A build of `dockerfile` in repository `name` with its log: the refs it imported, whether `heavy` ran. */
+      const logged = async (name: string, dockerfile: string, heavy: string) => {
+        const r = await buildOk(bkClient, { source: commitSource(ctx.git.url(name), ctx.git.commit(name, { Dockerfile: dockerfile })) });
+        let log = '';
+        await logsStream(bkClient, r.first.info!.buildId, (t) => (log += t)).ended;
+        const step = new RegExp(`^#(\\d+) \\[[^\\]]*\\] RUN echo ${heavy} `, 'm').exec(log)?.[1];
+        const imports = [...log.matchAll(/build cache: importing (\S+) \((.+)\)$/gm)].map((m) => ({ ref: m[1], why: m[2] }));
+        return { ms: r.ms, imported: imports.map((i) => i.ref), ownFinal: imports.find((i) => i.why === 'this source')?.ref, heavyCached: step !== undefined && log.includes(`#${step} CACHED`) };
+      };
 
       if (!ctx.quick) {
         ctx.progress('warm-up (untimed)');
@@ -66,6 +75,33 @@ export const cacheScenario: Scenario = {
       const handEmpty = await hand('empty', `${handRepo}:warm`);
       await forgetBuilds(dockerHost, m, [handRepo]);
 
+      // A fork: another repository with the cold build's Dockerfile, on an engine that forgot both.
+      ctx.progress('fork on an emptied engine: Build, then by hand with the same --cache-from');
+      await forgetBuilds(dockerHost, n, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
+      const fork = await logged(`fork-${bk.namespace}`, cacheDockerfile(n, 'cold'), `expensive-${n}`);
+      // --quick (the CI smoke) leaves out the hand-run side of the fork and the stages: each needs engine prunes.
+      const handBranch = (name: string, dockerfile: string) => ctx.git.commit(name, { Dockerfile: dockerfile }, BY_HAND_BRANCH);
+      const byHand = async (name: string, dockerfile: string, tag: string, cacheFrom: string[] | string | undefined, marker: string) => {
+        if (ctx.quick) return undefined;
+        await forgetBuilds(dockerHost, marker, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY, handRepo]);
+        handBranch(name, dockerfile);
+        return manualBuildkit({ remote: ctx.git.url(name), branch: BY_HAND_BRANCH, tag: `${handRepo}:${tag}`, cacheFrom, push: true, dockerHost });
+      };
+      const handFork = await byHand(`fork-${bk.namespace}`, cacheDockerfile(n, 'cold'), 'fork', fork.imported, n);
+
+      // Two stages: the builder's heavy first step stays, a later step of it changes.
+      ctx.progress('two stages, later builder step changed, emptied engine: Build, then by hand');
+      const s = nonce();
+      const stagesRepo = `stages-${bk.namespace}`;
+      const twoStage = (v: string) => [`FROM ${BASE_IMAGE} AS builder`, `RUN echo heavy-${s} && sleep ${expensiveS}`, `RUN echo later-${s}-${v} > /out`, `FROM ${BASE_IMAGE}`, 'COPY --from=builder /out /out', ''].join('\n');
+      const stageCold = await logged(stagesRepo, twoStage('one'), `heavy-${s}`);
+      await forgetBuilds(dockerHost, s, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
+      const stageWarm = await logged(stagesRepo, twoStage('two'), `heavy-${s}`);
+      const handStages = await byHand(stagesRepo, twoStage('three'), 'stages', stageWarm.imported, s);
+      // What inline cache alone gives (the service before stage refs): --cache-from the previous final image only.
+      const handFinalOnly = await byHand(stagesRepo, twoStage('four'), 'stages-final-only', stageWarm.ownFinal, s);
+      if (!ctx.quick) await forgetBuilds(dockerHost, s, [bk.env.IMGBUILDER_BASE_REPOSITORY, bk.env.IMGBUILDER_WORKSPACE_REPOSITORY, handRepo]);
+
       ctx.progress('parallel stages: BuildKit worker vs classic worker');
       const stages = (k: string) =>
         [`FROM ${BASE_IMAGE} AS one`, `RUN sleep ${stageS} && echo one-${k} > /one`, `FROM ${BASE_IMAGE} AS two`, `RUN sleep ${stageS} && echo two-${k} > /two`, `FROM ${BASE_IMAGE}`, 'COPY --from=one /one /one', 'COPY --from=two /two /two', ''].join('\n');
@@ -76,22 +112,41 @@ export const cacheScenario: Scenario = {
 
       const emptyRatio = svcEmpty / svcCold;
       const parRatio = parBk / parClassic;
-      const targets = [target('emptiedOverCold', emptyRatio, '<=', 0.3), target('parallelBuildkitOverClassic', parRatio, '<', 0.65)];
+      const forkRatio = fork.ms / svcCold;
+      const stagesRatio = stageWarm.ms / stageCold.ms;
+      const targets = [
+        target('emptiedOverCold', emptyRatio, '<=', 0.3),
+        target('parallelBuildkitOverClassic', parRatio, '<', 0.65),
+        target('forkOverCold', forkRatio, '<=', 0.3),
+        target('stagesOverCold', stagesRatio, '<=', 0.3),
+      ];
+      const cached = (c: boolean) => (c ? 'heavy step CACHED' : 'heavy step RAN');
+      const handSide = (hand: number | undefined) => (hand === undefined ? {} : { baseline: { label: 'by hand, same --cache-from', value: hand } });
       const rows: Row[] = [
         { figure: `cold (expensive step ${expensiveS} s): Build → terminal`, value: svcCold, unit: 'ms', baseline: { label: 'by hand', value: handCold }, compare: ratio(svcCold, handCold) },
         { figure: 'warm, same engine (last step changed)', value: svcWarm, unit: 'ms', baseline: { label: 'by hand', value: handWarm }, compare: ratio(svcWarm, handWarm) },
         { figure: 'emptied engine, cache from the registry', value: svcEmpty, unit: 'ms', baseline: { label: 'by hand --cache-from', value: handEmpty }, compare: ratio(svcEmpty, handEmpty) },
         { figure: 'emptied engine ÷ cold (Build)', value: emptyRatio, unit: '', compare: `by hand ${ratio(handEmpty, handCold)}`, target: targetText(targets[0]) },
+        { figure: 'fork (same Dockerfile, other repository), emptied engine', value: fork.ms, unit: 'ms', ...handSide(handFork), compare: `${handFork === undefined ? '' : `${ratio(fork.ms, handFork)}; `}${cached(fork.heavyCached)}` },
+        { figure: 'fork ÷ original cold (Build)', value: forkRatio, unit: '', compare: `${fork.imported.length} ref(s) imported`, target: targetText(targets[2]) },
+        { figure: `two stages, builder's heavy step (${expensiveS} s) kept, later step changed: cold`, value: stageCold.ms, unit: 'ms' },
+        { figure: 'two stages, emptied engine (stage refs)', value: stageWarm.ms, unit: 'ms', ...handSide(handStages), compare: `${handStages === undefined ? '' : `${ratio(stageWarm.ms, handStages)}; `}${cached(stageWarm.heavyCached)}` },
+        { figure: 'two stages, emptied engine ÷ cold (Build)', value: stagesRatio, unit: '', compare: handFinalOnly === undefined ? '' : `by hand, final image only (inline cache alone): ${ratio(handFinalOnly, stageCold.ms)} of cold`, target: targetText(targets[3]) },
         { figure: `two independent ${stageS} s stages: BuildKit worker`, value: parBk, unit: 'ms', baseline: { label: 'classic worker', value: parClassic }, compare: ratio(parBk, parClassic), target: targetText(targets[1]) },
       ];
       return {
         params: { expensiveSeconds: expensiveS, stageSeconds: stageS },
-        metrics: { svcCold, svcWarm, svcEmpty, handCold, handWarm, handEmpty, emptiedOverCold: emptyRatio, parallelBuildkit: parBk, parallelClassic: parClassic, parallelBuildkitOverClassic: parRatio },
+        metrics: {
+          svcCold, svcWarm, svcEmpty, handCold, handWarm, handEmpty, emptiedOverCold: emptyRatio, parallelBuildkit: parBk, parallelClassic: parClassic, parallelBuildkitOverClassic: parRatio,
+          svcFork: fork.ms, ...(handFork === undefined ? {} : { handFork }), forkOverCold: forkRatio, forkHeavyCached: Number(fork.heavyCached),
+          svcStagesCold: stageCold.ms, svcStagesEmptied: stageWarm.ms, ...(handStages === undefined ? {} : { handStages }), ...(handFinalOnly === undefined ? {} : { handStagesFinalOnly: handFinalOnly }), stagesOverCold: stagesRatio, stagesHeavyCached: Number(stageWarm.heavyCached),
+        },
         rows,
         targets,
         notes: [
           'Build times run from the call to the terminal status: clone, build, push of the base image and of the workspace image, and (BuildKit) the cache-ref check and push. By hand: clone, build, push of the image.',
           'Emptied engine: only the BuildKit cache records of that source and its images are removed (the engine is shared): the base image stays, as on any worker that has built before.',
+          'Fork and two stages: by hand posts the same Dockerfile with --cache-from the refs the service imported (its log says which); "final image only" is what inline cache gave before stage refs: --cache-from the previous final image alone.',
         ],
       };
     } finally {

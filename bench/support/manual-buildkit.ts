@@ -10,7 +10,7 @@ import tarFs from 'tar-fs';
  * [--cache-from REF]` posts to the engine (a tar context to /build with version=2; the CLI here has no buildx), then
  * `docker push`. Resolves with the wall time in ms.
  */
-export async function manualBuildkit(opts: { remote: string; branch: string; tag: string; cacheFrom?: string; push: boolean; dockerHost: string }): Promise<number> {
+export async function manualBuildkit(opts: { remote: string; branch: string; tag: string; cacheFrom?: string | string[]; push: boolean; dockerHost: string }): Promise<number> {
   const t0 = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-bk-'));
   try {
@@ -21,7 +21,7 @@ export async function manualBuildkit(opts: { remote: string; branch: string; tag
       t: opts.tag,
       version: '2',
       buildargs: { BUILDKIT_INLINE_CACHE: '1' },
-      ...(opts.cacheFrom ? { cachefrom: JSON.stringify([opts.cacheFrom]) } : {}),
+      ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify([opts.cacheFrom].flat()) } : {}),
     } as unknown as Docker.ImageBuildOptions);
     const out = await new Promise<{ error?: string }[]>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null, res: { error?: string }[]) => (err ? reject(err) : resolve(res))));
     const failed = out.find((p) => p.error);

@@ -41,7 +41,7 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     const first = await build(client, { source: gitSource(git.url('cached')) });
     expect(first.at(-1)?.status).toBe(BuildStatus.done_success);
     const firstLog = await logs(client, { buildId: buildIdOf(first)! });
-    expect(firstLog).toMatch(/^\[imgbuilder\] build cache: none yet for this source \(.+:cache-[0-9a-f]{40}\); building without it$/m);
+    expect(firstLog).toMatch(/^\[imgbuilder\] build cache: none yet for this source \(.+:cache-[0-9a-f]{40}\) or this Dockerfile's content; building without it$/m);
     expect(firstLog).toMatch(/^\[imgbuilder\] build cache: pushed .+:cache-[0-9a-f]{40}$/m);
     expect(firstLog).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
 
@@ -50,7 +50,7 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     const second = await build(client, { source: gitSource(git.url('cached')) });
     expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
     const log = await logs(client, { buildId: buildIdOf(second)! });
-    expect(log).toMatch(/^\[imgbuilder\] build cache: importing .+:cache-[0-9a-f]{40}$/m);
+    expect(log).toMatch(/^\[imgbuilder\] build cache: importing .+:cache-[0-9a-f]{40} \(this source\)$/m);
     // The expensive step did not run again (no output), the changed one did.
     const step = new RegExp(`^#(\\d+) \\[2/3\\] ${expensive.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(log);
     expect(step, log).not.toBeNull();
@@ -58,7 +58,72 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
     expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} last-${nonce}-two$`, 'm'));
   });
+
+  it('a fork (another repository, the same Dockerfile) on an engine that forgot the original imports its content-keyed ref: the heavy step is CACHED', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const heavy = `RUN echo fork-heavy-${nonce} && sleep 3`;
+    const dockerfile = `FROM ${BASE_IMAGE}\n${heavy}\nRUN echo fork-last-${nonce}\n`;
+    git.commit(`origin-${nonce}`, { Dockerfile: dockerfile });
+    const first = await build(client, { source: gitSource(git.url(`origin-${nonce}`)) });
+    expect(first.at(-1)?.status).toBe(BuildStatus.done_success);
+    await forget(nonce);
+    git.commit(`fork-${nonce}`, { Dockerfile: dockerfile, 'README.md': 'a fork\n' });
+    const fork = await build(client, { source: gitSource(git.url(`fork-${nonce}`)) });
+    expect(fork.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(fork)! });
+    expect(log).toMatch(/^\[imgbuilder\] build cache: importing .+:cache-[0-9a-f]{40} \(final stage of this Dockerfile's content\)$/m);
+    expect(log).not.toMatch(/build cache: importing .+ \(this source\)/);
+    expectCached(log, `[2/3] ${heavy}`);
+    expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} fork-heavy-${nonce}$`, 'm'));
+  });
+
+  it('force_rebuild opts out: no cache ref imported, no step reused, even on the engine that just ran them', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const source = gitSource(git.url('forced'), { mode: CloneTargetMode.REMOTE_COMMIT, target: git.commit('forced', { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo forced-${nonce}\n` }) });
+    expect((await build(client, { source })).at(-1)?.status).toBe(BuildStatus.done_success);
+    const forced = await build(client, { source, forceRebuild: true });
+    expect(forced.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(forced)! });
+    expect(log).toMatch(/^\[imgbuilder\] build cache: none imported \(force_rebuild\): every step runs again; the result is kept as cache$/m);
+    expect(log).not.toContain('build cache: importing');
+    expect(log).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} forced-${nonce}$`, 'm'));
+  });
+
+  it('a two-stage build whose builder stage changed a later step, on an engine that forgot it, reuses the unchanged heavy step through the stage\'s own ref', async () => {
+    const nonce = Math.random().toString(36).slice(2);
+    const heavy = `RUN echo stage-heavy-${nonce} && sleep 3`;
+    const df = (v: string) => [`FROM ${BASE_IMAGE} AS builder`, heavy, `RUN echo stage-later-${nonce}-${v} > /out`, `FROM ${BASE_IMAGE}`, 'COPY --from=builder /out /out', ''].join('\n');
+    const pinned = (commit: string) => gitSource(git.url('two-stage'), { mode: CloneTargetMode.REMOTE_COMMIT, target: commit });
+    const first = await build(client, { source: pinned(git.commit('two-stage', { Dockerfile: df('one') })) });
+    expect(first.at(-1)?.status).toBe(BuildStatus.done_success);
+    const firstLog = await logs(client, { buildId: buildIdOf(first)! });
+    expect(firstLog).toMatch(/^\[imgbuilder\] build cache: pushed stage builder as .+:cache-[0-9a-f]{40}, .+:cache-[0-9a-f]{40}$/m);
+    await forget(nonce);
+    const second = await build(client, { source: pinned(git.commit('two-stage', { Dockerfile: df('two') })) });
+    expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
+    const log = await logs(client, { buildId: buildIdOf(second)! });
+    expect(log).toMatch(/^\[imgbuilder\] build cache: importing .+:cache-[0-9a-f]{40} \(stage builder of this source\)$/m);
+    expectCached(log, `[builder 2/3] ${heavy}`);
+    expect(log).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} stage-heavy-${nonce}$`, 'm'));
+    expect(log).toMatch(new RegExp(`stage-later-${nonce}-two`));
+    // The refs that build left carry the step it took from the import: a third engine still finds it.
+    await forget(nonce);
+    const third = await build(client, { source: pinned(git.commit('two-stage', { Dockerfile: df('three') })) });
+    expect(third.at(-1)?.status).toBe(BuildStatus.done_success);
+    const thirdLog = await logs(client, { buildId: buildIdOf(third)! });
+    expectCached(thirdLog, `[builder 2/3] ${heavy}`);
+    expect(thirdLog).not.toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} stage-heavy-${nonce}$`, 'm'));
+  });
 });
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** The step `step` (as BuildKit names it: `[stage n/m] RUN …`) was started and ended CACHED. */
+function expectCached(log: string, step: string): void {
+  const started = new RegExp(`^#(\\d+) ${escape(step)}$`, 'm').exec(log);
+  expect(started, log).not.toBeNull();
+  expect(log).toMatch(new RegExp(`^#${started![1]} CACHED$`, 'm'));
+}
 
 /** `imgbuilder build DIR` with the real CLI; resolves with its stderr (the build log) once it exits 0. */
 function cliBuild(dir: string): Promise<string> {
@@ -115,9 +180,9 @@ describe('a cache repository the build cannot read (htpasswd registry)', () => {
     const log = await logs(api, { buildId: buildIdOf(first)! });
     const cacheLines = log.split('\n').filter((l) => l.includes('build cache: '));
     expect(cacheLines).toHaveLength(2);
-    expect(cacheLines[0]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: ${registry.host}/cache:cache-[0-9a-f]{40} cannot be read \\(.+\\); building without it$`));
-    expect(cacheLines[1]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: pushed ${registry.host}/cache:cache-[0-9a-f]{40}$`));
-    const ref = /pushed (\S+)$/.exec(cacheLines[1])![1];
+    expect(cacheLines[0]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: ${registry.host}/cache cannot be read \\(.+\\); building without it$`));
+    expect(cacheLines[1]).toMatch(new RegExp(`^\\[imgbuilder\\] build cache: pushed ${registry.host}/cache:cache-[0-9a-f]{40}, ${registry.host}/cache:cache-[0-9a-f]{40}$`));
+    const ref = / (\S+)$/.exec(cacheLines[1])![1];
     const [, repo, tag] = /^[^/]+\/(.+):([^:]+)$/.exec(ref)!;
     const head = (authz?: string) => fetch(`http://${registry.host}/v2/${repo}/manifests/${tag}`, { method: 'HEAD', headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json', ...(authz ? { Authorization: authz } : {}) } });
     expect((await head()).status).toBe(401);
@@ -135,7 +200,7 @@ describe('a cache repository the build cannot read (htpasswd registry)', () => {
     const second = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('two') })), auth });
     expect(second.at(-1)?.status, second.at(-1)?.message).toBe(BuildStatus.done_success);
     const log = await logs(api, { buildId: buildIdOf(second)! });
-    const ref = new RegExp(`^\\[imgbuilder\\] build cache: importing (${registry.host}/cache:cache-[0-9a-f]{40})$`, 'm').exec(log)?.[1];
+    const ref = new RegExp(`^\\[imgbuilder\\] build cache: importing (${registry.host}/cache:cache-[0-9a-f]{40}) \\(this source\\)$`, 'm').exec(log)?.[1];
     expect(ref, log).toBeDefined();
     // BuildKit's import step ends DONE: without the worker's pull it gets 401 and says "cache not imported".
     const step = new RegExp(`^#(\\d+) importing cache manifest from ${ref!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(log);

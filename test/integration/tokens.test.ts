@@ -210,6 +210,23 @@ describe('access tokens on the gRPC API', () => {
     expect(await codeOf(ask(TOKENS.admin, workspace))).toBe(status.OK);
   });
 
+  it('`imgbuilder cache ls|prune` need role admin; an admin lists the cache repository and prunes by age', async () => {
+    const denied = await cli(['cache', 'ls'], { IMGBUILDER_TOKEN: TOKENS.builder });
+    expect(denied.code).toBe(2);
+    expect(denied.stderr).toMatch(/PERMISSION_DENIED: token "ci-builder" has role builder; ListCacheRefs needs role admin/);
+    expect((await cli(['cache', 'prune'], { IMGBUILDER_TOKEN: TOKENS.builder })).stderr).toMatch(/PruneCache needs role admin/);
+    const ls = await cli(['cache', 'ls', '--json'], { IMGBUILDER_TOKEN: TOKENS.admin });
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(ls.stderr).toMatch(new RegExp(`^\\d+ cache refs in ${stack.env.IMGBUILDER_BASE_REPOSITORY}/cache$`, 'm'));
+    for (const line of ls.stdout.split('\n').filter(Boolean)) expect(JSON.parse(line)).toMatchObject({ ref: expect.stringMatching(/\/base\/cache:cache-[0-9a-f]{40}$/), size: expect.any(Number), last_used: expect.any(String) });
+    const prune = await cli(['cache', 'prune', '--older-than', '3650d'], { IMGBUILDER_TOKEN: TOKENS.admin });
+    expect(prune.code, prune.stderr).toBe(0);
+    expect(prune.stderr).toMatch(/^0 cache refs unused for over 3650d deleted/m);
+    const bad = await cli(['cache', 'prune', '--older-than', 'soon'], { IMGBUILDER_TOKEN: TOKENS.admin });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--older-than "soon" is not an age/);
+  });
+
   it('`imgbuilder token` prints a new token on stdout and its tokens-file entry on stderr', async () => {
     const r = await cli(['token', 'ci-2', '--role', 'viewer']);
     expect(r.code, r.stderr).toBe(0);

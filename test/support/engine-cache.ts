@@ -9,10 +9,10 @@ const docker = (dockerHost: string, args: string[]) => execFileSync('docker', ar
  * The engine's BuildKit cache records. The engine runs one disk-usage query at a time and refuses others meanwhile
  * (tests and benchmarks on one engine ask side by side): a refused query is asked again, bounded.
  */
-function buildCache(dockerHost: string): { ID: string; Description: string }[] {
+function buildCache(dockerHost: string): { ID: string; Description: string; Parent?: string }[] {
   for (let attempt = 1; ; attempt++) {
     try {
-      return JSON.parse(docker(dockerHost, ['system', 'df', '-v', '--format', '{{json .BuildCache}}'])) as { ID: string; Description: string }[];
+      return JSON.parse(docker(dockerHost, ['system', 'df', '-v', '--format', '{{json .BuildCache}}'])) as { ID: string; Description: string; Parent?: string }[];
     } catch (err) {
       if (attempt >= 40 || !String((err as { stderr?: string }).stderr).includes('disk usage operation is already running')) throw err;
       execFileSync('sleep', ['0.25']);
@@ -27,17 +27,33 @@ function buildCache(dockerHost: string): { ID: string; Description: string }[] {
  */
 export async function forgetBuilds(dockerHost: string, marker: string, repositoryPrefixes: string[]): Promise<void> {
   const records = () => buildCache(dockerHost).filter((r) => r.Description.includes(marker));
-  const images = docker(dockerHost, ['images', '--format', '{{.Repository}}:{{.Tag}}'])
+  // An image whose tag moved on keeps its repository digest (`repo:<none>`): it goes by that digest.
+  const images = docker(dockerHost, ['images', '--digests', '--format', '{{.Repository}} {{.Tag}} {{.Digest}}'])
     .split('\n')
-    .filter((r) => repositoryPrefixes.some((p) => r.startsWith(p)));
+    .map((l) => l.split(' '))
+    .filter(([repo]) => repo && repositoryPrefixes.some((p) => repo.startsWith(p)))
+    .map(([repo, tag, digest]) => (tag !== '<none>' ? `${repo}:${tag}` : digest !== '<none>' ? `${repo}@${digest}` : ''))
+    .filter(Boolean);
   if (images.length) docker(dockerHost, ['rmi', '-f', ...images]);
-  // The engine takes one id per prune; a record goes once no later step's record holds it, and a build that just
-  // ended may hold its records for a moment: rounds until none is left, bounded.
-  for (const deadline = Date.now() + 15_000; records().length && Date.now() < deadline; ) {
-    for (const r of records().reverse()) docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${r.ID.replace(/\*$/, '')}`]);
-    if (records().length) await new Promise((r) => setTimeout(r, 250));
+  // The engine takes one id per prune, and a record goes only once no later step's record holds it: children are
+  // pruned before their parents. A build that just ended may hold its records for a moment: rounds until none is
+  // left, bounded. On a long-used shared engine one listing takes seconds, so the bound counts rounds, not time.
+  let left = records();
+  for (let round = 0; left.length && round < 6; round++) {
+    if (round) await new Promise((r) => setTimeout(r, 500));
+    const id = (r: { ID: string }) => r.ID.replace(/\*$/, '');
+    const pending = new Set(left.map(id));
+    while (pending.size) {
+      // Those no pending record names as its parent (a cycle cannot happen; all are taken if it did).
+      const parents = new Set(left.filter((r) => pending.has(id(r))).map((r) => r.Parent ?? ''));
+      const leaves = [...pending].filter((i) => !parents.has(i));
+      for (const i of leaves.length ? leaves : [...pending]) {
+        docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${i}`]);
+        pending.delete(i);
+      }
+    }
+    left = records();
   }
-  const left = records();
   if (left.length) throw new Error(`build cache records of ${marker} survived the prune: ${left.map((r) => r.ID).join(', ')}`);
 }
 

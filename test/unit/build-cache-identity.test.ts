@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { WorkspaceInitializer } from '@imgbuilder/proto';
-import { cacheRefOf, sourceIdentity, type CacheSource } from '../../apps/worker/src/builder/build-cache.js';
+import { cacheRefOf, sourceIdentity, type CacheSource } from '../../apps/worker/src/builder/cache-identity.js';
 
 const git = (remoteUri: string, cloneTaget = 'main', checkoutLocation = '') =>
   WorkspaceInitializer.fromPartial({ spec: { $case: 'git', git: { remoteUri, cloneTaget, checkoutLocation } } });

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { loadEnv } from '@imgbuilder/common/config';
+import { cacheRepositoryOf, loadEnv } from '@imgbuilder/common/config';
 import { ConfigError } from '@imgbuilder/common/errors';
 import { parseDuration } from '@imgbuilder/common/duration';
 
@@ -36,6 +36,10 @@ describe('configuration', () => {
     expect(() => loadEnv({ IMGBUILDER_LOG_INFO: 'websocket' })).toThrow(/IMGBUILDER_LOG_INFO/);
     expect(() => loadEnv({ IMGBUILDER_BUILDER: 'kaniko' })).toThrow(/IMGBUILDER_BUILDER/);
     expect(() => loadEnv({ IMGBUILDER_CACHE_REPOSITORY: 'not a repository' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY/);
+    // Retention deletes manifests in the cache repository: never the base or workspace images'.
+    expect(cacheRepositoryOf(loadEnv({ NODE_ENV: 'development' }))).toBe('127.0.0.1:5000/imgbuilder/base/cache');
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_CACHE_REPOSITORY: '127.0.0.1:5000/imgbuilder/workspace' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY .* must not be the base or workspace repository/);
+    expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_CACHE_RETENTION).toBe(14 * 86_400_000);
     expect(() => loadEnv({ NODE_ENV: 'development', LOG_LEVEL: 'verbose' })).toThrow(/LOG_LEVEL/);
   });
 

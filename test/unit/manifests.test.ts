@@ -48,7 +48,7 @@ const UNSET_ON_PURPOSE: Record<string, string> = {
   IMGBUILDER_HTTP_ADDR: "the dashboard's default :8081 is shared with the supervisor endpoint; it stays off without tokens",
   IMGBUILDER_DASHBOARD_TOKEN: 'a secret, and the dashboard an opt-in: set it in an overlay Secret',
   IMGBUILDER_LIMITS_AGENT: "the agent's socket is a path on the volume the worker and engine containers share (worker.yaml sets it on both)",
-  IMGBUILDER_CACHE_REPOSITORY: 'unset, the base repository holds the cache refs, with the credentials that push there already',
+  IMGBUILDER_CACHE_REPOSITORY: 'unset, <base repository>/cache holds the cache refs, on the registry whose credentials the installation has',
   IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE: 'a fault point for tests only',
   IMGBUILDER_INSECURE_DEV_KEY: 'development only: production sets IMGBUILDER_SECRET_KEY',
   IMGBUILDER_LOG_TOKEN_PREVIOUS_KEY_ID: 'set only while a log-token key rotation is under way',

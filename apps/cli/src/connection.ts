@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { credentials, InterceptingCall, Metadata, type CallOptions, type Interceptor, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
-import { BuildControlClient, ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
+import { BuildCacheClient, BuildControlClient, ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
 import { usageError } from './cli-error.js';
 
 /** Connection options every command takes (flags or environment variables). */
@@ -21,6 +21,7 @@ export interface Connection {
   builder: ImageBuilderClient;
   uploads: SnapshotUploadClient;
   control: BuildControlClient;
+  cache: BuildCacheClient;
   /** A token is sent: the server knows the caller, so builds leave triggered_by to it (the token's name). */
   authenticated: boolean;
   close(): void;
@@ -46,11 +47,13 @@ export function connect(opts: ConnectionOptions): Connection {
   const builder = new ImageBuilderClient(opts.server, channelCredentials(opts), { ...channelOptions, interceptors });
   const uploads = new SnapshotUploadClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
   const control = new BuildControlClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
+  const cache = new BuildCacheClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
   return {
     server: opts.server,
     builder,
     uploads,
     control,
+    cache,
     authenticated: Boolean(opts.token),
     close: () => builder.close(),
   };

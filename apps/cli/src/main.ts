@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { buildCommand } from './build-command.js';
+import { cacheLsCommand, cachePruneCommand } from './cache-commands.js';
 import { CliError, describeError, EXIT } from './cli-error.js';
 import { connect, type Connection, type ConnectionOptions } from './connection.js';
 import { logsCommand } from './logs-command.js';
@@ -86,6 +87,19 @@ resolveCmd
   .option('--ref <image>', 'an existing image as the source')
   .option('--json', 'print one JSON object')
   .action(withConnection((conn, opts: Parameters<typeof resolveWorkspaceCommand>[0]) => resolveWorkspaceCommand(opts, conn)));
+
+const cacheCmd = program.command('cache').description("the service's layer cache refs in the registry (token role admin)");
+cacheCmd
+  .command('ls')
+  .description('list the cache refs: ref, size, last use (least recently used first)')
+  .option('--json', 'one JSON object per ref')
+  .action(withConnection((conn, opts: { json?: boolean }) => cacheLsCommand(opts, conn)));
+cacheCmd
+  .command('prune')
+  .description('delete the cache refs no build used for longer than AGE (default: the service\'s IMGBUILDER_CACHE_RETENTION)')
+  .option('--older-than <age>', 'e.g. 7d, 36h, or seconds')
+  .option('--json', 'one JSON object per deleted ref')
+  .action(withConnection((conn, opts: { olderThan?: string; json?: boolean }) => cachePruneCommand(opts, conn)));
 
 program
   .command('token')

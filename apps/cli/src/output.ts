@@ -34,3 +34,9 @@ export class Output {
     if (!this.json) process.stdout.write(`${text}\n`);
   }
 }
+
+/** Rows as columns padded to their widest cell, on stdout (the first row is the header). */
+export function writeTable(rows: string[][]): void {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')}\n`);
+}

@@ -2,6 +2,7 @@ import { BuildStatus, type BuildInfo } from '@imgbuilder/proto';
 import { gitBuildSource, refBuildSource } from './build-source.js';
 import { EXIT, usageError } from './cli-error.js';
 import { unary, type Connection } from './connection.js';
+import { writeTable } from './output.js';
 
 /** `imgbuilder ls`: running (and queued) builds as a table, or JSON. */
 export async function lsCommand(opts: { json?: boolean }, conn: Connection): Promise<number> {
@@ -11,9 +12,7 @@ export async function lsCommand(opts: { json?: boolean }, conn: Connection): Pro
     for (const b of sorted) process.stdout.write(`${JSON.stringify(buildJson(b))}\n`);
     return EXIT.ok;
   }
-  const rows = [['BUILD ID', 'REF', 'STATUS', 'STARTED'], ...sorted.map((b) => [b.buildId, b.ref, BuildStatus[b.status] ?? String(b.status), startedAt(b)])];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')}\n`);
+  writeTable([['BUILD ID', 'REF', 'STATUS', 'STARTED'], ...sorted.map((b) => [b.buildId, b.ref, BuildStatus[b.status] ?? String(b.status), startedAt(b)])]);
   return EXIT.ok;
 }
 

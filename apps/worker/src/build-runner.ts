@@ -175,17 +175,15 @@ export class BuildRunner {
       outcome = { state: 'done_success', message: '' };
     } catch (err) {
       if (lost.signal.aborted) return await stopLost();
-      // Someone cancelled the build (build-control.ts): it ends failed, saying who.
       const cancelled = external.reason instanceof BuildCancelled && !timeout.aborted ? (external.reason as BuildCancelled) : undefined;
       if (external.aborted && !timeout.aborted && !cancelled) {
-        // Shutdown: hand the job back; the next worker starts over. No terminal state.
+        // Shutdown: hand the job back; the next worker starts over. No terminal state. (A cancel, build-control.ts, ends it failed, saying who.)
         reporter.line('worker is shutting down; the build is handed to another worker');
         await reporter.close();
         throw err;
       }
       const redisFull = refused.signal.aborted ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory` : undefined;
-      const timedOut = timeout.aborted ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : undefined;
-      const message = cancelled?.message ?? redisFull ?? timedOut ?? failureMessage(err);
+      const message = cancelled?.message ?? redisFull ?? (timeout.aborted ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err));
       if (!isKnownFailure(err) && !timeout.aborted && !cancelled) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
     } finally {
@@ -247,23 +245,26 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
-    const cacheRef = await this.d.cache?.refFor({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath }, job.triggeredBy);
-    const cacheFrom = cacheRef && (await this.d.cache!.importable(cacheRef, policy, (l) => reporter.line(l), signal, cleanup)) ? [cacheRef] : undefined;
+    const cache = await this.d.cache?.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, { caller: job.triggeredBy, fresh: job.noCache === true }, policy, (l) => reporter.line(l), signal, cleanup);
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
-    const imageId = await this.buildLimited(job.buildId, signal, (limits, buildSignal, onStepContainer, stepMarker) =>
-      this.engineCall(() => this.d.builder.build(ctx.tar(), { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom, cacheNamespace: cacheNs, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint),
-    );
+    let keptImages = new Map<string, string>();
+    const imageId = await this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
+      const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
+      const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+      if (cache) keptImages = await this.d.cache!.buildKept(cache, job.buildId, (target, tag) => this.d.builder.build(ctx.tar(), { ...opts, cacheFrom: undefined, tag, target }, () => undefined), (l) => reporter.line(l), buildSignal, cleanup);
+      return id;
+    });
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     // A cancel that lands between the build and the push pushes nothing.
     signal.throwIfAborted();
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
     await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
-    // The cache ref's push (a manifest of layers just pushed) runs beside the workspace push; it never fails the build.
-    const cached = cacheRef ? this.d.cache!.record(imageId || job.baseRef, cacheRef, signal, (l) => reporter.line(l), cleanup) : undefined;
+    // The cache refs' pushes (mostly manifests of layers just pushed) run beside the workspace push; they never fail the build.
+    const cached = cache ? this.d.cache!.record(cache, imageId || job.baseRef, keptImages, signal, (l) => reporter.line(l), cleanup) : undefined;
     try {
       await this.pushWorkspace(job, imageId || job.baseRef, reporter, signal, cleanup);
     } finally {

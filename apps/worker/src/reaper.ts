@@ -22,6 +22,8 @@ export interface ReaperOptions {
   buildTimeoutMs: number;
   /** How long a build may wait in the queue (IMGBUILDER_MAX_QUEUE_WAIT, 6h). */
   maxQueueWaitMs: number;
+  /** More work one process at a time should do, run after each pass under its lock (the cache retention). */
+  duties?: (() => Promise<void>)[];
 }
 
 /** Whether a build's job is gone from the queue (never there, lost, or finished or failed by BullMQ): nothing will run it. */
@@ -88,6 +90,7 @@ export class Reaper {
       await this.queue.remove(rec.id).catch(() => undefined);
     }
     this.log.debug({ pass: ++this.passes, live: live.length, ended }, 'reaper pass');
+    for (const duty of this.opts.duties ?? []) await duty().catch((err: Error) => this.log.warn({ err: err.message }, 'reaper duty failed'));
   }
 
   private async verdict(rec: BuildRecord): Promise<string | undefined> {

@@ -29,6 +29,8 @@ export interface BuildJobData {
   tokenName?: string;
   /** Commit mutable git targets were resolved to when the ref was computed. */
   resolvedCommits?: Record<string, string>;
+  /** force_rebuild: every step runs again, no cache reused (the engine's or the registry's); the result is kept as cache. */
+  noCache?: boolean;
   /** Lines the API wants at the top of the build log (why the build differs from what was asked). */
   notes?: string[];
 }

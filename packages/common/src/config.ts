@@ -13,8 +13,21 @@ import { workerFields } from './config/worker.js';
  */
 export const EnvFields = z.object({ ...platformFields, ...apiFields, ...workerFields, ...sourceFields });
 
+/**
+ * Where the layer cache refs live: IMGBUILDER_CACHE_REPOSITORY, else `<IMGBUILDER_BASE_REPOSITORY>/cache`. Never the
+ * base or workspace repository itself: a cache ref of a final stage is the base image under another tag, and the
+ * registry deletes a manifest with every tag naming it.
+ */
+export function cacheRepositoryOf(env: { IMGBUILDER_CACHE_REPOSITORY?: string; IMGBUILDER_BASE_REPOSITORY: string }): string {
+  return env.IMGBUILDER_CACHE_REPOSITORY || `${env.IMGBUILDER_BASE_REPOSITORY}/cache`;
+}
+
 /** EnvFields with the rules that span several of them (a process reading a few fields picks from EnvFields). */
 export const EnvSchema = EnvFields.superRefine((env, ctx) => {
+  const cache = cacheRepositoryOf(env);
+  if (cache === env.IMGBUILDER_BASE_REPOSITORY || cache === env.IMGBUILDER_WORKSPACE_REPOSITORY) {
+    ctx.addIssue({ code: 'custom', path: [], message: `IMGBUILDER_CACHE_REPOSITORY (${cache}) must not be the base or workspace repository: cache retention deletes manifests there, and with them every tag of the same image` });
+  }
   // One key for API and workers; only development may fall back to the fixed key (SecretBox.fromKey).
   if (!env.IMGBUILDER_SECRET_KEY) {
     if (env.NODE_ENV !== 'development') ctx.addIssue({ code: 'custom', path: [], message: 'IMGBUILDER_SECRET_KEY is required (32 random bytes, base64: `openssl rand -base64 32`); set NODE_ENV=development to run without one' });

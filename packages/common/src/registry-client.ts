@@ -114,9 +114,61 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * The tags of `ref`'s repository, every page (`tags/list` with `n` and the `Link` header). A repository that does
+   * not exist has none. Errors are the registry errors, saying `cannot list tags of <repository>`.
+   */
+  async tags(ref: ImageRef, opts: RequestOptions = {}): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for (let next: string | undefined = 'tags/list?n=1000'; next; ) {
+        const res = await this.withRetry(opts.retry ?? false, () => this.request(ref, next!, 'GET', opts.credentials));
+        const body = (await res.json()) as { tags?: string[] | null };
+        out.push(...(body.tags ?? []));
+        const link = /<[^>]*\/tags\/list\?([^>]*)>\s*;\s*rel="?next"?/.exec(res.headers.get('link') ?? '')?.[1];
+        next = link ? `tags/list?${link}` : undefined;
+      }
+      return out;
+    } catch (err) {
+      if (err instanceof RegistryHttpError && err.status === 404) return out;
+      throw this.toError(err, ref, `cannot list tags of ${ref.domain}/${ref.path}`);
+    }
+  }
+
+  /** `ref`'s manifest digest and the bytes of its config and layers (a manifest list counts its manifest only). */
+  async manifestSize(ref: ImageRef, opts: RequestOptions = {}): Promise<{ digest: string; bytes: number }> {
+    try {
+      const res = await this.withRetry(opts.retry ?? false, () => this.request(ref, `manifests/${ref.digest ?? ref.tag ?? 'latest'}`, 'GET', opts.credentials));
+      const text = await res.text();
+      const m = JSON.parse(text) as { config?: { size?: number }; layers?: { size?: number }[] };
+      const digest = res.headers.get('docker-content-digest') || `sha256:${createHash('sha256').update(text).digest('hex')}`;
+      return { digest, bytes: (m.config?.size ?? 0) + (m.layers ?? []).reduce((n, l) => n + (l.size ?? 0), 0) };
+    } catch (err) {
+      throw this.toResolveError(err, ref);
+    }
+  }
+
+  /**
+   * Deletes the manifest `digest` of `ref`'s repository, and with it every tag of that repository naming it (the
+   * registry API deletes manifests, not tags; its blobs stay until the registry's own garbage collection). Gone
+   * already counts as deleted. Needs `storage.delete.enabled` on a Docker distribution registry.
+   */
+  async deleteManifest(ref: ImageRef, digest: string, opts: RequestOptions = {}): Promise<void> {
+    try {
+      const res = await this.withRetry(opts.retry ?? false, () => this.request(ref, `manifests/${digest}`, 'DELETE', opts.credentials));
+      await res.body?.cancel();
+    } catch (err) {
+      if (err instanceof RegistryHttpError && err.status === 404) return;
+      throw this.toError(err, ref, `cannot delete ${ref.domain}/${ref.path}@${digest}${err instanceof RegistryHttpError && err.status === 405 ? ' (the registry does not allow deletes: storage.delete.enabled)' : ''}`);
+    }
+  }
+
   private toResolveError(err: unknown, ref: ImageRef): Error {
+    return this.toError(err, ref, `cannot resolve image ${describe(ref)}`);
+  }
+
+  private toError(err: unknown, ref: ImageRef, what: string): Error {
     if (err instanceof ImgbuilderError) return err;
-    const what = `cannot resolve image ${describe(ref)}`;
     if (err instanceof RegistryHttpError) {
       if (err.status === 404) return new ImageNotFound(describe(ref), `${what}: not found`);
       if (err.status === 401 || err.status === 403) return new RegistryAuthFailed(ref.domain, err.status, `${what}: the registry refused the credentials (${err.status})`);
@@ -139,10 +191,10 @@ export class RegistryClient {
     });
   }
 
-  private async request(ref: ImageRef, path: string, method: 'HEAD' | 'GET', credentials?: RegistryCredentials): Promise<Response> {
+  private async request(ref: ImageRef, path: string, method: 'HEAD' | 'GET' | 'DELETE', credentials?: RegistryCredentials): Promise<Response> {
     const url = `${this.baseUrl(ref.domain)}/v2/${ref.path}/${path}`;
     const headers: Record<string, string> = { Accept: MANIFEST_TYPES.join(', ') };
-    const scope = `repository:${ref.path}:pull`;
+    const scope = `repository:${ref.path}:${method === 'DELETE' ? 'delete' : 'pull'}`;
     const tokenKey = cacheKey(ref.domain, scope, credentials);
     const cached = this.tokens.get(tokenKey);
     if (cached) headers.Authorization = `Bearer ${cached}`;
@@ -161,7 +213,7 @@ export class RegistryClient {
       }
     }
     if (!res.ok) {
-      const text = method === 'GET' ? await res.text().catch(() => '') : '';
+      const text = method !== 'HEAD' ? await res.text().catch(() => '') : '';
       await res.body?.cancel().catch(() => undefined);
       throw new RegistryHttpError(res.status, registryMessage(res.status, text));
     }

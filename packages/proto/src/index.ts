@@ -29,3 +29,13 @@ export {
   BuildControlClient,
   type BuildControlServer,
 } from './gen/control.js';
+export {
+  CacheRef,
+  ListCacheRefsRequest,
+  ListCacheRefsResponse,
+  PruneCacheRequest,
+  PruneCacheResponse,
+  BuildCacheService,
+  BuildCacheClient,
+  type BuildCacheServer,
+} from './gen/cache.js';

@@ -13,6 +13,8 @@ export const REQUIRED_ROLE: Record<string, Role> = {
   upload: 'builder',
   // Further narrowed per build (control/cancel-permission.ts): a builder cancels only the builds it triggered.
   cancelBuild: 'builder',
+  listCacheRefs: 'admin',
+  pruneCache: 'admin',
 };
 
 /** Outcome of checking one request's credentials. */

@@ -63,6 +63,7 @@ function jobContent(plan: BuildPlan, req: BuildRequest, tokenName: string | unde
     tokenName,
     resolvedCommits: plan.resolvedCommits,
     notes: plan.fallbackNote ? [plan.fallbackNote] : undefined,
+    ...(req.forceRebuild ? { noCache: true } : {}),
   };
   return { job, secrets };
 }

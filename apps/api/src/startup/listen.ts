@@ -27,6 +27,7 @@ export async function listen(cfg: ApiConfig, backends: Backends, services: Servi
   addImageBuilder(grpc, services.imageBuilder.handlers(), services.guard);
   services.upload.register(grpc, services.guard);
   services.control.register(grpc, services.guard);
+  services.cache.register(grpc, services.guard);
   services.health.register(grpc);
   const port = await bind(grpc, env.IMGBUILDER_GRPC_ADDR, cfg.creds);
   const metricsAddr = env.IMGBUILDER_METRICS_ADDR ?? '0.0.0.0:9090';

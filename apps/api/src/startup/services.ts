@@ -13,6 +13,10 @@ import { guardService } from '../grpc/auth.js';
 import { checkInstallationAuth } from '../grpc/installation-auth.js';
 import { HealthService, type Guard } from '../grpc/server.js';
 import { UploadService } from '../grpc/upload-service.js';
+import { CacheService } from '../grpc/cache-service.js';
+import { CacheRefs } from '@imgbuilder/common/cache-refs';
+import { cacheRepositoryOf } from '@imgbuilder/common/config';
+import { pushCredentials } from '@imgbuilder/common/registry-auth';
 import type { ApiConfig } from './config.js';
 import type { Backends } from './connect.js';
 
@@ -24,6 +28,8 @@ export interface Services {
   control: BuildControl;
   /** Cancels builds for the CancelBuild rpc and the dashboard's Cancel button. */
   canceller: BuildCanceller;
+  /** imgbuilder.cache.v1: the layer cache refs, for operators (admin). */
+  cache: CacheService;
   health: HealthService;
   /** With IMGBUILDER_TOKENS_FILE: each rpc needs a token of its role (auth.ts). */
   guard: Guard | undefined;
@@ -34,6 +40,7 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
   const { env, installation, secrets } = cfg;
   const { redis, store, hub, queue, logStore, metrics } = backends;
   const fair = new FairShare(redis, cfg.keys, fairShareTtlMs(env.IMGBUILDER_MAX_QUEUE_WAIT, env.IMGBUILDER_BUILD_TIMEOUT));
+  const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const planner = new BuildPlanner(
     {
       baseRepository: env.IMGBUILDER_BASE_REPOSITORY,
@@ -46,7 +53,7 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
       snapshots: { ownBucket: env.IMGBUILDER_S3_BUCKET, sources: env.IMGBUILDER_SNAPSHOT_SOURCES },
     },
     {
-      registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }),
+      registry,
       git: new GitRemoteResolver({ allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES, concurrency: env.IMGBUILDER_LS_REMOTE_CONCURRENCY, timeoutMs: env.IMGBUILDER_LS_REMOTE_TIMEOUT }),
       log,
     },
@@ -83,7 +90,10 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
   const canceller = new BuildCanceller({ store, cancels: new CancelRequests(redis, cfg.keys), queue, hub, log, retentionMs: env.IMGBUILDER_LOG_RETENTION });
   const control = new BuildControl(canceller, { metrics, log });
   const health = new HealthService(['', 'builder.ImageBuilder'], backends.ready);
-  return { imageBuilder, upload, control, canceller, health, guard: tokenGuard(cfg, backends) };
+  const cacheRepository = cacheRepositoryOf(env);
+  const cacheRefs = new CacheRefs({ redis, keys: cfg.keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) });
+  const cache = new CacheService({ refs: cacheRefs, repository: cacheRepository, retentionMs: env.IMGBUILDER_CACHE_RETENTION, log });
+  return { imageBuilder, upload, control, canceller, cache, health, guard: tokenGuard(cfg, backends) };
 }
 
 /** Token checks for every rpc but health, when there is a tokens file; and installation credentials only for callers allowed them. */

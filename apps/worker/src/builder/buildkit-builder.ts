@@ -66,6 +66,8 @@ export class BuildkitBuilder implements ImageBuilder {
             ...(opts.cacheNamespace ? { BUILDKIT_CACHE_MOUNT_NS: opts.cacheNamespace } : {}),
           },
           ...(opts.cacheFrom?.length ? { cachefrom: JSON.stringify(opts.cacheFrom) } : {}),
+          ...(opts.target ? { target: opts.target } : {}),
+          ...(opts.noCache ? { nocache: true } : {}),
           buildid,
           version: '2',
         } as unknown as Docker.ImageBuildOptions);

@@ -28,6 +28,7 @@ export class ClassicBuilder implements ImageBuilder {
         abortSignal: opts.signal,
         labels: this.engine.labels,
         ...opts.limits,
+        ...(opts.noCache ? { nocache: true } : {}),
         version: '1',
       } as Docker.ImageBuildOptions);
     } catch (err) {

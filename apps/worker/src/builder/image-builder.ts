@@ -20,6 +20,10 @@ export interface BuildOptions {
   onStepContainer?: (id: string) => void;
   /** The caller's prefix for cache mount ids (BuildKit: BUILDKIT_CACHE_MOUNT_NS, also for ONBUILD triggers). */
   cacheNamespace?: string;
+  /** Reuse no cached step (force_rebuild). */
+  noCache?: boolean;
+  /** A named stage to build instead of the final one (BuildKit: the layer cache keeps stages this way). */
+  target?: string;
   /** Images whose cache metadata the build may reuse (BuildKit: inline cache). */
   cacheFrom?: string[];
   /** The context again, for a second attempt with another builder (BuildKit's stuck progress stream). */

@@ -1,4 +1,4 @@
-import type { Env } from '@imgbuilder/common/config';
+import { cacheRepositoryOf, type Env } from '@imgbuilder/common/config';
 import type { Logger } from '@imgbuilder/common/logger';
 import { createDocker, DockerEngine } from '../docker-engine.js';
 import { createImageBuilder } from '../builder/builder-factory.js';
@@ -32,8 +32,8 @@ export async function prepareEngine(env: Env, services: WorkerServices, log: Log
   // A worker that cannot hold builds to their limits takes none, unless the operator accepts that.
   const limitsProblem = () => (sandbox.unenforceable ? `build limits cannot be enforced: ${sandbox.unenforceable}` : undefined);
   if (env.IMGBUILDER_BUILD_LIMITS === 'off') log.warn({ problem: limitsProblem() }, 'IMGBUILDER_BUILD_LIMITS=off: builds are taken even where their memory, process and disk limits cannot be enforced; only for trusted Dockerfiles');
-  const { registry, objects, installation } = services;
-  const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: env.IMGBUILDER_CACHE_REPOSITORY || env.IMGBUILDER_BASE_REPOSITORY }) : undefined;
+  const { registry, objects, installation, cacheRefs } = services;
+  const cache = builder.kind === 'buildkit' ? new BuildCache({ registry, objects, engine, installation, repository: cacheRepositoryOf(env), refs: cacheRefs }) : undefined;
   return { engine, builder, sandbox, cache, limitsRefusal: () => (env.IMGBUILDER_BUILD_LIMITS === 'off' ? undefined : limitsProblem()) };
 }
 

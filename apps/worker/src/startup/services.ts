@@ -6,6 +6,9 @@ import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
+import { CacheRefs } from '@imgbuilder/common/cache-refs';
+import { cacheRepositoryOf } from '@imgbuilder/common/config';
+import { pushCredentials } from '@imgbuilder/common/registry-auth';
 
 /** What a worker talks to besides the engine: Redis (build state, logs, the queue), the object store, registries. */
 export interface WorkerServices {
@@ -20,6 +23,8 @@ export interface WorkerServices {
   /** The installation's registry credentials (IMGBUILDER_REGISTRY_AUTH_FILE). */
   installation: CredentialTable;
   secrets: SecretBox;
+  /** The layer cache refs (cacheRepositoryOf) and when each was last used. */
+  cacheRefs: CacheRefs;
 }
 
 /** Files and keys were read by loadProcessConfig, so a bad one stopped the worker before it connected anywhere. */
@@ -29,6 +34,8 @@ export function connectServices({ env, connectRedis, installation, secrets, keys
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const objects = new ObjectStore(objectStoreOptions(env));
   objects.ensureBucket().catch((err: Error) => log.warn({ err: err.message }, 'object store not reachable yet'));
+  const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
+  const cacheRepository = cacheRepositoryOf(env);
   return {
     connectRedis,
     redis,
@@ -37,8 +44,9 @@ export function connectServices({ env, connectRedis, installation, secrets, keys
     store: new BuildStore(redis, keys),
     logs: new LogStore(redis, keys, objects),
     objects,
-    registry: new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES }),
+    registry,
     installation,
     secrets,
+    cacheRefs: new CacheRefs({ redis, keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) }),
   };
 }

@@ -7,6 +7,7 @@ import type { BuildRunner } from '../build-runner.js';
 import { DiskHygiene } from '../disk-hygiene.js';
 import type { WorkerMetrics } from '../metrics.js';
 import { Reaper } from '../reaper.js';
+import { cacheRetentionDuty } from '../cache-retention.js';
 import { endBuild } from '../report/build-ending.js';
 import type { DockerEngine } from '../docker-engine.js';
 import { NAMESPACE_LABEL } from './engine.js';
@@ -26,6 +27,7 @@ export function startReaper(env: Env, services: WorkerServices, queue: Queue, ru
     enqueueGraceMs: 2 * env.IMGBUILDER_S3_TIMEOUT + 5_000,
     buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
     maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
+    duties: [cacheRetentionDuty({ refs: services.cacheRefs, redis: services.redis, keys: services.keys, retentionMs: env.IMGBUILDER_CACHE_RETENTION, log })],
   });
   reaper.start();
   return reaper;

@@ -40,6 +40,10 @@ export function redisKeys(namespace: string) {
     callerRunning: (callerHash: string) => `${tag}:caller:${callerHash}:running`,
     /** String: held by the one process whose reaper runs this interval. */
     reaperLock: `${tag}:reaper:lock`,
+    /** Hash: each layer-cache ref's tag and when a build last imported or pushed it (ms); retention reads it. */
+    cacheLastUse: `${tag}:cache:last-use`,
+    /** String: set by the reaper pass that ran the cache retention; while it lives no other pass runs it. */
+    cacheRetentionDone: `${tag}:cache:retention-done`,
   } as const;
 }
 

@@ -22,13 +22,15 @@ export const platformFields = {
   /** Where workspace images are pushed (what clients run). */
   IMGBUILDER_WORKSPACE_REPOSITORY: repository('127.0.0.1:5000/imgbuilder/workspace'),
   /**
-   * Repository for build cache images (BuildKit): each build's inline cache is pushed there under its source
-   * identity too. Empty: the previous base image of the same source identity is the cache.
+   * Repository of the layer cache refs (BuildKit), a repository of its own (see cacheRepositoryOf): retention deletes
+   * manifests there.
    */
   IMGBUILDER_CACHE_REPOSITORY: z
     .string()
     .optional()
     .refine((s) => !s || isRepository(s), 'expected a repository like registry.example.com/team/cache'),
+  /** Layer cache refs no build imported or pushed for this long are deleted by the workers' periodic pass. */
+  IMGBUILDER_CACHE_RETENTION: duration('14d'),
   /** Docker config JSON (`auths`) holding the installation's registry credentials. */
   IMGBUILDER_REGISTRY_AUTH_FILE: z.string().optional(),
   /** Registry hosts reached over plain HTTP; localhost and 127.0.0.1 always are. */
