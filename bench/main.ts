@@ -11,9 +11,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { buildDist } from '../test/support/dist.js';
-import { GitServer } from '../test/support/git-server.js';
-import { localEnv, ROOT } from '../test/support/stack.js';
+import { buildDist } from '../testkit/dist.js';
+import { GitServer } from '../testkit/git-server.js';
+import { localEnv, ROOT } from '../testkit/stack.js';
 import type { BenchContext, Scenario } from './scenarios/context.js';
 import { overheadScenario } from './scenarios/overhead.js';
 import { dedupeScenario } from './scenarios/dedupe.js';
@@ -23,10 +23,11 @@ import { throughputScenario } from './scenarios/throughput.js';
 import { redisMemoryScenario } from './scenarios/redis-memory.js';
 import { cacheScenario } from './scenarios/cache.js';
 import { logVolumeScenario } from './scenarios/log-volume.js';
+import { tracingScenario } from './scenarios/tracing.js';
 import { renderTable, type ScenarioResult } from './support/report.js';
 import { closeAllStacks } from './support/stack.js';
 
-const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario, cacheScenario, logVolumeScenario];
+const SCENARIOS: Scenario[] = [overheadScenario, dedupeScenario, cacheHitScenario, logLatencyScenario, throughputScenario, redisMemoryScenario, cacheScenario, logVolumeScenario, tracingScenario];
 
 function parseArgs(argv: string[]) {
   const opts = { quick: false, out: join(ROOT, 'bench/results/latest.json'), only: undefined as string[] | undefined, cpuProf: false, up: true };
@@ -39,7 +40,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--out') opts.out = resolve(argv[++i] ?? '');
     else if (a === '--only') opts.only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory,cache,log-volume] [--no-up] [--cpu-prof]');
+      console.log('usage: tsx bench/main.ts [--quick] [--out file.json] [--only overhead,dedupe,cache-hit,log-latency,throughput,redis-memory,cache,log-volume,tracing] [--no-up] [--cpu-prof]');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }

@@ -1,5 +1,5 @@
-import { BASE_IMAGE } from '../../test/support/requests.js';
-import { forgetBuilds } from '../../test/support/engine-cache.js';
+import { BASE_IMAGE } from '../../testkit/requests.js';
+import { forgetBuilds } from '../../testkit/engine-cache.js';
 import { buildOk, logsStream, ownClient, waitReady } from '../support/grpc.js';
 import { manualBuildkit } from '../support/manual-buildkit.js';
 import { ratio, target, targetText, type Row } from '../support/report.js';
@@ -27,10 +27,15 @@ export const cacheScenario: Scenario = {
     const expensiveS = ctx.quick ? 1 : 8;
     const stageS = ctx.quick ? 1 : 4;
     const dockerHost = ctx.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
-    const bk = await benchStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit' } });
-    let classic: BenchStack | undefined;
+    // Both stacks start side by side; one that fails to start does not leave the other running.
+    const started = await Promise.allSettled([benchStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'buildkit' } }), benchStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'classic' } })]);
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) {
+      await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+      throw failed.reason;
+    }
+    const [bk, classic] = started.map((r) => (r as PromiseFulfilledResult<BenchStack>).value);
     try {
-      classic = await benchStack({ apis: 1, workers: 1, env: { IMGBUILDER_BUILDER: 'classic' } });
       const bkClient = ownClient(bk.apiAddrs[0]);
       const classicClient = ownClient(classic.apiAddrs[0]);
       await Promise.all([waitReady(bkClient), waitReady(classicClient)]);
@@ -150,8 +155,7 @@ export const cacheScenario: Scenario = {
         ],
       };
     } finally {
-      await classic?.close();
-      await bk.close();
+      await Promise.all([classic.close(), bk.close()]);
     }
   },
 };

@@ -1,4 +1,4 @@
-import type { GitServer } from '../../test/support/git-server.js';
+import type { GitServer } from '../../testkit/git-server.js';
 import type { ScenarioResult } from '../support/report.js';
 
 export interface BenchContext {

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { describeProfile, newestProfile, profileClockUs, summarizeProfile, type ProfileSummary } from '../support/cpu-profile.js';
-import { Gate } from '../support/gate.js';
+import { Gate } from '../../testkit/gate.js';
 import { clients, logsStream, ownClient, startBuild, waitReady, wallMs } from '../support/grpc.js';
 import { rssMiB, rssSampler } from '../support/proc.js';
 import { fmt, ratio, target, targetText, type Row } from '../support/report.js';

@@ -1,6 +1,6 @@
 import { BuildStatus } from '@imgbuilder/proto';
-import { BASE_IMAGE } from '../../test/support/requests.js';
-import { S3PutCounter } from '../../test/support/s3-counter.js';
+import { BASE_IMAGE } from '../../testkit/requests.js';
+import { S3PutCounter } from '../../testkit/s3-counter.js';
 import { clients, startBuild } from '../support/grpc.js';
 import { rssMiB, rssSampler } from '../support/proc.js';
 import { fmt, ratio, target, type Row, type Target } from '../support/report.js';

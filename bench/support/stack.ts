@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { BuildStore, redisKeys, type BuildEvent } from '@imgbuilder/common/build-life';
-import { freePort, ROOT, ServiceProcess, startStack, type Stack, type StackOptions } from '../../test/support/stack.js';
+import { freePort, ROOT, ServiceProcess, startStack, type Stack, type StackOptions } from '../../testkit/stack.js';
 
 export interface BenchStack extends Stack {
   /** The Redis namespace (and repository prefix) of this stack. */

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { CloneTargetMode, type BuildSource } from '@imgbuilder/proto';
-import { BASE_IMAGE, gitSource } from '../../test/support/requests.js';
+import type { Gate } from '../../testkit/gate.js';
+import { BASE_IMAGE, gitSource } from '../../testkit/requests.js';
 
 export const nonce = () => randomBytes(6).toString('hex');
 
@@ -38,12 +39,12 @@ export function tinyDockerfile(n: string): string {
  * The first step waits (bounded) at a TCP gate on the bench so every subscriber is attached before the first tick;
  * any answer other than "wait" (gate unreachable, or "go") lets the build go on.
  */
-export function tickDockerfile(n: string, ticks: number, intervalUs: number, gate: { host: string; port: number }): string {
+export function tickDockerfile(n: string, ticks: number, intervalUs: number, gate: Gate): string {
   const tick = `adjtimex | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{printf "tick %d%06d\\n", s, u}'`;
   return [
     `FROM ${BASE_IMAGE}`,
     `RUN echo "bench ${n}"`,
-    `RUN n=0; while [ $n -lt 1200 ]; do r=$(nc -w 2 ${gate.host} ${gate.port} </dev/null); [ "$r" = wait ] || break; n=$((n+1)); usleep 50000; done; echo "gate: $r after $n polls"`,
+    `RUN ${gate.waitStep()}`,
     `RUN for i in $(seq 1 ${ticks}); do ${tick}; usleep ${intervalUs}; done`,
     '',
   ].join('\n');

@@ -7,6 +7,8 @@ REDIS_PORT="${IMGBUILDER_LOCAL_REDIS_PORT:-6379}"
 REGISTRY_PORT="${IMGBUILDER_LOCAL_REGISTRY_PORT:-5000}"
 S3_PORT="${IMGBUILDER_LOCAL_S3_PORT:-4568}"
 DOCKER_SOCK=/var/run/docker.sock
+BASE_IMAGE_REPO="imgbuilder/busybox"
+BASE_IMAGE="127.0.0.1:$REGISTRY_PORT/$BASE_IMAGE_REPO:latest"
 
 log() { printf 'local-stack: %s\n' "$*" >&2; }
 die() {

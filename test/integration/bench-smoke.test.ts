@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from '../support/stack.js';
+import { ROOT } from '../../testkit/stack.js';
 
-const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume'];
+const SCENARIOS = ['overhead', 'dedupe', 'cache-hit', 'log-latency', 'throughput', 'redis-memory', 'cache', 'log-volume', 'tracing'];
 const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-bench-smoke-'));
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -31,7 +31,8 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: nu
 describe('benchmark suite, quick mode', () => {
   it('runs every scenario and writes finite numeric figures, with one docker build for the deduplicated calls', async () => {
     const out = join(dir, 'result.json');
-    const { code, output } = await run('npx', ['tsx', 'bench/main.ts', '--quick', '--out', out], 540_000);
+    // Set-up started the local stack already.
+    const { code, output } = await run('npx', ['tsx', 'bench/main.ts', '--quick', '--no-up', '--out', out], 540_000);
     // A failed scenario's line is early in the output, its stack and the table after it: name it before the tail.
     const failed = output.split('\n').filter((l) => / FAILED: /.test(l));
     expect(code, [...failed, output.slice(-4000)].join('\n')).toBe(0);

@@ -5,12 +5,13 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStatus, CloneTargetMode, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
-import { BASE_IMAGE, gitSource } from '../support/requests.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { BASE_IMAGE, gitSource } from '../../testkit/requests.js';
+import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
+import { CLI_BUNDLE } from '../../testkit/cli.js';
 import { buildIdOf } from '../support/streams.js';
 import { PrivateRegistry } from '../support/private-registry.js';
-import { cacheRecords, forgetBuilds } from '../support/engine-cache.js';
+import { cacheRecords, forgetBuilds } from '../../testkit/engine-cache.js';
 
 let stack: Stack;
 let git: GitServer;
@@ -29,7 +30,7 @@ afterAll(async () => {
 
 /** The engine as another worker's would be: none of `marker`'s build cache, none of this stack's images. */
 async function forget(marker: string): Promise<void> {
-  expect(cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
+  expect(await cacheRecords(stack.env.DOCKER_HOST, marker)).toBeGreaterThan(0);
   await forgetBuilds(stack.env.DOCKER_HOST, marker, [stack.env.IMGBUILDER_BASE_REPOSITORY, stack.env.IMGBUILDER_WORKSPACE_REPOSITORY]);
 }
 
@@ -46,6 +47,8 @@ describe('layer cache shared through the registry (BuildKit)', () => {
     expect(firstLog).toMatch(new RegExp(`^#\\d+ \\d+\\.\\d{3} expensive-${nonce}$`, 'm'));
 
     await forget(nonce);
+    // The same branch again at once: the stack reuses no ls-remote answer (IMGBUILDER_LS_REMOTE_CACHE=0), so the
+    // new commit is built, whatever the engine's speed.
     git.commit('cached', { Dockerfile: `FROM ${BASE_IMAGE}\n${expensive}\nRUN echo last-${nonce}-two\n` });
     const second = await build(client, { source: gitSource(git.url('cached')) });
     expect(second.at(-1)?.status).toBe(BuildStatus.done_success);
@@ -128,7 +131,7 @@ function expectCached(log: string, step: string): void {
 /** `imgbuilder build DIR` with the real CLI; resolves with its stderr (the build log) once it exits 0. */
 function cliBuild(dir: string): Promise<string> {
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), 'build', dir], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: stack.apiAddrs[0] }, timeout: 120_000 }, (err, _out, stderr) =>
+    execFile(process.execPath, [CLI_BUNDLE, 'build', dir], { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: stack.apiAddrs[0] }, timeout: 120_000 }, (err, _out, stderr) =>
       err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stderr),
     ),
   );
@@ -193,7 +196,7 @@ describe('a cache repository the build cannot read (htpasswd registry)', () => {
     const auth = { additional: { [registry.host]: registry.additional } };
     const nonce = Math.random().toString(36).slice(2);
     const df = (last: string) => `FROM ${BASE_IMAGE}\nRUN echo private-expensive-${nonce}\nRUN echo private-last-${last}\n`;
-    // Pinned commits: the API remembers what a branch resolved to for a few seconds.
+    // Pinned commits: what the cache import needs is the commit, not a branch to resolve.
     const pinned = (commit: string) => gitSource(git.url('private-cache'), { mode: CloneTargetMode.REMOTE_COMMIT, target: commit });
     const first = await build(api, { source: pinned(git.commit('private-cache', { Dockerfile: df('one') })), auth });
     expect(first.at(-1)?.status, first.at(-1)?.message).toBe(BuildStatus.done_success);

@@ -6,8 +6,8 @@ import { createRedis, type RedisClient } from '@imgbuilder/common/redis';
 import { redisKeys } from '@imgbuilder/common/build-life';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { cacheRetentionDuty } from '../../apps/worker/src/cache-retention.js';
-import { dropNamespace } from '../support/redis-server.js';
-import { localEnv } from '../support/stack.js';
+import { dropNamespace } from '../../testkit/redis-server.js';
+import { localEnv } from '../../testkit/stack.js';
 
 const REGISTRY = '127.0.0.1:5000';
 const DAY = 86_400_000;

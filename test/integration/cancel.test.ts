@@ -7,11 +7,11 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { BuildStatus, type BuildControlClient, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { connect, logs } from '../support/client.js';
 import { cancelBuild, connectControl, eventually, sleepProcesses } from '../support/control.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { dockerfile, gitSource } from '../support/requests.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
 import { manifestPuts } from '../support/scenarios.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs, type WatchedStream } from '../support/streams.js';
 
 // Two API and two worker processes, one build slot each: a third build waits in the queue.

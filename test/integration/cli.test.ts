@@ -1,14 +1,13 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GitServer } from '../support/git-server.js';
-import { BASE_IMAGE, dockerfile } from '../support/requests.js';
-import { allowEgress, bridgeGateway } from '../support/egress.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { BASE_IMAGE, dockerfile } from '../../testkit/requests.js';
+import { Gate } from '../../testkit/gate.js';
+import { makePki, type TestPki } from '../support/certs.js';
+import { contextDir } from '../support/context-dir.js';
+import { CliProcess, cli as runCli, errorLines, noStackTrace, type CliResult } from '../support/cli-process.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 
 /** Small enough that a 1 MiB file of random bytes cannot be uploaded; every test context is far below it. */
 const MAX_UPLOAD = '256KiB';
@@ -17,13 +16,13 @@ let stack: Stack;
 let git: GitServer;
 let server: string;
 let tlsServer: string;
-let certs: Certs;
+let certs: TestPki;
 
 beforeAll(async () => {
-  certs = makeCerts();
+  certs = makePki();
   [stack, git] = await Promise.all([startStack({ apis: 1, workers: 1, env: { IMGBUILDER_MAX_UPLOAD_BYTES: MAX_UPLOAD } }), GitServer.start()]);
   server = stack.apiAddrs[0];
-  await stack.startApi({ IMGBUILDER_TLS_CERT: certs.serverCert, IMGBUILDER_TLS_KEY: certs.serverKey, IMGBUILDER_TLS_CA: certs.ca });
+  await stack.startApi({ IMGBUILDER_TLS_CERT: certs.serverCert, IMGBUILDER_TLS_KEY: certs.serverKey, IMGBUILDER_TLS_CA: certs.caCert });
   tlsServer = stack.apiAddrs[1];
 });
 
@@ -32,74 +31,11 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The real CLI binary, as a user runs it (`bin/imgbuilder.mjs`), with output observable while it runs. */
-class CliProcess {
-  stdout = '';
-  stderr = '';
-  readonly child: ChildProcess;
-  readonly done: Promise<CliResult>;
-  private waiters: (() => void)[] = [];
-
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = spawn(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, IMGBUILDER_SERVER: server, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.child.stdout!.on('data', (d: Buffer) => this.append('stdout', d));
-    this.child.stderr!.on('data', (d: Buffer) => this.append('stderr', d));
-    this.done = new Promise((resolve) => this.child.on('close', (code) => resolve({ code, stdout: this.stdout, stderr: this.stderr })));
-  }
-
-  private append(which: 'stdout' | 'stderr', d: Buffer): void {
-    this[which] += d.toString();
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  /** Resolves with the first match of `re` in stdout or stderr; bounded, and fails if the CLI exits first. */
-  async waitFor(which: 'stdout' | 'stderr', re: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = re.exec(this[which]);
-      if (m) return m;
-      if (this.child.exitCode !== null) throw new Error(`CLI exited (${this.child.exitCode}) before printing ${re}:\n${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`CLI printed no ${re} on ${which} within ${timeoutMs} ms:\n${this.stderr}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 200);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-}
-
-function cli(args: string[], env?: Record<string, string>, timeoutMs = 150_000): Promise<CliResult> {
-  const p = new CliProcess(args, env);
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
-  return p.done.finally(() => clearTimeout(timer));
-}
-
-/** A directory holding `files`. */
-function contextDir(files: Record<string, string | Buffer>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-cli-ctx-'));
-  for (const [path, content] of Object.entries(files)) {
-    mkdirSync(dirname(join(dir, path)), { recursive: true });
-    writeFileSync(join(dir, path), content);
-  }
-  return dir;
-}
+/** The CLI against this file's API (IMGBUILDER_SERVER), unless `env` names another. */
+const cli = (args: string[], env: Record<string, string> = {}, timeoutMs?: number) => runCli(args, { IMGBUILDER_SERVER: server, ...env }, timeoutMs);
+const cliProcess = (args: string[]) => new CliProcess(args, { IMGBUILDER_SERVER: server });
 
 const refPattern = () => new RegExp(`^${stack.env.IMGBUILDER_WORKSPACE_REPOSITORY.replace(/[.]/g, '\\.')}:[a-f0-9]{64}$`);
-const errorLines = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('imgbuilder: '));
-const noStackTrace = (stderr: string) => expect(stderr).not.toMatch(/^\s+at /m);
 
 describe('imgbuilder build DIR', () => {
   it('uploads the directory, streams the log to stderr, prints only the workspace ref on stdout, and exits 0; unchanged, it is up to date at once', async () => {
@@ -219,10 +155,10 @@ describe('imgbuilder build --git', () => {
 
 describe('imgbuilder ls, logs, and Ctrl-C', () => {
   it('Ctrl-C detaches (exit 130) while the build goes on; ls lists it; logs prints the log so far, logs -f follows it to the end', async () => {
-    const gate = await Gate.open();
+    const gate = await Gate.start();
     try {
       const dir = contextDir({ Dockerfile: dockerfile('echo gated-start', gate.waitStep(), 'echo gated-end') });
-      const build = new CliProcess(['build', dir, '--json']);
+      const build = cliProcess(['build', dir, '--json']);
       const [, buildId, ref] = await build.waitFor('stdout', /"event":"status","status":"running","build_id":"([^"]+)","ref":"([^"]+)"/);
       await build.waitFor('stdout', /gated-start/);
       build.child.kill('SIGINT');
@@ -246,9 +182,9 @@ describe('imgbuilder ls, logs, and Ctrl-C', () => {
       expect(soFar.stdout).toContain('gated-start');
       expect(soFar.stdout).not.toContain('gated-end');
 
-      const follow = new CliProcess(['logs', buildId, '-f']);
+      const follow = cliProcess(['logs', buildId, '-f']);
       await follow.waitFor('stdout', /gated-start/);
-      gate.release();
+      gate.open();
       const followed = await follow.done;
       expect(followed.code, followed.stderr).toBe(0);
       expect(followed.stdout).toContain('gated-end');
@@ -258,7 +194,7 @@ describe('imgbuilder ls, logs, and Ctrl-C', () => {
       expect(byRef.stdout).toContain('gated-end');
       expect((await cli(['ls'])).stdout).not.toContain(buildId);
     } finally {
-      gate.release();
+      gate.open();
       await gate.close();
     }
   });
@@ -289,40 +225,15 @@ describe('imgbuilder resolve', () => {
   });
 });
 
-describe('connection and usage errors', () => {
-  it('an unreachable server is one UNAVAILABLE line and exit 2, for build DIR and for ls', async () => {
-    const closed = `127.0.0.1:${await freePort()}`;
-    const dir = contextDir({ Dockerfile: dockerfile() });
-    for (const res of [await cli(['build', dir, '--server', closed]), await cli(['ls'], { IMGBUILDER_SERVER: closed })]) {
-      expect(res.code).toBe(2);
-      expect(res.stdout).toBe('');
-      expect(errorLines(res.stderr)).toEqual([`imgbuilder: UNAVAILABLE: cannot connect to ${closed}: connect ECONNREFUSED ${closed}`]);
-      noStackTrace(res.stderr);
-    }
-  });
-
-  it('usage errors exit 2 with one line', async () => {
-    const both = await cli(['build', '.', '--git', 'git://127.0.0.1/x']);
-    expect(both).toMatchObject({ code: 2, stderr: 'imgbuilder: USAGE: give either DIR or --git, not both\n' });
-    const bad = await cli(['ls', '--server', 'no-port']);
-    expect(bad).toMatchObject({ code: 2, stderr: 'imgbuilder: USAGE: --server "no-port" is not HOST:PORT\n' });
-    const unknown = await cli(['build', '--frobnicate']);
-    expect(unknown).toMatchObject({ code: 2, stderr: "imgbuilder: unknown option '--frobnicate'\n" });
-    const noDockerfile = await cli(['build', contextDir({ 'a.txt': 'a' })]);
-    expect(noDockerfile.code).toBe(2);
-    expect(noDockerfile.stderr).toMatch(/^imgbuilder: USAGE: Dockerfile not found: \S+\/Dockerfile\n$/);
-  });
-});
-
 describe('TLS', () => {
   it('uploads and builds over mutual TLS; without a client certificate or without TLS the connection is refused (exit 2)', async () => {
     const dir = contextDir({ Dockerfile: `${dockerfile()}COPY m.txt /m.txt\nRUN cat /m.txt\n`, 'm.txt': 'over-mutual-tls' });
-    const ok = await cli(['build', dir, '--server', tlsServer, '--tls-ca', certs.ca], { IMGBUILDER_CLI_TLS_CERT: certs.clientCert, IMGBUILDER_CLI_TLS_KEY: certs.clientKey });
+    const ok = await cli(['build', dir, '--server', tlsServer, '--tls-ca', certs.caCert], { IMGBUILDER_CLI_TLS_CERT: certs.clientCert, IMGBUILDER_CLI_TLS_KEY: certs.clientKey });
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout.trim()).toMatch(refPattern());
     expect(ok.stderr).toContain('over-mutual-tls');
 
-    const noClientCert = await cli(['ls', '--server', tlsServer, '--tls-ca', certs.ca]);
+    const noClientCert = await cli(['ls', '--server', tlsServer, '--tls-ca', certs.caCert]);
     expect(noClientCert.code).toBe(2);
     expect(errorLines(noClientCert.stderr)).toHaveLength(1);
     expect(noClientCert.stderr).toMatch(/^imgbuilder: UNAVAILABLE: cannot connect to [^\n]*: TLS handshake failed: [^\n]*certificate required\n$/);
@@ -332,71 +243,3 @@ describe('TLS', () => {
     expect(plaintext.stderr).toMatch(/^imgbuilder: UNAVAILABLE: [^\n]*\n$/);
   });
 });
-
-interface Certs {
-  ca: string;
-  serverCert: string;
-  serverKey: string;
-  clientCert: string;
-  clientKey: string;
-}
-
-/** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl. */
-function makeCerts(): Certs {
-  const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-cli-tls-'));
-  const f = (name: string) => join(dir, name);
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=imgbuilder-test-ca');
-  for (const [name, ext] of [
-    ['server', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
-    ['client', 'extendedKeyUsage=clientAuth'],
-  ]) {
-    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=imgbuilder-test-${name}`);
-    writeFileSync(f(`${name}.ext`), `${ext}\n`);
-    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${name}.pem`), '-days', '2', '-extfile', f(`${name}.ext`));
-  }
-  return { ca: f('ca.pem'), serverCert: f('server.pem'), serverKey: f('server.key'), clientCert: f('client.pem'), clientKey: f('client.key') };
-}
-
-/**
- * An HTTP endpoint on the Docker bridge that a RUN step polls: the build stays in that step until the test
- * releases it, so "while the build runs" is a state the test controls, not a sleep.
- */
-class Gate {
-  opened = false;
-
-  private constructor(
-    private readonly server: Server,
-    private readonly url: string,
-    private readonly revoke: () => Promise<void>,
-  ) {}
-
-  static async open(): Promise<Gate> {
-    let gate: Gate | undefined;
-    const server = createServer((_req, res) => {
-      res.statusCode = gate?.opened ? 200 : 503;
-      res.end();
-    });
-    const host = bridgeGateway();
-    await new Promise<void>((resolve) => server.listen(0, host, resolve));
-    const port = (server.address() as { port: number }).port;
-    // Build steps reach the engine's host only through an exception to the egress policy, as an operator would add.
-    gate = new Gate(server, `http://${host}:${port}/go`, await allowEgress(`${host}:${port}`));
-    return gate;
-  }
-
-  /** A RUN command waiting for the release (giving up after ~2 minutes so a crashed test leaves no endless build). */
-  waitStep(): string {
-    return `i=0; until wget -q -O /dev/null ${this.url}; do i=$((i+1)); [ $i -lt 600 ] || exit 9; sleep 0.2; done`;
-  }
-
-  release(): void {
-    this.opened = true;
-  }
-
-  async close(): Promise<void> {
-    await this.revoke();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-

@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster } from 'ioredis';
 import type { ImageBuilderClient } from '@imgbuilder/proto';
 import { connect } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { concurrentBuildsShareOneBuild, workerKilledMidBuild } from '../support/scenarios.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { ROOT, startStack, type Stack } from '../../testkit/stack.js';
 
 // The same scenarios as build.test.ts and faults.test.ts, against a 3-node Redis Cluster this file starts itself
 // (infra/local/redis-cluster.sh): every key of a build and BullMQ's queue must land in one slot.

@@ -10,9 +10,9 @@ import puppeteer, { type Browser } from 'puppeteer-core';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { loadEnv } from '@imgbuilder/common/config';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
-import { dropNamespace } from '../support/redis-server.js';
+import { dropNamespace } from '../../testkit/redis-server.js';
 import { httpRequest } from '../support/http.js';
-import { freePort, startStack, type Stack } from '../support/stack.js';
+import { freePort, startStack, type Stack } from '../../testkit/stack.js';
 
 declare const document: { cookie: string };
 

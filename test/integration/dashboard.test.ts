@@ -11,11 +11,11 @@ import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { loadEnv } from '@imgbuilder/common/config';
 import { build, connectAs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
-import { dropNamespace } from '../support/redis-server.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { dropNamespace } from '../../testkit/redis-server.js';
 import { streamImageBuildLog } from '../support/gitpod-log-client.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import { freePort, ROOT, startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
 // The page functions below run in the browser (puppeteer serialises them); Node's types do not know its globals.

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { healthCheck } from '../support/health-check.js';
-import { freePort, localEnv, ROOT, ServiceProcess } from '../support/stack.js';
+import { freePort, localEnv, ROOT, ServiceProcess } from '../../testkit/stack.js';
 
 /**
  * What the Kubernetes manifests and the compose file rely on, checked on processes started exactly as the image

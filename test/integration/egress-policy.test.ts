@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from '../support/stack.js';
+import { ROOT } from '../../testkit/stack.js';
 
 /**
  * infra/engine/egress-policy.sh in a network namespace of its own (`unshare -n`), on a bridge made there: its rules

@@ -3,8 +3,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildDist } from '../support/dist.js';
-import { ROOT, ServiceProcess } from '../support/stack.js';
+import { buildDist } from '../../testkit/dist.js';
+import { ROOT, ServiceProcess } from '../../testkit/stack.js';
 import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 import { checkStepLogs } from '../../apps/worker/src/engine-log-check.js';
 

@@ -5,12 +5,12 @@ import { BuildStatus, LogsRequest, LogsResponse, type ImageBuilderClient } from 
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { loadEnv } from '@imgbuilder/common/config';
 import { build, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
-import { dockerfile, gitSource } from '../support/requests.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
 import { alive, firstToLog, pickedUp } from '../support/scenarios.js';
 import { rawServerStream } from '../support/raw-grpc.js';
 import { S3Server } from '../support/s3-server.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, lastOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
 // Every build reaches exactly one terminal state, whatever process dies or freezes (issue 12).

@@ -4,10 +4,10 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { BuildStatus, type BuildControlClient, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { connect } from '../support/client.js';
 import { cancelBuild, connectControl, eventually } from '../support/control.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, terminalMessages, watchBuild, type WatchedStream } from '../support/streams.js';
 
 // Two stacks of one API and one worker: `open` with no per-caller limits (the order fair share alone gives), and

@@ -5,15 +5,15 @@ import { Redis } from 'ioredis';
 import { status } from '@grpc/grpc-js';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { RedisServer } from '../support/redis-server.js';
-import { dockerfile, gitSource } from '../support/requests.js';
+import { RedisServer } from '../../testkit/redis-server.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
 import { alive, exitCode, firstToLog, manifestPuts, pickedUp, workerKilledMidBuild } from '../support/scenarios.js';
-import { freePort, startStack, type Stack } from '../support/stack.js';
+import { freePort, startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, lastOf, terminalMessages, textOf, watchBuild, watchLogs } from '../support/streams.js';
 
-// The stacks run with IMGBUILDER_WORKER_LOCK_TIMEOUT=5s and IMGBUILDER_STALLED_CHECK_INTERVAL=2s (test/support/stack.ts).
+// The stacks run with IMGBUILDER_WORKER_LOCK_TIMEOUT=5s and IMGBUILDER_STALLED_CHECK_INTERVAL=2s (testkit/stack.ts).
 const LOCK_MS = 5_000;
 const STALLED_CHECK_MS = 2_000;
 /** Room for a loaded 2-core machine on top of the configured pick-up bound. */

@@ -11,10 +11,10 @@ import { BuildStatus, CloneTargetMode, type BuildResponse, type BuildSource, typ
 import { Redis } from 'ioredis';
 import { LogTokens, logTokenKeys } from '../../apps/api/src/logs/log-token.js';
 import { build, connect, logs, resolveWorkspace } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { CallFailed, listen, listTasks, streamImageBuildLog } from '../support/gitpod-log-client.js';
-import { BASE_IMAGE, dockerfile, gitSource, rand } from '../support/requests.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { BASE_IMAGE, dockerfile, gitSource, rand } from '../../testkit/requests.js';
+import { freePort, ROOT, startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, lastOf, terminalMessages, watchBuild } from '../support/streams.js';
 
 /** One stack in supervisor mode, two API processes (each its own supervisor port and public URL), one worker. */

@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
-import * as tarStream from 'tar-stream';
 import {
   BuildRequest,
   BuildStatus,
@@ -21,15 +20,16 @@ import {
 } from '@imgbuilder/proto';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { loadEnv } from '@imgbuilder/common/config';
-import { build, collect, connect, listBuilds, resolveBase, resolveWorkspace } from '../support/client.js';
+import { build, collect, connect, listBuilds, refusedByApi, resolveBase, resolveWorkspace } from '../support/client.js';
 import { FakeRegistry } from '../support/fake-registry.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../support/requests.js';
+import { BASE_IMAGE, composite, dockerfile, downloadInit, emptyInit, fileSource, gitInit, rand, sha256, snapshotInit } from '../../testkit/requests.js';
+import { tarOf } from '../support/tar.js';
 import { lastOf } from '../support/streams.js';
 import { SourceServer } from '../support/source-server.js';
 import { NetnsHost } from '../support/netns-host.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 
 /**
  * Each attack of issue 11 against the real stack: requests a hostile user could send, and what must not happen.
@@ -76,36 +76,13 @@ afterAll(async () => {
 });
 
 
-const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
-  spec: { $case: 'download', download: { files, targetLocation } },
-});
-const composite = (...initializer: WorkspaceInitializer[]): WorkspaceInitializer => ({ spec: { $case: 'composite', composite: { initializer } } });
-const snapshotInit = (snapshot: string): WorkspaceInitializer => ({ spec: { $case: 'snapshot', snapshot: { snapshot, fromVolumeSnapshot: false } } });
-const emptyInit: WorkspaceInitializer = { spec: { $case: 'empty', empty: {} } };
 
 /** A file served by the source server, as a download entry. */
 function served(filePath: string, content: string, query = ''): { url: string; filePath: string; digest: string } {
   return { url: src.file(`/f-${rand()}`, content) + query, filePath, digest: sha256(content) };
 }
 
-/** Expects INVALID_ARGUMENT from Build and ResolveWorkspaceImage, with a message matching `text`. */
-async function refusedByApi(source: BuildSource, text: RegExp): Promise<void> {
-  const match = { code: status.INVALID_ARGUMENT, details: expect.stringMatching(text) };
-  await expect(build(api, { source })).rejects.toMatchObject(match);
-  await expect(resolveWorkspace(api, { source })).rejects.toMatchObject(match);
-}
 
-async function tarOf(entries: { name: string; type?: 'directory'; content?: string }[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const e of entries) {
-    if (e.type === 'directory') pack.entry({ name: e.name, type: 'directory', mode: 0o755 });
-    else pack.entry({ name: e.name, mode: 0o644 }, e.content ?? '');
-  }
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
-  return Buffer.concat(chunks);
-}
 
 /** Git config that runs `touch <marker>` on the worker at checkout, as the issue's reproduction planted it. */
 function plantedGit(marker: string): { config: string; attributes: string } {
@@ -121,12 +98,12 @@ describe('git metadata from other sources never runs on the worker', () => {
       composite(downloadInit([served('config', planted.config), served('info/attributes', planted.attributes)], 'src/.git'), gitInit({ remoteUri: git.url('pwn-download'), checkoutLocation: 'src' })),
       { dockerfilePath: 'src/Dockerfile' },
     );
-    await refusedByApi(source, /download target_location "src\/\.git" has a \.git part: git metadata may only come from a git initializer/);
+    await refusedByApi(api, source, /download target_location "src\/\.git" has a \.git part: git metadata may only come from a git initializer/);
     // The same through file_path, and a checkout over a directory an earlier download filled.
     const viaPath = composite(downloadInit([served('src/.GIT/config', planted.config)]), gitInit({ remoteUri: git.url('pwn-download'), checkoutLocation: 'src' }));
-    await refusedByApi(fileSource(viaPath, { dockerfilePath: 'src/Dockerfile' }), /download file_path "src\/\.GIT\/config" has a \.git part/);
+    await refusedByApi(api, fileSource(viaPath, { dockerfilePath: 'src/Dockerfile' }), /download file_path "src\/\.GIT\/config" has a \.git part/);
     const over = composite(downloadInit([served('src/notes.txt', 'x')]), gitInit({ remoteUri: git.url('pwn-download'), checkoutLocation: 'src' }));
-    await refusedByApi(fileSource(over, { dockerfilePath: 'src/Dockerfile' }), /git checkout_location "src" is not empty: an earlier initializer writes "src\/notes.txt"; a git checkout must go into an empty or new directory/);
+    await refusedByApi(api, fileSource(over, { dockerfilePath: 'src/Dockerfile' }), /git checkout_location "src" is not empty: an earlier initializer writes "src\/notes.txt"; a git checkout must go into an empty or new directory/);
     expect(existsSync(marker)).toBe(false);
   });
 
@@ -172,12 +149,12 @@ describe('snapshots come from allowed places only', () => {
   it('another bucket, keys outside snapshots/, ".." keys: INVALID_ARGUMENT; listed buckets and prefixes pass', async () => {
     const own = stack.env.IMGBUILDER_S3_BUCKET;
     for (const name of [`s3://not-listed-${rand()}/snapshots/x.tar`, `s3://${own}/logs/x`, 'prebuilds/x.tar', 'snapshots/../logs/x', 's3://other-bucket/team-b/x.tar']) {
-      await refusedByApi(fileSource(snapshotInit(name)), /is refused: snapshots are read from snapshots\/ in the service's own bucket .* IMGBUILDER_SNAPSHOT_SOURCES|"\." and "\.\." parts are refused/);
+      await refusedByApi(api, fileSource(snapshotInit(name)), /is refused: snapshots are read from snapshots\/ in the service's own bucket .* IMGBUILDER_SNAPSHOT_SOURCES|"\." and "\.\." parts are refused/);
     }
     const prebuild: WorkspaceInitializer = {
       spec: { $case: 'prebuild', prebuild: { prebuild: { snapshot: `s3://not-listed/x.tar`, fromVolumeSnapshot: false }, git: [GitInitializer.fromPartial({ remoteUri: git.url('any'), targetMode: CloneTargetMode.REMOTE_COMMIT, cloneTaget: 'a'.repeat(40) })] } },
     };
-    await refusedByApi(fileSource(prebuild), /IMGBUILDER_SNAPSHOT_SOURCES/);
+    await refusedByApi(api, fileSource(prebuild), /IMGBUILDER_SNAPSHOT_SOURCES/);
     for (const name of [`s3://${LISTED_BUCKET}/any/key.tar`, 's3://other-bucket/team-a/x.tar', `s3://${own}/snapshots/x.tar`]) {
       await expect(resolveWorkspace(api, { source: fileSource(snapshotInit(name)) })).resolves.toMatchObject({ status: BuildStatus.unknown });
     }
@@ -241,12 +218,12 @@ describe('one request cannot spawn unbounded work', () => {
     const hole = await blackHole();
     try {
       const gits = Array.from({ length: 100 }, (_, i) => gitInit({ remoteUri: `git://${hole.host}/r${i}`, checkoutLocation: `c${i}` }));
-      await refusedByApi(fileSource(composite(...gits)), /build source has more than 64 initializers \(IMGBUILDER_MAX_INITIALIZERS=64\)/);
+      await refusedByApi(api, fileSource(composite(...gits)), /build source has more than 64 initializers \(IMGBUILDER_MAX_INITIALIZERS=64\)/);
       let deep = emptyInit;
       for (let i = 0; i < 9; i++) deep = composite(deep);
-      await refusedByApi(fileSource(deep), /composite initializers nest more than 8 levels deep \(IMGBUILDER_MAX_COMPOSITE_DEPTH=8\)/);
+      await refusedByApi(api, fileSource(deep), /composite initializers nest more than 8 levels deep \(IMGBUILDER_MAX_COMPOSITE_DEPTH=8\)/);
       const files = Array.from({ length: 1001 }, (_, i) => ({ url: 'http://127.0.0.1:1/x', filePath: `f${i}`, digest: sha256('x') }));
-      await refusedByApi(fileSource(downloadInit(files)), /lists 1001 files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=1000/);
+      await refusedByApi(api, fileSource(downloadInit(files)), /lists 1001 files, more than IMGBUILDER_MAX_DOWNLOAD_FILES=1000/);
       expect(hole.seen()).toBe(0);
     } finally {
       hole.stop();
@@ -463,11 +440,11 @@ describe('the fetch policy: nothing fetched for a build reaches a loopback port 
 
   it('downloads, git remotes and image refs naming it, by address or as localhost: INVALID_ARGUMENT, no connection', async () => {
     const digest = sha256('x');
-    await refusedByApi(fileSource(downloadInit([{ url: `http://${canary.host}/images/x/get?token=secret`, filePath: 'Dockerfile', digest }])), /^download url: http:\/\/127\.0\.0\.1:\d+\/images\/x\/get is refused by the fetch policy \(127\.0\.0\.1 is loopback; IMGBUILDER_FETCH_ALLOW/);
-    await refusedByApi(fileSource(downloadInit([{ url: `http://localhost:${port()}/x`, filePath: 'Dockerfile', digest }])), /localhost resolves to 127\.0\.0\.1; 127\.0\.0\.1 is loopback/);
-    await refusedByApi(fileSource(gitInit({ remoteUri: `git://${canary.host}/repo` })), REFUSED);
+    await refusedByApi(api, fileSource(downloadInit([{ url: `http://${canary.host}/images/x/get?token=secret`, filePath: 'Dockerfile', digest }])), /^download url: http:\/\/127\.0\.0\.1:\d+\/images\/x\/get is refused by the fetch policy \(127\.0\.0\.1 is loopback; IMGBUILDER_FETCH_ALLOW/);
+    await refusedByApi(api, fileSource(downloadInit([{ url: `http://localhost:${port()}/x`, filePath: 'Dockerfile', digest }])), /localhost resolves to 127\.0\.0\.1; 127\.0\.0\.1 is loopback/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: `git://${canary.host}/repo` })), REFUSED);
     // A branch would be resolved with ls-remote at the API: the name is checked first.
-    await refusedByApi(fileSource(gitInit({ remoteUri: `http://localhost:${port()}/repo.git`, targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: 'main' })), REFUSED);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: `http://localhost:${port()}/repo.git`, targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: 'main' })), REFUSED);
     for (const ref of [`${canary.host}/x:y`, `localhost:${port()}/x:y`]) {
       await expect(resolveBase(api, { ref }), ref).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(/^cannot resolve image .* is refused by the fetch policy \((localhost resolves to 127\.0\.0\.1; )?127\.0\.0\.1 is loopback/) });
     }

@@ -7,9 +7,9 @@ import { status } from '@grpc/grpc-js';
 import { BuildRequest, BuildStatus, GitAuthMethod, LogsRequest, type BuildResponse, type ImageBuilderClient } from '@imgbuilder/proto';
 import { createRedis } from '@imgbuilder/common/redis';
 import { build, collect, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, ROOT, startStack, type Stack } from '../support/stack.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import { freePort, ROOT, startStack, type Stack } from '../../testkit/stack.js';
 import { rawServerStream } from '../support/raw-grpc.js';
 
 // Each test or describe block below starts its own stack (stackWith): they run at the same time, except the tests

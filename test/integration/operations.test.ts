@@ -9,12 +9,13 @@ import { credentials, status } from '@grpc/grpc-js';
 import { BuildStatus, type BuildResponse, type ImageBuilderClient, type ListBuildsResponse } from '@imgbuilder/proto';
 import { build, connect } from '../support/client.js';
 import { makePki, type TestPki } from '../support/certs.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { dropNamespace } from '../support/redis-server.js';
-import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
-import { ROOT, freePort, startStack, type Stack } from '../support/stack.js';
+import { dropNamespace } from '../../testkit/redis-server.js';
+import { BASE_IMAGE, dockerfile, gitSource } from '../../testkit/requests.js';
+import { freePort, startStack, type Stack } from '../../testkit/stack.js';
+import { CLI_BUNDLE } from '../../testkit/cli.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
 
 let stack: Stack;
@@ -80,7 +81,7 @@ describe('transport security', () => {
 
       const cli = (...tls: string[]) =>
         new Promise<number>((resolve) => {
-          execFile(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), '--server', addr, ...tls, 'ls'], { timeout: 60_000 }, (err) =>
+          execFile(process.execPath, [CLI_BUNDLE, '--server', addr, ...tls, 'ls'], { timeout: 60_000 }, (err) =>
             resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
           );
         });

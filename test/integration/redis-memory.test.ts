@@ -10,10 +10,10 @@ import { loadEnv } from '@imgbuilder/common/config';
 import { LogStore } from '@imgbuilder/common/build-life';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { build, connect, connectAs, logs } from '../support/client.js';
-import { RedisServer } from '../support/redis-server.js';
-import { GitServer } from '../support/git-server.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, startStack, type Stack } from '../support/stack.js';
+import { RedisServer } from '../../testkit/redis-server.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import { freePort, startStack, type Stack } from '../../testkit/stack.js';
 import { streamImageBuildLog } from '../support/gitpod-log-client.js';
 import { buildIdOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
 

@@ -16,12 +16,12 @@ import {
   type ResolveBaseImageResponse,
 } from '@imgbuilder/proto';
 import { collect, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { engineWithBaseImage, PrivateRegistry } from '../support/private-registry.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, gitSource } from '../support/requests.js';
+import { BASE_IMAGE, gitSource } from '../../testkit/requests.js';
 import { isTerminalStatus, lastOf, textOf, watchBuild, watchLogs } from '../support/streams.js';
-import { localEnv, startStack, type Stack } from '../support/stack.js';
+import { localEnv, startStack, type Stack } from '../../testkit/stack.js';
 
 const PASSWORD = `regpw-${randomBytes(8).toString('hex')}`;
 

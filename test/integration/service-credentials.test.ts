@@ -7,9 +7,9 @@ import { Redis } from 'ioredis';
 import { BuildStatus, GitAuthMethod, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build, connect } from '../support/client.js';
 import { makePki, type TestPki } from '../support/certs.js';
-import { GitServer } from '../support/git-server.js';
-import { dockerfile, gitSource } from '../support/requests.js';
-import { freePort, localEnv, startStack, type Stack } from '../support/stack.js';
+import { GitServer } from '../../testkit/git-server.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import { freePort, localEnv, startStack, type Stack } from '../../testkit/stack.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
 
 // Each describe block is self-contained (its own stack, or its own Redis server): they run at the same time.

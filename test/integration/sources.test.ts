@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Readable } from 'node:stream';
@@ -8,30 +8,27 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import * as tarFs from 'tar-fs';
-import * as tarStream from 'tar-stream';
 import {
   BuildRequest,
   BuildStatus,
   CloneTargetMode,
   GitAuthMethod,
   GitInitializer,
-  ResolveWorkspaceImageRequest,
   type BuildResponse,
-  type BuildSource,
   type ImageBuilderClient,
-  type ResolveWorkspaceImageResponse,
   type WorkspaceInitializer,
 } from '@imgbuilder/proto';
 import { ObjectStore, objectStoreOptions } from '@imgbuilder/common/object-store';
 import { loadEnv } from '@imgbuilder/common/config';
 import { workspaceRef } from '@imgbuilder/common/refs';
-import { build, collect, connect, logs } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { build, collect, connect, logs, refusedByApi, resolveWorkspace } from '../support/client.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { dumpNamespace } from '../support/redis-dump.js';
-import { BASE_IMAGE, dockerfile, fileSource, gitInit, rand, sha256 } from '../support/requests.js';
+import { BASE_IMAGE, dockerfile, downloadInit, emptyInit, fileSource, gitInit, rand, sha256, snapshotInit } from '../../testkit/requests.js';
+import { tarOf } from '../support/tar.js';
 import { lastOf } from '../support/streams.js';
 import { SourceServer } from '../support/source-server.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 
 const USER = 'gituser';
 const PASSWORD = `pw-${randomBytes(8).toString('hex')}`;
@@ -57,17 +54,7 @@ afterAll(async () => {
 });
 
 
-const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
-  spec: { $case: 'download', download: { files, targetLocation } },
-});
-const emptyInit: WorkspaceInitializer = { spec: { $case: 'empty', empty: {} } };
-const snapshotInit = (snapshot: string, fromVolumeSnapshot = false): WorkspaceInitializer => ({ spec: { $case: 'snapshot', snapshot: { snapshot, fromVolumeSnapshot } } });
 
-function resolveWorkspace(client: ImageBuilderClient, source: BuildSource): Promise<ResolveWorkspaceImageResponse> {
-  return new Promise((resolve, reject) =>
-    client.resolveWorkspaceImage(ResolveWorkspaceImageRequest.fromPartial({ source }), (err, res) => (err ? reject(err) : resolve(res!))),
-  );
-}
 
 async function buildLog(msgs: BuildResponse[]): Promise<string> {
   return logs(api, { buildId: msgs[0].info!.buildId });
@@ -82,22 +69,7 @@ async function buildWith(req: Parameters<typeof BuildRequest.fromPartial>[0], du
   return all;
 }
 
-/** Expects an INVALID_ARGUMENT from Build and from ResolveWorkspaceImage, mentioning `text`. */
-async function refusedByApi(source: BuildSource, text: string | RegExp): Promise<void> {
-  const match = { code: status.INVALID_ARGUMENT, details: expect.stringMatching(text) };
-  await expect(build(api, { source })).rejects.toMatchObject(match);
-  await expect(resolveWorkspace(api, source)).rejects.toMatchObject(match);
-}
 
-async function tarOf(files: Record<string, string>, gzip: boolean): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const [name, content] of Object.entries(files)) pack.entry({ name, mode: 0o644 }, content);
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
-  const tar = Buffer.concat(chunks);
-  return gzip ? gzipSync(tar) : tar;
-}
 
 async function tarDir(dir: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -210,14 +182,14 @@ describe('git initializer', () => {
     git.commit('moving', { 'README.md': 'main branch' });
     const before = git.commit('moving', { Dockerfile: dockerfile('echo moving-v1') }, 'moving');
     const source = fileSource(gitInit({ remoteUri: git.url('moving'), targetMode: CloneTargetMode.REMOTE_BRANCH, cloneTaget: 'moving' }));
-    const first = await resolveWorkspace(api, source);
+    const first = await resolveWorkspace(api, { source });
     const after = git.commit('moving', { Dockerfile: dockerfile('echo moving-v2') }, 'moving');
     expect(after).not.toBe(before);
     // Each API process caches ls-remote answers for 5 s; a process that never asked sees the new commit at once.
     await stack.startApi();
     const fresh = connect(stack.apiAddrs[stack.apiAddrs.length - 1]);
     try {
-      const second = await resolveWorkspace(fresh, source);
+      const second = await resolveWorkspace(fresh, { source });
       expect(second.ref).not.toBe(first.ref);
       expect(second.baseRef).not.toBe(first.baseRef);
       const msgs = await build(fresh, { source });
@@ -296,8 +268,8 @@ describe('snapshot and prebuild initializers', () => {
     const gzKey = `snapshots/${rand()}.tar.gz`;
     const plainKey = `snapshots/${rand()}.tar`;
     const withCopy = (text: string) => `FROM ${BASE_IMAGE}\nCOPY motd-test /etc/motd-test\nRUN cat /etc/motd-test\n# ${text}\n`;
-    await objects.put(gzKey, await tarOf({ Dockerfile: withCopy(gzText), 'motd-test': gzText }, true), 'application/gzip');
-    await objects.put(plainKey, await tarOf({ Dockerfile: withCopy(plainText), 'motd-test': plainText }, false), 'application/x-tar');
+    await objects.put(gzKey, await tarOf({ Dockerfile: withCopy(gzText), 'motd-test': gzText }, { gzip: true }), 'application/gzip');
+    await objects.put(plainKey, await tarOf({ Dockerfile: withCopy(plainText), 'motd-test': plainText }), 'application/x-tar');
     const [gz, plain] = await Promise.all([build(api, { source: fileSource(snapshotInit(`s3://${bucket}/${gzKey}`)) }), build(api, { source: fileSource(snapshotInit(plainKey)) })]);
     expect(lastOf(gz).status, lastOf(gz).message).toBe(BuildStatus.done_success);
     expect(lastOf(plain).status, lastOf(plain).message).toBe(BuildStatus.done_success);
@@ -345,17 +317,17 @@ describe('snapshot and prebuild initializers', () => {
 
 describe('refusals', () => {
   it('backup: INVALID_ARGUMENT saying there are no workspace backups', async () => {
-    await refusedByApi(fileSource({ spec: { $case: 'backup', backup: { checkoutLocation: '', fromVolumeSnapshot: false } } }), /no workspace backups/);
+    await refusedByApi(api, fileSource({ spec: { $case: 'backup', backup: { checkoutLocation: '', fromVolumeSnapshot: false } } }), /no workspace backups/);
   });
 
   it('.. and absolute paths in the request: INVALID_ARGUMENT', async () => {
     const g = (checkoutLocation = '') => gitInit({ remoteUri: git.url('anything'), targetMode: CloneTargetMode.REMOTE_COMMIT, cloneTaget: 'a'.repeat(40), checkoutLocation });
-    await refusedByApi(fileSource(g(), { dockerfilePath: '../Dockerfile' }), /dockerfile_path.*outside/);
-    await refusedByApi(fileSource(g(), { dockerfilePath: '/etc/passwd' }), /dockerfile_path.*absolute/);
-    await refusedByApi(fileSource(g(), { contextPath: 'a/../../b' }), /context_path.*outside/);
-    await refusedByApi(fileSource(g('../up')), /checkout_location.*outside/);
-    await refusedByApi(fileSource(downloadInit([{ url: 'http://127.0.0.1/x', filePath: '../../x', digest: sha256('x') }])), /file_path.*outside/);
-    await refusedByApi(fileSource(downloadInit([{ url: 'http://127.0.0.1/x', filePath: 'x', digest: sha256('x') }], '/abs')), /target_location.*absolute/);
+    await refusedByApi(api, fileSource(g(), { dockerfilePath: '../Dockerfile' }), /dockerfile_path.*outside/);
+    await refusedByApi(api, fileSource(g(), { dockerfilePath: '/etc/passwd' }), /dockerfile_path.*absolute/);
+    await refusedByApi(api, fileSource(g(), { contextPath: 'a/../../b' }), /context_path.*outside/);
+    await refusedByApi(api, fileSource(g('../up')), /checkout_location.*outside/);
+    await refusedByApi(api, fileSource(downloadInit([{ url: 'http://127.0.0.1/x', filePath: '../../x', digest: sha256('x') }])), /file_path.*outside/);
+    await refusedByApi(api, fileSource(downloadInit([{ url: 'http://127.0.0.1/x', filePath: 'x', digest: sha256('x') }], '/abs')), /target_location.*absolute/);
   });
 
   it('a symlink in the repository pointing outside the context, or a Dockerfile reached through one: done_failure', async () => {
@@ -376,26 +348,26 @@ describe('refusals', () => {
   });
 
   it('file:// remotes, local paths and git transport helpers: INVALID_ARGUMENT', async () => {
-    await refusedByApi(fileSource(gitInit({ remoteUri: `file://${git.root}/private` })), /file:\/\/ URLs are refused.*IMGBUILDER_ALLOW_LOCAL_SOURCES/);
-    await refusedByApi(fileSource(gitInit({ remoteUri: `${git.root}/private` })), /local paths/);
-    await refusedByApi(fileSource(gitInit({ remoteUri: 'ext::sh -c touch% /tmp/imgbuilder-pwned' })), /transport helpers/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: `file://${git.root}/private` })), /file:\/\/ URLs are refused.*IMGBUILDER_ALLOW_LOCAL_SOURCES/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: `${git.root}/private` })), /local paths/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: 'ext::sh -c touch% /tmp/imgbuilder-pwned' })), /transport helpers/);
   });
 
   it('link-local / metadata literals in remotes, downloads and OTS URLs: INVALID_ARGUMENT from Build and ResolveWorkspaceImage', async () => {
-    await refusedByApi(fileSource(gitInit({ remoteUri: 'http://169.254.169.254/x' })), /169\.254\.169\.254.*refused/);
-    await refusedByApi(fileSource(gitInit({ remoteUri: 'http://[::ffff:169.254.169.254]/x' })), /link-local/);
-    await refusedByApi(fileSource(gitInit({ remoteUri: 'git://[fd00:ec2::254]/x' })), /fd00:ec2::254/);
-    await refusedByApi(fileSource(downloadInit([{ url: 'http://169.254.169.254/latest/meta-data', filePath: 'Dockerfile', digest: sha256('x') }])), /download url.*refused/);
-    await refusedByApi(
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: 'http://169.254.169.254/x' })), /169\.254\.169\.254.*refused/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: 'http://[::ffff:169.254.169.254]/x' })), /link-local/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: 'git://[fd00:ec2::254]/x' })), /fd00:ec2::254/);
+    await refusedByApi(api, fileSource(downloadInit([{ url: 'http://169.254.169.254/latest/meta-data', filePath: 'Dockerfile', digest: sha256('x') }])), /download url.*refused/);
+    await refusedByApi(api, 
       fileSource(gitInit({ remoteUri: src.gitUrl('private'), config: { authentication: GitAuthMethod.BASIC_AUTH_OTS, authOts: 'http://169.254.169.254/ots' } })),
       /auth_ots.*refused/,
     );
   });
 
   it('custom_config keys that run programs or redirect the fetch, and volume snapshots: INVALID_ARGUMENT', async () => {
-    await refusedByApi(fileSource(gitInit({ remoteUri: git.url('private'), config: { customConfig: { 'core.sshCommand': 'touch /tmp/imgbuilder-pwned' } } })), /core\.sshCommand.*not allowed/);
-    await refusedByApi(fileSource(gitInit({ remoteUri: git.url('private'), config: { customConfig: { 'url.file:///etc/.insteadOf': 'git://' } } })), /not allowed/);
-    await refusedByApi(fileSource(snapshotInit('some/key', true)), /volume snapshots/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: git.url('private'), config: { customConfig: { 'core.sshCommand': 'touch /tmp/imgbuilder-pwned' } } })), /core\.sshCommand.*not allowed/);
+    await refusedByApi(api, fileSource(gitInit({ remoteUri: git.url('private'), config: { customConfig: { 'url.file:///etc/.insteadOf': 'git://' } } })), /not allowed/);
+    await refusedByApi(api, fileSource(snapshotInit('some/key', true)), /volume snapshots/);
   });
 });
 
@@ -424,57 +396,5 @@ describe('base_image_name_resolved', () => {
     const again = await build(api, { source, baseImageNameResolved: BASE_IMAGE });
     expect(again).toHaveLength(1);
     expect(again[0]).toMatchObject({ status: BuildStatus.done_success, ref: lastOf(msgs).ref });
-  });
-});
-
-describe('context caps and local sources (a stack with small caps and IMGBUILDER_ALLOW_LOCAL_SOURCES=true)', () => {
-  let tight: Stack;
-  let client: ImageBuilderClient;
-
-  beforeAll(async () => {
-    tight = await startStack({ apis: 1, workers: 1, env: { IMGBUILDER_MAX_CONTEXT_BYTES: '64KiB', IMGBUILDER_MAX_CONTEXT_FILES: '20', IMGBUILDER_ALLOW_LOCAL_SOURCES: 'true' } });
-    client = connect(tight.apiAddrs[0]);
-  });
-
-  afterAll(async () => {
-    client?.close();
-    await tight?.stop();
-  });
-
-  it('more files than IMGBUILDER_MAX_CONTEXT_FILES, or more bytes than IMGBUILDER_MAX_CONTEXT_BYTES: done_failure saying which', async () => {
-    const many: Record<string, string> = { Dockerfile: dockerfile('echo many') };
-    for (let i = 0; i < 30; i++) many[`f/${i}.txt`] = String(i);
-    git.commit('many-files', many);
-    git.commit('big-file', { Dockerfile: dockerfile('echo big'), 'big.bin': 'x'.repeat(100 * 1024) });
-    const bigKey = `snapshots/${rand()}-big.tar`;
-    await objects.put(bigKey, await tarOf({ Dockerfile: dockerfile('echo big'), 'big.bin': 'y'.repeat(100 * 1024) }, false));
-    const [files, bytes, snapshot] = await Promise.all([
-      build(client, { source: fileSource(gitInit({ remoteUri: git.url('many-files') })) }),
-      build(client, { source: fileSource(gitInit({ remoteUri: git.url('big-file') })) }),
-      build(client, { source: fileSource(snapshotInit(bigKey)) }),
-    ]);
-    expect(lastOf(files)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('more than 20 files (IMGBUILDER_MAX_CONTEXT_FILES)') });
-    expect(lastOf(bytes)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('larger than 65536 bytes (IMGBUILDER_MAX_CONTEXT_BYTES)') });
-    expect(lastOf(snapshot)).toMatchObject({ status: BuildStatus.done_failure, message: expect.stringContaining('IMGBUILDER_MAX_CONTEXT_BYTES') });
-  });
-
-  it('file:// remotes and local download paths are allowed', async () => {
-    const hello = `local-download-${rand()}`;
-    const dir = mkdtempSync(join(tmpdir(), 'imgbuilder-local-src-'));
-    mkdirSync(join(dir, 'd'));
-    writeFileSync(join(dir, 'd', 'hello.txt'), hello);
-    git.commit('local-repo', { Dockerfile: `FROM ${BASE_IMAGE}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n` });
-    const msgs = await build(client, {
-      source: fileSource({
-        spec: {
-          $case: 'composite',
-          composite: {
-            initializer: [gitInit({ remoteUri: `file://${git.root}/local-repo` }), downloadInit([{ url: `file://${join(dir, 'd', 'hello.txt')}`, filePath: 'hello.txt', digest: sha256(hello) }])],
-          },
-        },
-      }),
-    });
-    expect(lastOf(msgs).status, lastOf(msgs).message).toBe(BuildStatus.done_success);
-    expect(await logs(client, { buildId: msgs[0].info!.buildId })).toContain(hello);
   });
 });

@@ -9,11 +9,12 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { BuildStatus } from '@imgbuilder/proto';
 import { hashToken, newToken } from '@imgbuilder/common/access-tokens';
 import { build, connectAs, listBuilds, logs, resolveBase, resolveWorkspace } from '../support/client.js';
-import { GitServer } from '../support/git-server.js';
+import { GitServer } from '../../testkit/git-server.js';
 import { healthCheck } from '../support/health-check.js';
 import { httpGet, metricsUrl } from '../support/http.js';
-import { BASE_IMAGE, dockerfile, gitSource } from '../support/requests.js';
-import { ROOT, startStack, type Stack } from '../support/stack.js';
+import { BASE_IMAGE, dockerfile, gitSource } from '../../testkit/requests.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
+import { CLI_BUNDLE } from '../../testkit/cli.js';
 import { cancelBuild, connectControl } from '../support/control.js';
 import { buildIdOf, watchBuild } from '../support/streams.js';
 
@@ -47,7 +48,7 @@ const codeOf = (p: Promise<unknown>) => p.then(() => status.OK, (e: ServiceError
 
 async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await execFileP(process.execPath, [join(ROOT, 'bin/imgbuilder.mjs'), '--server', addr, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 150_000 });
+    const r = await execFileP(process.execPath, [CLI_BUNDLE, '--server', addr, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 150_000 });
     return { code: 0, ...r };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };

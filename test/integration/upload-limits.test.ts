@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentials, status, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
 import { SnapshotUploadClient, type UploadRequest, type UploadResponse } from '@imgbuilder/proto';
 import { alive } from '../support/scenarios.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { startStack, type Stack } from '../../testkit/stack.js';
 
 // The upload service is bounded: concurrent uploads, bytes on disk, an overall deadline, and a full disk (issue 12).
 // The two describe blocks have a stack each and run at the same time; the tests sharing one stay in order.

@@ -1,4 +1,5 @@
-import { credentials, InterceptingCall, type ChannelCredentials, type ClientReadableStream, type Interceptor } from '@grpc/grpc-js';
+import { credentials, InterceptingCall, status, type ChannelCredentials, type ClientReadableStream, type Interceptor } from '@grpc/grpc-js';
+import { expect } from 'vitest';
 import {
   BuildRequest,
   ImageBuilderClient,
@@ -6,6 +7,7 @@ import {
   ResolveBaseImageRequest,
   ResolveWorkspaceImageRequest,
   type BuildResponse,
+  type BuildSource,
   type ListBuildsResponse,
   type LogsResponse,
   type ResolveBaseImageResponse,
@@ -62,3 +64,10 @@ export const resolveWorkspace = (c: ImageBuilderClient, req: Parameters<typeof R
 export const resolveBase = (c: ImageBuilderClient, req: Parameters<typeof ResolveBaseImageRequest.fromPartial>[0]) =>
   call<ResolveBaseImageResponse>((cb) => c.resolveBaseImage(ResolveBaseImageRequest.fromPartial(req), cb));
 export const listBuilds = (c: ImageBuilderClient) => call<ListBuildsResponse>((cb) => c.listBuilds({}, cb));
+
+/** Expects INVALID_ARGUMENT from Build and from ResolveWorkspaceImage for `source`, with a message matching `text`. */
+export async function refusedByApi(c: ImageBuilderClient, source: BuildSource, text: string | RegExp): Promise<void> {
+  const match = { code: status.INVALID_ARGUMENT, details: expect.stringMatching(text) };
+  await expect(build(c, { source })).rejects.toMatchObject(match);
+  await expect(resolveWorkspace(c, { source })).rejects.toMatchObject(match);
+}

@@ -1,5 +1,5 @@
 import { get, request, type Agent, type IncomingHttpHeaders } from 'node:http';
-import type { ServiceProcess } from './stack.js';
+import type { ServiceProcess } from '../../testkit/stack.js';
 
 /** GET over plain HTTP, bounded; resolves with status and body. */
 export function httpGet(url: string, timeoutMs = 10_000): Promise<{ status: number; body: string }> {

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
-import { freePort } from './stack.js';
+import { freePort } from '../../testkit/stack.js';
 
 /**
  * Debian's `docker-registry` on a loopback port with htpasswd (bcrypt) auth and its own storage: a private registry

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, ROOT } from './stack.js';
+import { freePort, ROOT } from '../../testkit/stack.js';
 
 /**
  * A private s3rver on a free loopback port, for tests that freeze or kill the object store (never the shared one

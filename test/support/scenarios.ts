@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { BuildStatus, type ImageBuilderClient } from '@imgbuilder/proto';
 import { build } from './client.js';
-import type { GitServer } from './git-server.js';
-import { dockerfile, gitSource } from './requests.js';
-import type { ServiceProcess, Stack } from './stack.js';
+import type { GitServer } from '../../testkit/git-server.js';
+import { dockerfile, gitSource } from '../../testkit/requests.js';
+import type { ServiceProcess, Stack } from '../../testkit/stack.js';
 import { buildIdOf, terminalMessages, textOf, watchBuild, watchLogs } from './streams.js';
 
 /** Manifest PUTs the registry logged for `repository:tag` (one per push). */

@@ -4,12 +4,12 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { StatusResponse } from '@imgbuilder/proto/gen/buildkit/control';
-import { BUILDKIT_TRACE_ID, BuildkitProgress } from '../../apps/worker/src/builder/buildkit-progress.js';
+import { BUILDKIT_TRACE_ID, BuildkitProgress, type StepEnd } from '../../apps/worker/src/builder/buildkit-progress.js';
 import { createDocker, DockerEngine } from '../../apps/worker/src/docker-engine.js';
 
 /** Replays a stream recorded from Docker 20.10's `/build?version=2` (one engine JSON message a line). */
-function replay(name: string): { text: string; progress: BuildkitProgress } {
-  const progress = new BuildkitProgress();
+function replay(name: string, onStepEnd?: (step: StepEnd) => void): { text: string; progress: BuildkitProgress } {
+  const progress = new BuildkitProgress(onStepEnd);
   let text = '';
   for (const line of readFileSync(new URL(`../fixtures/buildkit/${name}.jsonl`, import.meta.url), 'utf8').split('\n')) {
     if (!line) continue;
@@ -191,5 +191,22 @@ describe('BuildKit progress, a stuck engine', () => {
     expect(progress.stalled).toBe(true);
     progress.trace(real);
     expect(progress.stalled).toBe(false);
+  });
+
+  it('every step that ends is heard of once, numbered and named as its log line, with BuildKit\'s times (trace spans)', () => {
+    for (const fixture of ['success', 'cached', 'failure', 'parallel']) {
+      const ended: StepEnd[] = [];
+      const { text, progress } = replay(fixture, (s) => ended.push(s));
+      const logSteps = new Map<number, string>();
+      for (const m of text.matchAll(/^#(\d+) (.+)$/gm)) if (!logSteps.has(Number(m[1]))) logSteps.set(Number(m[1]), m[2]);
+      expect(new Map(ended.map((s) => [s.index, s.name])), fixture).toEqual(logSteps);
+      for (const s of ended) {
+        if (s.cached) expect(s.started, `${fixture}: a cached step ran at no time of its own`).toBeUndefined();
+        else expect(s.started!.getTime(), `${fixture} ${s.name}`).toBeLessThanOrEqual(s.completed.getTime());
+      }
+      const failed = ended.filter((s) => s.error);
+      if (progress.failure) expect(failed.map((s) => s.error)).toEqual([`step "${progress.failure.step}": ${progress.failure.error}`]);
+      else expect(failed).toEqual([]);
+    }
   });
 });

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { cacheRepositoryOf, loadEnv } from '@imgbuilder/common/config';
 import { ConfigError } from '@imgbuilder/common/errors';
@@ -24,6 +23,12 @@ describe('configuration', () => {
     expect(parseDuration('soon')).toBeUndefined();
   });
 
+  it('a zero duration is refused, except where it means "never reuse" (IMGBUILDER_LS_REMOTE_CACHE)', () => {
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_LS_REMOTE_TIMEOUT: '0' })).toThrow(/IMGBUILDER_LS_REMOTE_TIMEOUT/);
+    expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_LS_REMOTE_CACHE).toBe(5_000);
+    expect(loadEnv({ NODE_ENV: 'development', IMGBUILDER_LS_REMOTE_CACHE: '0' }).IMGBUILDER_LS_REMOTE_CACHE).toBe(0);
+  });
+
   it('a bad value stops the start with a message naming the variable', () => {
     expect(() => loadEnv({ IMGBUILDER_BUILD_TIMEOUT: 'soon' })).toThrow(ConfigError);
     expect(() => loadEnv({ IMGBUILDER_BUILD_TIMEOUT: 'soon' })).toThrow(/IMGBUILDER_BUILD_TIMEOUT/);
@@ -41,6 +46,11 @@ describe('configuration', () => {
     expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_CACHE_REPOSITORY: '127.0.0.1:5000/imgbuilder/workspace' })).toThrow(/IMGBUILDER_CACHE_REPOSITORY .* must not be the base or workspace repository/);
     expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_CACHE_RETENTION).toBe(14 * 86_400_000);
     expect(() => loadEnv({ NODE_ENV: 'development', LOG_LEVEL: 'verbose' })).toThrow(/LOG_LEVEL/);
+    // Tracing: OTLP over HTTP only, and a trace link needs a place for the id.
+    expect(() => loadEnv({ NODE_ENV: 'development', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL: http\/protobuf or http\/json/);
+    expect(() => loadEnv({ NODE_ENV: 'development', OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT/);
+    expect(() => loadEnv({ NODE_ENV: 'development', IMGBUILDER_TRACE_URL: 'https://jaeger.example/search' })).toThrow(/IMGBUILDER_TRACE_URL: a URL with \{traceId\}/);
+    expect(loadEnv({ NODE_ENV: 'development', IMGBUILDER_TRACE_URL: 'https://jaeger.example/trace/{traceId}' }).IMGBUILDER_TRACE_URL).toBe('https://jaeger.example/trace/{traceId}');
   });
 
   it('the secret key is required outside development, and must be 32 bytes of base64', () => {
@@ -52,65 +62,5 @@ describe('configuration', () => {
     const key = Buffer.alloc(32, 1).toString('base64');
     expect(loadEnv({ IMGBUILDER_SECRET_KEY: key }).IMGBUILDER_SECRET_KEY).toBe(key);
     expect(loadEnv({ NODE_ENV: 'development' }).IMGBUILDER_SECRET_KEY).toBeUndefined();
-  });
-});
-
-// Each case starts a process that exits at once: they run at the same time.
-describe.concurrent('starting without required settings', () => {
-  const start = (app: 'api' | 'worker', env: Record<string, string>) =>
-    new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, [`apps/${app}/dist/main.js`], {
-        cwd: new URL('../..', import.meta.url).pathname,
-        env: { PATH: process.env.PATH ?? '', IMGBUILDER_METRICS_ADDR: '', IMGBUILDER_HTTP_ADDR: '', IMGBUILDER_GRPC_ADDR: '127.0.0.1:0', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (out += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        resolve({ code, out });
-      });
-    });
-
-  it.each(['api', 'worker'] as const)('the %s refuses to start without IMGBUILDER_SECRET_KEY (unless NODE_ENV=development)', async (app) => {
-    const res = await start(app, {});
-    expect(res.code).toBe(1);
-    expect(res.out).toContain('IMGBUILDER_SECRET_KEY');
-  });
-
-  it('the API refuses the fixed development key on a listener other machines reach', async () => {
-    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_GRPC_ADDR: '0.0.0.0:0' });
-    expect(res.code).toBe(1);
-    expect(res.out).toMatch(/IMGBUILDER_GRPC_ADDR=0\.0\.0\.0:0 is reachable from other machines: set IMGBUILDER_SECRET_KEY/);
-  });
-
-  it('a bad setting stops the API with a message naming the variable', async () => {
-    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_BUILD_TIMEOUT: 'whenever' });
-    expect(res.code).toBe(1);
-    expect(res.out).toContain('IMGBUILDER_BUILD_TIMEOUT');
-  });
-
-  it('LOG_LEVEL is validated with the other settings and sets what the processes log', async () => {
-    // The same refusal, raised once the configuration is read, is logged at fatal and so hidden by `silent`.
-    const refuse = { NODE_ENV: 'development', IMGBUILDER_LOG_INFO: 'supervisor', IMGBUILDER_SUPERVISOR_ADDR: '127.0.0.1:0' };
-    const [bad, fatal, silent] = await Promise.all([
-      start('worker', { NODE_ENV: 'development', LOG_LEVEL: 'verbose' }),
-      start('api', { ...refuse, LOG_LEVEL: 'fatal' }),
-      start('api', { ...refuse, LOG_LEVEL: 'silent' }),
-    ]);
-    expect(bad.code).toBe(1);
-    expect(bad.out).toMatch(/invalid configuration:.*\\n\s+LOG_LEVEL: /);
-    expect(fatal.code).toBe(1);
-    expect(fatal.out).toContain('IMGBUILDER_PUBLIC_URL');
-    expect(silent.code).toBe(1);
-    expect(silent.out).toBe('');
-  });
-
-  it('the API refuses IMGBUILDER_LOG_INFO=supervisor without IMGBUILDER_PUBLIC_URL', async () => {
-    const res = await start('api', { NODE_ENV: 'development', IMGBUILDER_LOG_INFO: 'supervisor', IMGBUILDER_SUPERVISOR_ADDR: '127.0.0.1:0' });
-    expect(res.code).toBe(1);
-    expect(res.out).toContain('IMGBUILDER_PUBLIC_URL');
   });
 });

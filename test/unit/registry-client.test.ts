@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import { parseChallenge, RegistryClient } from '@imgbuilder/common/registry-client';
 import { FakeRegistry } from '../support/fake-registry.js';
-import { allowTestServers } from '../support/fetch-allow.js';
+import { allowTestServers } from '../../testkit/fetch-allow.js';
 
 allowTestServers();
 

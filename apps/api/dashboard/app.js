@@ -227,6 +227,7 @@ function buildPage() {
     const d = await fetchJson(`/api/builds/${encodeURIComponent(id)}`);
     renderBuild(d.build);
     if (d.logUrl) $('#log-link').href = d.logUrl;
+    renderTrace(d.trace);
     return d;
   }
 
@@ -288,6 +289,14 @@ function buildPage() {
   })().catch((err) => {
     $('#log-state').textContent = err.message;
   });
+}
+
+/** The build's trace id (W3C), linked to IMGBUILDER_TRACE_URL when the API has one. */
+function renderTrace(t) {
+  const dd = $('#trace');
+  if (!t) return;
+  const code = el('code', { text: t.id });
+  dd.replaceChildren(t.url ? el('a', { href: t.url, rel: 'noreferrer', target: '_blank' }, code) : code);
 }
 
 function renderBuild(b) {

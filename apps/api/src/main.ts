@@ -1,5 +1,6 @@
 import { ConfigError } from '@imgbuilder/common/errors';
 import { createLogger } from '@imgbuilder/common/logger';
+import { startTracing } from '@imgbuilder/common/tracing';
 import { configure } from './startup/config.js';
 import { connect } from './startup/connect.js';
 import { makeServices } from './startup/services.js';
@@ -10,6 +11,7 @@ const log = createLogger('imgbuilder-api');
 
 async function main(): Promise<void> {
   const cfg = configure(log);
+  await startTracing(cfg.env, 'imgbuilder-api');
   const backends = connect(cfg, log);
   const services = makeServices(cfg, backends, log);
   const listeners = await listen(cfg, backends, services, log);

@@ -9,15 +9,16 @@ import { BuildCancelled, ImageNotFound, RegistryAuthFailed, SecretsUnsealable, W
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
-import { RegistryAuthPolicy, pushCredentials, registryAuthHint, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
+import { RegistryAuthPolicy, pushCredentials, secretsOf, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import type { SecretBox } from '@imgbuilder/common/secret-box';
 import { retry } from '@imgbuilder/common/retry';
+import { activeSpan, failSpan, inSpan } from '@imgbuilder/common/tracing';
 import { BuildReporter } from './report/build-reporter.js';
 import { endBuild, type EndingDeps } from './report/build-ending.js';
 import { prepareContext } from './build-context.js';
 import type { DockerEngine } from './docker-engine.js';
-import { EngineError, EngineUnavailableError, SourceError } from './errors.js';
+import { EngineUnavailableError, SourceError, withRegistryAuthHint } from './errors.js';
 import { failureMessage, isKnownFailure } from './report/failure-message.js';
 import { runInitializer } from './sources/index.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -186,6 +187,7 @@ export class BuildRunner {
       const message = cancelled?.message ?? redisFull ?? (timeout.aborted ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err));
       if (!isKnownFailure(err) && !timeout.aborted && !cancelled) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
+      failSpan(activeSpan(), message);
     } finally {
       await rm(workdir, { recursive: true, force: true }).catch(() => undefined);
       for (const t of cleanupTags) await this.d.engine.untag(t);
@@ -212,7 +214,7 @@ export class BuildRunner {
     const root = join(workdir, 'context');
     await mkdir(root);
     const limits = { maxBytes: settings.maxContextBytes, maxFiles: settings.maxContextFiles };
-    await runInitializer(file.source!, {
+    await inSpan('source', () => runInitializer(file.source!, {
       root,
       gitSecrets: sealed.git,
       allowLocal: settings.allowLocalSources,
@@ -224,8 +226,8 @@ export class BuildRunner {
       limits,
       downloadUrls: sealed.downloads,
       snapshotSources: settings.snapshotSources,
-    });
-    const given = await prepareContext(root, file.dockerfilePath, file.contextPath, limits);
+    }));
+    const given = await inSpan('context packing', () => prepareContext(root, file.dockerfilePath, file.contextPath, limits));
     reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
     const cacheNs = cacheNamespace(job.triggeredBy);
     await mkdir(join(workdir, 'add'));
@@ -245,24 +247,26 @@ export class BuildRunner {
       const key = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
       registryconfig[key] = { username: c.username ?? '', password: c.password ?? '', auth: c.auth ?? '' };
     }
-    const cache = await this.d.cache?.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, { caller: job.triggeredBy, fresh: job.noCache === true }, policy, (l) => reporter.line(l), signal, cleanup);
+    const cache = this.d.cache && (await inSpan('cache import', () => this.d.cache!.plan({ source: file.source!, dockerfilePath: file.dockerfilePath, contextPath: file.contextPath, dockerfileText: ctx.dockerfileText }, { caller: job.triggeredBy, fresh: job.noCache === true }, policy, (l) => reporter.line(l), signal, cleanup)));
     const base = parseImageRef(job.baseRef);
     const baseRepo = repositoryOf(base);
     const baseTag = base.tag ?? 'latest';
     void this.d.store.markStage(job.buildId, 'build').catch(() => undefined);
     let keptImages = new Map<string, string>();
-    const imageId = await this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
-      const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
-      const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
-      if (cache) keptImages = await this.d.cache!.buildKept(cache, job.buildId, (target, tag) => this.d.builder.build(ctx.tar(), { ...opts, cacheFrom: undefined, tag, target }, () => undefined), (l) => reporter.line(l), buildSignal, cleanup);
-      return id;
-    });
+    const imageId = await inSpan('build', () =>
+      this.buildLimited(job.buildId, signal, async (limits, buildSignal, onStepContainer, stepMarker) => {
+        const opts = { tag: job.baseRef, dockerfile: ctx.dockerfile, dockerfileText: ctx.dockerfileText, registryconfig, signal: buildSignal, limits, onStepContainer, stepMarker, cacheFrom: cache?.cacheFrom, cacheNamespace: cacheNs };
+        const id = await this.engineCall(() => this.d.builder.build(ctx.tar(), { ...opts, noCache: job.noCache, contextAgain: () => ctx.tar() }, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+        if (cache) keptImages = await this.d.cache!.buildKept(cache, job.buildId, (target, tag) => this.d.builder.build(ctx.tar(), { ...opts, cacheFrom: undefined, tag, target }, () => undefined), (l) => reporter.line(l), buildSignal, cleanup);
+        return id;
+      }),
+    );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     // A cancel that lands between the build and the push pushes nothing.
     signal.throwIfAborted();
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
-    await this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal);
+    await inSpan('push base', () => this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal));
     // The cache refs' pushes (mostly manifests of layers just pushed) run beside the workspace push; they never fail the build.
     const cached = cache ? this.d.cache!.record(cache, imageId || job.baseRef, keptImages, signal, (l) => reporter.line(l), cleanup) : undefined;
     try {
@@ -322,7 +326,7 @@ export class BuildRunner {
     const from = job.copyFrom ?? job.baseRef;
     const parsed = parseImageRef(from);
     reporter.line(`pulling ${from}`);
-    await this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint);
+    await inSpan('pull', () => this.engineCall(() => this.d.engine.pull(from, policy.credentialsFor(parsed.domain), signal, (t) => reporter.write(t)), reporter, signal).catch(withRegistryAuthHint));
     cleanup.push(from);
     await this.pushWorkspace(job, from, reporter, signal, cleanup);
   }
@@ -337,14 +341,6 @@ export class BuildRunner {
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
     reporter.line(`pushing ${job.ref}`);
     const creds = pushCredentials(this.d.installation, this.d.settings.workspaceRepository);
-    await this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal);
+    await inSpan('push workspace', () => this.engineCall(() => this.d.engine.push(repo, tag, creds, signal, (t) => reporter.write(t)), reporter, signal));
   }
-}
-
-/** A pull the registry refused gets told how to pass credentials (BuildRegistryAuth), in the same failure. */
-function withRegistryAuthHint(err: unknown): never {
-  const hint = err instanceof EngineError ? registryAuthHint(err.message) : undefined;
-  // Same error, longer message: whether the user caused it rides on its class.
-  if (hint) (err as Error).message += `; ${hint}`;
-  throw err;
 }

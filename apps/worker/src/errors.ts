@@ -1,3 +1,4 @@
+import { registryAuthHint } from '@imgbuilder/common/registry-auth';
 import { SourceRefused, type ContextLimitExceeded } from '@imgbuilder/common/errors';
 
 // The worker's own errors, all here: what ends a build, and who caused it. report/failure-message.ts turns each into
@@ -100,4 +101,12 @@ export class BuildLimitError extends UserBuildError {
  */
 export class BuildSandboxError extends EngineError {
   override name = 'BuildSandboxError';
+}
+
+/** A pull the registry refused gets told how to pass credentials (BuildRegistryAuth), in the same failure. */
+export function withRegistryAuthHint(err: unknown): never {
+  const hint = err instanceof EngineError ? registryAuthHint(err.message) : undefined;
+  // Same error, longer message: whether the user caused it rides on its class.
+  if (hint) (err as Error).message += `; ${hint}`;
+  throw err;
 }

@@ -1,6 +1,7 @@
 import { ConfigError } from '@imgbuilder/common/errors';
 import { createLogger } from '@imgbuilder/common/logger';
 import { loadProcessConfig } from '@imgbuilder/common/process-config';
+import { startTracing } from '@imgbuilder/common/tracing';
 import { WorkerMetrics } from './metrics.js';
 import { connectServices } from './startup/services.js';
 import { prepareEngine } from './startup/engine.js';
@@ -16,6 +17,7 @@ const log = createLogger('imgbuilder-worker');
 async function main(): Promise<void> {
   const cfg = loadProcessConfig(log);
   const { env } = cfg;
+  await startTracing(env, 'imgbuilder-worker');
   const services = connectServices(cfg, log);
   const setup = await prepareEngine(env, services, log);
   const metrics = new WorkerMetrics();

@@ -33,6 +33,8 @@ export interface BuildJobData {
   noCache?: boolean;
   /** Lines the API wants at the top of the build log (why the build differs from what was asked). */
   notes?: string[];
+  /** W3C trace headers of the API's enqueue span (tracing.ts): the worker's spans join the caller's trace. */
+  trace?: Record<string, string>;
 }
 
 /**

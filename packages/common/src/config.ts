@@ -5,13 +5,14 @@ import { invalidConfiguration } from './config-error.js';
 import { apiFields } from './config/api.js';
 import { platformFields } from './config/platform.js';
 import { sourceFields } from './config/sources.js';
+import { tracingFields } from './config/tracing.js';
 import { workerFields } from './config/worker.js';
 
 /**
  * Every environment variable imgbuilder reads, with its default. Defaults describe the local stack that
  * `infra/local/up.sh` starts, so `npm run api` / `npm run worker` work on one machine without settings.
  */
-export const EnvFields = z.object({ ...platformFields, ...apiFields, ...workerFields, ...sourceFields });
+export const EnvFields = z.object({ ...platformFields, ...apiFields, ...workerFields, ...sourceFields, ...tracingFields });
 
 /**
  * Where the layer cache refs live: IMGBUILDER_CACHE_REPOSITORY, else `<IMGBUILDER_BASE_REPOSITORY>/cache`. Never the

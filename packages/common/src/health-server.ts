@@ -25,17 +25,21 @@ export function probe(ready: () => Promise<boolean>, timeoutMs = 3_000): Promise
   return Promise.race([ready().catch(() => false), slow]).finally(() => clearTimeout(timer));
 }
 
-/** HTTP /livez, /readyz and /metrics (Prometheus text format). */
-export async function startHealthServer(opts: HealthServerOptions): Promise<Server> {
-  // What /readyz answers, as a metric: dashboards count ready workers without probing them.
+/** What /readyz answers, as a metric: dashboards count ready workers without probing them. */
+export function registerReadyGauge(registry: Registry, ready: () => Promise<boolean>, probeTimeoutMs?: number): void {
   new Gauge({
     name: 'imgbuilder_ready',
     help: 'Whether this process is ready (what /readyz answers): 1 ready, 0 not',
-    registers: [opts.registry],
+    registers: [registry],
     async collect() {
-      this.set((await probe(opts.ready, opts.probeTimeoutMs)) ? 1 : 0);
+      this.set((await probe(ready, probeTimeoutMs)) ? 1 : 0);
     },
   });
+}
+
+/** HTTP /livez, /readyz and /metrics (Prometheus text format). */
+export async function startHealthServer(opts: HealthServerOptions): Promise<Server> {
+  registerReadyGauge(opts.registry, opts.ready, opts.probeTimeoutMs);
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/livez') {

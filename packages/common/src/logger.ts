@@ -1,4 +1,5 @@
 import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { activeTraceId } from './tracing.js';
 
 export type { Logger };
 
@@ -11,6 +12,11 @@ export function createLogger(name: string, level: LevelWithSilent = 'info'): Log
     name,
     level,
     base: { service: name, pid: process.pid },
+    // A line logged while a build's span is active names its trace (tracing.ts), in every process it passes through.
+    mixin: () => {
+      const traceId = activeTraceId();
+      return traceId ? { trace_id: traceId } : {};
+    },
     redact: { paths: ['*.password', '*.auth', '*.authPassword', '*.authOts', '*.additional', 'credentials', 'url', '*.url'], censor: '[redacted]' },
   });
 }

@@ -6,6 +6,7 @@ import type { BuildRecord } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
 import { readBuildLog, type BuildLogDeps } from '../logs/build-log.js';
+import { traceIdOf, traceUrl } from '@imgbuilder/common/tracing';
 import { toRow, type DashboardData } from './dashboard-data.js';
 import { listenOn } from '@imgbuilder/common/listen';
 import { DASHBOARD_ASSETS_DIR } from '../dashboard-assets.js';
@@ -56,6 +57,8 @@ export interface DashboardOptions extends BuildLogDeps {
   slowClientTimeoutMs: number;
   /** Log streams one caller may hold open at once (IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER). */
   maxStreamsPerCaller: number;
+  /** IMGBUILDER_TRACE_URL: where a build's trace id links to (`{traceId}` filled in). */
+  traceUrl?: string;
 }
 
 /**
@@ -212,7 +215,8 @@ export class DashboardServer {
       this.objects.presignGet(record.logKey, this.opts.logUrlTtlMs).catch(() => ''),
       this.objects.size(record.logKey).catch(() => undefined),
     ]);
-    json(res, 200, { build: toRow(record), logUrl, logSize: logSize ?? 0 });
+    const traceId = traceIdOf(record.traceparent);
+    json(res, 200, { build: toRow(record), logUrl, logSize: logSize ?? 0, trace: traceId ? { id: traceId, url: traceUrl(this.opts.traceUrl, traceId) } : undefined });
   }
 
   /** Bytes [start, end) of the stored log, for "load earlier". */

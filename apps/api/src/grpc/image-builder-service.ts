@@ -28,6 +28,7 @@ import { requestedBuild, sendBuildLog } from './logs-stream.js';
 import { serveStream, serveUnary, type CallContext } from './rpc-call.js';
 import { writeMessage } from './stream-writer.js';
 import { attributeBuild } from './caller.js';
+import { inSpan } from '@imgbuilder/common/tracing';
 
 export interface ServiceConfig {
   workspaceRepository: string;
@@ -104,7 +105,7 @@ export class ImageBuilderService {
     const req = call.request;
     attributeBuild(req);
     const send = (message: BuildResponse) => this.write(call, message, signal);
-    const { plan, built } = await this.deps.planner.planBuild(req);
+    const { plan, built } = await inSpan('plan', () => this.deps.planner.planBuild(req));
     const log = this.deps.log.child({ ref: plan.ref, triggeredBy: req.triggeredBy || undefined });
     if (built) {
       log.debug('workspace image exists');

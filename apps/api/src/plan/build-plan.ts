@@ -6,6 +6,7 @@ import { dockerfileBaseRef, forEachGit, workspaceRef } from '@imgbuilder/common/
 import type { RegistryClient } from '@imgbuilder/common/registry-client';
 import { pushCredentials, RegistryAuthPolicy, type CredentialTable } from '@imgbuilder/common/registry-auth';
 import type { Logger } from '@imgbuilder/common/logger';
+import { inSpan } from '@imgbuilder/common/tracing';
 import type { GitRemoteResolver } from './git-remote-resolver.js';
 import { ImageExistence } from './image-existence.js';
 import { checkDockerfileSource, type SourceLimits } from './source-checks.js';
@@ -60,7 +61,7 @@ export class BuildPlanner {
   ) {
     ({ registry: this.registry, git: this.git, log: this.log } = deps);
     const credentials = pushCredentials(cfg.installation, cfg.workspaceRepository);
-    this.existence = new ImageExistence((ref) => this.registry.exists(parseImageRef(ref), { credentials }), EXISTS_CACHE_MS);
+    this.existence = new ImageExistence((ref) => inSpan('registry check', () => this.registry.exists(parseImageRef(ref), { credentials }), { attributes: { 'imgbuilder.image': ref } }), EXISTS_CACHE_MS);
   }
 
   policyFor(auth: BuildRegistryAuth | undefined): RegistryAuthPolicy {
@@ -70,7 +71,7 @@ export class BuildPlanner {
   /** Resolves a user's image to `<repository>@sha256:…` (ResolveBaseImage). */
   async resolveImage(ref: string, policy: RegistryAuthPolicy, retry: boolean): Promise<string> {
     const parsed = parseImageRef(ref);
-    const digest = await this.registry.resolveDigest(parsed, { credentials: policy.credentialsFor(parsed.domain), retry });
+    const digest = await inSpan('registry resolve', () => this.registry.resolveDigest(parsed, { credentials: policy.credentialsFor(parsed.domain), retry }), { attributes: { 'imgbuilder.image': ref } });
     return `${repositoryOf(parsed)}@${digest}`;
   }
 

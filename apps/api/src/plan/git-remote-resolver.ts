@@ -5,10 +5,11 @@ import { lsRemote, splitUrlCredentials, type GitCredentials } from '@imgbuilder/
 import { Limiter } from '@imgbuilder/common/limiter';
 import { LRUCache } from 'lru-cache';
 import { quote } from '@imgbuilder/common/client-text';
+import { inSpan } from '@imgbuilder/common/tracing';
 
 export interface GitRemoteResolverOptions {
   allowLocal: boolean;
-  /** How long an answer is reused per remote and target; positive (lru-cache reads 0 as for ever). */
+  /** IMGBUILDER_LS_REMOTE_CACHE: how long an answer is reused per remote and target; 0 reuses none. */
   cacheMs?: number;
   /** IMGBUILDER_LS_REMOTE_CONCURRENCY: ls-remote processes this resolver runs at once (one resolver per process). */
   concurrency?: number;
@@ -39,6 +40,8 @@ export class GitRemoteResolver {
   private readonly allowLocal: boolean;
   private readonly timeoutMs: number;
   private readonly concurrency: number;
+  /** No reuse: every call asks, though concurrent calls still share the one ls-remote in flight. */
+  private readonly noReuse: boolean;
   /** Every git initializer of a request may need an ls-remote: without a cap one request spawns thousands. */
   private readonly limiter: Limiter;
 
@@ -50,9 +53,12 @@ export class GitRemoteResolver {
     // fast with UNAVAILABLE instead of queueing behind hours of backlog.
     this.limiter = new Limiter(this.concurrency, this.timeoutMs);
     const now = o.now ?? (() => performance.now());
+    const cacheMs = o.cacheMs ?? 5_000;
+    this.noReuse = cacheMs === 0;
     this.cache = new LRUCache<string, string, LsRemoteQuery>({
       max: MAX_CACHED,
-      ttl: o.cacheMs ?? 5_000,
+      // lru-cache reads a ttl of 0 as for ever; without reuse each fetch is forced instead (see resolve).
+      ttl: this.noReuse ? 1 : cacheMs,
       ttlResolution: 0,
       perf: { now },
       // An entry evicted while its ls-remote runs still answers the callers waiting on it.
@@ -77,10 +83,14 @@ export class GitRemoteResolver {
     // Keyed by the credentials too: a caller without access must not learn a private commit from the cache.
     const secret = createHash('sha256').update(JSON.stringify([creds?.username ?? '', creds?.password ?? '', Object.entries(config).sort()])).digest('hex');
     const key = `${url}\n${target}\n${secret}`;
-    return this.cache.fetch(key, { context: { url, target, credentials: creds, config } });
+    return this.cache.fetch(key, { context: { url, target, credentials: creds, config }, forceRefresh: this.noReuse });
   }
 
-  private lsRemote({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
+  private lsRemote(query: LsRemoteQuery): Promise<string> {
+    return inSpan('git ls-remote', () => this.lsRemoteOnce(query), { attributes: { 'imgbuilder.git.remote': query.url, 'imgbuilder.git.target': query.target } });
+  }
+
+  private lsRemoteOnce({ url, target, credentials, config }: LsRemoteQuery): Promise<string> {
     return this.limiter.run(() => lsRemote(url, target, { credentials, config, allowFile: this.allowLocal, timeoutMs: this.timeoutMs, what: 'git remote_uri' })).then(
       (c) => {
         if (!c) throw new GitTargetMissing(target, `git remote has no ${target === 'HEAD' ? 'HEAD' : `branch or tag ${quote(target)}`}`);

@@ -8,6 +8,7 @@ import type { SecretBox } from '@imgbuilder/common/secret-box';
 import type { ApiMetrics } from '../metrics.js';
 import type { BuildPlan } from '../plan/build-plan.js';
 import { composeJob } from '../plan/job-composition.js';
+import { inSpan, linkTo, SpanKind, traceCarrier } from '@imgbuilder/common/tracing';
 
 export interface StartConfig {
   retentionMs: number;
@@ -57,7 +58,7 @@ export class BuildStarter {
     const sealJob = composeJob(plan, req, tokenName, this.deps.secrets);
     const caller = req.triggeredBy;
     if (!(await store.activeIdForRef(plan.ref))) await this.checkQueueRoom(caller);
-    const { created, id } = await store.createOrJoin({
+    const { created, id } = await inSpan('create-or-join', () => store.createOrJoin({
       ref: plan.ref,
       baseRef: plan.baseRef,
       triggeredBy: req.triggeredBy,
@@ -66,9 +67,11 @@ export class BuildStarter {
       retentionMs: this.cfg.retentionMs,
       // Room past the build timeout for the worker's own timeout handling and final log upload.
       deadlineAt: Date.now() + this.cfg.maxQueueWaitMs + this.cfg.buildTimeoutMs + 5 * 60_000,
-    });
+      traceparent: traceCarrier()?.traceparent,
+    }));
     if (!created) {
       metrics.deduplicated.inc();
+      await this.traceJoin(id);
       log.info({ build_id: id }, 'joined running build');
       return id;
     }
@@ -80,11 +83,13 @@ export class BuildStarter {
       // The log object exists from the first `running` message on, so its presigned URL never answers 404. Its
       // creation is bounded by the store's deadline and runs alongside queueing; a process dying in this window
       // leaves a build without a job, which the reaper ends.
-      await Promise.all([
-        logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
-        // The build's place in its caller's line (fair-share.ts); a joined build keeps its creator's.
-        fair.enqueue(id, caller).then((priority) => queue.add('build', sealJob(id), { jobId: id, priority })),
-      ]);
+      await inSpan('enqueue', () =>
+        Promise.all([
+          logStore.create(id).catch((err: Error) => log.warn({ err: err.message, build_id: id }, 'could not create the log object yet')),
+          // The job carries this span's context: the worker's spans continue the caller's trace. Its priority is its
+          // place in its caller's line (fair-share.ts); a joined build keeps its creator's.
+          fair.enqueue(id, caller).then((priority) => queue.add('build', { ...sealJob(id), trace: traceCarrier() }, { jobId: id, priority })),
+        ]), { kind: SpanKind.PRODUCER, attributes: { 'imgbuilder.build_id': id } });
       await store.extendLock(plan.ref, id, lockTtlMs(this.cfg.buildTimeoutMs));
     } catch (err) {
       await store.finish({ buildId: id, ref: plan.ref, state: 'done_failure', message: 'build could not be queued', retentionMs: this.cfg.retentionMs, eventsTtlMs: this.cfg.retentionMs }).catch(() => undefined);
@@ -93,6 +98,13 @@ export class BuildStarter {
     metrics.started.inc();
     log.info({ build_id: id, plan: plan.kind }, 'build queued');
     return id;
+  }
+
+  /** A joiner's trace gets a span linked to the one that created the build (its traceparent is in the record). */
+  private async traceJoin(id: string): Promise<void> {
+    if (!traceCarrier()) return;
+    const creator = (await this.deps.store.get(id).catch(() => undefined))?.traceparent;
+    await inSpan('join', async () => undefined, { links: linkTo(creator ? { traceparent: creator } : undefined), attributes: { 'imgbuilder.build_id': id } });
   }
 
   /** A new build needs room in the queue (IMGBUILDER_MAX_QUEUED_BUILDS) and in its caller's line; joining one needs none. */

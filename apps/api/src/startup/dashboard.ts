@@ -47,6 +47,7 @@ export async function startDashboard({ env, keys, tokens }: ApiConfig, backends:
     logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL,
     slowClientTimeoutMs: env.IMGBUILDER_SLOW_CLIENT_TIMEOUT,
     maxStreamsPerCaller: env.IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER,
+    traceUrl: env.IMGBUILDER_TRACE_URL,
   });
   try {
     const port = await server.listen(env.IMGBUILDER_HTTP_ADDR);

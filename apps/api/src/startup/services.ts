@@ -54,7 +54,7 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
     },
     {
       registry,
-      git: new GitRemoteResolver({ allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES, concurrency: env.IMGBUILDER_LS_REMOTE_CONCURRENCY, timeoutMs: env.IMGBUILDER_LS_REMOTE_TIMEOUT }),
+      git: new GitRemoteResolver({ allowLocal: env.IMGBUILDER_ALLOW_LOCAL_SOURCES, concurrency: env.IMGBUILDER_LS_REMOTE_CONCURRENCY, timeoutMs: env.IMGBUILDER_LS_REMOTE_TIMEOUT, cacheMs: env.IMGBUILDER_LS_REMOTE_CACHE }),
       log,
     },
   );

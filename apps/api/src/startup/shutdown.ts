@@ -1,4 +1,5 @@
 import type { Logger } from '@imgbuilder/common/logger';
+import { stopTracing } from '@imgbuilder/common/tracing';
 import type { Backends } from './connect.js';
 import type { Listeners } from './listen.js';
 
@@ -26,6 +27,7 @@ export function stopOnSignals(listeners: Listeners, backends: Backends, log: Log
       await backends.queue.close().catch(() => undefined);
       backends.redis.disconnect();
       backends.pubsub.disconnect();
+      await stopTracing();
       process.exit(0);
     });
   };

@@ -8,6 +8,7 @@ import { baseImagesOf, withBases } from './dockerfile-bases.js';
 import { replaceTarEntry } from './context-rewrite.js';
 import { parseDockerfile } from './dockerfile-parse.js';
 import { syntaxDirectives } from './dockerfile-frontends.js';
+import { stepSpans } from './step-spans.js';
 import { parseImageRef } from '@imgbuilder/common/image-ref';
 import type { RegistryCredentials } from '@imgbuilder/common/registry-auth';
 
@@ -39,7 +40,7 @@ export class BuildkitBuilder implements ImageBuilder {
   }
 
   private async buildOnce(context: NodeJS.ReadableStream, opts: BuildOptions, write: (text: string) => void): Promise<string> {
-    const progress = new BuildkitProgress();
+    const progress = new BuildkitProgress(stepSpans());
     const buildid = randomUUID();
     let id = '';
     let stream: NodeJS.ReadableStream;

@@ -26,6 +26,19 @@ export interface FailedStep {
   error: string;
 }
 
+/** A step that ended, with BuildKit's own times: what its trace span is made of (step-spans.ts). */
+export interface StepEnd {
+  /** `#N` in the log. */
+  index: number;
+  /** The step as the log names it after `#N`. */
+  name: string;
+  started?: Date;
+  completed: Date;
+  cached: boolean;
+  /** BuildKit's error, for the step that failed the build. */
+  error?: string;
+}
+
 interface VertexState {
   name: string;
   /** `#N` in the log: numbered when first printed, like `docker build --progress=plain`. */
@@ -48,6 +61,9 @@ export class BuildkitProgress {
   private next = 1;
   private failedStep?: FailedStep;
   private emptyRun = 0;
+
+  /** `onStepEnd` hears of every step that ends (cached, done or failed), once. */
+  constructor(private readonly onStepEnd?: (step: StepEnd) => void) {}
 
   /** Decodes one `moby.buildkit.trace` aux payload (base64, or the engine's already-decoded bytes). */
   static decode(aux: unknown): StatusResponse | undefined {
@@ -131,23 +147,36 @@ export class BuildkitProgress {
     if (v.ended && !x.error) return out;
     if (x.cached) {
       v.ended = true;
+      this.ended(x, v, { cached: true });
       return `${out}#${v.index} CACHED\n`;
     }
     if (x.error) {
       v.ended = true;
       out += this.flushOne(v);
       // A cache that cannot be imported only makes the build slower: BuildKit goes on without it.
-      if (v.name.startsWith(CACHE_IMPORT)) return `${out}#${v.index} cache not imported, building without it: ${x.error}\n`;
+      if (v.name.startsWith(CACHE_IMPORT)) {
+        this.ended(x, v, {});
+        return `${out}#${v.index} cache not imported, building without it: ${x.error}\n`;
+      }
       this.failedStep ??= { step: stepName(v.name), error: x.error };
+      this.ended(x, v, { error: `step "${stepName(v.name)}": ${x.error}` });
       return `${out}#${v.index} ERROR: ${x.error}\n`;
     }
     if (x.completed) {
       v.ended = true;
+      this.ended(x, v, {});
       out += this.flushOne(v);
       const took = x.started ? seconds(x.completed.getTime() - x.started.getTime()) : '0.0s';
       return `${out}#${v.index} DONE ${took}\n`;
     }
     return out;
+  }
+
+  private ended(x: Vertex, v: VertexState, how: { cached?: boolean; error?: string }): void {
+    if (!this.onStepEnd || v.index === undefined) return;
+    // A cached step did not run: the times BuildKit sends with it are the cache record's, from an earlier build.
+    const at = how.cached ? { completed: new Date() } : { started: v.started ?? x.started, completed: x.completed ?? new Date() };
+    this.onStepEnd({ index: v.index, name: v.name || x.digest, ...at, cached: how.cached ?? false, error: how.error });
   }
 
   private flushOne(v: VertexState): string {

@@ -1,6 +1,7 @@
 import type { BuildStore, LogStore } from '@imgbuilder/common/build-life';
 import type { Logger } from '@imgbuilder/common/logger';
 import { retry } from '@imgbuilder/common/retry';
+import { inSpan } from '@imgbuilder/common/tracing';
 import { BuildReporter } from './build-reporter.js';
 import type { WorkerMetrics } from '../metrics.js';
 import { failureLogLine } from './failure-message.js';
@@ -53,7 +54,7 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
     await retry(() => writer!.resume(), { deadlineMs: FINISH_RETRY_MS, delayMs: (a) => Math.min(250 * 2 ** a, 5_000) });
   }
   if (e.state === 'done_failure') writer.line(failureLogLine(e.message));
-  const uploaded = await writer.close();
+  const uploaded = await inSpan('log upload', () => writer.close());
   if (writer.lost) {
     log.info({ why: writer.lost }, 'build not ended by this attempt');
     return false;
@@ -61,14 +62,14 @@ export async function endBuild(d: EndingDeps, e: Ending, reporter?: BuildReporte
   // Redis refused this log (out of memory): free what it holds of it, so the terminal state can be written.
   if (writer.redisRefused && uploaded) await d.logs.dropStreamLog(e.buildId).catch((err: Error) => log.warn({ err: err.message }, 'could not drop the log from Redis'));
   const message = uploaded ? e.message : `${e.message ? `${e.message}; ` : ''}build log upload pending: the object store is unreachable, retrying`;
-  const token = await retry(
+  const token = await inSpan('finish', () => retry(
     () => d.store.finish({ buildId: e.buildId, ref: e.ref, state: e.state, message, retentionMs: d.retentionMs, eventsTtlMs: uploaded ? d.streamTtlMs : d.retentionMs, logPending: !uploaded, token: e.token }),
     {
       deadlineMs: FINISH_RETRY_MS,
       delayMs: (attempt) => Math.min(250 * 2 ** (attempt - 1), 5_000),
       onRetry: (err) => log.warn({ err: (err as Error).message }, 'recording the build outcome failed; retrying'),
     },
-  );
+  ));
   if (!token) {
     log.info('build had already ended, or a newer attempt holds it');
     return false;

@@ -1,5 +1,6 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Env } from '@imgbuilder/common/config';
+import { inJobTrace } from '@imgbuilder/common/tracing';
 import type { Logger } from '@imgbuilder/common/logger';
 import { CancelRequests, DEFER_MS, FairShare, fairShareTtlMs, QUEUE_NAME } from '@imgbuilder/common/build-life';
 import { BuildCancelled } from '@imgbuilder/common/errors';
@@ -40,11 +41,16 @@ export async function openBuildQueue(env: Env, services: WorkerServices, runner:
   await control.start();
   const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
     if (token && !(await control.mayStart(job.data))) {
-      // Its caller has IMGBUILDER_MAX_RUNNING_PER_CALLER builds running: back to the queue, same priority.
+      // Its caller has IMGBUILDER_MAX_RUNNING_PER_CALLER builds running: back to the queue, same priority (no span:
+      // a deferred build is picked about once a second).
       log.debug({ build_id: job.data.buildId }, 'build deferred: its caller is at its running limit');
       await job.moveToDelayed(Date.now() + DEFER_MS, token);
       throw new DelayedError();
     }
+    return runTraced(job, token);
+  };
+  // Each pick-up runs in the trace the job carries: its log lines name it, its spans join the caller's trace.
+  const runTraced = (job: Job<BuildJobData>, token?: string): Promise<void> => inJobTrace(job.data.trace, job.timestamp, 'build job', async () => {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
@@ -67,7 +73,7 @@ export async function openBuildQueue(env: Env, services: WorkerServices, runner:
       running.delete(job.id!);
       metrics.active.dec();
     }
-  };
+  }, { 'imgbuilder.build_id': job.data.buildId });
 
   const worker = new Worker<BuildJobData>(QUEUE_NAME, runJob, {
     connection: connectRedis('imgbuilder-worker-bull', { blocking: true }),

@@ -1,4 +1,5 @@
 import type { Env } from '@imgbuilder/common/config';
+import { stopTracing } from '@imgbuilder/common/tracing';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { DiskHygiene } from '../disk-hygiene.js';
 import type { Reaper } from '../reaper.js';
@@ -44,6 +45,7 @@ export function stopOnSignals(env: Env, w: RunningWorker, log: Logger): void {
     await queue.close().catch(() => undefined);
     w.services.redis.disconnect();
     log.info('worker stopped');
+    await stopTracing();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -17,6 +17,8 @@ export interface CreateBuildInput {
   retentionMs: number;
   /** Unix ms past which the reaper ends the build if no worker did (queue wait granted plus build timeout). */
   deadlineAt: number;
+  /** W3C traceparent of the creating span, if traced. */
+  traceparent?: string;
 }
 
 /** How a build ends (BuildStore.finish). */
@@ -65,6 +67,7 @@ export class BuildStore {
         k.build(''),
         input.deadlineAt,
         RECENT_BUILDS_CAP,
+        input.traceparent ?? '',
       ],
     )) as [number, string];
     return { created: res[0] === 1, id: res[1] };

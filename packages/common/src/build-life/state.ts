@@ -29,6 +29,8 @@ export interface BuildRecord {
   attempt: number;
   /** Unix ms past which the reaper ends the build (queue wait granted plus build timeout). */
   deadlineAt?: number;
+  /** W3C traceparent of the span that created the build (absent without tracing): joiners link to it, the dashboard shows it. */
+  traceparent?: string;
 }
 
 /** One entry of a build's event stream: a log chunk or a state change. */
@@ -54,6 +56,7 @@ export function toRecord(h: Record<string, string>): BuildRecord {
     pushAt: h.pushAt ? Number(h.pushAt) : undefined,
     attempt: Number(h.attempt ?? 0),
     deadlineAt: h.deadlineAt ? Number(h.deadlineAt) : undefined,
+    traceparent: h.traceparent || undefined,
   };
 }
 

@@ -20,6 +20,8 @@ export const sourceFields = {
   IMGBUILDER_LS_REMOTE_CONCURRENCY: int(8, 1),
   /** One `git ls-remote` taking longer is stopped; the request answers UNAVAILABLE. */
   IMGBUILDER_LS_REMOTE_TIMEOUT: duration('30s'),
+  /** How long an API process reuses what a branch or HEAD resolved to: a push is seen by Build within this window; 0 asks every time. */
+  IMGBUILDER_LS_REMOTE_CACHE: duration('5s', undefined, { zero: true }),
   /**
    * Buckets snapshots may be read from besides the service's own `snapshots/` prefix: comma-separated `bucket` (any
    * key in it) or `bucket/prefix` (keys under that prefix only).

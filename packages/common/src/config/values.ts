@@ -5,13 +5,13 @@ import { FetchPolicy, type FetchPolicyOptions } from '../fetch-policy.js';
 
 // The kinds of value a setting holds, each parsed and checked once for every area's fields (./*.ts).
 
-export const duration = (fallback: string, max?: number) =>
+export const duration = (fallback: string, max?: number, { zero = false } = {}) =>
   z
     .string()
     .default(fallback)
     .transform((text, ctx) => {
       const ms = parseDuration(text);
-      if (ms === undefined || ms <= 0) {
+      if (ms === undefined || ms < 0 || (ms === 0 && !zero)) {
         ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use seconds like 900, or 15m, 1h, 7d)` });
         return z.NEVER;
       }

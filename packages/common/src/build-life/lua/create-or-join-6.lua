@@ -7,7 +7,7 @@
   ARGV[1] build id   ARGV[2] ref   ARGV[3] base ref   ARGV[4] now (unix s)   ARGV[5] log object key
   ARGV[6] triggered by   ARGV[7] lock TTL (ms)   ARGV[8] retention (ms)
   ARGV[9] record key prefix: the joined build's record shares the hash tag, so it lives in the declared keys' slot
-  ARGV[10] deadline (unix ms)   ARGV[11] recent index cap
+  ARGV[10] deadline (unix ms)   ARGV[11] recent index cap   ARGV[12] the creating span's W3C traceparent, or ''
 ]]
 local existing = redis.call('GET', KEYS[1])
 if existing and redis.call('EXISTS', ARGV[9] .. existing) == 1 then
@@ -16,7 +16,7 @@ if existing and redis.call('EXISTS', ARGV[9] .. existing) == 1 then
 end
 local id = ARGV[1]
 redis.call('HSET', KEYS[2], 'id', id, 'ref', ARGV[2], 'baseRef', ARGV[3], 'state', 'queued', 'startedAt', ARGV[4],
-  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6], 'attempt', 0, 'deadlineAt', ARGV[10])
+  'message', '', 'logKey', ARGV[5], 'triggeredBy', ARGV[6], 'attempt', 0, 'deadlineAt', ARGV[10], 'traceparent', ARGV[12])
 redis.call('SET', KEYS[1], id, 'PX', ARGV[7])
 redis.call('SET', KEYS[3], id, 'PX', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[4], id)

@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildEvent, BuildStore, LogStore, redisKeys } from '@imgbuilder/common/build-life';
 import { EventHub } from '../../apps/api/src/logs/event-hub.js';
-import { RedisServer } from '../support/redis-server.js';
+import { RedisServer } from '../../testkit/redis-server.js';
 
 // EventHub against a private redis-server: subscribers join while a writer appends, the way the worker does.
 const keys = redisKeys('imgb');

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedis, type RedisClient } from '@imgbuilder/common/redis';
 import { isRedisUnavailable } from '@imgbuilder/common/errors';
 import { toServiceError } from '../../apps/api/src/grpc/grpc-status.js';
-import { RedisServer } from '../support/redis-server.js';
-import { freePort } from '../support/stack.js';
+import { RedisServer } from '../../testkit/redis-server.js';
+import { freePort } from '../../testkit/stack.js';
 
 // The errors a service's own Redis client raises, from a real private redis-server, told apart: Redis away or not.
 let server: RedisServer;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { TEST_SERVERS_ALLOW } from './fetch-allow.js';
 
-export const ROOT = new URL('../..', import.meta.url).pathname;
+export const ROOT = new URL('..', import.meta.url).pathname;
 const LOCAL_ENV = process.env.IMGBUILDER_LOCAL_DIR ? join(process.env.IMGBUILDER_LOCAL_DIR, 'env') : '/tmp/imgbuilder-local/env';
 
 /** The local stack's environment (written by infra/local/up.sh). */
@@ -123,6 +123,9 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     IMGBUILDER_FETCH_ALLOW: TEST_SERVERS_ALLOW,
     // A 3 MiB probe build at every worker start would load the one engine all tests share; operations.test keeps it.
     IMGBUILDER_ENGINE_LOG_CHECK: 'off',
+    // Tests push to a branch and build it again at once: within the default 5 s window the API would still resolve
+    // the branch to its previous commit (and find that image built), however fast the engine happens to be.
+    IMGBUILDER_LS_REMOTE_CACHE: '0',
     LOG_LEVEL: 'debug',
     ...opts.env,
   };

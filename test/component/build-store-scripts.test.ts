@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BuildStore, type CreateBuildInput, QueueSamples, redisKeys } from '@imgbuilder/common/build-life';
-import { RedisServer } from '../support/redis-server.js';
+import { RedisServer } from '../../testkit/redis-server.js';
 
 // The build state machine's Lua scripts against a real, private redis-server: no engine, no worker.
 const keys = redisKeys('imgb');

@@ -41,6 +41,15 @@ export function fileSource(source: WorkspaceInitializer, opts: { dockerfilePath?
   return { from: { $case: 'file', file: { source, dockerfileVersion: '', dockerfilePath: opts.dockerfilePath ?? 'Dockerfile', contextPath: opts.contextPath ?? '' } } };
 }
 
+/** A download initializer: each file fetched from its URL to `filePath` under `targetLocation`, checked against its digest. */
+export const downloadInit = (files: { url: string; filePath: string; digest: string }[], targetLocation = ''): WorkspaceInitializer => ({
+  spec: { $case: 'download', download: { files, targetLocation } },
+});
+/** A composite initializer: its initializers run in order into one context. */
+export const composite = (...initializer: WorkspaceInitializer[]): WorkspaceInitializer => ({ spec: { $case: 'composite', composite: { initializer } } });
+export const snapshotInit = (snapshot: string, fromVolumeSnapshot = false): WorkspaceInitializer => ({ spec: { $case: 'snapshot', snapshot: { snapshot, fromVolumeSnapshot } } });
+export const emptyInit: WorkspaceInitializer = { spec: { $case: 'empty', empty: {} } };
+
 /** A git initializer, unset fields at their protobuf defaults. */
 export const gitInit = (g: Parameters<typeof GitInitializer.fromPartial>[0]): WorkspaceInitializer => ({ spec: { $case: 'git', git: GitInitializer.fromPartial(g) } });
 

@@ -1,21 +1,31 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 
 // `docker system df -v` lists every cache record of the engine: on a long-used engine that passes Node's 1 MiB default.
 const MAX_OUTPUT = 256 * 1024 * 1024;
 
-const docker = (dockerHost: string, args: string[]) => execFileSync('docker', args, { env: { ...process.env, DOCKER_HOST: dockerHost }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: MAX_OUTPUT });
+const execFileP = promisify(execFile);
+
+/**
+ * One docker CLI call. Asynchronous on purpose: on a loaded engine a disk-usage query takes seconds, and a caller
+ * sharing its process with running builds (the bench's other scenarios) must keep reading their streams meanwhile.
+ */
+const docker = async (dockerHost: string, args: string[]) => (await execFileP('docker', args, { env: { ...process.env, DOCKER_HOST: dockerHost }, encoding: 'utf8', maxBuffer: MAX_OUTPUT })).stdout;
 
 /**
  * The engine's BuildKit cache records. The engine runs one disk-usage query at a time and refuses others meanwhile
  * (tests and benchmarks on one engine ask side by side): a refused query is asked again, bounded.
  */
-function buildCache(dockerHost: string): { ID: string; Description: string; Parent?: string }[] {
+type CacheRecord = { ID: string; Description: string; Parent?: string };
+
+async function buildCache(dockerHost: string): Promise<CacheRecord[]> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return JSON.parse(docker(dockerHost, ['system', 'df', '-v', '--format', '{{json .BuildCache}}'])) as { ID: string; Description: string; Parent?: string }[];
+      return JSON.parse(await docker(dockerHost, ['system', 'df', '-v', '--format', '{{json .BuildCache}}'])) as CacheRecord[];
     } catch (err) {
       if (attempt >= 40 || !String((err as { stderr?: string }).stderr).includes('disk usage operation is already running')) throw err;
-      execFileSync('sleep', ['0.25']);
+      await sleep(250);
     }
   }
 }
@@ -26,38 +36,38 @@ function buildCache(dockerHost: string): { ID: string; Description: string; Pare
  * builds on the shared engine keep (no `docker system prune`). Throws when a record survives.
  */
 export async function forgetBuilds(dockerHost: string, marker: string, repositoryPrefixes: string[]): Promise<void> {
-  const records = () => buildCache(dockerHost).filter((r) => r.Description.includes(marker));
+  const records = async () => (await buildCache(dockerHost)).filter((r) => r.Description.includes(marker));
   // An image whose tag moved on keeps its repository digest (`repo:<none>`): it goes by that digest.
-  const images = docker(dockerHost, ['images', '--digests', '--format', '{{.Repository}} {{.Tag}} {{.Digest}}'])
+  const images = (await docker(dockerHost, ['images', '--digests', '--format', '{{.Repository}} {{.Tag}} {{.Digest}}']))
     .split('\n')
     .map((l) => l.split(' '))
     .filter(([repo]) => repo && repositoryPrefixes.some((p) => repo.startsWith(p)))
     .map(([repo, tag, digest]) => (tag !== '<none>' ? `${repo}:${tag}` : digest !== '<none>' ? `${repo}@${digest}` : ''))
     .filter(Boolean);
-  if (images.length) docker(dockerHost, ['rmi', '-f', ...images]);
+  if (images.length) await docker(dockerHost, ['rmi', '-f', ...images]);
   // The engine takes one id per prune, and a record goes only once no later step's record holds it: children are
   // pruned before their parents. A build that just ended may hold its records for a moment: rounds until none is
   // left, bounded. On a long-used shared engine one listing takes seconds, so the bound counts rounds, not time.
-  let left = records();
+  const id = (r: { ID: string }) => r.ID.replace(/\*$/, '');
+  let left = await records();
   for (let round = 0; left.length && round < 6; round++) {
-    if (round) await new Promise((r) => setTimeout(r, 500));
-    const id = (r: { ID: string }) => r.ID.replace(/\*$/, '');
+    if (round) await sleep(500);
     const pending = new Set(left.map(id));
     while (pending.size) {
       // Those no pending record names as its parent (a cycle cannot happen; all are taken if it did).
       const parents = new Set(left.filter((r) => pending.has(id(r))).map((r) => r.Parent ?? ''));
       const leaves = [...pending].filter((i) => !parents.has(i));
       for (const i of leaves.length ? leaves : [...pending]) {
-        docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${i}`]);
+        await docker(dockerHost, ['builder', 'prune', '-f', '--filter', `id=${i}`]);
         pending.delete(i);
       }
     }
-    left = records();
+    left = await records();
   }
   if (left.length) throw new Error(`build cache records of ${marker} survived the prune: ${left.map((r) => r.ID).join(', ')}`);
 }
 
 /** How many BuildKit cache records of the engine mention `marker`. */
-export function cacheRecords(dockerHost: string, marker: string): number {
-  return buildCache(dockerHost).filter((r) => r.Description.includes(marker)).length;
+export async function cacheRecords(dockerHost: string, marker: string): Promise<number> {
+  return (await buildCache(dockerHost)).filter((r) => r.Description.includes(marker)).length;
 }
