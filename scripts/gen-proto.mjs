@@ -20,6 +20,7 @@ execFileSync(join(root, 'node_modules/.bin/protoc'), [
   'imgbuilder.proto',
   'content-service-api/initializer.proto',
   'upload.proto',
+  'control.proto',
   'cache.proto',
   'buildkit/control.proto',
 ], { stdio: 'inherit' });

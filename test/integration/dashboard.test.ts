@@ -195,6 +195,32 @@ describe('dashboard in a browser', () => {
     await page.browserContext().close();
   });
 
+  it("the build page's Cancel button cancels a running build for a builder; a viewer or another site may not", async () => {
+    git.commit('dash-cancel', { Dockerfile: dockerfile('sleep 600') });
+    const client = connectAs(grpcAddr, `Bearer ${TOKENS.builder}`);
+    const running = watchBuild(client, { source: gitSource(git.url('dash-cancel')) });
+    await running.until((m) => Boolean(buildIdOf(m)), 'the build id');
+    const buildId = buildIdOf(running.messages)!;
+    const post = (headers: Record<string, string>) => fetch(`${base}/api/builds/${buildId}/cancel`, { method: 'POST', headers });
+    const viewer = await post({ authorization: `Bearer ${TOKENS.viewer}` });
+    expect(viewer.status).toBe(403);
+    expect((await viewer.json()) as unknown).toEqual({ error: `token "ops-viewer" (role viewer) may cancel only the builds it triggered; build ${buildId} is not one of them (role admin may cancel any)` });
+    expect((await post({ authorization: `Bearer ${TOKENS.builder}`, origin: 'http://attacker.invalid' })).status).toBe(403);
+
+    const page = await newPage();
+    await login(page, TOKENS.builder, `/builds/${buildId}`);
+    const button = await page.waitForSelector('#cancel:not([hidden])', { timeout: 15_000 });
+    page.once('dialog', (d) => void d.accept());
+    await button!.click();
+    await page.waitForFunction(() => document.querySelector('#status')?.getAttribute('data-state') === 'done_failure', { timeout: 15_000 });
+    expect(await page.$eval('#message', (e) => e.textContent)).toBe('build cancelled by ci-builder');
+    expect(await page.$eval('#cancel', (e) => e.getAttribute('hidden'))).not.toBeNull();
+    await shot(page, 'build-cancelled');
+    expect((await running.ended).messages.at(-1)?.message).toBe('build cancelled by ci-builder');
+    client.close();
+    await page.browserContext().close();
+  });
+
   it('a failed build shows its message, and the filters narrow the list', async () => {
     git.commit('fails', { Dockerfile: dockerfile('echo about-to-fail; exit 3') });
     const client = connectAs(grpcAddr, `Bearer ${TOKENS.builder}`);

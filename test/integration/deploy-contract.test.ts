@@ -88,7 +88,7 @@ describe('API started by the image entry point', () => {
     expect((await get(`${metrics}/readyz`)).status).toBe(200);
   });
 
-  it('exports imgbuilder_queue_demand = waiting + prioritized + active builds, which KEDA scales workers on', async () => {
+  it('exports imgbuilder_queue_demand = waiting + prioritized + delayed + active builds, which KEDA scales workers on', async () => {
     const before = await (await get(`${metrics}/metrics`)).text();
     expect(gauge(before, 'imgbuilder_queue_demand')).toBe(0);
     // Jobs in this test's own namespace, where no worker listens: they stay where they are put.
@@ -98,10 +98,11 @@ describe('API started by the image entry point', () => {
       await queue.add('waiting', {}, { jobId: 'deploy-contract-waiting' });
       // BullMQ keeps prioritized jobs outside the `wait` list: a scaler reading that list alone would miss it.
       await queue.add('prioritized', {}, { jobId: 'deploy-contract-prioritized', priority: 5 });
-      // A delayed job wants no worker yet.
+      // Delayed jobs are builds deferred by fair share (their caller at its running limit) or handed back at
+      // shutdown: they want a slot too.
       await queue.add('delayed', {}, { jobId: 'deploy-contract-delayed', delay: 3_600_000 });
       const after = await (await get(`${metrics}/metrics`)).text();
-      expect(gauge(after, 'imgbuilder_queue_demand')).toBe(2);
+      expect(gauge(after, 'imgbuilder_queue_demand')).toBe(3);
     } finally {
       await queue.obliterate({ force: true });
       await queue.close();

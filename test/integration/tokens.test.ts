@@ -15,6 +15,8 @@ import { httpGet, metricsUrl } from '../support/http.js';
 import { BASE_IMAGE, dockerfile, gitSource } from '../../testkit/requests.js';
 import { startStack, type Stack } from '../../testkit/stack.js';
 import { CLI_BUNDLE } from '../../testkit/cli.js';
+import { cancelBuild, connectControl } from '../support/control.js';
+import { buildIdOf, watchBuild } from '../support/streams.js';
 
 const execFileP = promisify(execFile);
 
@@ -143,6 +145,50 @@ describe('access tokens on the gRPC API', () => {
       expect(apiLog).not.toContain(t);
       expect(apiLog).not.toContain(hashToken(t));
     }
+  });
+
+  it('a builder cancels the builds it acts for (the one caller identity), not others\'; admin cancels any; a viewer none', async () => {
+    const start = async (token: string, repo: string, triggeredBy = '') => {
+      git.commit(repo, { Dockerfile: dockerfile('sleep 600') });
+      const w = watchBuild(clientWith(`Bearer ${token}`), { source: gitSource(git.url(repo)), triggeredBy });
+      await w.until((m) => Boolean(buildIdOf(m)), `${repo}'s build id`);
+      return { w, id: buildIdOf(w.messages)! };
+    };
+    const [mine, mine2, admins, user1s] = await Promise.all([
+      start(TOKENS.builder, 'cancel-b1'),
+      start(TOKENS.builder, 'cancel-b2'),
+      start(TOKENS.admin, 'cancel-a1', NAMES.builder),
+      start(TOKENS.builder, 'cancel-u1', 'user-1'),
+    ]);
+    const clients = { viewer: connectControl(addr, `Bearer ${TOKENS.viewer}`), builder: connectControl(addr, `Bearer ${TOKENS.builder}`), admin: connectControl(addr, `Bearer ${TOKENS.admin}`), none: connectControl(addr) };
+    const control = (role: keyof typeof clients) => clients[role];
+    const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: ServiceError) => ({ code: e.code, details: e.details }));
+
+    expect(await refusal(cancelBuild(control('viewer'), { buildId: mine.id }))).toEqual({ code: status.PERMISSION_DENIED, details: `token "${NAMES.viewer}" has role viewer; CancelBuild needs role builder or above` });
+    expect(await refusal(cancelBuild(control('none'), { buildId: mine.id }))).toMatchObject({ code: status.UNAUTHENTICATED });
+    // triggered_by names the builder, but the admin's token queued it (attributed to "<admin>/<builder>"): not the
+    // builder's to cancel, with or without requested_by.
+    expect(await refusal(cancelBuild(control('builder'), { buildId: admins.id, requestedBy: 'spoof' }))).toEqual({
+      code: status.PERMISSION_DENIED,
+      details: `caller "${NAMES.builder}/spoof" (token "${NAMES.builder}", role builder) may cancel only the builds it triggered; build ${admins.id} is not one of them (role admin may cancel any)`,
+    });
+    expect(await refusal(cancelBuild(control('builder'), { buildId: admins.id }))).toMatchObject({ code: status.PERMISSION_DENIED });
+    // requested_by names who asks as triggered_by does: one of the token's callers cancels its own build, not another's.
+    expect(await refusal(cancelBuild(control('builder'), { buildId: user1s.id, requestedBy: 'user-2' }))).toMatchObject({ code: status.PERMISSION_DENIED });
+    expect(await cancelBuild(control('builder'), { buildId: user1s.id, requestedBy: 'user-1' })).toMatchObject({ cancelledBy: `${NAMES.builder}/user-1` });
+    const r = await cli(['cancel', mine.id], { IMGBUILDER_TOKEN: TOKENS.builder });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(`build ${mine.id} cancelled by ${NAMES.builder}`);
+    expect(await cancelBuild(control('admin'), { buildId: mine2.id, requestedBy: 'on-call' })).toMatchObject({ cancelledBy: `${NAMES.admin}/on-call` });
+    expect(await cancelBuild(control('admin'), { buildId: admins.id })).toMatchObject({ cancelledBy: NAMES.admin });
+    const ends = await Promise.all([mine, mine2, admins, user1s].map((x) => x.w.ended));
+    expect(ends.map((e) => e.messages.at(-1)?.message)).toEqual([
+      `build cancelled by ${NAMES.builder}`,
+      `build cancelled by ${NAMES.admin}/on-call`,
+      `build cancelled by ${NAMES.admin}`,
+      `build cancelled by ${NAMES.builder}/user-1`,
+    ]);
+    for (const c of Object.values(clients)) c.close();
   });
 
   it('only tokens with "installationAuth": true, and admins, may ask for the installation\'s registry credentials', async () => {

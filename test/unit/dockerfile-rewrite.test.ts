@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { cacheNamespace, rewriteDockerfile, type RewriteOptions } from '../../apps/worker/src/builder/dockerfile-rewrite.js';
 import { frontendAllowed, syntaxDirectives } from '../../apps/worker/src/builder/dockerfile-frontends.js';
 
-const NS = cacheNamespace('["alice","ci"]');
+const NS = cacheNamespace('ci/alice');
 const BODY = 'fetched-content\n';
 const SHA = createHash('sha256').update(BODY).digest('hex');
 

@@ -7,6 +7,10 @@ import { CONVERTED_BELOW, GRPC_STATUS, toServiceError } from '../../apps/api/src
 
 const {
   AccessTokenRejected,
+  BuildAlreadyEnded,
+  BuildCancelled,
+  CallerQueueFull,
+  CancelNotPermitted,
   FetchRefused,
   BuildLogExpired,
   BuildNotFound,
@@ -81,6 +85,10 @@ const cases: [Error, status][] = [
   [new TerminalNotFound('x', "terminal x not found: the token grants build b1's terminal"), status.NOT_FOUND],
   [new QueueFull(3, 3, 'build queue is full (3 builds waiting, limit IMGBUILDER_MAX_QUEUED_BUILDS=3); retry later'), status.RESOURCE_EXHAUSTED],
   [new BuildStateUnavailable('the build record vanished; retry'), status.UNAVAILABLE],
+  [new CallerQueueFull('alice', 3, 3, 'caller "alice" has 3 builds waiting, the limit per caller (IMGBUILDER_MAX_QUEUED_PER_CALLER=3); retry once some have started'), status.RESOURCE_EXHAUSTED],
+  [new BuildAlreadyEnded('b1', 'done_success', 'build b1 has already ended (done_success); only queued or running builds can be cancelled'), status.FAILED_PRECONDITION],
+  [new CancelNotPermitted('ci', 'token "ci" (role builder) may cancel only the builds it triggered; build b1 is not one of them (role admin may cancel any)'), status.PERMISSION_DENIED],
+  [new BuildCancelled('ops'), status.CANCELLED],
   [new HttpError(400, 'malformed percent-encoding in the path'), status.INVALID_ARGUMENT],
   [new SlowClientError(5000, 'client read nothing for 5s; stream dropped (reconnect to resume: Logs replays from the start)'), status.RESOURCE_EXHAUSTED],
   [new WorkspaceImageMissing('r/ws:1'), status.INTERNAL],

@@ -231,6 +231,9 @@ function buildPage() {
     return d;
   }
 
+  // cancel-button.js, loaded before this file.
+  wireCancelButton(id, () => refreshBuild().catch(() => undefined));
+
   earlier.addEventListener('click', async () => {
     const start = Math.max(0, from - WINDOW_BYTES);
     const res = await fetch(`/api/builds/${encodeURIComponent(id)}/log/range?start=${start}&end=${from}`, { credentials: 'same-origin' });
@@ -301,6 +304,7 @@ function renderBuild(b) {
   status.className = `status ${b.state}`;
   status.textContent = STATUS_TEXT[b.state] || b.state;
   status.dataset.state = b.state;
+  showCancelButton(b.state);
   $('#ref').textContent = b.ref;
   $('#base-ref').textContent = b.baseRef;
   $('#triggered-by').textContent = b.triggeredBy || '—';

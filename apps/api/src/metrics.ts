@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { BuildEvent } from '@imgbuilder/common/build-life';
+import { DEMAND_STATES, type BuildEvent } from '@imgbuilder/common/build-life';
 import type { Queue } from 'bullmq';
 
 /** Prometheus metrics of an API process; every name starts with `imgbuilder_`. */
@@ -33,10 +33,10 @@ export class ApiMetrics {
       });
       new Gauge({
         name: 'imgbuilder_queue_demand',
-        help: 'Waiting + prioritized + active builds: the number of workers slots wanted',
+        help: 'Builds wanting a worker slot, whatever line fair share put them in (waiting, prioritized, delayed, active)',
         registers: [this.registry],
         async collect() {
-          const c = await queue.getJobCounts('waiting', 'prioritized', 'active');
+          const c = await queue.getJobCounts(...DEMAND_STATES);
           this.set(Object.values(c).reduce((a, b) => a + b, 0));
         },
       });

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { credentials, InterceptingCall, Metadata, type CallOptions, type Interceptor, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
-import { BuildCacheClient, ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
+import { BuildCacheClient, BuildControlClient, ImageBuilderClient, SnapshotUploadClient } from '@imgbuilder/proto';
 import { usageError } from './cli-error.js';
 
 /** Connection options every command takes (flags or environment variables). */
@@ -20,6 +20,7 @@ export interface Connection {
   server: string;
   builder: ImageBuilderClient;
   uploads: SnapshotUploadClient;
+  control: BuildControlClient;
   cache: BuildCacheClient;
   /** A token is sent: the server knows the caller, so builds leave triggered_by to it (the token's name). */
   authenticated: boolean;
@@ -45,11 +46,13 @@ export function connect(opts: ConnectionOptions): Connection {
   const interceptors = opts.token ? [bearerInterceptor(opts.token)] : [];
   const builder = new ImageBuilderClient(opts.server, channelCredentials(opts), { ...channelOptions, interceptors });
   const uploads = new SnapshotUploadClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
+  const control = new BuildControlClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
   const cache = new BuildCacheClient(opts.server, credentials.createInsecure(), { channelOverride: builder.getChannel(), interceptors });
   return {
     server: opts.server,
     builder,
     uploads,
+    control,
     cache,
     authenticated: Boolean(opts.token),
     close: () => builder.close(),

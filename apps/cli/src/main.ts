@@ -6,6 +6,7 @@ import { connect, type Connection, type ConnectionOptions } from './connection.j
 import { logsCommand } from './logs-command.js';
 import { hashToken, newToken, ROLES, type Role } from '@imgbuilder/common/access-tokens';
 import { lsCommand, resolveBaseCommand, resolveWorkspaceCommand } from './query-commands.js';
+import { cancelCommand } from './cancel-command.js';
 
 // Node's own warnings (e.g. about TLS server names that are IP addresses) are noise on a CLI's stderr.
 process.noDeprecation = true;
@@ -64,6 +65,12 @@ program
   .description('list running builds')
   .option('--json', 'one JSON object per build')
   .action(withConnection((conn, opts: { json?: boolean }) => lsCommand(opts, conn)));
+
+program
+  .command('cancel')
+  .description('cancel a queued or running build: everyone waiting for it gets a failure; nothing is pushed')
+  .argument('<build-id>', 'build id (`imgbuilder ls` lists them)')
+  .action(withConnection((conn, buildId: string) => cancelCommand(buildId, conn)));
 
 const resolveCmd = program.command('resolve').description('resolve image references without building');
 resolveCmd

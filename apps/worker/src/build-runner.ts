@@ -2,10 +2,10 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildRegistryAuth, BuildSource } from '@imgbuilder/proto';
-import { callerOf, sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
+import { sealBinding, type BuildJobData, type JobSecrets } from '@imgbuilder/common/build-job';
 import type { BuildStore, LogStore } from '@imgbuilder/common/build-life';
 import { formatDuration } from '@imgbuilder/common/duration';
-import { ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
+import { BuildCancelled, ImageNotFound, RegistryAuthFailed, SecretsUnsealable, WorkspaceImageMissing } from '@imgbuilder/common/errors';
 import { parseImageRef, repositoryOf } from '@imgbuilder/common/image-ref';
 import type { Logger } from '@imgbuilder/common/logger';
 import type { ObjectStore } from '@imgbuilder/common/object-store';
@@ -160,6 +160,7 @@ export class BuildRunner {
     };
     try {
       reporter.line(`build ${job.buildId} of ${job.ref}${job.triggeredBy ? ` (triggered by ${job.triggeredBy}${job.tokenName ? `, token ${job.tokenName}` : ''})` : ''}`);
+      signal.throwIfAborted();
       if (sealRefused) throw new SecretsUnsealable(sealRefused);
       for (const note of job.notes ?? []) reporter.line(note);
       await this.engineCall(() => this.d.engine.ping(), reporter, signal);
@@ -175,17 +176,16 @@ export class BuildRunner {
       outcome = { state: 'done_success', message: '' };
     } catch (err) {
       if (lost.signal.aborted) return await stopLost();
-      if (external.aborted && !timeout.aborted) {
-        // Shutdown: hand the job back; the next worker starts over. No terminal state.
+      const cancelled = external.reason instanceof BuildCancelled && !timeout.aborted ? (external.reason as BuildCancelled) : undefined;
+      if (external.aborted && !timeout.aborted && !cancelled) {
+        // Shutdown: hand the job back; the next worker starts over. No terminal state. (A cancel, build-control.ts, ends it failed, saying who.)
         reporter.line('worker is shutting down; the build is handed to another worker');
         await reporter.close();
         throw err;
       }
-      const message = refused.signal.aborted
-        ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory`
-        : timeout.aborted
-          ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err);
-      if (!isKnownFailure(err) && !timeout.aborted) log.error({ err }, 'build failed unexpectedly');
+      const redisFull = refused.signal.aborted ? `${String(refused.signal.reason)}; the build was stopped so Redis can free its memory` : undefined;
+      const message = cancelled?.message ?? redisFull ?? (timeout.aborted ? `build timed out after ${formatDuration(settings.buildTimeoutMs)}` : failureMessage(err));
+      if (!isKnownFailure(err) && !timeout.aborted && !cancelled) log.error({ err }, 'build failed unexpectedly');
       outcome = { state: 'done_failure', message };
       failSpan(activeSpan(), message);
     } finally {
@@ -229,7 +229,7 @@ export class BuildRunner {
     }));
     const given = await inSpan('context packing', () => prepareContext(root, file.dockerfilePath, file.contextPath, limits));
     reporter.line(`build context: ${given.files} files, ${given.bytes} bytes; Dockerfile ${given.dockerfile}`);
-    const cacheNs = cacheNamespace(callerOf(job));
+    const cacheNs = cacheNamespace(job.triggeredBy);
     await mkdir(join(workdir, 'add'));
     const dockerfile = await rewriteDockerfile(given.dockerfileText, {
       frontends: settings.allowedFrontends,
@@ -262,6 +262,8 @@ export class BuildRunner {
       }),
     );
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);
+    // A cancel that lands between the build and the push pushes nothing.
+    signal.throwIfAborted();
     reporter.line(`pushing ${job.baseRef}`);
     const pushBase = pushCredentials(this.d.installation, settings.baseRepository);
     await inSpan('push base', () => this.engineCall(() => this.d.engine.push(baseRepo, baseTag, pushBase, signal, (t) => reporter.write(t)), reporter, signal));
@@ -333,6 +335,7 @@ export class BuildRunner {
     const ws = parseImageRef(job.ref);
     const repo = repositoryOf(ws);
     const tag = ws.tag ?? 'latest';
+    signal.throwIfAborted();
     await this.d.engine.tag(image, repo, tag);
     cleanup.push(job.ref);
     void this.d.store.markStage(job.buildId, 'push').catch(() => undefined);

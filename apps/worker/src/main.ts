@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const setup = await prepareEngine(env, services, log);
   const metrics = new WorkerMetrics();
   const runner = createRunner(env, services, setup, metrics, log);
-  const jobs = openBuildQueue(env, services, runner, metrics, log);
+  const jobs = await openBuildQueue(env, services, runner, metrics, log);
   const reaper = startReaper(env, services, jobs.queue, runner, log);
   exitWhenRedisStaysAway(env, services.outage, log);
   const hygiene = startDiskHygiene(env, setup.engine, services, metrics, log);

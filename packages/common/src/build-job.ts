@@ -20,6 +20,10 @@ export interface BuildJobData {
   auth: unknown;
   /** SecretBox-sealed JobSecrets. */
   sealed: string;
+  /**
+   * Who the build is attributed to: the caller's id of apps/api/src/grpc/caller.ts (`<token>/<triggered_by>` with
+   * tokens). The one caller string the worker and common know: cache mounts and fair share key on it.
+   */
   triggeredBy: string;
   /** Name of the access token the Build came with (IMGBUILDER_TOKENS_FILE); absent without tokens. */
   tokenName?: string;
@@ -31,14 +35,6 @@ export interface BuildJobData {
   notes?: string[];
   /** W3C trace headers of the API's enqueue span (tracing.ts): the worker's spans join the caller's trace. */
   trace?: Record<string, string>;
-}
-
-/**
- * Who a build runs for, as far as keeping callers apart on one engine goes (cache mounts): the token's name plus
- * triggered_by, or triggered_by alone without tokens.
- */
-export function callerOf(job: Pick<BuildJobData, 'tokenName' | 'triggeredBy'>): string {
-  return JSON.stringify([job.tokenName ?? '', job.triggeredBy ?? '']);
 }
 
 /**

@@ -23,6 +23,13 @@ export {
   type SnapshotUploadServer,
 } from './gen/upload.js';
 export {
+  CancelBuildRequest,
+  CancelBuildResponse,
+  BuildControlService,
+  BuildControlClient,
+  type BuildControlServer,
+} from './gen/control.js';
+export {
   CacheRef,
   ListCacheRefsRequest,
   ListCacheRefsResponse,

@@ -13,6 +13,7 @@ import { DASHBOARD_ASSETS_DIR } from '../dashboard-assets.js';
 import { SESSION_COOKIE, type DashboardSessions } from './session.js';
 import { LoginLimiter } from './login-limiter.js';
 import { HttpError, intParam, safeNext, textParam } from './request-input.js';
+import { httpStatusOf } from './http-status.js';
 
 const MAX_FORM_BYTES = 4096;
 const MAX_LIST = 1000;
@@ -26,6 +27,7 @@ const BUILD_ID = /^[0-9a-f-]{36}$/;
 const ASSETS_DIR = DASHBOARD_ASSETS_DIR;
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
+  'cancel-button.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
 const PAGES = ['builds.html', 'build.html', 'login.html'] as const;
@@ -49,6 +51,8 @@ export interface DashboardOptions extends BuildLogDeps {
   sessions: DashboardSessions;
   /** How long a presigned link to a finished log stays valid (IMGBUILDER_LOG_URL_TTL, 1h). */
   logUrlTtlMs: number;
+  /** Cancels a build for a caller (the Cancel button); rejects with the same errors as the CancelBuild rpc. */
+  cancel: (buildId: string, caller: Caller) => Promise<{ cancelledBy: string; alreadyCancelled: boolean }>;
   /** A log stream that cannot send for this long is dropped, as gRPC drops a slow client (IMGBUILDER_SLOW_CLIENT_TIMEOUT). */
   slowClientTimeoutMs: number;
   /** Log streams one caller may hold open at once (IMGBUILDER_DASHBOARD_STREAMS_PER_CALLER). */
@@ -116,7 +120,8 @@ export class DashboardServer {
       res.writeHead(303, { ...SECURITY_HEADERS, location: '/login', 'set-cookie': this.opts.sessions.cookie('') }).end();
       return;
     }
-    if (req.method !== 'GET') return json(res, 405, { error: 'method not allowed' });
+    const cancel = /^\/api\/builds\/([^/]+)\/cancel$/.exec(path);
+    if (req.method !== 'GET' && !(cancel && req.method === 'POST')) return json(res, 405, { error: 'method not allowed' });
 
     const caller = this.caller(req);
     const isApi = path.startsWith('/api/');
@@ -126,6 +131,7 @@ export class DashboardServer {
       return;
     }
 
+    if (cancel) return this.cancel(req, res, decodePathSegment(cancel[1]), caller);
     if (path === '/') return this.page(res, 'builds.html');
     const page = /^\/builds\/([^/]+)$/.exec(path);
     if (page) return this.page(res, 'build.html');
@@ -147,6 +153,20 @@ export class DashboardServer {
       return this.logRange(res, record, start, intParam(q, 'end', start, start, MAX_LOG_OFFSET));
     }
     json(res, 404, { error: 'not found' });
+  }
+
+  /** The Cancel button: same checks and outcome as the CancelBuild rpc, answered as JSON. */
+  private async cancel(req: IncomingMessage, res: ServerResponse, id: string, caller: Caller): Promise<void> {
+    // The session cookie is SameSite=Strict already; a request another site's page makes is refused outright as well.
+    if (crossSite(req)) return json(res, 403, { error: 'cross-site request refused' });
+    if (!BUILD_ID.test(id)) return json(res, 404, { error: `build ${id.slice(0, 64)} not found` });
+    try {
+      return json(res, 200, await this.opts.cancel(id, caller));
+    } catch (err) {
+      const code = httpStatusOf(err);
+      if (code === undefined) throw err;
+      return json(res, code, { error: (err as Error).message });
+    }
   }
 
   /** The caller of a request: a Bearer header wins over the session cookie. */

@@ -11,6 +11,8 @@ export const REQUIRED_ROLE: Record<string, Role> = {
   resolveBaseImage: 'builder',
   resolveWorkspaceImage: 'builder',
   upload: 'builder',
+  // Further narrowed per build (control/cancel-permission.ts): a builder cancels only the builds it triggered.
+  cancelBuild: 'builder',
   listCacheRefs: 'admin',
   pruneCache: 'admin',
 };

@@ -1,9 +1,13 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import {
   AccessTokenRejected,
+  BuildAlreadyEnded,
+  BuildCancelled,
   BuildLogExpired,
   BuildNotFound,
   BuildStateUnavailable,
+  CallerQueueFull,
+  CancelNotPermitted,
   ConfigError,
   ContextLimitExceeded,
   ContextSymlinkEscape,
@@ -84,12 +88,16 @@ export const GRPC_STATUS: ReadonlyMap<ErrorClass, status | typeof CONVERTED_BELO
   [BuildLogExpired, status.NOT_FOUND],
   [TerminalNotFound, status.NOT_FOUND],
   [QueueFull, status.RESOURCE_EXHAUSTED],
+  [CallerQueueFull, status.RESOURCE_EXHAUSTED],
+  [BuildAlreadyEnded, status.FAILED_PRECONDITION],
+  [CancelNotPermitted, status.PERMISSION_DENIED],
   [BuildStateUnavailable, status.UNAVAILABLE],
   [SlowClientError, status.RESOURCE_EXHAUSTED],
   [HttpError, status.INVALID_ARGUMENT],
   // Raised by the worker, where they end a build rather than a call; listed so the table stays complete.
   [WorkspaceImageMissing, status.INTERNAL],
   [SecretsUnsealable, status.FAILED_PRECONDITION],
+  [BuildCancelled, status.CANCELLED],
   // Storage and uploads
   [StorageUnavailable, status.UNAVAILABLE],
   [StorageFull, status.RESOURCE_EXHAUSTED],

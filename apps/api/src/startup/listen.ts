@@ -26,6 +26,7 @@ export async function listen(cfg: ApiConfig, backends: Backends, services: Servi
   const grpc = createGrpcServer({ maxMessageBytes: env.IMGBUILDER_MAX_MESSAGE_BYTES, maxConcurrentStreams: env.IMGBUILDER_MAX_CONCURRENT_STREAMS });
   addImageBuilder(grpc, services.imageBuilder.handlers(), services.guard);
   services.upload.register(grpc, services.guard);
+  services.control.register(grpc, services.guard);
   services.cache.register(grpc, services.guard);
   services.health.register(grpc);
   const port = await bind(grpc, env.IMGBUILDER_GRPC_ADDR, cfg.creds);
@@ -37,7 +38,7 @@ export async function listen(cfg: ApiConfig, backends: Backends, services: Servi
         return undefined;
       })
     : undefined;
-  const dashboard = await startDashboard(cfg, backends, log);
+  const dashboard = await startDashboard(cfg, backends, services.canceller, log);
   const supervisor = await startSupervisor(cfg, backends, dashboard, log);
   const open = openGrpcWarning(env, Boolean(cfg.tokens));
   if (open) log.warn(open);

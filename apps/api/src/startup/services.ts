@@ -1,9 +1,12 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { Logger } from '@imgbuilder/common/logger';
+import { CancelRequests, FairShare, fairShareTtlMs } from '@imgbuilder/common/build-life';
 import { RegistryClient } from '@imgbuilder/common/registry-client';
 import { BuildPlanner } from '../plan/build-plan.js';
 import { GitRemoteResolver } from '../plan/git-remote-resolver.js';
 import { BuildStarter } from '../queue/start-or-join.js';
+import { BuildCanceller } from '../control/build-canceller.js';
+import { BuildControl } from '../grpc/build-control-service.js';
 import { LogInfoIssuer } from '../logs/log-info.js';
 import { ImageBuilderService } from '../grpc/image-builder-service.js';
 import { guardService } from '../grpc/auth.js';
@@ -21,6 +24,10 @@ import type { Backends } from './connect.js';
 export interface Services {
   imageBuilder: ImageBuilderService;
   upload: UploadService;
+  /** imgbuilder.control.v1.BuildControl (cancel). */
+  control: BuildControl;
+  /** Cancels builds for the CancelBuild rpc and the dashboard's Cancel button. */
+  canceller: BuildCanceller;
   /** imgbuilder.cache.v1: the layer cache refs, for operators (admin). */
   cache: CacheService;
   health: HealthService;
@@ -28,10 +35,11 @@ export interface Services {
   guard: Guard | undefined;
 }
 
-/** Makes the rpc services; `builder.ImageBuilder` from its parts: planner, starter, log info. */
+/** Makes the rpc services; `builder.ImageBuilder` from its parts: planner, starter, log info; BuildControl from the canceller. */
 export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): Services {
   const { env, installation, secrets } = cfg;
-  const { store, hub, queue, logStore, metrics } = backends;
+  const { redis, store, hub, queue, logStore, metrics } = backends;
+  const fair = new FairShare(redis, cfg.keys, fairShareTtlMs(env.IMGBUILDER_MAX_QUEUE_WAIT, env.IMGBUILDER_BUILD_TIMEOUT));
   const registry = new RegistryClient({ insecureHosts: env.IMGBUILDER_INSECURE_REGISTRIES });
   const planner = new BuildPlanner(
     {
@@ -56,9 +64,10 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
       buildTimeoutMs: env.IMGBUILDER_BUILD_TIMEOUT,
       maxQueueWaitMs: env.IMGBUILDER_MAX_QUEUE_WAIT,
       maxQueued: env.IMGBUILDER_MAX_QUEUED_BUILDS,
+      maxQueuedPerCaller: env.IMGBUILDER_MAX_QUEUED_PER_CALLER,
       faultExitBeforeEnqueue: env.IMGBUILDER_FAULT_EXIT_BEFORE_ENQUEUE,
     },
-    { store, queue, logStore, secrets, metrics },
+    { store, queue, logStore, fair, secrets, metrics },
   );
   const logInfo = new LogInfoIssuer({ logUrlTtlMs: env.IMGBUILDER_LOG_URL_TTL, supervisorLogs: cfg.supervisorLogs }, logStore);
   const imageBuilder = new ImageBuilderService(
@@ -78,11 +87,13 @@ export function makeServices(cfg: ApiConfig, backends: Backends, log: Logger): S
     maxDiskBytes: env.IMGBUILDER_UPLOAD_DISK_BYTES,
     timeoutMs: env.IMGBUILDER_UPLOAD_TIMEOUT,
   });
+  const canceller = new BuildCanceller({ store, cancels: new CancelRequests(redis, cfg.keys), queue, hub, log, retentionMs: env.IMGBUILDER_LOG_RETENTION });
+  const control = new BuildControl(canceller, { metrics, log });
   const health = new HealthService(['', 'builder.ImageBuilder'], backends.ready);
   const cacheRepository = cacheRepositoryOf(env);
-  const cacheRefs = new CacheRefs({ redis: backends.redis, keys: cfg.keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) });
+  const cacheRefs = new CacheRefs({ redis, keys: cfg.keys, registry, repository: cacheRepository, credentials: pushCredentials(installation, cacheRepository) });
   const cache = new CacheService({ refs: cacheRefs, repository: cacheRepository, retentionMs: env.IMGBUILDER_CACHE_RETENTION, log });
-  return { imageBuilder, upload, cache, health, guard: tokenGuard(cfg, backends) };
+  return { imageBuilder, upload, control, canceller, cache, health, guard: tokenGuard(cfg, backends) };
 }
 
 /** Token checks for every rpc but health, when there is a tokens file; and installation credentials only for callers allowed them. */

@@ -90,7 +90,7 @@ export async function rewriteDockerfile(text: string, opts: RewriteOptions): Pro
   return { text: rewritten, files, changed: true };
 }
 
-/** The cache-mount prefix of a caller: a caller is the token's name plus triggered_by (see callerOf). */
+/** The cache-mount prefix of a caller: the job's attributed triggered_by (`<token>/<triggered_by>` with tokens). */
 export function cacheNamespace(caller: string): string {
   return `imgb${createHash('sha256').update(caller).digest('hex').slice(0, 16)}`;
 }

@@ -2,9 +2,11 @@ import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Env } from '@imgbuilder/common/config';
 import { inJobTrace } from '@imgbuilder/common/tracing';
 import type { Logger } from '@imgbuilder/common/logger';
-import { QUEUE_NAME } from '@imgbuilder/common/build-life';
+import { CancelRequests, DEFER_MS, FairShare, fairShareTtlMs, QUEUE_NAME } from '@imgbuilder/common/build-life';
+import { BuildCancelled } from '@imgbuilder/common/errors';
 import type { BuildJobData } from '@imgbuilder/common/build-job';
 import type { BuildRunner } from '../build-runner.js';
+import { WorkerBuildControl } from '../build-control.js';
 import type { WorkerMetrics } from '../metrics.js';
 import { endBuild } from '../report/build-ending.js';
 import { jobGone } from '../reaper.js';
@@ -22,22 +24,45 @@ export interface BuildQueue {
   track(p: Promise<unknown>): void;
 }
 
-export function openBuildQueue(env: Env, services: WorkerServices, runner: BuildRunner, metrics: WorkerMetrics, log: Logger): BuildQueue {
-  const { connectRedis, keys, store } = services;
+/** Opens the consumer (paused) and listens for cancels of the builds it runs. */
+export async function openBuildQueue(env: Env, services: WorkerServices, runner: BuildRunner, metrics: WorkerMetrics, log: Logger): Promise<BuildQueue> {
+  const { connectRedis, keys, store, redis } = services;
   const running = new Map<string, AbortController>();
+  const control = new WorkerBuildControl(
+    {
+      cancels: new CancelRequests(redis, keys),
+      subscriber: connectRedis('imgbuilder-worker-cancel', { blocking: true }),
+      fair: new FairShare(redis, keys, fairShareTtlMs(env.IMGBUILDER_MAX_QUEUE_WAIT, env.IMGBUILDER_BUILD_TIMEOUT)),
+      log,
+      maxRunningPerCaller: env.IMGBUILDER_MAX_RUNNING_PER_CALLER,
+    },
+    running,
+  );
+  await control.start();
+  const runJob = async (job: Job<BuildJobData>, token?: string): Promise<void> => {
+    if (token && !(await control.mayStart(job.data))) {
+      // Its caller has IMGBUILDER_MAX_RUNNING_PER_CALLER builds running: back to the queue, same priority (no span:
+      // a deferred build is picked about once a second).
+      log.debug({ build_id: job.data.buildId }, 'build deferred: its caller is at its running limit');
+      await job.moveToDelayed(Date.now() + DEFER_MS, token);
+      throw new DelayedError();
+    }
+    return runTraced(job, token);
+  };
   // Each pick-up runs in the trace the job carries: its log lines name it, its spans join the caller's trace.
-  const runJob = (job: Job<BuildJobData>, token?: string): Promise<void> => inJobTrace(job.data.trace, job.timestamp, 'build job', async () => {
+  const runTraced = (job: Job<BuildJobData>, token?: string): Promise<void> => inJobTrace(job.data.trace, job.timestamp, 'build job', async () => {
     const ctl = new AbortController();
     running.set(job.id!, ctl);
     metrics.active.inc();
     const buildLog = log.child({ build_id: job.data.buildId, ref: job.data.ref });
     try {
+      await control.checkCancelled(job.data.buildId);
       const restarted = (job.stalledCounter ?? 0) > 0 || (job.attemptsStarted ?? 1) > 1 || (await store.get(job.data.buildId))?.state === 'running';
       if (restarted) metrics.restarted.inc();
       buildLog.info({ restarted, attempt: job.attemptsStarted, stalled: job.stalledCounter }, restarted ? 'build picked up again after its worker stopped' : 'build picked up');
       await runner.run(job.data, ctl.signal, { restarted });
     } catch (err) {
-      if (ctl.signal.aborted && token) {
+      if (ctl.signal.aborted && !(ctl.signal.reason instanceof BuildCancelled) && token) {
         // Graceful shutdown ran out of grace: hand the job back for another worker.
         buildLog.info('build handed back to the queue: shutdown grace period over');
         await job.moveToDelayed(Date.now(), token);

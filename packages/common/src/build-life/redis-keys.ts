@@ -32,6 +32,12 @@ export function redisKeys(namespace: string) {
     queueSamples: `${tag}:stats:queue`,
     /** Hash: counters of builds started / deduplicated / done (metrics that must survive process restarts). */
     counters: `${tag}:counters`,
+    /** Channel: `{id, by}` of each build someone asked to cancel; every worker listens (cancel-requests.ts). */
+    cancelRequests: `${tag}:cancel`,
+    /** Sorted set: one caller's queued and running build ids (the caller, an attributed triggered_by, hashed), for its fair-share rank (fair-share.ts). */
+    callerBuilds: (callerHash: string) => `${tag}:caller:${callerHash}:builds`,
+    /** Set: one caller's builds holding a worker slot (IMGBUILDER_MAX_RUNNING_PER_CALLER). */
+    callerRunning: (callerHash: string) => `${tag}:caller:${callerHash}:running`,
     /** String: held by the one process whose reaper runs this interval. */
     reaperLock: `${tag}:reaper:lock`,
     /** Hash: each layer-cache ref's tag and when a build last imported or pushed it (ms); retention reads it. */

@@ -12,3 +12,11 @@ export function lockTtlMs(buildTimeoutMs: number): number {
  * frees itself.
  */
 export const ENQUEUE_LOCK_TTL_MS = 60_000;
+
+/**
+ * How long a caller's fair-share sets outlive its last build's entry: the longest a build may wait in the queue and
+ * run, plus 10 minutes. The API and the worker both refresh them, with the same life.
+ */
+export function fairShareTtlMs(maxQueueWaitMs: number, buildTimeoutMs: number): number {
+  return maxQueueWaitMs + buildTimeoutMs + 600_000;
+}

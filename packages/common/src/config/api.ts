@@ -10,6 +10,8 @@ export const apiFields = {
   IMGBUILDER_GRPC_ADDR: hostPort('0.0.0.0:8080'),
   /** Queued (not yet running) builds beyond which Build answers RESOURCE_EXHAUSTED. */
   IMGBUILDER_MAX_QUEUED_BUILDS: int(1000, 1),
+  /** Queued builds one caller may have; beyond, its Build answers RESOURCE_EXHAUSTED. 0: no limit. */
+  IMGBUILDER_MAX_QUEUED_PER_CALLER: int(0, 0),
   /** Quiet Build streams repeat their `running` message this often, so proxies never see an idle stream. */
   IMGBUILDER_STREAM_KEEPALIVE: duration('15s'),
   /** A Build/Logs client that reads nothing this long is dropped, so slow readers cannot pin server memory. */

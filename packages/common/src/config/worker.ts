@@ -42,6 +42,8 @@ export const workerFields = {
   IMGBUILDER_BUILD_CGROUP_ROOT: z.string().default('/sys/fs/cgroup'),
   /** Builds one worker process runs at the same time. */
   IMGBUILDER_WORKER_CONCURRENCY: int(2, 1),
+  /** Builds one caller may have running at once across all workers; 0: no limit (fair share still applies). */
+  IMGBUILDER_MAX_RUNNING_PER_CALLER: int(0, 0),
   /** A build running longer is stopped and fails. */
   IMGBUILDER_BUILD_TIMEOUT: duration('60m'),
   /** How long a worker may go silent (killed) before its build is handed to another worker. */

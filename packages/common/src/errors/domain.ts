@@ -185,6 +185,50 @@ export class QueueFull extends ImgbuilderError {
   }
 }
 
+/** One caller has IMGBUILDER_MAX_QUEUED_PER_CALLER builds waiting already. */
+export class CallerQueueFull extends QueueFull {
+  constructor(
+    /** The caller's id (caller.ts), as the build's triggered_by records it. */
+    readonly caller: string,
+    queued: number,
+    limit: number,
+    message: string,
+  ) {
+    super(queued, limit, message);
+  }
+}
+
+/** Cancel of a build that has already ended (other than by a cancel): there is nothing to stop. */
+export class BuildAlreadyEnded extends ImgbuilderError {
+  constructor(
+    readonly buildId: string,
+    readonly state: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The caller may not cancel this build: a builder's caller cancels only the builds attributed to it. */
+export class CancelNotPermitted extends ImgbuilderError {
+  constructor(
+    readonly caller: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The terminal message of a cancelled build; waiters, logs and the dashboard all show it. */
+export const cancelMessage = (by: string) => `build cancelled by ${by}`;
+
+/** Why a worker stopped a build: someone cancelled it (the build's failure message names who). */
+export class BuildCancelled extends ImgbuilderError {
+  constructor(readonly by: string) {
+    super(cancelMessage(by));
+  }
+}
+
 /** A build ended without its workspace image in the registry (REFERENCE.md: checked again after success). */
 export class WorkspaceImageMissing extends ImgbuilderError {
   constructor(
