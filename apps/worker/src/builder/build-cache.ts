@@ -148,7 +148,8 @@ export class BuildCache {
   async record(plan: CachePlan, finalImage: string, kept: ReadonlyMap<string, string>, signal: AbortSignal, line: (t: string) => void, cleanup: string[]): Promise<void> {
     const creds = pushCredentials(this.installation, this.repository);
     const pushed: string[] = [];
-    // Every ref at once: mostly manifests of layers the base push already sent, each a round of engine-to-registry checks.
+    // Kept images at once; one image's refs one after another: two pushes of the same layers to one repository at the
+    // same time can fail in the registry (a blob upload the other push completed), the second push is a manifest only.
     await Promise.all(
       plan.keep.map(async (k) => {
         const image = k.target === undefined ? (kept.get('') ?? finalImage) : kept.get(k.target);
@@ -159,14 +160,12 @@ export class BuildCache {
             await this.engine.tag(image, repositoryOf(parsed), parsed.tag!);
             cleanup.push(ref);
           }
-          await Promise.all(
-            k.refs.map(async ({ ref }) => {
-              const parsed = parseImageRef(ref);
-              const digest = await this.engine.push(repositoryOf(parsed), parsed.tag!, creds, signal, () => undefined);
-              if (digest) this.lookups.set(`${ref} ${plan.readerKey}`, digest);
-              pushed.push(ref);
-            }),
-          );
+          for (const { ref } of k.refs) {
+            const parsed = parseImageRef(ref);
+            const digest = await this.engine.push(repositoryOf(parsed), parsed.tag!, creds, signal, () => undefined);
+            if (digest) this.lookups.set(`${ref} ${plan.readerKey}`, digest);
+            pushed.push(ref);
+          }
           line(`build cache: pushed ${k.target === undefined ? '' : `stage ${k.target} as `}${k.refs.map((r) => r.ref).join(', ')}`);
         } catch (err) {
           if (signal.aborted) throw err;
