@@ -177,15 +177,18 @@ async function measure(ctx: BenchContext, stack: BenchStack, subscribers: number
 function pollLogObject(url: string): { stop(): Promise<number[]> } {
   const seen = new Map<number, number>();
   let running = true;
+  const look = async () => {
+    const t = wallMs();
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+      if (res.ok) for (const tick of ticksIn(await res.text())) if (!seen.has(tick)) seen.set(tick, t);
+    } catch {
+      /* not there yet, or s3rver busy: the next poll tries again */
+    }
+  };
   const loop = (async () => {
     while (running) {
-      const t = wallMs();
-      try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-        if (res.ok) for (const tick of ticksIn(await res.text())) if (!seen.has(tick)) seen.set(tick, t);
-      } catch {
-        /* not there yet, or s3rver busy: the next poll tries again */
-      }
+      await look();
       await sleep(S3_POLL_MS);
     }
   })();
@@ -193,7 +196,9 @@ function pollLogObject(url: string): { stop(): Promise<number[]> } {
     async stop() {
       running = false;
       await loop;
-      // One more look: the final upload completes before the terminal status.
+      // One more look: the final upload completes before the terminal status, and a build shorter than the worker's
+      // upload interval may have had no poll between that upload and its end.
+      await look();
       return [...seen.entries()].map(([tick, at]) => at - tick);
     },
   };
